@@ -1,0 +1,330 @@
+//! Compaction: staging → Delta tables, idempotently.
+
+use std::collections::BTreeSet;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Date32Type, SchemaRef};
+use datafusion::common::{JoinType, ScalarValue};
+use datafusion::prelude::{col, lit, SessionContext};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStoreExt};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use shoplake_events::fields::{BAD_ROW_ID, EVENT_DATE, EVENT_ID, EVENT_TIME, ORDER_ID};
+use shoplake_events::lake::{BAD_ROWS_TABLE, EVENTS_TABLE, ORDERS_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS};
+use tracing::{debug, info};
+
+use crate::orders::{orders_schema, ORDERS_SQL};
+use crate::{Error, Lake, Result};
+
+/// How much one compaction round takes and how it writes.
+#[derive(Clone, Debug)]
+pub struct CompactOptions {
+    /// Most staging files read in one round.
+    pub max_files: usize,
+    /// Most bytes of staging files read in one round (bounds memory: Arrow is ~5–10× the zstd size).
+    pub max_bytes: u64,
+    /// Target size of the Parquet files written.
+    pub target_file_size: u64,
+    /// zstd level of the lake's Parquet files.
+    pub zstd_level: i32,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        CompactOptions { max_files: 1_000, max_bytes: 64 << 20, target_file_size: 256 << 20, zstd_level: 3 }
+    }
+}
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    pub staged_files: usize,
+    pub events_read: u64,
+    pub events_written: u64,
+    /// Copies of one event in several staging files.
+    pub duplicates_in_staging: u64,
+    /// Events the lake already held (a re-run after a crash, or a re-read of the stream).
+    pub already_in_lake: u64,
+    pub bad_rows_written: u64,
+    /// Rows of the rebuilt orders table, when it was rebuilt.
+    pub orders: Option<u64>,
+}
+
+impl CompactReport {
+    fn add(&mut self, o: CompactReport) {
+        self.staged_files += o.staged_files;
+        self.events_read += o.events_read;
+        self.events_written += o.events_written;
+        self.duplicates_in_staging += o.duplicates_in_staging;
+        self.already_in_lake += o.already_in_lake;
+        self.bad_rows_written += o.bad_rows_written;
+        self.orders = o.orders.or(self.orders);
+    }
+}
+
+async fn list_staging(lake: &Lake, prefix: &str) -> Result<Vec<ObjectMeta>> {
+    let store = lake.store();
+    let listed: Vec<ObjectMeta> = match store.list(Some(&Path::from(prefix))).try_collect().await {
+        Ok(v) => v,
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(source) => return Err(Error::Store { path: prefix.to_owned(), source }),
+    };
+    let mut files: Vec<ObjectMeta> =
+        listed.into_iter().filter(|m| m.location.extension() == Some("parquet")).collect();
+    files.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(files)
+}
+
+/// Takes files from the front while within the round's limits (at least one).
+fn take_round(files: &mut Vec<ObjectMeta>, opts: &CompactOptions, budget: &mut u64) -> Vec<ObjectMeta> {
+    let mut n = 0;
+    while n < files.len() && n < opts.max_files && (n == 0 || files[n].size <= *budget) {
+        *budget = budget.saturating_sub(files[n].size);
+        n += 1;
+    }
+    files.drain(..n).collect()
+}
+
+async fn read_staging(lake: &Lake, files: &[ObjectMeta]) -> Result<Vec<RecordBatch>> {
+    let store = lake.store();
+    let mut batches = Vec::new();
+    for f in files {
+        let store_err = |source| Error::Store { path: f.location.to_string(), source };
+        let bytes = store.get(&f.location).await.map_err(store_err)?.bytes().await.map_err(store_err)?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|b| b.with_batch_size(65_536).build())
+            .map_err(|source| Error::Staging { path: f.location.to_string(), source })?;
+        for batch in reader {
+            batches.push(batch?);
+        }
+    }
+    Ok(batches)
+}
+
+/// Keeps the first row of every key; returns the batches and how many rows were dropped.
+fn dedup_first(batches: Vec<RecordBatch>, key: &str) -> Result<(Vec<RecordBatch>, u64)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut dropped = 0;
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let keys = batch
+            .column_by_name(key)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| Error::Lake { message: format!("staged batch has no Utf8 column {key}") })?;
+        let keep: BooleanArray = (0..batch.num_rows()).map(|i| Some(seen.insert(keys.value(i).to_owned()))).collect();
+        dropped += keep.false_count() as u64;
+        out.push(if keep.false_count() == 0 { batch } else { filter_record_batch(&batch, &keep)? });
+    }
+    Ok((out, dropped))
+}
+
+fn distinct_dates(batches: &[RecordBatch]) -> Vec<i32> {
+    let mut dates = BTreeSet::new();
+    for b in batches {
+        if let Some(c) = b.column_by_name(EVENT_DATE).and_then(|c| c.as_primitive_opt::<Date32Type>()) {
+            dates.extend(c.iter().flatten());
+        }
+    }
+    dates.into_iter().collect()
+}
+
+fn writer_properties(opts: &CompactOptions) -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(opts.zstd_level)
+        .map_err(|e| Error::Lake { message: format!("zstd level {}: {e}", opts.zstd_level) })?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build())
+}
+
+fn query_err(table: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error + '_ {
+    move |source| Error::Query { table: table.to_owned(), source }
+}
+
+fn delta_err(table: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
+    move |source| Error::Delta { table: table.to_owned(), source }
+}
+
+/// Casts batches to `schema` column by column (DataFusion may hand back equivalent types).
+fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let c = b
+                        .column_by_name(f.name())
+                        .ok_or_else(|| Error::Lake { message: format!("result has no column {}", f.name()) })?;
+                    Ok(arrow::compute::cast(c, f.data_type())?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        })
+        .collect()
+}
+
+/// Appends the rows of `batches` whose `key` the table does not hold yet; returns (written, skipped).
+async fn append_new(
+    lake: &Lake,
+    table_name: &str,
+    batches: Vec<RecordBatch>,
+    key: &str,
+    schema: SchemaRef,
+    opts: &CompactOptions,
+    operation: &str,
+) -> Result<(u64, u64)> {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows == 0 {
+        return Ok((0, 0));
+    }
+    let qe = query_err(table_name);
+    let ctx = SessionContext::new();
+    let dates = distinct_dates(&batches);
+    let staged = ctx.read_batches(batches).map_err(&qe)?.alias("s").map_err(&qe)?;
+    let df = match lake.table(table_name).await? {
+        Some(table) => {
+            table.update_datafusion_session(&ctx.state()).map_err(delta_err(table_name))?;
+            let provider = table.table_provider().await.map_err(delta_err(table_name))?;
+            let dates = dates.iter().map(|d| lit(ScalarValue::Date32(Some(*d)))).collect();
+            let existing = ctx
+                .read_table(provider)
+                .and_then(|t| t.filter(col(EVENT_DATE).in_list(dates, false)))
+                .and_then(|t| t.select_columns(&[key]))
+                .and_then(|t| t.alias("l"))
+                .map_err(&qe)?;
+            staged
+                .join_on(existing, JoinType::LeftAnti, [col(format!("s.{key}")).eq(col(format!("l.{key}")))])
+                .map_err(&qe)?
+        }
+        None => staged,
+    };
+    let df = if schema.column_with_name(EVENT_TIME).is_some() {
+        df.sort(vec![col(EVENT_DATE).sort(true, false), col(EVENT_TIME).sort(true, false)]).map_err(&qe)?
+    } else {
+        df
+    };
+    let out = conform(df.collect().await.map_err(&qe)?, &schema)?;
+    let written: usize = out.iter().map(|b| b.num_rows()).sum();
+    if written > 0 {
+        let table = lake.table_for_write(table_name).await?;
+        table
+            .write(out)
+            .with_save_mode(SaveMode::Append)
+            .with_partition_columns([EVENT_DATE])
+            .with_writer_properties(writer_properties(opts)?)
+            .with_target_file_size(NonZeroU64::new(opts.target_file_size))
+            .with_commit_properties(CommitProperties::default().with_metadata([
+                ("shoplake.operation".to_owned(), serde_json::json!(operation)),
+                ("shoplake.rows".to_owned(), serde_json::json!(written)),
+            ]))
+            .await
+            .map_err(delta_err(table_name))?;
+    }
+    Ok((written as u64, (rows - written) as u64))
+}
+
+/// Rebuilds the `orders` table from the events table (an atomic overwrite); returns its rows.
+pub async fn rebuild_orders(lake: &Lake, opts: &CompactOptions) -> Result<u64> {
+    let Some(events) = lake.table(EVENTS_TABLE).await? else { return Ok(0) };
+    let qe = query_err(ORDERS_TABLE);
+    let ctx = SessionContext::new();
+    events.update_datafusion_session(&ctx.state()).map_err(delta_err(EVENTS_TABLE))?;
+    let provider = events.table_provider().await.map_err(delta_err(EVENTS_TABLE))?;
+    ctx.register_table(EVENTS_TABLE, provider).map_err(&qe)?;
+    let batches = ctx.sql(ORDERS_SQL).await.map_err(&qe)?.collect().await.map_err(&qe)?;
+    let batches = conform(batches, &orders_schema())?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    lake.table_for_write(ORDERS_TABLE)
+        .await?
+        .write(batches)
+        .with_save_mode(SaveMode::Overwrite)
+        .with_writer_properties(writer_properties(opts)?)
+        .with_commit_properties(CommitProperties::default().with_metadata([(
+            "shoplake.operation".to_owned(),
+            serde_json::json!("rebuild_orders"),
+        )]))
+        .await
+        .map_err(delta_err(ORDERS_TABLE))?;
+    Ok(rows as u64)
+}
+
+fn touches_orders(batches: &[RecordBatch]) -> bool {
+    batches.iter().any(|b| b.column_by_name(ORDER_ID).is_some_and(|c| c.null_count() < c.len()))
+}
+
+/// One compaction round: reads up to the limits from staging, commits, then deletes what it read.
+pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
+    let mut budget = opts.max_bytes;
+    let events_files = take_round(&mut list_staging(lake, STAGING_EVENTS).await?, opts, &mut budget);
+    let bad_files = take_round(&mut list_staging(lake, STAGING_BAD_ROWS).await?, opts, &mut budget);
+    let mut report = CompactReport { staged_files: events_files.len() + bad_files.len(), ..Default::default() };
+    if report.staged_files == 0 {
+        return Ok(report);
+    }
+
+    let events = read_staging(lake, &events_files).await?;
+    report.events_read = events.iter().map(|b| b.num_rows() as u64).sum();
+    let (events, dups) = dedup_first(events, EVENT_ID)?;
+    report.duplicates_in_staging = dups;
+    let new_orders = touches_orders(&events);
+    let events_schema = shoplake_events::events_schema();
+    let (written, skipped) = append_new(lake, EVENTS_TABLE, events, EVENT_ID, events_schema, opts, "compact").await?;
+    report.events_written = written;
+    report.already_in_lake = skipped;
+
+    let bad = read_staging(lake, &bad_files).await?;
+    let (bad, _) = dedup_first(bad, BAD_ROW_ID)?;
+    let (bad_written, _) =
+        append_new(lake, BAD_ROWS_TABLE, bad, BAD_ROW_ID, shoplake_events::bad_rows_schema(), opts, "compact").await?;
+    report.bad_rows_written = bad_written;
+
+    // Rebuild orders when this round brought order events, or when a crash left the table behind.
+    if new_orders || (written > 0 && lake.table(ORDERS_TABLE).await?.is_none()) {
+        report.orders = Some(rebuild_orders(lake, opts).await?);
+    }
+
+    let store = lake.store();
+    for f in events_files.iter().chain(&bad_files) {
+        match store.delete(&f.location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => return Err(Error::Store { path: f.location.to_string(), source }),
+        }
+    }
+    debug!(?report, "compaction round");
+    Ok(report)
+}
+
+/// Compacts until staging is empty.
+pub async fn compact_all(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
+    let mut total = CompactReport::default();
+    loop {
+        let round = compact(lake, opts).await?;
+        if round.staged_files == 0 {
+            break;
+        }
+        total.add(round);
+    }
+    if total.staged_files > 0 {
+        info!(
+            files = total.staged_files,
+            events = total.events_written,
+            duplicates = total.duplicates_in_staging + total.already_in_lake,
+            bad_rows = total.bad_rows_written,
+            "compacted staging into the lake"
+        );
+    }
+    Ok(total)
+}
+
+/// Shared handle type for callers that hold the lake across tasks.
+pub type SharedLake = Arc<Lake>;

@@ -1,0 +1,78 @@
+//! # shoplake-batch: the lake's batch jobs
+//!
+//! Owns the Delta tables and everything that writes them in bulk:
+//!
+//! - [`Lake`]: where the lake lives (a local folder by default, `s3://bucket/prefix` in
+//!   production) and the object store that reaches it;
+//! - [`compact`]: staged Parquet files (written by the streaming stage) → the `events` and
+//!   `bad_rows` Delta tables, de-duplicated by id across staging files *and* against what the lake
+//!   already holds, then the `orders` table rebuilt from the order lifecycle events
+//!   (`sql/batch/orders.sql`); consumed staging files are deleted only after every commit;
+//! - [`optimize`]: small files → large ones (Delta `OPTIMIZE`, bin-packing) and vacuum.
+//!
+//! ## Exactly once
+//! Each compaction step is idempotent by construction: rows whose id is already in the table
+//! are dropped before the append, so re-running after a crash at any point (before a commit, between
+//! commits, before staging cleanup) neither loses nor duplicates a row. Delta's atomic commits mean
+//! readers never see half a compaction.
+//!
+//! ## Layout
+//! `events` and `bad_rows` are partitioned by `event_date` (a dashboard asks about days); files are
+//! zstd Parquet, rows sorted by `event_time` inside a compaction so that time filters prune row
+//! groups by their statistics.
+//!
+//! Why these dependencies: `deltalake` writes and reads the Delta log (atomic commits, the format
+//! other engines read); `datafusion` runs the anti-join and the orders SQL; `object_store` and
+//! `parquet` read the staging files.
+
+pub mod compact;
+mod lake;
+pub mod optimize;
+pub mod orders;
+
+pub use compact::{compact, compact_all, CompactOptions, CompactReport};
+pub use lake::Lake;
+
+/// Result of the batch jobs.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the batch jobs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("delta table {table}: {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    #[error("object store at {path}: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("reading staging file {path}: {source}")]
+    Staging {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("query while compacting {table}: {source}")]
+    Query {
+        table: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("lake: {message}")]
+    Lake { message: String },
+}
+
+impl Error {
+    /// Whether re-running the job can succeed (it is idempotent, so re-running is always safe).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Store { .. } | Error::Delta { .. })
+    }
+}

@@ -1,0 +1,32 @@
+//! Small files → large ones, and removal of files no version references any more.
+
+use deltalake::operations::optimize::OptimizeType;
+
+use crate::{Error, Lake, Result};
+
+/// What an optimize run did.
+#[derive(Clone, Debug, Default)]
+pub struct OptimizeReport {
+    pub table: String,
+    pub files_removed: u64,
+    pub files_added: u64,
+}
+
+/// Bin-packs the files of `table` towards `target_size` bytes (Delta OPTIMIZE); readers keep seeing a
+/// consistent version throughout.
+pub async fn optimize(lake: &Lake, table: &str, target_size: u64) -> Result<OptimizeReport> {
+    let Some(t) = lake.table(table).await? else {
+        return Ok(OptimizeReport { table: table.to_owned(), ..Default::default() });
+    };
+    let (_, metrics) = t
+        .optimize()
+        .with_type(OptimizeType::Compact)
+        .with_target_size(target_size)
+        .await
+        .map_err(|source| Error::Delta { table: table.to_owned(), source })?;
+    Ok(OptimizeReport {
+        table: table.to_owned(),
+        files_removed: metrics.num_files_removed,
+        files_added: metrics.num_files_added,
+    })
+}

@@ -1,0 +1,15 @@
+//! The lake layout shared by the stage that writes staging files and the jobs that compact them:
+//! table names and staging prefixes, relative to the lake root.
+
+/// The `events` Delta table, partitioned by `event_date`.
+pub const EVENTS_TABLE: &str = "events";
+/// The `orders` Delta table: one row per order.
+pub const ORDERS_TABLE: &str = "orders";
+/// The `bad_rows` Delta table, partitioned by `event_date` (the date received).
+pub const BAD_ROWS_TABLE: &str = "bad_rows";
+/// Enriched events waiting for compaction (Parquet files).
+pub const STAGING_EVENTS: &str = "_staging/events";
+/// Bad rows waiting for compaction (Parquet files).
+pub const STAGING_BAD_ROWS: &str = "_staging/bad_rows";
+/// Every table, in the order compaction writes them.
+pub const TABLES: &[&str] = &[EVENTS_TABLE, BAD_ROWS_TABLE, ORDERS_TABLE];

@@ -1,0 +1,89 @@
+-- orders: one row per order, its current status and amounts, rebuilt by compaction from the
+-- order lifecycle events of the `events` table.
+--
+-- Amounts come from the latest order_completed / order_updated event; the status is the furthest
+-- milestone reached (refunded > cancelled > return requested > delivered > shipped > paid >
+-- payment failed > placed). Only orders whose order_completed event is in the lake appear.
+WITH lifecycle AS (
+    SELECT *
+    FROM events
+    WHERE order_id IS NOT NULL
+      AND event_name IN ('order_completed', 'order_updated', 'order_cancelled', 'order_refunded',
+                         'payment_authorized', 'payment_failed', 'order_shipped', 'order_delivered',
+                         'return_requested')
+),
+latest_amounts AS (
+    SELECT *
+    FROM (
+        SELECT l.*,
+               row_number() OVER (PARTITION BY order_id ORDER BY event_time DESC, event_id) AS rn
+        FROM lifecycle l
+        WHERE event_name IN ('order_completed', 'order_updated')
+    ) ranked
+    WHERE rn = 1
+),
+items AS (
+    SELECT order_id, sum(coalesce(item['quantity'], 1)) AS item_count
+    FROM (SELECT order_id, unnest(products) AS item FROM latest_amounts) line_items
+    GROUP BY order_id
+),
+milestones AS (
+    SELECT order_id,
+           min(CASE WHEN event_name = 'order_completed' THEN event_time END)    AS placed_at,
+           max(event_time)                                                      AS updated_at,
+           max(CASE WHEN event_name = 'payment_authorized' THEN event_time END) AS paid_at,
+           max(CASE WHEN event_name = 'payment_failed' THEN event_time END)     AS payment_failed_at,
+           min(CASE WHEN event_name = 'order_shipped' THEN event_time END)      AS shipped_at,
+           min(CASE WHEN event_name = 'order_delivered' THEN event_time END)    AS delivered_at,
+           min(CASE WHEN event_name = 'return_requested' THEN event_time END)   AS return_requested_at,
+           min(CASE WHEN event_name = 'order_cancelled' THEN event_time END)    AS cancelled_at,
+           min(CASE WHEN event_name = 'order_refunded' THEN event_time END)     AS refunded_at,
+           max(user_id)                                                         AS any_user_id
+    FROM lifecycle
+    GROUP BY order_id
+)
+SELECT a.order_id,
+       coalesce(a.user_id, m.any_user_id) AS user_id,
+       a.anonymous_id,
+       a.session_id,
+       CASE
+           WHEN m.refunded_at IS NOT NULL THEN 'refunded'
+           WHEN m.cancelled_at IS NOT NULL THEN 'cancelled'
+           WHEN m.return_requested_at IS NOT NULL THEN 'return_requested'
+           WHEN m.delivered_at IS NOT NULL THEN 'delivered'
+           WHEN m.shipped_at IS NOT NULL THEN 'shipped'
+           WHEN m.paid_at IS NOT NULL
+                AND (m.payment_failed_at IS NULL OR m.paid_at >= m.payment_failed_at) THEN 'paid'
+           WHEN m.payment_failed_at IS NOT NULL THEN 'payment_failed'
+           ELSE 'placed'
+       END AS status,
+       m.placed_at,
+       m.updated_at,
+       a.currency,
+       a.total,
+       a.revenue,
+       a.tax,
+       a.shipping,
+       a.discount,
+       a.reporting_currency,
+       a.total_reporting,
+       a.revenue_reporting,
+       coalesce(i.item_count, 0) AS item_count,
+       a.coupon,
+       a.payment_method,
+       a.card_fingerprint,
+       a.billing_country,
+       a.shipping_country,
+       a.utm_source,
+       a.utm_medium,
+       a.utm_campaign,
+       a.channel,
+       m.shipped_at,
+       m.delivered_at,
+       m.cancelled_at,
+       m.refunded_at,
+       CAST(m.placed_at AS DATE) AS order_date
+FROM latest_amounts a
+JOIN milestones m ON m.order_id = a.order_id
+LEFT JOIN items i ON i.order_id = a.order_id
+WHERE m.placed_at IS NOT NULL

@@ -1,0 +1,50 @@
+//! `shoplake batch …`: compaction and table maintenance.
+
+use shoplake_events::lake::TABLES;
+
+use crate::config::DataArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(subcommand)]
+    job: Job,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Job {
+    /// Staging → Delta tables (events, bad_rows, orders). Safe to re-run at any time.
+    Compact,
+    /// Rewrite small files into large ones.
+    Optimize {
+        /// Target file size in bytes.
+        #[arg(long, default_value_t = 256 << 20)]
+        target_size: u64,
+    },
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.data.pipeline_config()?;
+    let lake = args.data.open_lake()?;
+    match args.job {
+        Job::Compact => {
+            let r = shoplake_batch::compact_all(&lake, &config.compaction.options()).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "staged_files": r.staged_files, "events_read": r.events_read, "events_written": r.events_written,
+                    "duplicates_in_staging": r.duplicates_in_staging, "already_in_lake": r.already_in_lake,
+                    "bad_rows_written": r.bad_rows_written, "orders": r.orders,
+                })
+            );
+        }
+        Job::Optimize { target_size } => {
+            for table in TABLES {
+                let r = shoplake_batch::optimize::optimize(&lake, table, target_size).await?;
+                println!("{table}: {} files rewritten into {}", r.files_removed, r.files_added);
+            }
+        }
+    }
+    Ok(())
+}

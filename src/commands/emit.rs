@@ -1,0 +1,142 @@
+//! `shoplake emit`: the storefront simulator, putting its events on the stream.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use shoplake_storefront_emitter::emitter::{Emitter, EmitterConfig};
+use shoplake_storefront_emitter::simulator::{SimConfig, Simulator};
+use tracing::info;
+
+use crate::config::DataArgs;
+use crate::sink::StreamSink;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Seed of the simulation: the same seed gives the same events.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Shopping sessions to simulate.
+    #[arg(long)]
+    pub sessions: Option<u64>,
+    /// Stop after this many seconds of wall time.
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Events per second (wall time). Without it, events are emitted as fast as the stream takes them.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Simulated start time (RFC 3339). Default: now.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Share of bad input (0..1).
+    #[arg(long, default_value_t = 0.01)]
+    pub bad_share: f64,
+    /// Share of events resent as duplicates (0..1).
+    #[arg(long, default_value_t = 0.01)]
+    pub duplicate_share: f64,
+    /// Share of sessions that are fraud scenarios (0..1).
+    #[arg(long, default_value_t = 0.01)]
+    pub fraud_share: f64,
+    /// Where to append the fraud ground-truth labels (NDJSON). Default: DATA_DIR/simulator/labels.ndjson.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// Print the simulator's counts as JSON when done.
+    #[arg(long)]
+    pub stats_json: bool,
+}
+
+/// Sessions per simulated hour that give about `rate` events per second.
+pub fn sessions_per_hour_for(rate: f64, base: &SimConfig) -> f64 {
+    // Measure events per session on a throwaway sample of the same simulation.
+    let mut sample = Simulator::new(SimConfig { max_sessions: Some(500), ..base.clone() });
+    let mut events = 0u64;
+    while sample.next().is_some() {
+        events += 1;
+    }
+    let per_session = (events as f64 / 500.0).max(1.0);
+    rate * 3600.0 / per_session
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.data.pipeline_config()?;
+    let stream = Arc::new(args.data.open_stream(&config)?);
+    let start = match &args.start {
+        Some(s) => shoplake_events::parse_timestamp(s).with_context(|| format!("--start {s:?} is not RFC 3339"))?,
+        None => chrono::Utc::now().timestamp_micros(),
+    };
+    let mut sim_config = SimConfig {
+        seed: args.seed,
+        start_micros: start,
+        max_sessions: args.sessions,
+        bad_share: args.bad_share,
+        duplicate_share: args.duplicate_share,
+        fraud_share: args.fraud_share,
+        ..SimConfig::default()
+    };
+    if let Some(rate) = args.rate {
+        sim_config.sessions_per_hour = sessions_per_hour_for(rate, &sim_config);
+    }
+    let labels_path = args.labels.clone().unwrap_or_else(|| args.data.data_dir.join("simulator").join("labels.ndjson"));
+    let emitter = Emitter::new(Arc::new(StreamSink(stream)), EmitterConfig::default());
+    let deadline = args.duration.map(|d| Instant::now() + Duration::from_secs(d));
+    let mut sim = Simulator::new(sim_config);
+    let stats = drive(&mut sim, &emitter, args.rate.is_some(), deadline, &labels_path, || false).await?;
+    emitter.close().await?;
+    info!(records = stats.records, valid_unique = stats.valid_unique, bad = stats.bad, duplicates = stats.duplicates, "emitted");
+    if args.stats_json {
+        println!("{}", serde_json::to_string(&stats)?);
+    }
+    Ok(())
+}
+
+/// Pulls records from the simulator into the emitter until the simulation ends, the deadline
+/// passes or `stop()` says so; paced to simulated server time when `paced`. Appends fraud labels.
+pub async fn drive(
+    sim: &mut Simulator,
+    emitter: &Emitter,
+    paced: bool,
+    deadline: Option<Instant>,
+    labels_path: &std::path::Path,
+    stop: impl Fn() -> bool,
+) -> anyhow::Result<shoplake_storefront_emitter::simulator::SimStats> {
+    if let Some(dir) = labels_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut labels = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(labels_path)
+        .with_context(|| format!("opening {}", labels_path.display()))?;
+    let wall_start = Instant::now();
+    let mut sim_start = None;
+    let mut n: u64 = 0;
+    while let Some(record) = sim.next() {
+        if paced {
+            let first = *sim_start.get_or_insert(record.server_time_micros);
+            let due = Duration::from_micros((record.server_time_micros - first).max(0) as u64);
+            let elapsed = wall_start.elapsed();
+            if due > elapsed {
+                tokio::time::sleep(due - elapsed).await;
+            }
+        }
+        emitter.emit(record.partition_key, record.payload.into()).await?;
+        n += 1;
+        if n % 1024 == 0 {
+            for label in sim.labels() {
+                writeln!(labels, "{}", serde_json::to_string(&label)?)?;
+            }
+            if stop() || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+    }
+    for label in sim.labels() {
+        writeln!(labels, "{}", serde_json::to_string(&label)?)?;
+    }
+    emitter.flush().await?;
+    Ok(sim.stats().clone())
+}

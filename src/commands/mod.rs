@@ -1,0 +1,9 @@
+//! One module per subcommand: an `Args` struct and an `async fn run`.
+
+pub mod batch;
+pub mod config;
+pub mod emit;
+pub mod query;
+pub mod sql;
+pub mod stream;
+pub mod up;

@@ -1,0 +1,29 @@
+//! `shoplake sql "<SQL>"`: one statement over the lake, printed as a table, CSV or JSON.
+
+use shoplake_query::{Format, QueryService};
+
+use crate::config::DataArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The SQL statement.
+    sql: String,
+    /// Output format.
+    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json", "ndjson"])]
+    format: String,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let service = QueryService::open(&args.data.lake_root(), Default::default()).await?;
+    let result = service.sql(&args.sql).await?;
+    let format = match args.format.as_str() {
+        "csv" => Format::Csv,
+        "json" => Format::Json,
+        "ndjson" => Format::NdJson,
+        _ => Format::Table,
+    };
+    println!("{}", shoplake_query::render(&result, format)?);
+    Ok(())
+}

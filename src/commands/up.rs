@@ -1,0 +1,171 @@
+//! `shoplake up`: the whole platform in one process on local disk — simulator → embedded stream →
+//! streaming stage → periodic compaction → SQL over HTTP — continuing where it stopped when started
+//! again.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use shoplake_query::QueryService;
+use shoplake_storefront_emitter::emitter::{Emitter, EmitterConfig};
+use shoplake_storefront_emitter::simulator::{SimConfig, Simulator};
+use shoplake_transform::Stage;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::DataArgs;
+use crate::ops;
+use crate::sink::StreamSink;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Events per second the simulated storefront emits (0: no simulator, ingest only).
+    #[arg(long, env = "SHOPLAKE_RATE", default_value_t = 200.0)]
+    pub rate: f64,
+    /// Seed of the simulation.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Address of the SQL API, /metrics, /health and /ready.
+    #[arg(long, env = "SHOPLAKE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: std::net::SocketAddr,
+}
+
+/// The simulator's run counter, so that a restart does not replay the same events.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SimulatorState {
+    runs: u64,
+}
+
+fn next_simulator_seed(data: &DataArgs, seed: u64) -> anyhow::Result<u64> {
+    let path = data.simulator_state_path();
+    let mut state: SimulatorState = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+        Err(_) => SimulatorState::default(),
+    };
+    state.runs += 1;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, serde_json::to_string(&state)?).with_context(|| format!("writing {}", path.display()))?;
+    Ok(seed.wrapping_add((state.runs - 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.data.pipeline_config()?;
+    std::fs::create_dir_all(&args.data.data_dir)
+        .with_context(|| format!("creating {}", args.data.data_dir.display()))?;
+    let stream = Arc::new(args.data.open_stream(&config)?);
+    let lake = Arc::new(args.data.open_lake()?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        ops::shutdown_signal().await;
+        info!("stopping: flushing the simulator, the stage and a last compaction");
+        let _ = stop_tx.send(true);
+    });
+
+    // Simulated storefront.
+    let simulator = if args.rate > 0.0 {
+        let seed = next_simulator_seed(&args.data, args.seed)?;
+        let mut sim_config = SimConfig { seed, start_micros: chrono::Utc::now().timestamp_micros(), ..SimConfig::default() };
+        sim_config.sessions_per_hour = super::emit::sessions_per_hour_for(args.rate, &sim_config);
+        let emitter = Emitter::new(Arc::new(StreamSink(stream.clone())), EmitterConfig::default());
+        let labels = args.data.data_dir.join("simulator").join("labels.ndjson");
+        let rx = stop_rx.clone();
+        Some(tokio::spawn(async move {
+            let mut sim = Simulator::new(sim_config);
+            let stats = super::emit::drive(&mut sim, &emitter, true, None, &labels, || *rx.borrow()).await;
+            emitter.close().await?;
+            stats
+        }))
+    } else {
+        None
+    };
+
+    // Streaming stage.
+    let mut stage = Stage::open(stream.clone(), lake.store(), &args.data.stage_state_path(), config.stage.clone())?;
+    let stage_metrics = stage.metrics();
+    let stage_task = {
+        let rx = stop_rx.clone();
+        tokio::spawn(async move { stage.run(stopped(rx)).await.map_err(anyhow::Error::from) })
+    };
+
+    // Compaction on a schedule.
+    let lake_events = Arc::new(AtomicU64::new(0));
+    let compaction = {
+        let (lake, mut rx, opts, counter) = (lake.clone(), stop_rx.clone(), config.compaction.options(), lake_events.clone());
+        let every = Duration::from_secs(config.compaction.interval_secs.max(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = rx.changed() => return,
+                }
+                match shoplake_batch::compact_all(&lake, &opts).await {
+                    Ok(r) => {
+                        counter.fetch_add(r.events_written, Ordering::Relaxed);
+                    }
+                    Err(e) => warn!(error = %e, "compaction failed; it is retried at the next interval"),
+                }
+            }
+        })
+    };
+
+    // SQL API and operations endpoints.
+    let service = Arc::new(QueryService::open(&args.data.lake_root(), Default::default()).await?);
+    let metrics = stage_metrics.clone();
+    let router = shoplake_query::router(service).merge(ops::ops_router(Arc::new(move || metrics.render_prometheus())));
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("binding {} (another shoplake running? use --http-addr)", args.http_addr))?;
+    let server = tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
+
+    let addr = args.http_addr;
+    eprintln!(
+        "\nshoplake is up (data in {}).\n  SQL over HTTP:  curl -s http://{addr}/v1/sql -d '{{\"sql\": \"select event_name, count(*) from events group by 1\"}}'\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health\n  Stop with Ctrl-C; start again to continue.\n",
+        args.data.data_dir.display()
+    );
+
+    // Progress.
+    let mut rx = stop_rx.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = rx.changed() => break,
+        }
+        let m = &stage_metrics;
+        info!(
+            read = m.records_read.load(Ordering::Relaxed),
+            staged = m.events_staged.load(Ordering::Relaxed),
+            bad_rows = m.bad_rows.load(Ordering::Relaxed),
+            duplicates = m.duplicates.load(Ordering::Relaxed),
+            compacted = lake_events.load(Ordering::Relaxed),
+            lag_ms = m.lag_millis.load(Ordering::Relaxed),
+            "progress"
+        );
+    }
+
+    if let Some(sim) = simulator {
+        match sim.await? {
+            Ok(stats) => info!(records = stats.records, valid_unique = stats.valid_unique, "simulator stopped"),
+            Err(e) => error!(error = %e, "simulator failed"),
+        }
+    }
+    stage_task.await??;
+    compaction.await?;
+    let r = shoplake_batch::compact_all(&lake, &config.compaction.options()).await?;
+    info!(events = r.events_written, "final compaction done");
+    server.await??;
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! The pipeline config file (what the pipeline does) and the flag groups shared by commands (how
+//! the process runs). Every flag reads a `SHOPLAKE_…` environment variable.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use shoplake_transform::StageConfig;
+
+/// The TOML config file. Every table is optional.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// The streaming stage.
+    pub stage: StageConfig,
+    /// Compaction into the lake.
+    pub compaction: CompactionConfig,
+    /// The embedded stream.
+    pub stream: StreamConfig,
+}
+
+/// `[compaction]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// Seconds between compactions in `shoplake up`.
+    pub interval_secs: u64,
+    /// Most bytes of staging read per round.
+    pub max_bytes: u64,
+    /// Target size of lake files, bytes.
+    pub target_file_size: u64,
+    /// zstd level of lake files.
+    pub zstd_level: i32,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        let d = shoplake_batch::CompactOptions::default();
+        CompactionConfig {
+            interval_secs: 15,
+            max_bytes: d.max_bytes,
+            target_file_size: d.target_file_size,
+            zstd_level: d.zstd_level,
+        }
+    }
+}
+
+impl CompactionConfig {
+    pub fn options(&self) -> shoplake_batch::CompactOptions {
+        shoplake_batch::CompactOptions {
+            max_bytes: self.max_bytes,
+            target_file_size: self.target_file_size,
+            zstd_level: self.zstd_level,
+            ..Default::default()
+        }
+    }
+}
+
+/// `[stream]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Shards of the embedded log (fixed when the log is created).
+    pub shards: u32,
+    /// Hours records are kept in the embedded log.
+    pub retention_hours: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig { shards: 4, retention_hours: 24 }
+    }
+}
+
+impl PipelineConfig {
+    /// Reads and validates a config file; errors name the file, line and field.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: PipelineConfig = toml::from_str(text)?;
+        // Building the stage's fx table checks the currencies and rates.
+        if config.stage.fx.is_empty() {
+            shoplake_transform::enrich::fx::FxRates::defaults(&config.stage.reporting_currency)?;
+        } else {
+            shoplake_transform::enrich::fx::FxRates::new(
+                &config.stage.reporting_currency,
+                &config.stage.fx_base,
+                &config.stage.fx,
+            )?;
+        }
+        anyhow::ensure!(config.stream.shards >= 1, "stream.shards must be at least 1");
+        Ok(config)
+    }
+}
+
+/// Where the data lives: flags shared by every command that touches the pipeline.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DataArgs {
+    /// Folder of the embedded default (stream, stage state, lake).
+    #[arg(long, env = "SHOPLAKE_DATA_DIR", default_value = "./shoplake-data", global = true)]
+    pub data_dir: PathBuf,
+    /// Lake root: a local folder or s3://bucket/prefix. Default: DATA_DIR/lake.
+    #[arg(long, env = "SHOPLAKE_LAKE", global = true)]
+    pub lake: Option<String>,
+    /// Pipeline config file (TOML). Default: built-in settings.
+    #[arg(long, env = "SHOPLAKE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+impl DataArgs {
+    pub fn pipeline_config(&self) -> anyhow::Result<PipelineConfig> {
+        match &self.config {
+            Some(path) => PipelineConfig::load(path),
+            None => Ok(PipelineConfig::default()),
+        }
+    }
+
+    pub fn lake_root(&self) -> String {
+        match &self.lake {
+            Some(l) => l.clone(),
+            None => self.data_dir.join("lake").display().to_string(),
+        }
+    }
+
+    pub fn stream_path(&self) -> PathBuf {
+        self.data_dir.join("stream").join("events.redb")
+    }
+
+    pub fn stage_state_path(&self) -> PathBuf {
+        self.data_dir.join("state").join("stage.redb")
+    }
+
+    pub fn simulator_state_path(&self) -> PathBuf {
+        self.data_dir.join("simulator").join("state.json")
+    }
+
+    pub fn open_lake(&self) -> anyhow::Result<shoplake_batch::Lake> {
+        let root = self.lake_root();
+        Ok(shoplake_batch::Lake::open(&root, Default::default()).with_context(|| format!("opening the lake at {root}"))?)
+    }
+
+    pub fn open_stream(&self, config: &PipelineConfig) -> anyhow::Result<shoplake_ingest::LocalLog> {
+        let path = self.stream_path();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        shoplake_ingest::LocalLog::open(&path, config.stream.shards)
+            .with_context(|| format!("opening the embedded stream at {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let err = PipelineConfig::parse("[stage]\nreporting_curency = \"EUR\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("reporting_curency"), "{err:#}");
+        let err = PipelineConfig::parse("[stage]\nreporting_currency = \"XYZ\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("XYZ"), "{err:#}");
+        let ok = PipelineConfig::parse("[stage]\nreporting_currency = \"EUR\"\n[compaction]\ninterval_secs = 5\n").unwrap();
+        assert_eq!(ok.compaction.interval_secs, 5);
+    }
+}

@@ -1,0 +1,56 @@
+//! `shoplake`: the data platform of an online store in one binary.
+//!
+//! This crate only parses arguments, loads config, sets up telemetry and wires the library crates
+//! together; see each command in `commands/`.
+
+mod commands;
+mod config;
+mod ops;
+mod sink;
+
+use clap::{Parser, Subcommand};
+
+/// The data platform of an online store: stream, enrich, lake, SQL.
+#[derive(Debug, Parser)]
+#[command(name = "shoplake", version, about)]
+struct Cli {
+    #[command(flatten)]
+    log: ops::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything in one process on local disk: simulator → stream → stage → lake → SQL.
+    Up(commands::up::Args),
+    /// Simulate a storefront and put its events on the stream.
+    Emit(commands::emit::Args),
+    /// Run the streaming stage: validate, de-duplicate, enrich, stage into the lake.
+    Stream(commands::stream::Args),
+    /// Batch jobs on the lake.
+    Batch(commands::batch::Args),
+    /// Run one SQL statement over the lake and print the result.
+    Sql(commands::sql::Args),
+    /// Serve SQL over HTTP (POST /v1/sql).
+    Query(commands::query::Args),
+    /// Check a pipeline config file.
+    Config(commands::config::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    cli.log.init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => commands::up::run(args).await,
+            Command::Emit(args) => commands::emit::run(args).await,
+            Command::Stream(args) => commands::stream::run(args).await,
+            Command::Batch(args) => commands::batch::run(args).await,
+            Command::Sql(args) => commands::sql::run(args).await,
+            Command::Query(args) => commands::query::run(args).await,
+            Command::Config(args) => commands::config::run(args),
+        }
+    })
+}

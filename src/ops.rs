@@ -1,0 +1,70 @@
+//! How the process runs: logging, shutdown signals, and the operations endpoints (`/metrics`,
+//! `/health`, `/ready`) of long-running commands.
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+use tracing_subscriber::EnvFilter;
+
+/// Logging flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info,shoplake_transform=debug`.
+    #[arg(long, env = "SHOPLAKE_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// Log format.
+    #[arg(long, env = "SHOPLAKE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
+    pub log_format: String,
+}
+
+impl LogArgs {
+    pub fn init(&self) {
+        let filter = EnvFilter::try_new(&self.log).unwrap_or_else(|_| EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        if self.log_format == "json" {
+            builder.json().init();
+        } else {
+            builder.init();
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Something that renders Prometheus text.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// `/metrics`, `/health` and `/ready` for a long-running command.
+pub fn ops_router(metrics: MetricsSource) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { ([("content-type", "text/plain; version=0.0.4")], m()) }
+            }),
+        )
+        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/ready", get(|| async { axum::Json(serde_json::json!({"status": "ready"})) }))
+}

@@ -1,0 +1,3 @@
+//! End to end: the `shoplake` binary, started as a user would start it.
+
+mod e2e;

@@ -1,0 +1,476 @@
+//! The streaming stage's loop: consume → decode → validate (bad rows aside) → dedup → enrich →
+//! stage Parquet → commit checkpoint.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStore;
+use shoplake_events::lake::{STAGING_BAD_ROWS, STAGING_EVENTS};
+use shoplake_events::{decode, BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, Limits, Reason};
+use shoplake_ingest::{SequenceNumber, ShardId, ShardReader, StartPosition, StreamConsumer, StreamRecord};
+use tracing::{debug, info, warn};
+
+use crate::config::StageConfig;
+use crate::enrich::channel::{classify, Touch};
+use crate::enrich::fx::FxRates;
+use crate::enrich::sessions::Sessions;
+use crate::enrich::bots::is_bot;
+use crate::state::{StateDelta, StateStore, SHARD_END};
+use crate::staging::{encode_parquet, put};
+use crate::{Error, Result};
+
+/// Counters of the stage, readable while it runs (Prometheus names in `render_prometheus`).
+#[derive(Debug, Default)]
+pub struct StageMetrics {
+    pub records_read: AtomicU64,
+    pub events_staged: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub bad_rows: AtomicU64,
+    pub bad_rows_by_reason: [AtomicU64; 16],
+    pub flushes: AtomicU64,
+    pub bytes_staged: AtomicU64,
+    pub unknown_currency: AtomicU64,
+    pub bots: AtomicU64,
+    /// Largest `millis_behind_latest` over the shards at the last read.
+    pub lag_millis: AtomicI64,
+    pub dedup_entries: AtomicU64,
+}
+
+impl StageMetrics {
+    /// The counters in the Prometheus text format.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+        };
+        counter("shoplake_stage_records_read_total", "Records read from the stream.", self.records_read.load(Ordering::Relaxed));
+        counter("shoplake_stage_events_staged_total", "Valid, unique events written to staging.", self.events_staged.load(Ordering::Relaxed));
+        counter("shoplake_stage_duplicates_total", "Events dropped as duplicates of an earlier event_id.", self.duplicates.load(Ordering::Relaxed));
+        counter("shoplake_stage_flushes_total", "Staging flushes (each one moves the checkpoint).", self.flushes.load(Ordering::Relaxed));
+        counter("shoplake_stage_bytes_staged_total", "Bytes of Parquet written to staging.", self.bytes_staged.load(Ordering::Relaxed));
+        counter("shoplake_stage_unknown_currency_total", "Events whose currency has no reporting rate.", self.unknown_currency.load(Ordering::Relaxed));
+        counter("shoplake_stage_bot_events_total", "Events marked as coming from bots.", self.bots.load(Ordering::Relaxed));
+        out.push_str("# HELP shoplake_stage_bad_rows_total Inputs rejected, by reason.\n# TYPE shoplake_stage_bad_rows_total counter\n");
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            let v = self.bad_rows_by_reason[i].load(Ordering::Relaxed);
+            out.push_str(&format!("shoplake_stage_bad_rows_total{{reason=\"{reason}\"}} {v}\n"));
+        }
+        out.push_str(&format!(
+            "# HELP shoplake_stage_lag_milliseconds How far the stage is behind the tip of the stream.\n# TYPE shoplake_stage_lag_milliseconds gauge\nshoplake_stage_lag_milliseconds {}\n",
+            self.lag_millis.load(Ordering::Relaxed)
+        ));
+        out.push_str(&format!(
+            "# HELP shoplake_stage_dedup_entries Event ids held for de-duplication.\n# TYPE shoplake_stage_dedup_entries gauge\nshoplake_stage_dedup_entries {}\n",
+            self.dedup_entries.load(Ordering::Relaxed)
+        ));
+        out
+    }
+}
+
+/// What one drain or flush did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    pub records: u64,
+    pub events: u64,
+    pub duplicates: u64,
+    pub bad_rows: u64,
+    pub files: Vec<String>,
+}
+
+struct Cursor {
+    reader: Box<dyn ShardReader>,
+    /// Last sequence number taken into the current (unflushed) batch.
+    pending: Option<SequenceNumber>,
+    end_reached: bool,
+}
+
+/// The streaming stage over one stream, one state database and one lake.
+pub struct Stage {
+    consumer: Arc<dyn StreamConsumer>,
+    store: Arc<dyn ObjectStore>,
+    state: StateStore,
+    config: StageConfig,
+    limits: Limits,
+    fx: FxRates,
+    sessions: Sessions,
+    /// event id → received_at of every event staged within the TTL.
+    dedup: HashMap<u128, i64>,
+    /// Ids of the batch being built (not yet in `dedup`).
+    pending_ids: Vec<(u128, i64)>,
+    pending_set: HashSet<u128>,
+    checkpoints: HashMap<String, String>,
+    cursors: BTreeMap<ShardId, Cursor>,
+    finished: HashSet<ShardId>,
+    events: EventBatchBuilder,
+    bad: BadRowBatchBuilder,
+    batch_records: usize,
+    batch_started: Option<Instant>,
+    max_received: i64,
+    metrics: Arc<StageMetrics>,
+    last_shard_scan: Option<Instant>,
+}
+
+impl Stage {
+    /// Opens the stage: loads checkpoints, the dedup window and sessions from `state_path`.
+    pub fn open(
+        consumer: Arc<dyn StreamConsumer>,
+        store: Arc<dyn ObjectStore>,
+        state_path: &Path,
+        config: StageConfig,
+    ) -> Result<Self> {
+        let fx = if config.fx.is_empty() {
+            FxRates::defaults(&config.reporting_currency)?
+        } else {
+            FxRates::new(&config.reporting_currency, &config.fx_base, &config.fx)?
+        };
+        let state = StateStore::open(state_path)?;
+        let loaded = state.load()?;
+        let finished = loaded
+            .checkpoints
+            .iter()
+            .filter(|(_, v)| v.as_str() == SHARD_END)
+            .map(|(k, _)| ShardId(k.clone()))
+            .collect();
+        let max_received = loaded.dedup.values().copied().max().unwrap_or(i64::MIN);
+        info!(
+            stream = consumer.name(),
+            checkpoints = loaded.checkpoints.len(),
+            dedup_entries = loaded.dedup.len(),
+            sessions = loaded.sessions.len(),
+            "stage state loaded"
+        );
+        let metrics = Arc::new(StageMetrics::default());
+        metrics.dedup_entries.store(loaded.dedup.len() as u64, Ordering::Relaxed);
+        Ok(Stage {
+            limits: config.limits(),
+            sessions: Sessions::new(config.session_timeout_secs as i64 * 1_000_000, loaded.sessions),
+            events: EventBatchBuilder::with_capacity(config.max_batch_records.min(65_536)),
+            consumer,
+            store,
+            state,
+            fx,
+            dedup: loaded.dedup,
+            pending_ids: Vec::new(),
+            pending_set: HashSet::new(),
+            checkpoints: loaded.checkpoints,
+            cursors: BTreeMap::new(),
+            finished,
+            bad: BadRowBatchBuilder::default(),
+            batch_records: 0,
+            batch_started: None,
+            max_received,
+            metrics,
+            last_shard_scan: None,
+            config,
+        })
+    }
+
+    pub fn metrics(&self) -> Arc<StageMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Opens readers for shards not yet read; a child shard waits until its parents are finished.
+    async fn discover_shards(&mut self) -> Result<()> {
+        let shards = self.consumer.list_shards().await?;
+        for shard in shards {
+            if self.cursors.contains_key(&shard.shard_id) || self.finished.contains(&shard.shard_id) {
+                continue;
+            }
+            if !shard.parent_shard_ids.iter().all(|p| self.finished.contains(p) || !self.is_known(p)) {
+                continue;
+            }
+            let from = match self.checkpoints.get(&shard.shard_id.0) {
+                Some(seq) => StartPosition::AfterSequenceNumber(SequenceNumber(seq.clone())),
+                None => StartPosition::TrimHorizon,
+            };
+            debug!(shard_id = %shard.shard_id.0, ?from, "opening shard");
+            let reader = self.consumer.open_shard(&shard.shard_id, from).await?;
+            self.cursors.insert(shard.shard_id, Cursor { reader, pending: None, end_reached: false });
+        }
+        self.last_shard_scan = Some(Instant::now());
+        Ok(())
+    }
+
+    fn is_known(&self, shard: &ShardId) -> bool {
+        self.cursors.contains_key(shard) || self.checkpoints.contains_key(&shard.0)
+    }
+
+    /// Reads each shard once and processes what it got; returns the number of records read.
+    pub async fn poll(&mut self) -> Result<usize> {
+        if self.last_shard_scan.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) || self.cursors.is_empty() {
+            self.discover_shards().await?;
+        }
+        let mut read = 0;
+        let mut lag = 0;
+        let ids: Vec<ShardId> = self.cursors.keys().cloned().collect();
+        for id in ids {
+            let Some(cursor) = self.cursors.get_mut(&id) else { continue };
+            if cursor.end_reached {
+                continue;
+            }
+            let batch = cursor.reader.next_batch(self.config.read_batch).await?;
+            lag = lag.max(batch.millis_behind_latest.unwrap_or(0));
+            if let Some(last) = batch.records.last() {
+                cursor.pending = Some(last.sequence_number.clone());
+            }
+            if batch.end_of_shard {
+                cursor.end_reached = true;
+            }
+            read += batch.records.len();
+            if !batch.records.is_empty() {
+                tokio::task::block_in_place(|| self.process(&batch.records));
+            }
+        }
+        self.metrics.lag_millis.store(lag, Ordering::Relaxed);
+        if self.cursors.values().any(|c| c.end_reached) && self.batch_records == 0 {
+            // Nothing buffered: a closed shard can be checkpointed at its end right away.
+            self.flush().await?;
+        }
+        Ok(read)
+    }
+
+    fn process(&mut self, records: &[StreamRecord]) {
+        if self.batch_started.is_none() {
+            self.batch_started = Some(Instant::now());
+        }
+        self.batch_records += records.len();
+        self.metrics.records_read.fetch_add(records.len() as u64, Ordering::Relaxed);
+        for r in records {
+            match decode(&r.data, r.arrival_micros, &self.limits) {
+                Ok(valid) => {
+                    self.max_received = self.max_received.max(valid.received_at);
+                    // decode checked that event_id is a UUID.
+                    let id = uuid::Uuid::try_parse(valid.event_id()).map(|u| u.as_u128()).unwrap_or_default();
+                    if self.dedup.contains_key(&id) || !self.pending_set.insert(id) {
+                        self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    self.pending_ids.push((id, valid.received_at));
+                    let e = &valid.event;
+                    let ctx = e.context.as_ref();
+                    let page = ctx.and_then(|c| c.page.as_ref());
+                    let utm = ctx.and_then(|c| c.campaign.as_ref());
+                    let clicks = ctx.and_then(|c| c.click_ids.as_ref());
+                    let channel = classify(&Touch {
+                        utm_source: utm.and_then(|u| u.source.as_deref()),
+                        utm_medium: utm.and_then(|u| u.medium.as_deref()),
+                        gclid: clicks.and_then(|c| c.gclid.as_deref()),
+                        fbclid: clicks.and_then(|c| c.fbclid.as_deref()),
+                        msclkid: clicks.and_then(|c| c.msclkid.as_deref()),
+                        referrer: page.and_then(|p| p.referrer.as_deref()),
+                        page_url: page.and_then(|p| p.url.as_deref()),
+                    });
+                    let bot = is_bot(ctx.and_then(|c| c.user_agent.as_deref()), ctx.and_then(|c| c.device_type.as_deref()));
+                    if bot {
+                        self.metrics.bots.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let currency = e.properties.as_ref().and_then(|p| p.currency.as_deref());
+                    let fx_rate = currency.and_then(|c| self.fx.rate(c));
+                    if currency.is_some() && fx_rate.is_none() {
+                        self.metrics.unknown_currency.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let (session_id, inferred) = match e.session_id.as_deref() {
+                        Some(s) => (s, false),
+                        None => {
+                            let shopper = e.anonymous_id.as_deref().or(e.user_id.as_deref()).unwrap_or_default();
+                            (self.sessions.assign(shopper, valid.event_time), true)
+                        }
+                    };
+                    self.events.append(
+                        &valid,
+                        &Enrichment {
+                            session_id,
+                            session_inferred: inferred,
+                            channel,
+                            reporting_currency: self.fx.reporting(),
+                            fx_rate,
+                            is_bot: bot,
+                            stream_shard: &r.shard_id.0,
+                            stream_sequence: &r.sequence_number.0,
+                        },
+                    );
+                }
+                Err(rejection) => {
+                    let i = Reason::ALL.iter().position(|x| *x == rejection.reason).unwrap_or(0);
+                    self.metrics.bad_rows_by_reason[i].fetch_add(1, Ordering::Relaxed);
+                    self.metrics.bad_rows.fetch_add(1, Ordering::Relaxed);
+                    self.bad.append(&BadRow {
+                        bad_row_id: format!("{}:{}", r.shard_id.0, r.sequence_number.0),
+                        received_at: r.arrival_micros,
+                        stage: "validate",
+                        rejection,
+                        raw: &r.data,
+                        stream_shard: &r.shard_id.0,
+                        stream_sequence: &r.sequence_number.0,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether the buffered batch is due for a flush.
+    pub fn flush_due(&self) -> bool {
+        self.batch_records >= self.config.max_batch_records
+            || self
+                .batch_started
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(self.config.max_batch_age_ms))
+    }
+
+    /// Writes the buffered batch to staging, then moves the checkpoints (with the dedup window and
+    /// sessions) in one transaction. Staged files come first: a crash between the two re-reads
+    /// records whose events are already staged, and compaction drops those copies by event_id.
+    pub async fn flush(&mut self) -> Result<FlushReport> {
+        let mut report = FlushReport { records: self.batch_records as u64, ..Default::default() };
+        let flush_id = format!(
+            "{:020}-{}",
+            chrono::Utc::now().timestamp_micros(),
+            uuid::Uuid::new_v4().simple()
+        );
+        if !self.events.is_empty() {
+            let batch = self.events.finish()?;
+            report.events = batch.num_rows() as u64;
+            let data = tokio::task::block_in_place(|| encode_parquet(&batch))?;
+            self.metrics.bytes_staged.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let path = put(&self.store, STAGING_EVENTS, &format!("{flush_id}.parquet"), data).await?;
+            report.files.push(path.to_string());
+        }
+        if !self.bad.is_empty() {
+            let batch = self.bad.finish()?;
+            report.bad_rows = batch.num_rows() as u64;
+            let data = encode_parquet(&batch)?;
+            let path = put(&self.store, STAGING_BAD_ROWS, &format!("{flush_id}.parquet"), data).await?;
+            report.files.push(path.to_string());
+        }
+
+        // Expire the dedup window and idle sessions.
+        let ttl = self.config.dedup_ttl_hours as i64 * 3_600_000_000;
+        let mut expired_ids = Vec::new();
+        if self.dedup.len() + self.pending_ids.len() > self.config.dedup_max_entries
+            || self.metrics.flushes.load(Ordering::Relaxed) % 100 == 0
+        {
+            let mut cutoff = self.max_received.saturating_sub(ttl);
+            let over = (self.dedup.len() + self.pending_ids.len()).saturating_sub(self.config.dedup_max_entries);
+            if over > 0 {
+                let mut times: Vec<i64> = self.dedup.values().copied().collect();
+                let nth = over.min(times.len().saturating_sub(1));
+                times.select_nth_unstable(nth);
+                cutoff = cutoff.max(times[nth]);
+            }
+            self.dedup.retain(|id, seen| {
+                let keep = *seen >= cutoff;
+                if !keep {
+                    expired_ids.push(*id);
+                }
+                keep
+            });
+        }
+        let expired_sessions = self.sessions.expire(self.max_received.saturating_sub(2 * 3_600_000_000));
+        let sessions = self.sessions.take_dirty();
+
+        let mut checkpoints: Vec<(String, String)> = Vec::new();
+        let mut ended = Vec::new();
+        for (id, cursor) in &mut self.cursors {
+            if cursor.end_reached {
+                checkpoints.push((id.0.clone(), SHARD_END.to_owned()));
+                ended.push(id.clone());
+            } else if let Some(seq) = cursor.pending.take() {
+                checkpoints.push((id.0.clone(), seq.0));
+            }
+        }
+        let delta = StateDelta {
+            checkpoints: checkpoints.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect(),
+            new_ids: std::mem::take(&mut self.pending_ids),
+            expired_ids,
+            sessions: sessions.iter().map(|(k, t, s)| (k.as_str(), *t, s.as_str())).collect(),
+            expired_sessions,
+        };
+        self.state.commit(&delta)?;
+        self.dedup.extend(delta.new_ids.iter().copied());
+        self.pending_set.clear();
+        for (shard, seq) in checkpoints {
+            self.checkpoints.insert(shard, seq);
+        }
+        for id in ended {
+            self.cursors.remove(&id);
+            info!(shard_id = %id.0, "shard finished");
+            self.finished.insert(id);
+            self.last_shard_scan = None;
+        }
+
+        report.duplicates = self.metrics.duplicates.load(Ordering::Relaxed);
+        self.metrics.events_staged.fetch_add(report.events, Ordering::Relaxed);
+        self.metrics.flushes.fetch_add(1, Ordering::Relaxed);
+        self.metrics.dedup_entries.store(self.dedup.len() as u64, Ordering::Relaxed);
+        self.batch_records = 0;
+        self.batch_started = None;
+        if report.records > 0 {
+            debug!(records = report.records, events = report.events, bad_rows = report.bad_rows, "staged");
+        }
+        Ok(report)
+    }
+
+    /// Reads until every shard is caught up, flushing as batches fill, then flushes the rest.
+    pub async fn drain(&mut self) -> Result<FlushReport> {
+        let mut total = FlushReport::default();
+        loop {
+            let read = self.poll().await?;
+            if self.flush_due() || read == 0 {
+                let r = self.flush().await?;
+                total.records += r.records;
+                total.events += r.events;
+                total.bad_rows += r.bad_rows;
+                total.duplicates = r.duplicates;
+                total.files.extend(r.files);
+            }
+            if read == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then flushes what is buffered and returns.
+    pub async fn run(&mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        tokio::pin!(shutdown);
+        let mut idle = Duration::from_millis(10);
+        loop {
+            let read = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                read = self.poll() => read,
+            };
+            let read = match read {
+                Ok(n) => n,
+                Err(e) if e.is_retryable() => {
+                    warn!(error = %e, "stream read failed, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if self.flush_due() {
+                self.flush().await?;
+            }
+            if read == 0 {
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(idle) => {}
+                }
+                idle = (idle * 2).min(Duration::from_millis(200));
+            } else {
+                idle = Duration::from_millis(10);
+            }
+        }
+        let r = self.flush().await?;
+        info!(records = r.records, events = r.events, "stage stopped after a final flush");
+        Ok(())
+    }
+}
+
+impl From<arrow::error::ArrowError> for Error {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        Error::Encode(e.to_string())
+    }
+}
