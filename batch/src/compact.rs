@@ -194,7 +194,7 @@ async fn append_new(
     let df = match lake.table(table_name).await? {
         Some(table) => {
             table.update_datafusion_session(&ctx.state()).map_err(delta_err(table_name))?;
-            let provider = table.table_provider().await.map_err(delta_err(table_name))?;
+            let provider = table.table_provider().await.map_err(&qe)?;
             let dates = dates.iter().map(|d| lit(ScalarValue::Date32(Some(*d)))).collect();
             let existing = ctx
                 .read_table(provider)
@@ -239,7 +239,7 @@ pub async fn rebuild_orders(lake: &Lake, opts: &CompactOptions) -> Result<u64> {
     let qe = query_err(ORDERS_TABLE);
     let ctx = SessionContext::new();
     events.update_datafusion_session(&ctx.state()).map_err(delta_err(EVENTS_TABLE))?;
-    let provider = events.table_provider().await.map_err(delta_err(EVENTS_TABLE))?;
+    let provider = events.table_provider().await.map_err(&qe)?;
     ctx.register_table(EVENTS_TABLE, provider).map_err(&qe)?;
     let batches = ctx.sql(ORDERS_SQL).await.map_err(&qe)?.collect().await.map_err(&qe)?;
     let batches = conform(batches, &orders_schema())?;

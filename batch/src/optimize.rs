@@ -21,7 +21,7 @@ pub async fn optimize(lake: &Lake, table: &str, target_size: u64) -> Result<Opti
     let (_, metrics) = t
         .optimize()
         .with_type(OptimizeType::Compact)
-        .with_target_size(target_size)
+        .with_target_size(std::num::NonZeroU64::new(target_size).unwrap_or(std::num::NonZeroU64::MIN))
         .await
         .map_err(|source| Error::Delta { table: table.to_owned(), source })?;
     Ok(OptimizeReport {

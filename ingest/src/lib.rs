@@ -1,1 +1,57 @@
-//! shoplake-ingest
+//! # shoplake-ingest: the events stream
+//!
+//! Owns the stream that sits between the storefront and the streaming stage: the
+//! [`StreamProducer`] / [`StreamConsumer`] traits, shaped after Kinesis (shards chosen by
+//! partition-key hash, sequence numbers, readers that resume after a checkpoint, at-least-once),
+//! and their backends. Records enter through `put_records` and leave through
+//! [`ShardReader::next_batch`]; nothing here looks inside a record.
+//!
+//! Backends: [`LocalLog`], an embedded durable log for the single-process default. Every backend
+//! passes the same [`conformance`] suite.
+//!
+//! Why these dependencies: `redb` stores the local log (an embedded, ACID, crash-safe B-tree
+//! engine in pure Rust: one table per shard keyed by sequence number, one transaction per put);
+//! `md-5` maps partition keys onto shards exactly as Kinesis does (MD5 of the key as a 128-bit
+//! hash key); `tokio` runs the blocking storage calls off the async threads.
+
+pub mod conformance;
+pub mod local;
+pub mod stream;
+
+pub use local::LocalLog;
+pub use stream::*;
+
+/// Result of stream operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the stream backends.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A request outside the stream's limits (the caller must change it; retrying cannot help).
+    #[error("stream {stream}: {message}")]
+    Limit { stream: String, message: String },
+    /// The storage under the stream failed.
+    #[error("stream {stream}: storage failed: {source}")]
+    Storage {
+        stream: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stored record could not be decoded.
+    #[error("stream {stream}, shard {shard_id}: record {sequence} is corrupt: {message}")]
+    Corrupt { stream: String, shard_id: String, sequence: u64, message: String },
+    /// No such shard.
+    #[error("stream {stream}: no shard {shard_id}")]
+    UnknownShard { stream: String, shard_id: String },
+    /// The service throttled or was unreachable: retrying later can succeed.
+    #[error("stream {stream}: {message} (retryable)")]
+    Unavailable { stream: String, message: String },
+}
+
+impl Error {
+    /// Whether retrying the same call later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Storage { .. })
+    }
+}
