@@ -68,14 +68,18 @@ pub struct StreamConfig {
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        StreamConfig { shards: 4, retention_hours: 24 }
+        StreamConfig {
+            shards: 4,
+            retention_hours: 24,
+        }
     }
 }
 
 impl PipelineConfig {
     /// Reads and validates a config file; errors name the file, line and field.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in config file {}", path.display()))
     }
 
@@ -91,7 +95,10 @@ impl PipelineConfig {
                 &config.stage.fx,
             )?;
         }
-        anyhow::ensure!(config.stream.shards >= 1, "stream.shards must be at least 1");
+        anyhow::ensure!(
+            config.stream.shards >= 1,
+            "stream.shards must be at least 1"
+        );
         Ok(config)
     }
 }
@@ -100,7 +107,12 @@ impl PipelineConfig {
 #[derive(Clone, Debug, clap::Args)]
 pub struct DataArgs {
     /// Folder of the embedded default (stream, stage state, lake).
-    #[arg(long, env = "SHOPLAKE_DATA_DIR", default_value = "./shoplake-data", global = true)]
+    #[arg(
+        long,
+        env = "SHOPLAKE_DATA_DIR",
+        default_value = "./shoplake-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// Lake root: a local folder or s3://bucket/prefix. Default: DATA_DIR/lake.
     #[arg(long, env = "SHOPLAKE_LAKE", global = true)]
@@ -139,10 +151,14 @@ impl DataArgs {
 
     pub fn open_lake(&self) -> anyhow::Result<shoplake_batch::Lake> {
         let root = self.lake_root();
-        Ok(shoplake_batch::Lake::open(&root, Default::default()).with_context(|| format!("opening the lake at {root}"))?)
+        Ok(shoplake_batch::Lake::open(&root, Default::default())
+            .with_context(|| format!("opening the lake at {root}"))?)
     }
 
-    pub fn open_stream(&self, config: &PipelineConfig) -> anyhow::Result<shoplake_ingest::LocalLog> {
+    pub fn open_stream(
+        &self,
+        config: &PipelineConfig,
+    ) -> anyhow::Result<shoplake_ingest::LocalLog> {
         let path = self.stream_path();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -162,7 +178,10 @@ mod tests {
         assert!(format!("{err:#}").contains("reporting_curency"), "{err:#}");
         let err = PipelineConfig::parse("[stage]\nreporting_currency = \"XYZ\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("XYZ"), "{err:#}");
-        let ok = PipelineConfig::parse("[stage]\nreporting_currency = \"EUR\"\n[compaction]\ninterval_secs = 5\n").unwrap();
+        let ok = PipelineConfig::parse(
+            "[stage]\nreporting_currency = \"EUR\"\n[compaction]\ninterval_secs = 5\n",
+        )
+        .unwrap();
         assert_eq!(ok.compaction.interval_secs, 5);
     }
 }

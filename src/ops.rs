@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::routing::get;
 use axum::Router;
+use axum::routing::get;
 use tracing_subscriber::EnvFilter;
 
 /// Logging flags.
@@ -21,7 +21,9 @@ pub struct LogArgs {
 impl LogArgs {
     pub fn init(&self) {
         let filter = EnvFilter::try_new(&self.log).unwrap_or_else(|_| EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
         if self.log_format == "json" {
             builder.json().init();
         } else {
@@ -65,6 +67,12 @@ pub fn ops_router(metrics: MetricsSource) -> Router {
                 async move { ([("content-type", "text/plain; version=0.0.4")], m()) }
             }),
         )
-        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
-        .route("/ready", get(|| async { axum::Json(serde_json::json!({"status": "ready"})) }))
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/ready",
+            get(|| async { axum::Json(serde_json::json!({"status": "ready"})) }),
+        )
 }

@@ -12,14 +12,22 @@ pub struct StreamSink(pub Arc<dyn StreamProducer>);
 #[async_trait::async_trait]
 impl Sink for StreamSink {
     async fn send(&self, batch: Vec<Envelope>) -> Result<(), SinkError> {
-        let mut records: Vec<Record> =
-            batch.into_iter().map(|e| Record { partition_key: e.partition_key, data: e.payload }).collect();
+        let mut records: Vec<Record> = batch
+            .into_iter()
+            .map(|e| Record {
+                partition_key: e.partition_key,
+                data: e.payload,
+            })
+            .collect();
         while !records.is_empty() {
             let rest = records.split_off(records.len().min(500));
             self.0
                 .put_records(std::mem::replace(&mut records, rest))
                 .await
-                .map_err(|e| SinkError { retryable: e.is_retryable(), message: e.to_string() })?;
+                .map_err(|e| SinkError {
+                    retryable: e.is_retryable(),
+                    message: e.to_string(),
+                })?;
         }
         Ok(())
     }

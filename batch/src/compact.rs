@@ -8,7 +8,7 @@ use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Date32Type, SchemaRef};
 use datafusion::common::{JoinType, ScalarValue};
-use datafusion::prelude::{col, lit, SessionContext};
+use datafusion::prelude::{SessionContext, col, lit};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
@@ -18,10 +18,12 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use shoplake_events::fields::{BAD_ROW_ID, EVENT_DATE, EVENT_ID, EVENT_TIME, ORDER_ID};
-use shoplake_events::lake::{BAD_ROWS_TABLE, EVENTS_TABLE, ORDERS_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS};
+use shoplake_events::lake::{
+    BAD_ROWS_TABLE, EVENTS_TABLE, ORDERS_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS,
+};
 use tracing::{debug, info};
 
-use crate::orders::{orders_schema, ORDERS_SQL};
+use crate::orders::{ORDERS_SQL, orders_schema};
 use crate::{Error, Lake, Result};
 
 /// How much one compaction round takes and how it writes.
@@ -39,7 +41,12 @@ pub struct CompactOptions {
 
 impl Default for CompactOptions {
     fn default() -> Self {
-        CompactOptions { max_files: 1_000, max_bytes: 64 << 20, target_file_size: 256 << 20, zstd_level: 3 }
+        CompactOptions {
+            max_files: 1_000,
+            max_bytes: 64 << 20,
+            target_file_size: 256 << 20,
+            zstd_level: 3,
+        }
     }
 }
 
@@ -75,16 +82,27 @@ async fn list_staging(lake: &Lake, prefix: &str) -> Result<Vec<ObjectMeta>> {
     let listed: Vec<ObjectMeta> = match store.list(Some(&Path::from(prefix))).try_collect().await {
         Ok(v) => v,
         Err(object_store::Error::NotFound { .. }) => Vec::new(),
-        Err(source) => return Err(Error::Store { path: prefix.to_owned(), source }),
+        Err(source) => {
+            return Err(Error::Store {
+                path: prefix.to_owned(),
+                source,
+            });
+        }
     };
-    let mut files: Vec<ObjectMeta> =
-        listed.into_iter().filter(|m| m.location.extension() == Some("parquet")).collect();
+    let mut files: Vec<ObjectMeta> = listed
+        .into_iter()
+        .filter(|m| m.location.extension() == Some("parquet"))
+        .collect();
     files.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(files)
 }
 
 /// Takes files from the front while within the round's limits (at least one).
-fn take_round(files: &mut Vec<ObjectMeta>, opts: &CompactOptions, budget: &mut u64) -> Vec<ObjectMeta> {
+fn take_round(
+    files: &mut Vec<ObjectMeta>,
+    opts: &CompactOptions,
+    budget: &mut u64,
+) -> Vec<ObjectMeta> {
     let mut n = 0;
     while n < files.len() && n < opts.max_files && (n == 0 || files[n].size <= *budget) {
         *budget = budget.saturating_sub(files[n].size);
@@ -97,11 +115,23 @@ async fn read_staging(lake: &Lake, files: &[ObjectMeta]) -> Result<Vec<RecordBat
     let store = lake.store();
     let mut batches = Vec::new();
     for f in files {
-        let store_err = |source| Error::Store { path: f.location.to_string(), source };
-        let bytes = store.get(&f.location).await.map_err(store_err)?.bytes().await.map_err(store_err)?;
+        let store_err = |source| Error::Store {
+            path: f.location.to_string(),
+            source,
+        };
+        let bytes = store
+            .get(&f.location)
+            .await
+            .map_err(store_err)?
+            .bytes()
+            .await
+            .map_err(store_err)?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .and_then(|b| b.with_batch_size(65_536).build())
-            .map_err(|source| Error::Staging { path: f.location.to_string(), source })?;
+            .map_err(|source| Error::Staging {
+                path: f.location.to_string(),
+                source,
+            })?;
         for batch in reader {
             batches.push(batch?);
         }
@@ -118,10 +148,18 @@ fn dedup_first(batches: Vec<RecordBatch>, key: &str) -> Result<(Vec<RecordBatch>
         let keys = batch
             .column_by_name(key)
             .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or_else(|| Error::Lake { message: format!("staged batch has no Utf8 column {key}") })?;
-        let keep: BooleanArray = (0..batch.num_rows()).map(|i| Some(seen.insert(keys.value(i).to_owned()))).collect();
+            .ok_or_else(|| Error::Lake {
+                message: format!("staged batch has no Utf8 column {key}"),
+            })?;
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|i| Some(seen.insert(keys.value(i).to_owned())))
+            .collect();
         dropped += keep.false_count() as u64;
-        out.push(if keep.false_count() == 0 { batch } else { filter_record_batch(&batch, &keep)? });
+        out.push(if keep.false_count() == 0 {
+            batch
+        } else {
+            filter_record_batch(&batch, &keep)?
+        });
     }
     Ok((out, dropped))
 }
@@ -129,7 +167,10 @@ fn dedup_first(batches: Vec<RecordBatch>, key: &str) -> Result<(Vec<RecordBatch>
 fn distinct_dates(batches: &[RecordBatch]) -> Vec<i32> {
     let mut dates = BTreeSet::new();
     for b in batches {
-        if let Some(c) = b.column_by_name(EVENT_DATE).and_then(|c| c.as_primitive_opt::<Date32Type>()) {
+        if let Some(c) = b
+            .column_by_name(EVENT_DATE)
+            .and_then(|c| c.as_primitive_opt::<Date32Type>())
+        {
             dates.extend(c.iter().flatten());
         }
     }
@@ -137,8 +178,9 @@ fn distinct_dates(batches: &[RecordBatch]) -> Vec<i32> {
 }
 
 fn writer_properties(opts: &CompactOptions) -> Result<WriterProperties> {
-    let level = ZstdLevel::try_new(opts.zstd_level)
-        .map_err(|e| Error::Lake { message: format!("zstd level {}: {e}", opts.zstd_level) })?;
+    let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| Error::Lake {
+        message: format!("zstd level {}: {e}", opts.zstd_level),
+    })?;
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_max_row_group_row_count(Some(128 * 1024))
@@ -146,11 +188,17 @@ fn writer_properties(opts: &CompactOptions) -> Result<WriterProperties> {
 }
 
 fn query_err(table: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error + '_ {
-    move |source| Error::Query { table: table.to_owned(), source }
+    move |source| Error::Query {
+        table: table.to_owned(),
+        source,
+    }
 }
 
 fn delta_err(table: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
-    move |source| Error::Delta { table: table.to_owned(), source }
+    move |source| Error::Delta {
+        table: table.to_owned(),
+        source,
+    }
 }
 
 /// Casts batches to `schema` column by column (DataFusion may hand back equivalent types).
@@ -162,9 +210,9 @@ fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBa
                 .fields()
                 .iter()
                 .map(|f| {
-                    let c = b
-                        .column_by_name(f.name())
-                        .ok_or_else(|| Error::Lake { message: format!("result has no column {}", f.name()) })?;
+                    let c = b.column_by_name(f.name()).ok_or_else(|| Error::Lake {
+                        message: format!("result has no column {}", f.name()),
+                    })?;
                     Ok(arrow::compute::cast(c, f.data_type())?)
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -190,12 +238,21 @@ async fn append_new(
     let qe = query_err(table_name);
     let ctx = SessionContext::new();
     let dates = distinct_dates(&batches);
-    let staged = ctx.read_batches(batches).map_err(&qe)?.alias("s").map_err(&qe)?;
+    let staged = ctx
+        .read_batches(batches)
+        .map_err(&qe)?
+        .alias("s")
+        .map_err(&qe)?;
     let df = match lake.table(table_name).await? {
         Some(table) => {
-            table.update_datafusion_session(&ctx.state()).map_err(delta_err(table_name))?;
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(delta_err(table_name))?;
             let provider = table.table_provider().await.map_err(&qe)?;
-            let dates = dates.iter().map(|d| lit(ScalarValue::Date32(Some(*d)))).collect();
+            let dates = dates
+                .iter()
+                .map(|d| lit(ScalarValue::Date32(Some(*d))))
+                .collect();
             let existing = ctx
                 .read_table(provider)
                 .and_then(|t| t.filter(col(EVENT_DATE).in_list(dates, false)))
@@ -203,13 +260,21 @@ async fn append_new(
                 .and_then(|t| t.alias("l"))
                 .map_err(&qe)?;
             staged
-                .join_on(existing, JoinType::LeftAnti, [col(format!("s.{key}")).eq(col(format!("l.{key}")))])
+                .join_on(
+                    existing,
+                    JoinType::LeftAnti,
+                    [col(format!("s.{key}")).eq(col(format!("l.{key}")))],
+                )
                 .map_err(&qe)?
         }
         None => staged,
     };
     let df = if schema.column_with_name(EVENT_TIME).is_some() {
-        df.sort(vec![col(EVENT_DATE).sort(true, false), col(EVENT_TIME).sort(true, false)]).map_err(&qe)?
+        df.sort(vec![
+            col(EVENT_DATE).sort(true, false),
+            col(EVENT_TIME).sort(true, false),
+        ])
+        .map_err(&qe)?
     } else {
         df
     };
@@ -224,7 +289,10 @@ async fn append_new(
             .with_writer_properties(writer_properties(opts)?)
             .with_target_file_size(NonZeroU64::new(opts.target_file_size))
             .with_commit_properties(CommitProperties::default().with_metadata([
-                ("shoplake.operation".to_owned(), serde_json::json!(operation)),
+                (
+                    "shoplake.operation".to_owned(),
+                    serde_json::json!(operation),
+                ),
                 ("shoplake.rows".to_owned(), serde_json::json!(written)),
             ]))
             .await
@@ -235,13 +303,23 @@ async fn append_new(
 
 /// Rebuilds the `orders` table from the events table (an atomic overwrite); returns its rows.
 pub async fn rebuild_orders(lake: &Lake, opts: &CompactOptions) -> Result<u64> {
-    let Some(events) = lake.table(EVENTS_TABLE).await? else { return Ok(0) };
+    let Some(events) = lake.table(EVENTS_TABLE).await? else {
+        return Ok(0);
+    };
     let qe = query_err(ORDERS_TABLE);
     let ctx = SessionContext::new();
-    events.update_datafusion_session(&ctx.state()).map_err(delta_err(EVENTS_TABLE))?;
+    events
+        .update_datafusion_session(&ctx.state())
+        .map_err(delta_err(EVENTS_TABLE))?;
     let provider = events.table_provider().await.map_err(&qe)?;
     ctx.register_table(EVENTS_TABLE, provider).map_err(&qe)?;
-    let batches = ctx.sql(ORDERS_SQL).await.map_err(&qe)?.collect().await.map_err(&qe)?;
+    let batches = ctx
+        .sql(ORDERS_SQL)
+        .await
+        .map_err(&qe)?
+        .collect()
+        .await
+        .map_err(&qe)?;
     let batches = conform(batches, &orders_schema())?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     lake.table_for_write(ORDERS_TABLE)
@@ -259,15 +337,29 @@ pub async fn rebuild_orders(lake: &Lake, opts: &CompactOptions) -> Result<u64> {
 }
 
 fn touches_orders(batches: &[RecordBatch]) -> bool {
-    batches.iter().any(|b| b.column_by_name(ORDER_ID).is_some_and(|c| c.null_count() < c.len()))
+    batches.iter().any(|b| {
+        b.column_by_name(ORDER_ID)
+            .is_some_and(|c| c.null_count() < c.len())
+    })
 }
 
 /// One compaction round: reads up to the limits from staging, commits, then deletes what it read.
 pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
     let mut budget = opts.max_bytes;
-    let events_files = take_round(&mut list_staging(lake, STAGING_EVENTS).await?, opts, &mut budget);
-    let bad_files = take_round(&mut list_staging(lake, STAGING_BAD_ROWS).await?, opts, &mut budget);
-    let mut report = CompactReport { staged_files: events_files.len() + bad_files.len(), ..Default::default() };
+    let events_files = take_round(
+        &mut list_staging(lake, STAGING_EVENTS).await?,
+        opts,
+        &mut budget,
+    );
+    let bad_files = take_round(
+        &mut list_staging(lake, STAGING_BAD_ROWS).await?,
+        opts,
+        &mut budget,
+    );
+    let mut report = CompactReport {
+        staged_files: events_files.len() + bad_files.len(),
+        ..Default::default()
+    };
     if report.staged_files == 0 {
         return Ok(report);
     }
@@ -278,14 +370,31 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     report.duplicates_in_staging = dups;
     let new_orders = touches_orders(&events);
     let events_schema = shoplake_events::events_schema();
-    let (written, skipped) = append_new(lake, EVENTS_TABLE, events, EVENT_ID, events_schema, opts, "compact").await?;
+    let (written, skipped) = append_new(
+        lake,
+        EVENTS_TABLE,
+        events,
+        EVENT_ID,
+        events_schema,
+        opts,
+        "compact",
+    )
+    .await?;
     report.events_written = written;
     report.already_in_lake = skipped;
 
     let bad = read_staging(lake, &bad_files).await?;
     let (bad, _) = dedup_first(bad, BAD_ROW_ID)?;
-    let (bad_written, _) =
-        append_new(lake, BAD_ROWS_TABLE, bad, BAD_ROW_ID, shoplake_events::bad_rows_schema(), opts, "compact").await?;
+    let (bad_written, _) = append_new(
+        lake,
+        BAD_ROWS_TABLE,
+        bad,
+        BAD_ROW_ID,
+        shoplake_events::bad_rows_schema(),
+        opts,
+        "compact",
+    )
+    .await?;
     report.bad_rows_written = bad_written;
 
     // Rebuild orders when this round brought order events, or when a crash left the table behind.
@@ -297,7 +406,12 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     for f in events_files.iter().chain(&bad_files) {
         match store.delete(&f.location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(source) => return Err(Error::Store { path: f.location.to_string(), source }),
+            Err(source) => {
+                return Err(Error::Store {
+                    path: f.location.to_string(),
+                    source,
+                });
+            }
         }
     }
     debug!(?report, "compaction round");

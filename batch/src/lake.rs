@@ -22,24 +22,37 @@ impl Lake {
     /// Opens the lake at `root`: a local path (created if missing) or a URL. `storage_options` are
     /// passed to deltalake and object_store (endpoint, region, credentials for S3).
     pub fn open(root: &str, storage_options: HashMap<String, String>) -> Result<Self> {
-        let root = deltalake::ensure_table_uri(root).map_err(|source| Error::Delta { table: root.to_owned(), source })?;
+        let root = deltalake::ensure_table_uri(root).map_err(|source| Error::Delta {
+            table: root.to_owned(),
+            source,
+        })?;
         let store: Arc<dyn ObjectStore> = match root.scheme() {
             "file" => {
-                let path = root
-                    .to_file_path()
-                    .map_err(|_| Error::Lake { message: format!("{root} is not a local path") })?;
+                let path = root.to_file_path().map_err(|_| Error::Lake {
+                    message: format!("{root} is not a local path"),
+                })?;
                 Arc::new(
-                    object_store::local::LocalFileSystem::new_with_prefix(path)
-                        .map_err(|source| Error::Store { path: root.to_string(), source })?,
+                    object_store::local::LocalFileSystem::new_with_prefix(path).map_err(
+                        |source| Error::Store {
+                            path: root.to_string(),
+                            source,
+                        },
+                    )?,
                 )
             }
             other => {
                 return Err(Error::Lake {
-                    message: format!("lake scheme {other}:// is not supported by this build (use a local path)"),
+                    message: format!(
+                        "lake scheme {other}:// is not supported by this build (use a local path)"
+                    ),
                 });
             }
         };
-        Ok(Lake { root, storage_options, store })
+        Ok(Lake {
+            root,
+            storage_options,
+            store,
+        })
     }
 
     /// The lake root as a URL (`file:///…/` or `s3://…/`), ending with a slash.
@@ -60,7 +73,9 @@ impl Lake {
     pub fn table_url(&self, name: &str) -> Result<Url> {
         self.root
             .join(&format!("{name}/"))
-            .map_err(|e| Error::Lake { message: format!("bad table name {name}: {e}") })
+            .map_err(|e| Error::Lake {
+                message: format!("bad table name {name}: {e}"),
+            })
     }
 
     /// Loads table `name`; `None` when it was never written.
@@ -68,11 +83,17 @@ impl Lake {
         let url = self.table_url(name)?;
         let mut table = DeltaTableBuilder::from_url(url)
             .and_then(|b| b.with_storage_options(self.storage_options.clone()).build())
-            .map_err(|source| Error::Delta { table: name.to_owned(), source })?;
+            .map_err(|source| Error::Delta {
+                table: name.to_owned(),
+                source,
+            })?;
         match table.load().await {
             Ok(()) => Ok(Some(table)),
             Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),
-            Err(source) => Err(Error::Delta { table: name.to_owned(), source }),
+            Err(source) => Err(Error::Delta {
+                table: name.to_owned(),
+                source,
+            }),
         }
     }
 
@@ -81,6 +102,9 @@ impl Lake {
         let url = self.table_url(name)?;
         DeltaTable::try_from_url_with_storage_options(url, self.storage_options.clone())
             .await
-            .map_err(|source| Error::Delta { table: name.to_owned(), source })
+            .map_err(|source| Error::Delta {
+                table: name.to_owned(),
+                source,
+            })
     }
 }

@@ -30,7 +30,7 @@ mod lake;
 pub mod optimize;
 pub mod orders;
 
-pub use compact::{compact, compact_all, CompactOptions, CompactReport};
+pub use compact::{CompactOptions, CompactReport, compact, compact_all};
 pub use lake::Lake;
 
 /// Result of the batch jobs.

@@ -16,14 +16,22 @@ pub struct OptimizeReport {
 /// consistent version throughout.
 pub async fn optimize(lake: &Lake, table: &str, target_size: u64) -> Result<OptimizeReport> {
     let Some(t) = lake.table(table).await? else {
-        return Ok(OptimizeReport { table: table.to_owned(), ..Default::default() });
+        return Ok(OptimizeReport {
+            table: table.to_owned(),
+            ..Default::default()
+        });
     };
     let (_, metrics) = t
         .optimize()
         .with_type(OptimizeType::Compact)
-        .with_target_size(std::num::NonZeroU64::new(target_size).unwrap_or(std::num::NonZeroU64::MIN))
+        .with_target_size(
+            std::num::NonZeroU64::new(target_size).unwrap_or(std::num::NonZeroU64::MIN),
+        )
         .await
-        .map_err(|source| Error::Delta { table: table.to_owned(), source })?;
+        .map_err(|source| Error::Delta {
+            table: table.to_owned(),
+            source,
+        })?;
     Ok(OptimizeReport {
         table: table.to_owned(),
         files_removed: metrics.num_files_removed,

@@ -5,9 +5,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayBuilder, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    Int32Builder, Int64Builder, ListArray, RecordBatch, StringBuilder, StructArray,
-    TimestampMicrosecondBuilder,
+    Array, ArrayBuilder, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Date32Builder,
+    Decimal128Builder, Int32Builder, Int64Builder, ListArray, RecordBatch, StringBuilder,
+    StructArray, TimestampMicrosecondBuilder,
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, Decimal128Type, Int32Type, Int64Type, TimestampMicrosecondType};
@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::fields::*;
 use crate::schema::{self, FX_SCALE, LIST_ELEMENT, MONEY_PRECISION, MONEY_SCALE};
-use crate::validate::{format_timestamp, to_minor_units, Rejection, ValidEvent};
+use crate::validate::{Rejection, ValidEvent, format_timestamp, to_minor_units};
 use crate::wire::{Campaign, ClickIds, Context, Event, Page, Product, Properties, Str};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -119,7 +119,11 @@ impl ProductsBuilder {
             Arc::new(self.category.finish()),
             Arc::new(self.brand.finish()),
             Arc::new(self.variant.finish()),
-            Arc::new(self.price.finish().with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE)?),
+            Arc::new(
+                self.price
+                    .finish()
+                    .with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE)?,
+            ),
             Arc::new(self.quantity.finish()),
             Arc::new(self.position.finish()),
             Arc::new(self.coupon.finish()),
@@ -132,7 +136,12 @@ impl ProductsBuilder {
             DataType::Struct(schema::product_fields()),
             true,
         ));
-        Ok(Arc::new(ListArray::try_new(field, offsets, Arc::new(values), Some(nulls))?))
+        Ok(Arc::new(ListArray::try_new(
+            field,
+            offsets,
+            Arc::new(values),
+            Some(nulls),
+        )?))
     }
 }
 
@@ -267,25 +276,35 @@ impl EventBatchBuilder {
         let page = ctx.and_then(|c| c.page.as_ref());
         self.page_url.append_option(page.and_then(|p| s(&p.url)));
         self.page_path.append_option(page.and_then(|p| s(&p.path)));
-        self.page_referrer.append_option(page.and_then(|p| s(&p.referrer)));
-        self.page_title.append_option(page.and_then(|p| s(&p.title)));
+        self.page_referrer
+            .append_option(page.and_then(|p| s(&p.referrer)));
+        self.page_title
+            .append_option(page.and_then(|p| s(&p.title)));
         let utm = ctx.and_then(|c| c.campaign.as_ref());
-        self.utm_source.append_option(utm.and_then(|c| s(&c.source)));
-        self.utm_medium.append_option(utm.and_then(|c| s(&c.medium)));
-        self.utm_campaign.append_option(utm.and_then(|c| s(&c.name)));
+        self.utm_source
+            .append_option(utm.and_then(|c| s(&c.source)));
+        self.utm_medium
+            .append_option(utm.and_then(|c| s(&c.medium)));
+        self.utm_campaign
+            .append_option(utm.and_then(|c| s(&c.name)));
         self.utm_term.append_option(utm.and_then(|c| s(&c.term)));
-        self.utm_content.append_option(utm.and_then(|c| s(&c.content)));
+        self.utm_content
+            .append_option(utm.and_then(|c| s(&c.content)));
         let clicks = ctx.and_then(|c| c.click_ids.as_ref());
         self.gclid.append_option(clicks.and_then(|c| s(&c.gclid)));
         self.fbclid.append_option(clicks.and_then(|c| s(&c.fbclid)));
-        self.msclkid.append_option(clicks.and_then(|c| s(&c.msclkid)));
+        self.msclkid
+            .append_option(clicks.and_then(|c| s(&c.msclkid)));
         self.channel.append_value(x.channel);
-        self.user_agent.append_option(ctx.and_then(|c| s(&c.user_agent)));
+        self.user_agent
+            .append_option(ctx.and_then(|c| s(&c.user_agent)));
         self.ip.append_option(ctx.and_then(|c| s(&c.ip)));
         self.locale.append_option(ctx.and_then(|c| s(&c.locale)));
         self.country.append_option(ctx.and_then(|c| s(&c.country)));
-        self.device_type.append_option(ctx.and_then(|c| s(&c.device_type)));
-        self.device_id.append_option(ctx.and_then(|c| s(&c.device_id)));
+        self.device_type
+            .append_option(ctx.and_then(|c| s(&c.device_type)));
+        self.device_id
+            .append_option(ctx.and_then(|c| s(&c.device_id)));
         self.source.append_option(ctx.and_then(|c| s(&c.source)));
         self.is_bot.append_value(x.is_bot);
 
@@ -299,49 +318,70 @@ impl EventBatchBuilder {
         self.product_id.append_option(single);
         self.order_id.append_option(p.and_then(|p| s(&p.order_id)));
         self.cart_id.append_option(p.and_then(|p| s(&p.cart_id)));
-        self.checkout_id.append_option(p.and_then(|p| s(&p.checkout_id)));
-        self.checkout_step.append_option(p.and_then(|p| p.checkout_step).map(|n| n as i32));
+        self.checkout_id
+            .append_option(p.and_then(|p| s(&p.checkout_id)));
+        self.checkout_step
+            .append_option(p.and_then(|p| p.checkout_step).map(|n| n as i32));
         let total = p.and_then(|p| p.total).map(to_minor_units);
         let revenue = p.and_then(|p| p.revenue).map(to_minor_units);
         self.total.append_option(total);
         self.revenue.append_option(revenue);
-        self.tax.append_option(p.and_then(|p| p.tax).map(to_minor_units));
-        self.shipping.append_option(p.and_then(|p| p.shipping).map(to_minor_units));
-        self.discount.append_option(p.and_then(|p| p.discount).map(to_minor_units));
+        self.tax
+            .append_option(p.and_then(|p| p.tax).map(to_minor_units));
+        self.shipping
+            .append_option(p.and_then(|p| p.shipping).map(to_minor_units));
+        self.discount
+            .append_option(p.and_then(|p| p.discount).map(to_minor_units));
         self.currency.append_option(p.and_then(|p| s(&p.currency)));
         self.reporting_currency.append_value(x.reporting_currency);
         self.fx_rate.append_option(x.fx_rate);
-        self.total_reporting.append_option(total.zip(x.fx_rate).map(|(a, r)| convert(a, r)));
-        self.revenue_reporting.append_option(revenue.zip(x.fx_rate).map(|(a, r)| convert(a, r)));
+        self.total_reporting
+            .append_option(total.zip(x.fx_rate).map(|(a, r)| convert(a, r)));
+        self.revenue_reporting
+            .append_option(revenue.zip(x.fx_rate).map(|(a, r)| convert(a, r)));
         self.coupon.append_option(p.and_then(|p| s(&p.coupon)));
-        self.payment_method.append_option(p.and_then(|p| s(&p.payment_method)));
-        self.card_fingerprint.append_option(p.and_then(|p| s(&p.card_fingerprint)));
-        self.billing_country.append_option(p.and_then(|p| s(&p.billing_country)));
-        self.shipping_country.append_option(p.and_then(|p| s(&p.shipping_country)));
+        self.payment_method
+            .append_option(p.and_then(|p| s(&p.payment_method)));
+        self.card_fingerprint
+            .append_option(p.and_then(|p| s(&p.card_fingerprint)));
+        self.billing_country
+            .append_option(p.and_then(|p| s(&p.billing_country)));
+        self.shipping_country
+            .append_option(p.and_then(|p| s(&p.shipping_country)));
         self.search_query.append_option(p.and_then(|p| s(&p.query)));
         self.list_id.append_option(p.and_then(|p| s(&p.list_id)));
-        self.list_category.append_option(p.and_then(|p| s(&p.category)));
-        self.promotion_id.append_option(p.and_then(|p| s(&p.promotion_id)));
-        self.promotion_name.append_option(p.and_then(|p| s(&p.promotion_name)));
+        self.list_category
+            .append_option(p.and_then(|p| s(&p.category)));
+        self.promotion_id
+            .append_option(p.and_then(|p| s(&p.promotion_id)));
+        self.promotion_name
+            .append_option(p.and_then(|p| s(&p.promotion_name)));
         self.creative.append_option(p.and_then(|p| s(&p.creative)));
-        self.rating.append_option(p.and_then(|p| p.rating).map(|n| n as i32));
+        self.rating
+            .append_option(p.and_then(|p| p.rating).map(|n| n as i32));
         self.reason.append_option(p.and_then(|p| s(&p.reason)));
         self.carrier.append_option(p.and_then(|p| s(&p.carrier)));
         self.traits.append_option(s(&e.traits));
         match p.map(|p| p.extra.as_slice()) {
-            Some(extra) if !extra.is_empty() => self.extra_properties.append_value(extra_json(extra)),
+            Some(extra) if !extra.is_empty() => {
+                self.extra_properties.append_value(extra_json(extra))
+            }
             _ => self.extra_properties.append_null(),
         }
         self.stream_shard.append_value(x.stream_shard);
         self.stream_sequence.append_value(x.stream_sequence);
-        self.event_date.append_value(v.event_time.div_euclid(MICROS_PER_DAY) as i32);
+        self.event_date
+            .append_value(v.event_time.div_euclid(MICROS_PER_DAY) as i32);
         self.len += 1;
     }
 
     /// Finishes the batch and resets the builder.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         fn money(b: &mut Decimal128Builder) -> Result<ArrayRef, ArrowError> {
-            Ok(Arc::new(b.finish().with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE)?))
+            Ok(Arc::new(
+                b.finish()
+                    .with_precision_and_scale(MONEY_PRECISION, MONEY_SCALE)?,
+            ))
         }
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.event_id.finish()),
@@ -390,7 +430,11 @@ impl EventBatchBuilder {
             money(&mut self.discount)?,
             Arc::new(self.currency.finish()),
             Arc::new(self.reporting_currency.finish()),
-            Arc::new(self.fx_rate.finish().with_precision_and_scale(18, FX_SCALE)?),
+            Arc::new(
+                self.fx_rate
+                    .finish()
+                    .with_precision_and_scale(18, FX_SCALE)?,
+            ),
             money(&mut self.total_reporting)?,
             money(&mut self.revenue_reporting)?,
             Arc::new(self.coupon.finish()),
@@ -500,11 +544,13 @@ impl BadRowBatchBuilder {
         self.field.append_option(b.rejection.field.as_deref());
         self.message.append_value(&b.rejection.message);
         self.event_id.append_option(b.rejection.event_id.as_deref());
-        self.event_name.append_option(b.rejection.event_name.as_deref());
+        self.event_name
+            .append_option(b.rejection.event_name.as_deref());
         self.raw.append_value(b.raw);
         self.stream_shard.append_value(b.stream_shard);
         self.stream_sequence.append_value(b.stream_sequence);
-        self.event_date.append_value(b.received_at.div_euclid(MICROS_PER_DAY) as i32);
+        self.event_date
+            .append_value(b.received_at.div_euclid(MICROS_PER_DAY) as i32);
     }
 
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
@@ -541,14 +587,19 @@ impl<'b> Columns<'b> {
         let col = col
             .as_string_opt::<i32>()
             .ok_or_else(|| ArrowError::SchemaError(format!("column {name} is not Utf8")))?;
-        Ok(move |i| col.is_valid(i).then(|| Str(Cow::Owned(col.value(i).to_owned()))))
+        Ok(move |i| {
+            col.is_valid(i)
+                .then(|| Str(Cow::Owned(col.value(i).to_owned())))
+        })
     }
 
     fn int(&self, name: &str) -> Result<impl Fn(usize) -> Option<i64> + 'b, ArrowError> {
         let col = self.get(name)?;
         if let Some(c) = col.as_primitive_opt::<Int32Type>() {
-            return Ok(Box::new(move |i: usize| c.is_valid(i).then(|| i64::from(c.value(i))))
-                as Box<dyn Fn(usize) -> Option<i64>>);
+            return Ok(
+                Box::new(move |i: usize| c.is_valid(i).then(|| i64::from(c.value(i))))
+                    as Box<dyn Fn(usize) -> Option<i64>>,
+            );
         }
         let c = col
             .as_primitive_opt::<Int64Type>()
@@ -561,7 +612,10 @@ impl<'b> Columns<'b> {
         let col = col
             .as_primitive_opt::<TimestampMicrosecondType>()
             .ok_or_else(|| ArrowError::SchemaError(format!("column {name} is not a timestamp")))?;
-        Ok(move |i| col.is_valid(i).then(|| Str::from(format_timestamp(col.value(i)))))
+        Ok(move |i| {
+            col.is_valid(i)
+                .then(|| Str::from(format_timestamp(col.value(i))))
+        })
     }
 
     fn money(&self, name: &str) -> Result<impl Fn(usize) -> Option<f64> + 'b, ArrowError> {
@@ -578,24 +632,74 @@ impl<'b> Columns<'b> {
 /// back the event that was decoded.
 pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, ArrowError> {
     let c = Columns(batch);
-    let (event_id, event_name, schema_version) = (c.text(EVENT_ID)?, c.text(EVENT_NAME)?, c.int(SCHEMA_VERSION)?);
-    let (occurred_at, sent_at, received_at) = (c.time(OCCURRED_AT)?, c.time(SENT_AT)?, c.time(RECEIVED_AT)?);
-    let (anonymous_id, user_id, session_id) = (c.text(ANONYMOUS_ID)?, c.text(USER_ID)?, c.text(SESSION_ID)?);
+    let (event_id, event_name, schema_version) = (
+        c.text(EVENT_ID)?,
+        c.text(EVENT_NAME)?,
+        c.int(SCHEMA_VERSION)?,
+    );
+    let (occurred_at, sent_at, received_at) =
+        (c.time(OCCURRED_AT)?, c.time(SENT_AT)?, c.time(RECEIVED_AT)?);
+    let (anonymous_id, user_id, session_id) =
+        (c.text(ANONYMOUS_ID)?, c.text(USER_ID)?, c.text(SESSION_ID)?);
     let session_inferred = c.get(SESSION_INFERRED)?.as_boolean_opt().cloned();
     let t = |name| c.text(name);
-    let (url, path, referrer, title) = (t(PAGE_URL)?, t(PAGE_PATH)?, t(PAGE_REFERRER)?, t(PAGE_TITLE)?);
-    let (usrc, umed, ucmp, uterm, ucont) = (t(UTM_SOURCE)?, t(UTM_MEDIUM)?, t(UTM_CAMPAIGN)?, t(UTM_TERM)?, t(UTM_CONTENT)?);
+    let (url, path, referrer, title) = (
+        t(PAGE_URL)?,
+        t(PAGE_PATH)?,
+        t(PAGE_REFERRER)?,
+        t(PAGE_TITLE)?,
+    );
+    let (usrc, umed, ucmp, uterm, ucont) = (
+        t(UTM_SOURCE)?,
+        t(UTM_MEDIUM)?,
+        t(UTM_CAMPAIGN)?,
+        t(UTM_TERM)?,
+        t(UTM_CONTENT)?,
+    );
     let (gclid, fbclid, msclkid) = (t(GCLID)?, t(FBCLID)?, t(MSCLKID)?);
-    let (ua, ip, locale, country, device_type, device_id, source) =
-        (t(USER_AGENT)?, t(IP)?, t(LOCALE)?, t(COUNTRY)?, t(DEVICE_TYPE)?, t(DEVICE_ID)?, t(SOURCE)?);
-    let (order_id, cart_id, checkout_id, step) = (t(ORDER_ID)?, t(CART_ID)?, t(CHECKOUT_ID)?, c.int(CHECKOUT_STEP)?);
-    let (total, revenue, tax, shipping, discount) =
-        (c.money(TOTAL)?, c.money(REVENUE)?, c.money(TAX)?, c.money(SHIPPING)?, c.money(DISCOUNT)?);
-    let (currency, coupon, payment_method, card) = (t(CURRENCY)?, t(COUPON)?, t(PAYMENT_METHOD)?, t(CARD_FINGERPRINT)?);
-    let (billing, shipping_country, query, list_id, list_category) =
-        (t(BILLING_COUNTRY)?, t(SHIPPING_COUNTRY)?, t(SEARCH_QUERY)?, t(LIST_ID)?, t(LIST_CATEGORY)?);
-    let (promotion_id, promotion_name, creative, rating) = (t(PROMOTION_ID)?, t(PROMOTION_NAME)?, t(CREATIVE)?, c.int(RATING)?);
-    let (reason, carrier, traits, extra) = (t(REASON)?, t(CARRIER)?, t(TRAITS)?, t(EXTRA_PROPERTIES)?);
+    let (ua, ip, locale, country, device_type, device_id, source) = (
+        t(USER_AGENT)?,
+        t(IP)?,
+        t(LOCALE)?,
+        t(COUNTRY)?,
+        t(DEVICE_TYPE)?,
+        t(DEVICE_ID)?,
+        t(SOURCE)?,
+    );
+    let (order_id, cart_id, checkout_id, step) = (
+        t(ORDER_ID)?,
+        t(CART_ID)?,
+        t(CHECKOUT_ID)?,
+        c.int(CHECKOUT_STEP)?,
+    );
+    let (total, revenue, tax, shipping, discount) = (
+        c.money(TOTAL)?,
+        c.money(REVENUE)?,
+        c.money(TAX)?,
+        c.money(SHIPPING)?,
+        c.money(DISCOUNT)?,
+    );
+    let (currency, coupon, payment_method, card) = (
+        t(CURRENCY)?,
+        t(COUPON)?,
+        t(PAYMENT_METHOD)?,
+        t(CARD_FINGERPRINT)?,
+    );
+    let (billing, shipping_country, query, list_id, list_category) = (
+        t(BILLING_COUNTRY)?,
+        t(SHIPPING_COUNTRY)?,
+        t(SEARCH_QUERY)?,
+        t(LIST_ID)?,
+        t(LIST_CATEGORY)?,
+    );
+    let (promotion_id, promotion_name, creative, rating) = (
+        t(PROMOTION_ID)?,
+        t(PROMOTION_NAME)?,
+        t(CREATIVE)?,
+        c.int(RATING)?,
+    );
+    let (reason, carrier, traits, extra) =
+        (t(REASON)?, t(CARRIER)?, t(TRAITS)?, t(EXTRA_PROPERTIES)?);
     let products = c
         .get(PRODUCTS)?
         .as_list_opt::<i32>()
@@ -604,11 +708,26 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, Arr
     let mut out = Vec::with_capacity(batch.num_rows());
     for i in 0..batch.num_rows() {
         let none_if_default = |x: Option<Page<'static>>| x.filter(|p| *p != Page::default());
-        let page = none_if_default(Some(Page { url: url(i), path: path(i), referrer: referrer(i), title: title(i) }));
-        let campaign = Some(Campaign { source: usrc(i), medium: umed(i), name: ucmp(i), term: uterm(i), content: ucont(i) })
-            .filter(|c| *c != Campaign::default());
-        let click_ids =
-            Some(ClickIds { gclid: gclid(i), fbclid: fbclid(i), msclkid: msclkid(i) }).filter(|c| *c != ClickIds::default());
+        let page = none_if_default(Some(Page {
+            url: url(i),
+            path: path(i),
+            referrer: referrer(i),
+            title: title(i),
+        }));
+        let campaign = Some(Campaign {
+            source: usrc(i),
+            medium: umed(i),
+            name: ucmp(i),
+            term: uterm(i),
+            content: ucont(i),
+        })
+        .filter(|c| *c != Campaign::default());
+        let click_ids = Some(ClickIds {
+            gclid: gclid(i),
+            fbclid: fbclid(i),
+            msclkid: msclkid(i),
+        })
+        .filter(|c| *c != ClickIds::default());
         let context = Some(Context {
             page,
             campaign,
@@ -624,18 +743,22 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, Arr
         .filter(|c| *c != Context::default());
         let extra = match extra(i) {
             Some(json) => {
-                let map: Vec<(String, Box<RawValue>)> = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&json)
-                    .map_err(|e| ArrowError::JsonError(e.to_string()))?
-                    .into_iter()
-                    .map(|(k, v)| Ok((k, RawValue::from_string(v.to_string())?)))
-                    .collect::<Result<_, serde_json::Error>>()
-                    .map_err(|e| ArrowError::JsonError(e.to_string()))?;
+                let map: Vec<(String, Box<RawValue>)> =
+                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&json)
+                        .map_err(|e| ArrowError::JsonError(e.to_string()))?
+                        .into_iter()
+                        .map(|(k, v)| Ok((k, RawValue::from_string(v.to_string())?)))
+                        .collect::<Result<_, serde_json::Error>>()
+                        .map_err(|e| ArrowError::JsonError(e.to_string()))?;
                 map.into_iter().map(|(k, v)| (Str::from(k), v)).collect()
             }
             None => Vec::new(),
         };
         let properties = Properties {
-            products: products.is_valid(i).then(|| products_from(&products.value(i))).transpose()?,
+            products: products
+                .is_valid(i)
+                .then(|| products_from(&products.value(i)))
+                .transpose()?,
             order_id: order_id(i),
             cart_id: cart_id(i),
             checkout_id: checkout_id(i),
@@ -687,9 +810,20 @@ fn products_from(list: &ArrayRef) -> Result<Vec<Product<'static>>, ArrowError> {
         .ok_or_else(|| ArrowError::SchemaError("products are not structs".into()))?;
     let batch = RecordBatch::from(items.clone());
     let c = Columns(&batch);
-    let (id, sku, name, category, brand, variant) =
-        (c.text(PRODUCT_ID)?, c.text(SKU)?, c.text(PRODUCT_NAME)?, c.text(CATEGORY)?, c.text(BRAND)?, c.text(VARIANT)?);
-    let (price, quantity, position, coupon) = (c.money(PRICE)?, c.int(QUANTITY)?, c.int(POSITION)?, c.text(COUPON)?);
+    let (id, sku, name, category, brand, variant) = (
+        c.text(PRODUCT_ID)?,
+        c.text(SKU)?,
+        c.text(PRODUCT_NAME)?,
+        c.text(CATEGORY)?,
+        c.text(BRAND)?,
+        c.text(VARIANT)?,
+    );
+    let (price, quantity, position, coupon) = (
+        c.money(PRICE)?,
+        c.int(QUANTITY)?,
+        c.int(POSITION)?,
+        c.text(COUPON)?,
+    );
     Ok((0..batch.num_rows())
         .map(|i| Product {
             product_id: id(i),

@@ -43,11 +43,11 @@ pub mod schema;
 pub mod validate;
 pub mod wire;
 
-pub use codec::{events_from_batch, BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder};
+pub use codec::{BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, events_from_batch};
 pub use names::EventName;
 pub use schema::{bad_rows_schema, events_schema};
 pub use validate::{
-    decode, format_timestamp, parse_timestamp, to_minor_units, Limits, Reason, Rejection, ValidEvent,
-    SCHEMA_VERSION,
+    Limits, Reason, Rejection, SCHEMA_VERSION, ValidEvent, decode, format_timestamp,
+    parse_timestamp, to_minor_units,
 };
 pub use wire::{Event, Str};

@@ -92,7 +92,10 @@ impl EventName {
 
     /// Events identifying a known user: `user_id` is required.
     pub fn requires_user_id(self) -> bool {
-        matches!(self, EventName::SignedUp | EventName::LoggedIn | EventName::Identify)
+        matches!(
+            self,
+            EventName::SignedUp | EventName::LoggedIn | EventName::Identify
+        )
     }
 }
 

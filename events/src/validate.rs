@@ -8,9 +8,9 @@ use std::fmt;
 use chrono::DateTime;
 use serde::Serialize;
 
+use crate::EventName;
 use crate::codes::{is_country, is_currency};
 use crate::wire::{Event, Product, Str};
-use crate::EventName;
 
 /// The contract version this code writes and reads.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -174,7 +174,9 @@ impl ValidEvent<'_> {
 
 /// Parses an RFC 3339 timestamp into UTC microseconds.
 pub fn parse_timestamp(s: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_micros())
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_micros())
 }
 
 /// Formats UTC microseconds as RFC 3339 with microsecond precision and a `Z`.
@@ -247,7 +249,12 @@ pub fn decode<'a>(
         Ok(event) => event,
         Err(_) => return Err(explain_parse_error(raw)),
     };
-    Checker { limits, event_id: None, event_name: None }.check(event, received_fallback)
+    Checker {
+        limits,
+        event_id: None,
+        event_name: None,
+    }
+    .check(event, received_fallback)
 }
 
 /// Re-parses a failed input while tracking the path, to say which field is wrong.
@@ -255,7 +262,11 @@ fn explain_parse_error(raw: &[u8]) -> Rejection {
     let mut de = serde_json::Deserializer::from_slice(raw);
     let result: Result<Event<'_>, _> = serde_path_to_error::deserialize(&mut de);
     let (reason, field, message) = match result {
-        Ok(_) => (Reason::MalformedJson, None, "trailing characters after the event".to_owned()),
+        Ok(_) => (
+            Reason::MalformedJson,
+            None,
+            "trailing characters after the event".to_owned(),
+        ),
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
@@ -267,7 +278,13 @@ fn explain_parse_error(raw: &[u8]) -> Rejection {
             (reason, field, inner.to_string())
         }
     };
-    Rejection { reason, field, message, event_id: None, event_name: None }
+    Rejection {
+        reason,
+        field,
+        message,
+        event_id: None,
+        event_name: None,
+    }
 }
 
 struct Checker<'l> {
@@ -288,7 +305,11 @@ impl Checker<'_> {
     }
 
     fn missing(&self, field: &str, why: &str) -> Rejection {
-        self.reject(Reason::MissingField, field, format!("{field} is required {why}"))
+        self.reject(
+            Reason::MissingField,
+            field,
+            format!("{field} is required {why}"),
+        )
     }
 
     fn id(&self, field: &str, value: Option<&Str<'_>>) -> Result<(), Rejection> {
@@ -314,7 +335,11 @@ impl Checker<'_> {
                 return Err(self.reject(
                     Reason::TooLarge,
                     field,
-                    format!("{field} is {} bytes, the limit is {}", v.len(), self.limits.max_text_len),
+                    format!(
+                        "{field} is {} bytes, the limit is {}",
+                        v.len(),
+                        self.limits.max_text_len
+                    ),
                 ));
             }
         }
@@ -337,7 +362,10 @@ impl Checker<'_> {
                 return Err(self.reject(
                     Reason::OutOfRange,
                     field,
-                    format!("{field} must be between 0 and {}, got {v}", self.limits.max_amount),
+                    format!(
+                        "{field} must be between 0 and {}, got {v}",
+                        self.limits.max_amount
+                    ),
                 ));
             }
         }
@@ -363,7 +391,10 @@ impl Checker<'_> {
                 return Err(self.reject(
                     Reason::InvalidCountry,
                     field,
-                    format!("{field} {:?} is not an ISO 3166-1 alpha-2 code such as \"DE\"", &**v),
+                    format!(
+                        "{field} {:?} is not an ISO 3166-1 alpha-2 code such as \"DE\"",
+                        &**v
+                    ),
                 ));
             }
         }
@@ -389,7 +420,11 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn check<'a>(mut self, event: Event<'a>, received_fallback: i64) -> Result<ValidEvent<'a>, Rejection> {
+    fn check<'a>(
+        mut self,
+        event: Event<'a>,
+        received_fallback: i64,
+    ) -> Result<ValidEvent<'a>, Rejection> {
         self.event_id = event.event_id.as_ref().map(|s| s.to_string());
         self.event_name = event.event_name.as_ref().map(|s| s.to_string());
 
@@ -411,7 +446,10 @@ impl Checker<'_> {
             return Err(self.reject(
                 Reason::UnknownEvent,
                 "event_name",
-                format!("event_name {:?} is not an event of the contract", truncate(name)),
+                format!(
+                    "event_name {:?} is not an event of the contract",
+                    truncate(name)
+                ),
             ));
         };
         let schema_version = match event.schema_version {
@@ -421,7 +459,9 @@ impl Checker<'_> {
                 return Err(self.reject(
                     Reason::UnsupportedSchemaVersion,
                     "schema_version",
-                    format!("schema_version {v} is not supported; this build reads {SCHEMA_VERSION}"),
+                    format!(
+                        "schema_version {v} is not supported; this build reads {SCHEMA_VERSION}"
+                    ),
                 ));
             }
         };
@@ -440,7 +480,11 @@ impl Checker<'_> {
             return Err(self.missing("occurred_at", "on every event"));
         };
         let occurred_at = self.timestamp("occurred_at", occurred)?;
-        let sent_at = event.sent_at.as_ref().map(|s| self.timestamp("sent_at", s)).transpose()?;
+        let sent_at = event
+            .sent_at
+            .as_ref()
+            .map(|s| self.timestamp("sent_at", s))
+            .transpose()?;
         let received_at = match &event.received_at {
             Some(s) => self.timestamp("received_at", s)?,
             None => received_fallback,
@@ -515,7 +559,11 @@ impl Checker<'_> {
             return Err(self.reject(
                 Reason::TooLarge,
                 "properties.products",
-                format!("{} products, the limit is {}", products.len(), self.limits.max_products),
+                format!(
+                    "{} products, the limit is {}",
+                    products.len(),
+                    self.limits.max_products
+                ),
             ));
         }
         for (i, product) in products.iter().enumerate() {
@@ -553,16 +601,24 @@ impl Checker<'_> {
         for (f, v) in amounts {
             self.amount(f, v)?;
         }
-        let has_money = amounts.iter().any(|(_, v)| v.is_some()) || products.iter().any(|p| p.price.is_some());
+        let has_money =
+            amounts.iter().any(|(_, v)| v.is_some()) || products.iter().any(|p| p.price.is_some());
         match &p.currency {
             Some(c) if !is_currency(c) => {
                 return Err(self.reject(
                     Reason::InvalidCurrency,
                     "properties.currency",
-                    format!("currency {:?} is not an ISO 4217 code such as \"EUR\"", truncate(c)),
+                    format!(
+                        "currency {:?} is not an ISO 4217 code such as \"EUR\"",
+                        truncate(c)
+                    ),
                 ));
             }
-            None if has_money => return Err(self.missing("properties.currency", "when an amount or price is present")),
+            None if has_money => {
+                return Err(
+                    self.missing("properties.currency", "when an amount or price is present")
+                );
+            }
             _ => {}
         }
         self.country("properties.billing_country", p.billing_country.as_ref())?;
@@ -581,10 +637,14 @@ impl Checker<'_> {
                 ));
             }
             if products[0].product_id.is_none() {
-                return Err(self.missing("properties.products[0].product_id", &format!("on {name}")));
+                return Err(
+                    self.missing("properties.products[0].product_id", &format!("on {name}"))
+                );
             }
         }
-        if matches!(name, N::ProductAdded | N::ProductRemoved) && products.first().is_some_and(|p| p.quantity.is_none()) {
+        if matches!(name, N::ProductAdded | N::ProductRemoved)
+            && products.first().is_some_and(|p| p.quantity.is_none())
+        {
             return Err(self.missing("properties.products[0].quantity", &format!("on {name}")));
         }
         if matches!(name, N::CheckoutStarted | N::OrderCompleted) {
@@ -597,15 +657,28 @@ impl Checker<'_> {
         }
         let required: Option<(&str, bool)> = match name {
             N::ProductsSearched => Some(("properties.query", p.query.is_some())),
-            N::ProductListViewed => Some(("properties.list_id", p.list_id.is_some() || p.category.is_some())),
-            N::CheckoutStepCompleted => Some(("properties.checkout_step", p.checkout_step.is_some())),
-            N::PaymentInfoEntered => Some(("properties.payment_method", p.payment_method.is_some())),
+            N::ProductListViewed => Some((
+                "properties.list_id",
+                p.list_id.is_some() || p.category.is_some(),
+            )),
+            N::CheckoutStepCompleted => {
+                Some(("properties.checkout_step", p.checkout_step.is_some()))
+            }
+            N::PaymentInfoEntered => {
+                Some(("properties.payment_method", p.payment_method.is_some()))
+            }
             N::CouponApplied => Some(("properties.coupon", p.coupon.is_some())),
-            N::PromotionViewed | N::PromotionClicked => Some(("properties.promotion_id", p.promotion_id.is_some())),
+            N::PromotionViewed | N::PromotionClicked => {
+                Some(("properties.promotion_id", p.promotion_id.is_some()))
+            }
             N::ProductReviewed => Some(("properties.rating", p.rating.is_some())),
             N::PageViewed => Some((
                 "context.page.url",
-                event.context.as_ref().and_then(|c| c.page.as_ref()).is_some_and(|pg| pg.url.is_some() || pg.path.is_some()),
+                event
+                    .context
+                    .as_ref()
+                    .and_then(|c| c.page.as_ref())
+                    .is_some_and(|pg| pg.url.is_some() || pg.path.is_some()),
             )),
             n if n.is_order_lifecycle() => Some(("properties.order_id", p.order_id.is_some())),
             _ => None,
@@ -614,7 +687,16 @@ impl Checker<'_> {
             return Err(self.missing(field, &format!("on {name}")));
         }
 
-        Ok(ValidEvent { event, name, schema_version, occurred_at, sent_at, received_at, event_time, clock_skew_ms })
+        Ok(ValidEvent {
+            event,
+            name,
+            schema_version,
+            occurred_at,
+            sent_at,
+            received_at,
+            event_time,
+            clock_skew_ms,
+        })
     }
 }
 

@@ -40,7 +40,12 @@ pub enum Error {
     },
     /// A stored record could not be decoded.
     #[error("stream {stream}, shard {shard_id}: record {sequence} is corrupt: {message}")]
-    Corrupt { stream: String, shard_id: String, sequence: u64, message: String },
+    Corrupt {
+        stream: String,
+        shard_id: String,
+        sequence: u64,
+        message: String,
+    },
     /// No such shard.
     #[error("stream {stream}: no shard {shard_id}")]
     UnknownShard { stream: String, shard_id: String },

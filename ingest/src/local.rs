@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
 use crate::stream::*;
@@ -59,7 +59,9 @@ pub fn decode_value(v: &[u8]) -> std::result::Result<(i64, &str, &[u8]), String>
     }
     let arrival = i64::from_le_bytes(v[..8].try_into().map_err(|_| "header")?);
     let key_len = u16::from_le_bytes(v[8..10].try_into().map_err(|_| "header")?) as usize;
-    let key = v.get(10..10 + key_len).ok_or_else(|| format!("key of {key_len} bytes runs past the record"))?;
+    let key = v
+        .get(10..10 + key_len)
+        .ok_or_else(|| format!("key of {key_len} bytes runs past the record"))?;
     let key = std::str::from_utf8(key).map_err(|e| format!("key is not UTF-8: {e}"))?;
     Ok((arrival, key, &v[10 + key_len..]))
 }
@@ -78,7 +80,10 @@ struct Inner {
 
 impl Inner {
     fn storage(&self, e: impl Into<redb::Error>) -> Error {
-        Error::Storage { stream: self.name.clone(), source: Box::new(e.into()) }
+        Error::Storage {
+            stream: self.name.clone(),
+            source: Box::new(e.into()),
+        }
     }
 
     /// Writes every request in one transaction; answers each.
@@ -92,8 +97,14 @@ impl Inner {
                 let mut next = Vec::with_capacity(self.shards as usize);
                 for s in 0..self.shards {
                     let name = table_name(s);
-                    let t = tx.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(|e| self.storage(e))?;
-                    let last = t.last().map_err(|e| self.storage(e))?.map(|(k, _)| k.value()).unwrap_or(0);
+                    let t = tx
+                        .open_table(TableDefinition::<u64, &[u8]>::new(&name))
+                        .map_err(|e| self.storage(e))?;
+                    let last = t
+                        .last()
+                        .map_err(|e| self.storage(e))?
+                        .map(|(k, _)| k.value())
+                        .unwrap_or(0);
                     next.push(last.max(self.floor(s)) + 1);
                     tables.push(t);
                 }
@@ -115,7 +126,8 @@ impl Inner {
                 }
                 let mut meta = tx.open_table(META).map_err(|e| self.storage(e))?;
                 for (s, n) in next.iter().enumerate() {
-                    meta.insert(format!("next-{s}").as_str(), *n).map_err(|e| self.storage(e))?;
+                    meta.insert(format!("next-{s}").as_str(), *n)
+                        .map_err(|e| self.storage(e))?;
                 }
             }
             tx.commit().map_err(|e| self.storage(e))?;
@@ -131,7 +143,10 @@ impl Inner {
             Err(e) => {
                 let message = e.to_string();
                 for req in requests {
-                    let _ = req.reply.send(Err(Error::Unavailable { stream: self.name.clone(), message: message.clone() }));
+                    let _ = req.reply.send(Err(Error::Unavailable {
+                        stream: self.name.clone(),
+                        message: message.clone(),
+                    }));
                 }
             }
         }
@@ -139,9 +154,17 @@ impl Inner {
 
     /// The highest sequence ever used in shard `s` (kept in meta so trimming never reuses one).
     fn floor(&self, s: u32) -> u64 {
-        let Ok(tx) = self.db.begin_read() else { return 0 };
-        let Ok(meta) = tx.open_table(META) else { return 0 };
-        meta.get(format!("next-{s}").as_str()).ok().flatten().map(|v| v.value().saturating_sub(1)).unwrap_or(0)
+        let Ok(tx) = self.db.begin_read() else {
+            return 0;
+        };
+        let Ok(meta) = tx.open_table(META) else {
+            return 0;
+        };
+        meta.get(format!("next-{s}").as_str())
+            .ok()
+            .flatten()
+            .map(|v| v.value().saturating_sub(1))
+            .unwrap_or(0)
     }
 }
 
@@ -169,7 +192,10 @@ pub struct LocalLog {
 
 impl std::fmt::Debug for LocalLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalLog").field("name", &self.inner.name).field("shards", &self.inner.shards).finish()
+        f.debug_struct("LocalLog")
+            .field("name", &self.inner.name)
+            .field("shards", &self.inner.shards)
+            .finish()
     }
 }
 
@@ -177,32 +203,52 @@ impl LocalLog {
     /// Opens (or creates with `shards` shards) the log stored in the redb file `path`. The shard
     /// count stored in an existing file wins.
     pub fn open(path: &Path, shards: u32) -> Result<Self> {
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("local").to_owned();
-        let storage = |e: redb::Error| Error::Storage { stream: name.clone(), source: Box::new(e) };
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("local")
+            .to_owned();
+        let storage = |e: redb::Error| Error::Storage {
+            stream: name.clone(),
+            source: Box::new(e),
+        };
         if shards == 0 {
-            return Err(Error::Limit { stream: name, message: "a stream needs at least one shard".into() });
+            return Err(Error::Limit {
+                stream: name,
+                message: "a stream needs at least one shard".into(),
+            });
         }
         let db = Database::create(path).map_err(|e| storage(e.into()))?;
         let tx = db.begin_write().map_err(|e| storage(e.into()))?;
         let stored = {
             let mut meta = tx.open_table(META).map_err(|e| storage(e.into()))?;
-            let stored = meta.get("shards").map_err(|e| storage(e.into()))?.map(|v| v.value() as u32);
+            let stored = meta
+                .get("shards")
+                .map_err(|e| storage(e.into()))?
+                .map(|v| v.value() as u32);
             match stored {
                 Some(n) => n,
                 None => {
-                    meta.insert("shards", u64::from(shards)).map_err(|e| storage(e.into()))?;
+                    meta.insert("shards", u64::from(shards))
+                        .map_err(|e| storage(e.into()))?;
                     shards
                 }
             }
         };
         for s in 0..stored {
-            tx.open_table(TableDefinition::<u64, &[u8]>::new(&table_name(s))).map_err(|e| storage(e.into()))?;
+            tx.open_table(TableDefinition::<u64, &[u8]>::new(&table_name(s)))
+                .map_err(|e| storage(e.into()))?;
         }
         tx.commit().map_err(|e| storage(e.into()))?;
         if stored != shards {
             warn!(stream = %name, stored, requested = shards, "the log keeps the shard count it was created with");
         }
-        let inner = Arc::new(Inner { db, name, shards: stored, notify: Notify::new() });
+        let inner = Arc::new(Inner {
+            db,
+            name,
+            shards: stored,
+            notify: Notify::new(),
+        });
         let (tx, mut rx) = mpsc::channel::<PutRequest>(1024);
         let w = inner.clone();
         let thread = std::thread::Builder::new()
@@ -219,8 +265,17 @@ impl LocalLog {
                     w.write(batch);
                 }
             })
-            .map_err(|e| Error::Storage { stream: inner.name.clone(), source: Box::new(e) })?;
-        Ok(LocalLog { inner, writer: Arc::new(Writer { tx: Some(tx), thread: Some(thread) }) })
+            .map_err(|e| Error::Storage {
+                stream: inner.name.clone(),
+                source: Box::new(e),
+            })?;
+        Ok(LocalLog {
+            inner,
+            writer: Arc::new(Writer {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+        })
     }
 
     pub fn shards(&self) -> u32 {
@@ -235,9 +290,17 @@ impl LocalLog {
     /// The newest sequence number of a shard, if it holds any record.
     pub fn latest_sequence(&self, shard: &ShardId) -> Result<Option<SequenceNumber>> {
         let s = self.shard_index(shard)?;
-        let tx = self.inner.db.begin_read().map_err(|e| self.inner.storage(e))?;
-        let t = tx.open_table(TableDefinition::<u64, &[u8]>::new(&table_name(s))).map_err(|e| self.inner.storage(e))?;
-        Ok(t.last().map_err(|e| self.inner.storage(e))?.map(|(k, _)| SequenceNumber::from_u64(k.value())))
+        let tx = self
+            .inner
+            .db
+            .begin_read()
+            .map_err(|e| self.inner.storage(e))?;
+        let t = tx
+            .open_table(TableDefinition::<u64, &[u8]>::new(&table_name(s)))
+            .map_err(|e| self.inner.storage(e))?;
+        Ok(t.last()
+            .map_err(|e| self.inner.storage(e))?
+            .map(|(k, _)| SequenceNumber::from_u64(k.value())))
     }
 
     /// Deletes records that arrived before `micros`; returns how many.
@@ -247,11 +310,15 @@ impl LocalLog {
         let mut removed = 0;
         for s in 0..inner.shards {
             let name = table_name(s);
-            let mut t = tx.open_table(TableDefinition::<u64, &[u8]>::new(&name)).map_err(|e| inner.storage(e))?;
+            let mut t = tx
+                .open_table(TableDefinition::<u64, &[u8]>::new(&name))
+                .map_err(|e| inner.storage(e))?;
             let mut old = Vec::new();
             for row in t.iter().map_err(|e| inner.storage(e))? {
                 let (k, v) = row.map_err(|e| inner.storage(e))?;
-                let arrival = decode_value(v.value()).map(|(a, _, _)| a).unwrap_or(i64::MIN);
+                let arrival = decode_value(v.value())
+                    .map(|(a, _, _)| a)
+                    .unwrap_or(i64::MIN);
                 if arrival >= micros {
                     break;
                 }
@@ -272,28 +339,45 @@ impl LocalLog {
             .strip_prefix("shardId-")
             .and_then(|n| n.parse::<u32>().ok())
             .filter(|n| *n < self.inner.shards)
-            .ok_or_else(|| Error::UnknownShard { stream: self.inner.name.clone(), shard_id: shard.0.clone() })
+            .ok_or_else(|| Error::UnknownShard {
+                stream: self.inner.name.clone(),
+                shard_id: shard.0.clone(),
+            })
     }
 
     fn check_limits(&self, records: &[Record]) -> Result<()> {
-        let limit = |message: String| Err(Error::Limit { stream: self.inner.name.clone(), message });
+        let limit = |message: String| {
+            Err(Error::Limit {
+                stream: self.inner.name.clone(),
+                message,
+            })
+        };
         if records.is_empty() || records.len() > MAX_RECORDS_PER_PUT {
-            return limit(format!("a put takes 1 to {MAX_RECORDS_PER_PUT} records, got {}", records.len()));
+            return limit(format!(
+                "a put takes 1 to {MAX_RECORDS_PER_PUT} records, got {}",
+                records.len()
+            ));
         }
         let mut total = 0;
         for (i, r) in records.iter().enumerate() {
             let chars = r.partition_key.chars().count();
             if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
-                return limit(format!("record {i}: partition key must have 1 to {MAX_PARTITION_KEY_CHARS} characters, got {chars}"));
+                return limit(format!(
+                    "record {i}: partition key must have 1 to {MAX_PARTITION_KEY_CHARS} characters, got {chars}"
+                ));
             }
             let size = r.data.len() + r.partition_key.len();
             if size > MAX_RECORD_BYTES {
-                return limit(format!("record {i} is {size} bytes, the limit is {MAX_RECORD_BYTES}"));
+                return limit(format!(
+                    "record {i} is {size} bytes, the limit is {MAX_RECORD_BYTES}"
+                ));
             }
             total += size;
         }
         if total > MAX_PUT_BYTES {
-            return limit(format!("a put of {total} bytes exceeds the {MAX_PUT_BYTES}-byte request limit"));
+            return limit(format!(
+                "a put of {total} bytes exceeds the {MAX_PUT_BYTES}-byte request limit"
+            ));
         }
         Ok(())
     }
@@ -304,9 +388,14 @@ impl StreamProducer for LocalLog {
     async fn put_records(&self, records: Vec<Record>) -> Result<Vec<PutResult>> {
         self.check_limits(&records)?;
         let (reply, rx) = oneshot::channel();
-        let closed = || Error::Unavailable { stream: self.inner.name.clone(), message: "the log writer stopped".into() };
+        let closed = || Error::Unavailable {
+            stream: self.inner.name.clone(),
+            message: "the log writer stopped".into(),
+        };
         let tx = self.writer.tx.as_ref().ok_or_else(closed)?;
-        tx.send(PutRequest { records, reply }).await.map_err(|_| closed())?;
+        tx.send(PutRequest { records, reply })
+            .await
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 }
@@ -319,17 +408,34 @@ impl StreamConsumer for LocalLog {
 
     async fn list_shards(&self) -> Result<Vec<ShardInfo>> {
         Ok((0..self.inner.shards)
-            .map(|s| ShardInfo { shard_id: ShardId::from_index(s), parent_shard_ids: Vec::new(), closed: false })
+            .map(|s| ShardInfo {
+                shard_id: ShardId::from_index(s),
+                parent_shard_ids: Vec::new(),
+                closed: false,
+            })
             .collect())
     }
 
-    async fn open_shard(&self, shard: &ShardId, from: StartPosition) -> Result<Box<dyn ShardReader>> {
+    async fn open_shard(
+        &self,
+        shard: &ShardId,
+        from: StartPosition,
+    ) -> Result<Box<dyn ShardReader>> {
         let index = self.shard_index(shard)?;
-        let mut reader = LocalShardReader { inner: self.inner.clone(), index, shard: shard.clone(), after: 0, at: None };
+        let mut reader = LocalShardReader {
+            inner: self.inner.clone(),
+            index,
+            shard: shard.clone(),
+            after: 0,
+            at: None,
+        };
         match from {
             StartPosition::TrimHorizon => {}
             StartPosition::Latest => {
-                reader.after = self.latest_sequence(shard)?.and_then(|s| s.as_u64()).unwrap_or(0);
+                reader.after = self
+                    .latest_sequence(shard)?
+                    .and_then(|s| s.as_u64())
+                    .unwrap_or(0);
             }
             StartPosition::AfterSequenceNumber(seq) => {
                 reader.after = seq.as_u64().ok_or_else(|| Error::Limit {
@@ -358,50 +464,69 @@ impl ShardReader for LocalShardReader {
     async fn next_batch(&mut self, max: usize) -> Result<ReadBatch> {
         let inner = self.inner.clone();
         let (index, shard, after, at) = (self.index, self.shard.clone(), self.after, self.at);
-        let (batch, last, found_at) = tokio::task::spawn_blocking(move || -> Result<(ReadBatch, u64, bool)> {
-            let tx = inner.db.begin_read().map_err(|e| inner.storage(e))?;
-            let t = tx
-                .open_table(TableDefinition::<u64, &[u8]>::new(&table_name(index)))
-                .map_err(|e| inner.storage(e))?;
-            let newest = t.last().map_err(|e| inner.storage(e))?.map(|(k, _)| k.value()).unwrap_or(0);
-            let mut records = Vec::with_capacity(max.min(4096));
-            let mut last = after;
-            let mut found_at = at.is_none();
-            for row in t.range(after + 1..).map_err(|e| inner.storage(e))? {
-                let (k, v) = row.map_err(|e| inner.storage(e))?;
-                let seq = k.value();
-                let (arrival, key, data) = decode_value(v.value()).map_err(|message| Error::Corrupt {
-                    stream: inner.name.clone(),
-                    shard_id: shard.0.clone(),
-                    sequence: seq,
-                    message,
-                })?;
-                last = seq;
-                if !found_at {
-                    if at.is_some_and(|t| arrival < t) {
-                        continue;
+        let (batch, last, found_at) =
+            tokio::task::spawn_blocking(move || -> Result<(ReadBatch, u64, bool)> {
+                let tx = inner.db.begin_read().map_err(|e| inner.storage(e))?;
+                let t = tx
+                    .open_table(TableDefinition::<u64, &[u8]>::new(&table_name(index)))
+                    .map_err(|e| inner.storage(e))?;
+                let newest = t
+                    .last()
+                    .map_err(|e| inner.storage(e))?
+                    .map(|(k, _)| k.value())
+                    .unwrap_or(0);
+                let mut records = Vec::with_capacity(max.min(4096));
+                let mut last = after;
+                let mut found_at = at.is_none();
+                for row in t.range(after + 1..).map_err(|e| inner.storage(e))? {
+                    let (k, v) = row.map_err(|e| inner.storage(e))?;
+                    let seq = k.value();
+                    let (arrival, key, data) =
+                        decode_value(v.value()).map_err(|message| Error::Corrupt {
+                            stream: inner.name.clone(),
+                            shard_id: shard.0.clone(),
+                            sequence: seq,
+                            message,
+                        })?;
+                    last = seq;
+                    if !found_at {
+                        if at.is_some_and(|t| arrival < t) {
+                            continue;
+                        }
+                        found_at = true;
                     }
-                    found_at = true;
+                    records.push(StreamRecord {
+                        shard_id: shard.clone(),
+                        sequence_number: SequenceNumber::from_u64(seq),
+                        partition_key: key.to_owned(),
+                        data: Bytes::copy_from_slice(data),
+                        arrival_micros: arrival,
+                    });
+                    if records.len() >= max {
+                        break;
+                    }
                 }
-                records.push(StreamRecord {
-                    shard_id: shard.clone(),
-                    sequence_number: SequenceNumber::from_u64(seq),
-                    partition_key: key.to_owned(),
-                    data: Bytes::copy_from_slice(data),
-                    arrival_micros: arrival,
-                });
-                if records.len() >= max {
-                    break;
-                }
-            }
-            let behind = match records.last() {
-                Some(r) if last < newest => ((chrono::Utc::now().timestamp_micros() - r.arrival_micros) / 1000).max(0),
-                _ => 0,
-            };
-            Ok((ReadBatch { records, end_of_shard: false, millis_behind_latest: Some(behind) }, last, found_at))
-        })
-        .await
-        .map_err(|e| Error::Storage { stream: self.inner.name.clone(), source: Box::new(e) })??;
+                let behind = match records.last() {
+                    Some(r) if last < newest => {
+                        ((chrono::Utc::now().timestamp_micros() - r.arrival_micros) / 1000).max(0)
+                    }
+                    _ => 0,
+                };
+                Ok((
+                    ReadBatch {
+                        records,
+                        end_of_shard: false,
+                        millis_behind_latest: Some(behind),
+                    },
+                    last,
+                    found_at,
+                ))
+            })
+            .await
+            .map_err(|e| Error::Storage {
+                stream: self.inner.name.clone(),
+                source: Box::new(e),
+            })??;
         self.after = last;
         if found_at {
             self.at = None;

@@ -136,7 +136,11 @@ pub trait StreamConsumer: Send + Sync + 'static {
     /// The stream's name, for logs and metrics.
     fn name(&self) -> &str;
     async fn list_shards(&self) -> Result<Vec<ShardInfo>>;
-    async fn open_shard(&self, shard: &ShardId, from: StartPosition) -> Result<Box<dyn ShardReader>>;
+    async fn open_shard(
+        &self,
+        shard: &ShardId,
+        from: StartPosition,
+    ) -> Result<Box<dyn ShardReader>>;
 }
 
 /// Reads one shard in sequence order.

@@ -42,7 +42,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Job::Optimize { target_size } => {
             for table in TABLES {
                 let r = shoplake_batch::optimize::optimize(&lake, table, target_size).await?;
-                println!("{table}: {} files rewritten into {}", r.files_removed, r.files_added);
+                println!(
+                    "{table}: {} files rewritten into {}",
+                    r.files_removed, r.files_added
+                );
             }
         }
     }

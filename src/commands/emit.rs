@@ -52,7 +52,10 @@ pub struct Args {
 /// Sessions per simulated hour that give about `rate` events per second.
 pub fn sessions_per_hour_for(rate: f64, base: &SimConfig) -> f64 {
     // Measure events per session on a throwaway sample of the same simulation.
-    let mut sample = Simulator::new(SimConfig { max_sessions: Some(500), ..base.clone() });
+    let mut sample = Simulator::new(SimConfig {
+        max_sessions: Some(500),
+        ..base.clone()
+    });
     let mut events = 0u64;
     while sample.next().is_some() {
         events += 1;
@@ -65,7 +68,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.data.pipeline_config()?;
     let stream = Arc::new(args.data.open_stream(&config)?);
     let start = match &args.start {
-        Some(s) => shoplake_events::parse_timestamp(s).with_context(|| format!("--start {s:?} is not RFC 3339"))?,
+        Some(s) => shoplake_events::parse_timestamp(s)
+            .with_context(|| format!("--start {s:?} is not RFC 3339"))?,
         None => chrono::Utc::now().timestamp_micros(),
     };
     let mut sim_config = SimConfig {
@@ -80,13 +84,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(rate) = args.rate {
         sim_config.sessions_per_hour = sessions_per_hour_for(rate, &sim_config);
     }
-    let labels_path = args.labels.clone().unwrap_or_else(|| args.data.data_dir.join("simulator").join("labels.ndjson"));
+    let labels_path = args
+        .labels
+        .clone()
+        .unwrap_or_else(|| args.data.data_dir.join("simulator").join("labels.ndjson"));
     let emitter = Emitter::new(Arc::new(StreamSink(stream)), EmitterConfig::default());
-    let deadline = args.duration.map(|d| Instant::now() + Duration::from_secs(d));
+    let deadline = args
+        .duration
+        .map(|d| Instant::now() + Duration::from_secs(d));
     let mut sim = Simulator::new(sim_config);
-    let stats = drive(&mut sim, &emitter, args.rate.is_some(), deadline, &labels_path, || false).await?;
+    let stats = drive(
+        &mut sim,
+        &emitter,
+        args.rate.is_some(),
+        deadline,
+        &labels_path,
+        || false,
+    )
+    .await?;
     emitter.close().await?;
-    info!(records = stats.records, valid_unique = stats.valid_unique, bad = stats.bad, duplicates = stats.duplicates, "emitted");
+    info!(
+        records = stats.records,
+        valid_unique = stats.valid_unique,
+        bad = stats.bad,
+        duplicates = stats.duplicates,
+        "emitted"
+    );
     if args.stats_json {
         println!("{}", serde_json::to_string(&stats)?);
     }
@@ -123,7 +146,9 @@ pub async fn drive(
                 tokio::time::sleep(due - elapsed).await;
             }
         }
-        emitter.emit(record.partition_key, record.payload.into()).await?;
+        emitter
+            .emit(record.partition_key, record.payload.into())
+            .await?;
         n += 1;
         if n % 1024 == 0 {
             for label in sim.labels() {

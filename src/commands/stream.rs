@@ -24,18 +24,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.data.pipeline_config()?;
     let stream = Arc::new(args.data.open_stream(&config)?);
     let lake = args.data.open_lake()?;
-    let mut stage = Stage::open(stream, lake.store(), &args.data.stage_state_path(), config.stage.clone())?;
+    let mut stage = Stage::open(
+        stream,
+        lake.store(),
+        &args.data.stage_state_path(),
+        config.stage.clone(),
+    )?;
     if args.drain {
         let report = stage.drain().await?;
-        info!(records = report.records, events = report.events, bad_rows = report.bad_rows, "stream drained");
-        println!("{}", serde_json::json!({"records": report.records, "events": report.events, "bad_rows": report.bad_rows}));
+        info!(
+            records = report.records,
+            events = report.events,
+            bad_rows = report.bad_rows,
+            "stream drained"
+        );
+        println!(
+            "{}",
+            serde_json::json!({"records": report.records, "events": report.events, "bad_rows": report.bad_rows})
+        );
         return Ok(());
     }
     let metrics = stage.metrics();
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
     info!(addr = %args.metrics_addr, "metrics on /metrics");
     let router = ops::ops_router(Arc::new(move || metrics.render_prometheus()));
-    let server = tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(ops::shutdown_signal()).await });
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(ops::shutdown_signal())
+            .await
+    });
     stage.run(ops::shutdown_signal()).await?;
     server.await??;
     Ok(())

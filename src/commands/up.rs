@@ -2,8 +2,8 @@
 //! streaming stage → periodic compaction → SQL over HTTP — continuing where it stopped when started
 //! again.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -43,14 +43,17 @@ struct SimulatorState {
 fn next_simulator_seed(data: &DataArgs, seed: u64) -> anyhow::Result<u64> {
     let path = data.simulator_state_path();
     let mut state: SimulatorState = match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
+        Ok(text) => {
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?
+        }
         Err(_) => SimulatorState::default(),
     };
     state.runs += 1;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(&path, serde_json::to_string(&state)?).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, serde_json::to_string(&state)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(seed.wrapping_add((state.runs - 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
 }
 
@@ -78,14 +81,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Simulated storefront.
     let simulator = if args.rate > 0.0 {
         let seed = next_simulator_seed(&args.data, args.seed)?;
-        let mut sim_config = SimConfig { seed, start_micros: chrono::Utc::now().timestamp_micros(), ..SimConfig::default() };
+        let mut sim_config = SimConfig {
+            seed,
+            start_micros: chrono::Utc::now().timestamp_micros(),
+            ..SimConfig::default()
+        };
         sim_config.sessions_per_hour = super::emit::sessions_per_hour_for(args.rate, &sim_config);
-        let emitter = Emitter::new(Arc::new(StreamSink(stream.clone())), EmitterConfig::default());
+        let emitter = Emitter::new(
+            Arc::new(StreamSink(stream.clone())),
+            EmitterConfig::default(),
+        );
         let labels = args.data.data_dir.join("simulator").join("labels.ndjson");
         let rx = stop_rx.clone();
         Some(tokio::spawn(async move {
             let mut sim = Simulator::new(sim_config);
-            let stats = super::emit::drive(&mut sim, &emitter, true, None, &labels, || *rx.borrow()).await;
+            let stats =
+                super::emit::drive(&mut sim, &emitter, true, None, &labels, || *rx.borrow()).await;
             emitter.close().await?;
             stats
         }))
@@ -94,7 +105,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // Streaming stage.
-    let mut stage = Stage::open(stream.clone(), lake.store(), &args.data.stage_state_path(), config.stage.clone())?;
+    let mut stage = Stage::open(
+        stream.clone(),
+        lake.store(),
+        &args.data.stage_state_path(),
+        config.stage.clone(),
+    )?;
     let stage_metrics = stage.metrics();
     let stage_task = {
         let rx = stop_rx.clone();
@@ -104,7 +120,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Compaction on a schedule.
     let lake_events = Arc::new(AtomicU64::new(0));
     let compaction = {
-        let (lake, mut rx, opts, counter) = (lake.clone(), stop_rx.clone(), config.compaction.options(), lake_events.clone());
+        let (lake, mut rx, opts, counter) = (
+            lake.clone(),
+            stop_rx.clone(),
+            config.compaction.options(),
+            lake_events.clone(),
+        );
         let every = Duration::from_secs(config.compaction.interval_secs.max(1));
         tokio::spawn(async move {
             loop {
@@ -116,7 +137,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     Ok(r) => {
                         counter.fetch_add(r.events_written, Ordering::Relaxed);
                     }
-                    Err(e) => warn!(error = %e, "compaction failed; it is retried at the next interval"),
+                    Err(e) => {
+                        warn!(error = %e, "compaction failed; it is retried at the next interval")
+                    }
                 }
             }
         })
@@ -125,11 +148,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // SQL API and operations endpoints.
     let service = Arc::new(QueryService::open(&args.data.lake_root(), Default::default()).await?);
     let metrics = stage_metrics.clone();
-    let router = shoplake_query::router(service).merge(ops::ops_router(Arc::new(move || metrics.render_prometheus())));
+    let router = shoplake_query::router(service).merge(ops::ops_router(Arc::new(move || {
+        metrics.render_prometheus()
+    })));
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
-        .with_context(|| format!("binding {} (another shoplake running? use --http-addr)", args.http_addr))?;
-    let server = tokio::spawn(axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
+        .with_context(|| {
+            format!(
+                "binding {} (another shoplake running? use --http-addr)",
+                args.http_addr
+            )
+        })?;
+    let server = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stopped(stop_rx.clone()))
+            .into_future(),
+    );
 
     let addr = args.http_addr;
     eprintln!(
@@ -158,7 +192,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     if let Some(sim) = simulator {
         match sim.await? {
-            Ok(stats) => info!(records = stats.records, valid_unique = stats.valid_unique, "simulator stopped"),
+            Ok(stats) => info!(
+                records = stats.records,
+                valid_unique = stats.valid_unique,
+                "simulator stopped"
+            ),
             Err(e) => error!(error = %e, "simulator failed"),
         }
     }

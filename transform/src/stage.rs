@@ -3,23 +3,27 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
 use shoplake_events::lake::{STAGING_BAD_ROWS, STAGING_EVENTS};
-use shoplake_events::{decode, BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, Limits, Reason};
-use shoplake_ingest::{SequenceNumber, ShardId, ShardReader, StartPosition, StreamConsumer, StreamRecord};
+use shoplake_events::{
+    BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, Limits, Reason, decode,
+};
+use shoplake_ingest::{
+    SequenceNumber, ShardId, ShardReader, StartPosition, StreamConsumer, StreamRecord,
+};
 use tracing::{debug, info, warn};
 
 use crate::config::StageConfig;
-use crate::enrich::channel::{classify, Touch};
+use crate::enrich::bots::is_bot;
+use crate::enrich::channel::{Touch, classify};
 use crate::enrich::fx::FxRates;
 use crate::enrich::sessions::Sessions;
-use crate::enrich::bots::is_bot;
-use crate::state::{StateDelta, StateStore, SHARD_END};
 use crate::staging::{encode_parquet, put};
+use crate::state::{SHARD_END, StateDelta, StateStore};
 use crate::{Error, Result};
 
 /// Counters of the stage, readable while it runs (Prometheus names in `render_prometheus`).
@@ -44,19 +48,51 @@ impl StageMetrics {
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
         };
-        counter("shoplake_stage_records_read_total", "Records read from the stream.", self.records_read.load(Ordering::Relaxed));
-        counter("shoplake_stage_events_staged_total", "Valid, unique events written to staging.", self.events_staged.load(Ordering::Relaxed));
-        counter("shoplake_stage_duplicates_total", "Events dropped as duplicates of an earlier event_id.", self.duplicates.load(Ordering::Relaxed));
-        counter("shoplake_stage_flushes_total", "Staging flushes (each one moves the checkpoint).", self.flushes.load(Ordering::Relaxed));
-        counter("shoplake_stage_bytes_staged_total", "Bytes of Parquet written to staging.", self.bytes_staged.load(Ordering::Relaxed));
-        counter("shoplake_stage_unknown_currency_total", "Events whose currency has no reporting rate.", self.unknown_currency.load(Ordering::Relaxed));
-        counter("shoplake_stage_bot_events_total", "Events marked as coming from bots.", self.bots.load(Ordering::Relaxed));
+        counter(
+            "shoplake_stage_records_read_total",
+            "Records read from the stream.",
+            self.records_read.load(Ordering::Relaxed),
+        );
+        counter(
+            "shoplake_stage_events_staged_total",
+            "Valid, unique events written to staging.",
+            self.events_staged.load(Ordering::Relaxed),
+        );
+        counter(
+            "shoplake_stage_duplicates_total",
+            "Events dropped as duplicates of an earlier event_id.",
+            self.duplicates.load(Ordering::Relaxed),
+        );
+        counter(
+            "shoplake_stage_flushes_total",
+            "Staging flushes (each one moves the checkpoint).",
+            self.flushes.load(Ordering::Relaxed),
+        );
+        counter(
+            "shoplake_stage_bytes_staged_total",
+            "Bytes of Parquet written to staging.",
+            self.bytes_staged.load(Ordering::Relaxed),
+        );
+        counter(
+            "shoplake_stage_unknown_currency_total",
+            "Events whose currency has no reporting rate.",
+            self.unknown_currency.load(Ordering::Relaxed),
+        );
+        counter(
+            "shoplake_stage_bot_events_total",
+            "Events marked as coming from bots.",
+            self.bots.load(Ordering::Relaxed),
+        );
         out.push_str("# HELP shoplake_stage_bad_rows_total Inputs rejected, by reason.\n# TYPE shoplake_stage_bad_rows_total counter\n");
         for (i, reason) in Reason::ALL.iter().enumerate() {
             let v = self.bad_rows_by_reason[i].load(Ordering::Relaxed);
-            out.push_str(&format!("shoplake_stage_bad_rows_total{{reason=\"{reason}\"}} {v}\n"));
+            out.push_str(&format!(
+                "shoplake_stage_bad_rows_total{{reason=\"{reason}\"}} {v}\n"
+            ));
         }
         out.push_str(&format!(
             "# HELP shoplake_stage_lag_milliseconds How far the stage is behind the tip of the stream.\n# TYPE shoplake_stage_lag_milliseconds gauge\nshoplake_stage_lag_milliseconds {}\n",
@@ -143,10 +179,15 @@ impl Stage {
             "stage state loaded"
         );
         let metrics = Arc::new(StageMetrics::default());
-        metrics.dedup_entries.store(loaded.dedup.len() as u64, Ordering::Relaxed);
+        metrics
+            .dedup_entries
+            .store(loaded.dedup.len() as u64, Ordering::Relaxed);
         Ok(Stage {
             limits: config.limits(),
-            sessions: Sessions::new(config.session_timeout_secs as i64 * 1_000_000, loaded.sessions),
+            sessions: Sessions::new(
+                config.session_timeout_secs as i64 * 1_000_000,
+                loaded.sessions,
+            ),
             events: EventBatchBuilder::with_capacity(config.max_batch_records.min(65_536)),
             consumer,
             store,
@@ -176,10 +217,15 @@ impl Stage {
     async fn discover_shards(&mut self) -> Result<()> {
         let shards = self.consumer.list_shards().await?;
         for shard in shards {
-            if self.cursors.contains_key(&shard.shard_id) || self.finished.contains(&shard.shard_id) {
+            if self.cursors.contains_key(&shard.shard_id) || self.finished.contains(&shard.shard_id)
+            {
                 continue;
             }
-            if !shard.parent_shard_ids.iter().all(|p| self.finished.contains(p) || !self.is_known(p)) {
+            if !shard
+                .parent_shard_ids
+                .iter()
+                .all(|p| self.finished.contains(p) || !self.is_known(p))
+            {
                 continue;
             }
             let from = match self.checkpoints.get(&shard.shard_id.0) {
@@ -188,7 +234,14 @@ impl Stage {
             };
             debug!(shard_id = %shard.shard_id.0, ?from, "opening shard");
             let reader = self.consumer.open_shard(&shard.shard_id, from).await?;
-            self.cursors.insert(shard.shard_id, Cursor { reader, pending: None, end_reached: false });
+            self.cursors.insert(
+                shard.shard_id,
+                Cursor {
+                    reader,
+                    pending: None,
+                    end_reached: false,
+                },
+            );
         }
         self.last_shard_scan = Some(Instant::now());
         Ok(())
@@ -200,14 +253,20 @@ impl Stage {
 
     /// Reads each shard once and processes what it got; returns the number of records read.
     pub async fn poll(&mut self) -> Result<usize> {
-        if self.last_shard_scan.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) || self.cursors.is_empty() {
+        if self
+            .last_shard_scan
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+            || self.cursors.is_empty()
+        {
             self.discover_shards().await?;
         }
         let mut read = 0;
         let mut lag = 0;
         let ids: Vec<ShardId> = self.cursors.keys().cloned().collect();
         for id in ids {
-            let Some(cursor) = self.cursors.get_mut(&id) else { continue };
+            let Some(cursor) = self.cursors.get_mut(&id) else {
+                continue;
+            };
             if cursor.end_reached {
                 continue;
             }
@@ -237,13 +296,17 @@ impl Stage {
             self.batch_started = Some(Instant::now());
         }
         self.batch_records += records.len();
-        self.metrics.records_read.fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .records_read
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         for r in records {
             match decode(&r.data, r.arrival_micros, &self.limits) {
                 Ok(valid) => {
                     self.max_received = self.max_received.max(valid.received_at);
                     // decode checked that event_id is a UUID.
-                    let id = uuid::Uuid::try_parse(valid.event_id()).map(|u| u.as_u128()).unwrap_or_default();
+                    let id = uuid::Uuid::try_parse(valid.event_id())
+                        .map(|u| u.as_u128())
+                        .unwrap_or_default();
                     if self.dedup.contains_key(&id) || !self.pending_set.insert(id) {
                         self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -263,19 +326,28 @@ impl Stage {
                         referrer: page.and_then(|p| p.referrer.as_deref()),
                         page_url: page.and_then(|p| p.url.as_deref()),
                     });
-                    let bot = is_bot(ctx.and_then(|c| c.user_agent.as_deref()), ctx.and_then(|c| c.device_type.as_deref()));
+                    let bot = is_bot(
+                        ctx.and_then(|c| c.user_agent.as_deref()),
+                        ctx.and_then(|c| c.device_type.as_deref()),
+                    );
                     if bot {
                         self.metrics.bots.fetch_add(1, Ordering::Relaxed);
                     }
                     let currency = e.properties.as_ref().and_then(|p| p.currency.as_deref());
                     let fx_rate = currency.and_then(|c| self.fx.rate(c));
                     if currency.is_some() && fx_rate.is_none() {
-                        self.metrics.unknown_currency.fetch_add(1, Ordering::Relaxed);
+                        self.metrics
+                            .unknown_currency
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                     let (session_id, inferred) = match e.session_id.as_deref() {
                         Some(s) => (s, false),
                         None => {
-                            let shopper = e.anonymous_id.as_deref().or(e.user_id.as_deref()).unwrap_or_default();
+                            let shopper = e
+                                .anonymous_id
+                                .as_deref()
+                                .or(e.user_id.as_deref())
+                                .unwrap_or_default();
                             (self.sessions.assign(shopper, valid.event_time), true)
                         }
                     };
@@ -294,7 +366,10 @@ impl Stage {
                     );
                 }
                 Err(rejection) => {
-                    let i = Reason::ALL.iter().position(|x| *x == rejection.reason).unwrap_or(0);
+                    let i = Reason::ALL
+                        .iter()
+                        .position(|x| *x == rejection.reason)
+                        .unwrap_or(0);
                     self.metrics.bad_rows_by_reason[i].fetch_add(1, Ordering::Relaxed);
                     self.metrics.bad_rows.fetch_add(1, Ordering::Relaxed);
                     self.bad.append(&BadRow {
@@ -323,7 +398,10 @@ impl Stage {
     /// sessions) in one transaction. Staged files come first: a crash between the two re-reads
     /// records whose events are already staged, and compaction drops those copies by event_id.
     pub async fn flush(&mut self) -> Result<FlushReport> {
-        let mut report = FlushReport { records: self.batch_records as u64, ..Default::default() };
+        let mut report = FlushReport {
+            records: self.batch_records as u64,
+            ..Default::default()
+        };
         let flush_id = format!(
             "{:020}-{}",
             chrono::Utc::now().timestamp_micros(),
@@ -333,15 +411,29 @@ impl Stage {
             let batch = self.events.finish()?;
             report.events = batch.num_rows() as u64;
             let data = tokio::task::block_in_place(|| encode_parquet(&batch))?;
-            self.metrics.bytes_staged.fetch_add(data.len() as u64, Ordering::Relaxed);
-            let path = put(&self.store, STAGING_EVENTS, &format!("{flush_id}.parquet"), data).await?;
+            self.metrics
+                .bytes_staged
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            let path = put(
+                &self.store,
+                STAGING_EVENTS,
+                &format!("{flush_id}.parquet"),
+                data,
+            )
+            .await?;
             report.files.push(path.to_string());
         }
         if !self.bad.is_empty() {
             let batch = self.bad.finish()?;
             report.bad_rows = batch.num_rows() as u64;
             let data = encode_parquet(&batch)?;
-            let path = put(&self.store, STAGING_BAD_ROWS, &format!("{flush_id}.parquet"), data).await?;
+            let path = put(
+                &self.store,
+                STAGING_BAD_ROWS,
+                &format!("{flush_id}.parquet"),
+                data,
+            )
+            .await?;
             report.files.push(path.to_string());
         }
 
@@ -352,7 +444,8 @@ impl Stage {
             || self.metrics.flushes.load(Ordering::Relaxed) % 100 == 0
         {
             let mut cutoff = self.max_received.saturating_sub(ttl);
-            let over = (self.dedup.len() + self.pending_ids.len()).saturating_sub(self.config.dedup_max_entries);
+            let over = (self.dedup.len() + self.pending_ids.len())
+                .saturating_sub(self.config.dedup_max_entries);
             if over > 0 {
                 let mut times: Vec<i64> = self.dedup.values().copied().collect();
                 let nth = over.min(times.len().saturating_sub(1));
@@ -367,7 +460,9 @@ impl Stage {
                 keep
             });
         }
-        let expired_sessions = self.sessions.expire(self.max_received.saturating_sub(2 * 3_600_000_000));
+        let expired_sessions = self
+            .sessions
+            .expire(self.max_received.saturating_sub(2 * 3_600_000_000));
         let sessions = self.sessions.take_dirty();
 
         let mut checkpoints: Vec<(String, String)> = Vec::new();
@@ -381,10 +476,16 @@ impl Stage {
             }
         }
         let delta = StateDelta {
-            checkpoints: checkpoints.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect(),
+            checkpoints: checkpoints
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect(),
             new_ids: std::mem::take(&mut self.pending_ids),
             expired_ids,
-            sessions: sessions.iter().map(|(k, t, s)| (k.as_str(), *t, s.as_str())).collect(),
+            sessions: sessions
+                .iter()
+                .map(|(k, t, s)| (k.as_str(), *t, s.as_str()))
+                .collect(),
             expired_sessions,
         };
         self.state.commit(&delta)?;
@@ -401,13 +502,22 @@ impl Stage {
         }
 
         report.duplicates = self.metrics.duplicates.load(Ordering::Relaxed);
-        self.metrics.events_staged.fetch_add(report.events, Ordering::Relaxed);
+        self.metrics
+            .events_staged
+            .fetch_add(report.events, Ordering::Relaxed);
         self.metrics.flushes.fetch_add(1, Ordering::Relaxed);
-        self.metrics.dedup_entries.store(self.dedup.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .dedup_entries
+            .store(self.dedup.len() as u64, Ordering::Relaxed);
         self.batch_records = 0;
         self.batch_started = None;
         if report.records > 0 {
-            debug!(records = report.records, events = report.events, bad_rows = report.bad_rows, "staged");
+            debug!(
+                records = report.records,
+                events = report.events,
+                bad_rows = report.bad_rows,
+                "staged"
+            );
         }
         Ok(report)
     }
@@ -464,7 +574,11 @@ impl Stage {
             }
         }
         let r = self.flush().await?;
-        info!(records = r.records, events = r.events, "stage stopped after a final flush");
+        info!(
+            records = r.records,
+            events = r.events,
+            "stage stopped after a final flush"
+        );
         Ok(())
     }
 }

@@ -16,23 +16,35 @@ use crate::{Error, Result};
 /// Encodes a batch as one Parquet file (zstd level 1: staging favours speed; compaction recompresses).
 pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(|e| Error::Encode(e.to_string()))?))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).map_err(|e| Error::Encode(e.to_string()))?,
+        ))
         .set_max_row_group_row_count(Some(1 << 20))
         .build();
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut writer =
-        ArrowWriter::try_new(&mut buf, batch.schema(), Some(props)).map_err(|e| Error::Encode(e.to_string()))?;
-    writer.write(batch).map_err(|e| Error::Encode(e.to_string()))?;
+    let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))
+        .map_err(|e| Error::Encode(e.to_string()))?;
+    writer
+        .write(batch)
+        .map_err(|e| Error::Encode(e.to_string()))?;
     writer.close().map_err(|e| Error::Encode(e.to_string()))?;
     Ok(Bytes::from(buf))
 }
 
 /// Writes `file` under `prefix`; returns once the object store has it.
-pub async fn put(store: &Arc<dyn ObjectStore>, prefix: &str, file: &str, data: Bytes) -> Result<Path> {
+pub async fn put(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    file: &str,
+    data: Bytes,
+) -> Result<Path> {
     let path = Path::from(format!("{prefix}/{file}"));
     store
         .put(&path, PutPayload::from_bytes(data))
         .await
-        .map_err(|source| Error::Staging { path: path.to_string(), source })?;
+        .map_err(|source| Error::Staging {
+            path: path.to_string(),
+            source,
+        })?;
     Ok(path)
 }

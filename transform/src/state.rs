@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::{Error, Result};
 
@@ -17,7 +17,10 @@ const SESSIONS: TableDefinition<&str, (i64, &str)> = TableDefinition::new("sessi
 pub const SHARD_END: &str = "SHARD_END";
 
 fn db_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
-    move |source| Error::State { path: path.display().to_string(), source: Box::new(source) }
+    move |source| Error::State {
+        path: path.display().to_string(),
+        source: Box::new(source),
+    }
 }
 
 /// What one flush writes.
@@ -47,11 +50,16 @@ pub struct StateStore {
 impl StateStore {
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::State { path: path.display().to_string(), source: Box::new(e) })?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::State {
+                path: path.display().to_string(),
+                source: Box::new(e),
+            })?;
         }
         let db = Database::create(path).map_err(|e| db_err(path)(e.into()))?;
-        let store = StateStore { db, path: path.to_owned() };
+        let store = StateStore {
+            db,
+            path: path.to_owned(),
+        };
         // Create the tables so that readers never meet a missing one.
         store.commit(&StateDelta::default())?;
         Ok(store)
@@ -64,10 +72,12 @@ impl StateStore {
         let t = tx.open_table(CHECKPOINTS).map_err(|e| err(e.into()))?;
         for row in t.iter().map_err(|e| err(e.into()))? {
             let (k, v) = row.map_err(|e| err(e.into()))?;
-            out.checkpoints.insert(k.value().to_owned(), v.value().to_owned());
+            out.checkpoints
+                .insert(k.value().to_owned(), v.value().to_owned());
         }
         let t = tx.open_table(DEDUP).map_err(|e| err(e.into()))?;
-        out.dedup.reserve(t.len().map_err(|e| err(e.into()))? as usize);
+        out.dedup
+            .reserve(t.len().map_err(|e| err(e.into()))? as usize);
         for row in t.iter().map_err(|e| err(e.into()))? {
             let (k, v) = row.map_err(|e| err(e.into()))?;
             out.dedup.insert(k.value(), v.value());
@@ -76,7 +86,8 @@ impl StateStore {
         for row in t.iter().map_err(|e| err(e.into()))? {
             let (k, v) = row.map_err(|e| err(e.into()))?;
             let (last, id) = v.value();
-            out.sessions.insert(k.value().to_owned(), (last, id.to_owned()));
+            out.sessions
+                .insert(k.value().to_owned(), (last, id.to_owned()));
         }
         Ok(out)
     }
@@ -128,11 +139,18 @@ mod tests {
                 expired_sessions: vec![],
             })
             .unwrap();
-            s.commit(&StateDelta { expired_ids: vec![7], ..Default::default() }).unwrap();
+            s.commit(&StateDelta {
+                expired_ids: vec![7],
+                ..Default::default()
+            })
+            .unwrap();
         }
         let s = StateStore::open(&path).unwrap();
         let loaded = s.load().unwrap();
-        assert_eq!(loaded.checkpoints["shardId-000000000000"], "00000000000000000042");
+        assert_eq!(
+            loaded.checkpoints["shardId-000000000000"],
+            "00000000000000000042"
+        );
         assert_eq!(loaded.dedup.len(), 1);
         assert_eq!(loaded.dedup[&8], 2000);
         assert_eq!(loaded.sessions["anon-1"], (5000, "s-1".to_owned()));

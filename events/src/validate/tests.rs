@@ -1,5 +1,5 @@
 use super::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 const RECEIVED: &str = "2026-03-01T12:00:00Z";
 
@@ -72,7 +72,12 @@ fn too_large() {
 
 #[test]
 fn malformed_json() {
-    let r = decode(br#"{"event_id": "x", "event_name": "#, received(), &Limits::default()).unwrap_err();
+    let r = decode(
+        br#"{"event_id": "x", "event_name": "#,
+        received(),
+        &Limits::default(),
+    )
+    .unwrap_err();
     assert_eq!(r.reason, Reason::MalformedJson);
     let r = decode(b"\xff\xfe", received(), &Limits::default()).unwrap_err();
     assert_eq!(r.reason, Reason::MalformedJson);
@@ -86,7 +91,11 @@ fn wrong_type_names_the_field() {
     assert!(r.message.contains("invalid type"), "{}", r.message);
     let mut e = order();
     e["properties"]["products"][0]["quantity"] = json!("two");
-    rejected(&e, Reason::WrongType, Some("properties.products[0].quantity"));
+    rejected(
+        &e,
+        Reason::WrongType,
+        Some("properties.products[0].quantity"),
+    );
     rejected(&json!([1, 2]), Reason::WrongType, None);
 }
 
@@ -118,9 +127,16 @@ fn ids() {
 
 #[test]
 fn unknown_event_and_version() {
-    let r = rejected(&base("Order Completed"), Reason::UnknownEvent, Some("event_name"));
+    let r = rejected(
+        &base("Order Completed"),
+        Reason::UnknownEvent,
+        Some("event_name"),
+    );
     assert_eq!(r.event_name.as_deref(), Some("Order Completed"));
-    assert_eq!(r.event_id.as_deref(), Some("0b8f4a4e-6d0c-4b7e-9d43-2f1a8f6c1c11"));
+    assert_eq!(
+        r.event_id.as_deref(),
+        Some("0b8f4a4e-6d0c-4b7e-9d43-2f1a8f6c1c11")
+    );
     let mut e = base("page_viewed");
     e["schema_version"] = json!(7);
     rejected(&e, Reason::UnsupportedSchemaVersion, Some("schema_version"));
@@ -163,7 +179,11 @@ fn currency_and_country() {
     rejected(&e, Reason::MissingField, Some("properties.currency"));
     let mut e = order();
     e["properties"]["shipping_country"] = json!("UK");
-    rejected(&e, Reason::InvalidCountry, Some("properties.shipping_country"));
+    rejected(
+        &e,
+        Reason::InvalidCountry,
+        Some("properties.shipping_country"),
+    );
     let mut e = base("page_viewed");
     e["context"]["country"] = json!("germany");
     rejected(&e, Reason::InvalidCountry, Some("context.country"));
@@ -179,7 +199,11 @@ fn ranges() {
     rejected(&e, Reason::OutOfRange, Some("properties.products[0].price"));
     let mut e = order();
     e["properties"]["products"][0]["quantity"] = json!(0);
-    rejected(&e, Reason::OutOfRange, Some("properties.products[0].quantity"));
+    rejected(
+        &e,
+        Reason::OutOfRange,
+        Some("properties.products[0].quantity"),
+    );
     let mut e = base("product_reviewed");
     e["properties"] = json!({"products": [{"product_id": "p"}], "rating": 6});
     rejected(&e, Reason::OutOfRange, Some("properties.rating"));
@@ -194,7 +218,9 @@ fn size_limits_on_fields_and_lists() {
     e["context"]["page"]["url"] = json!(format!("https://x/{}", "a".repeat(5000)));
     rejected(&e, Reason::TooLarge, Some("context.page.url"));
     let mut e = order();
-    let products: Vec<Value> = (0..300).map(|i| json!({"product_id": format!("p{i}")})).collect();
+    let products: Vec<Value> = (0..300)
+        .map(|i| json!({"product_id": format!("p{i}")}))
+        .collect();
     e["properties"]["products"] = json!(products);
     rejected(&e, Reason::TooLarge, Some("properties.products"));
 }
@@ -203,26 +229,58 @@ fn size_limits_on_fields_and_lists() {
 fn per_event_type_requirements() {
     let cases: &[(&str, Value, &str)] = &[
         ("product_viewed", json!({}), "properties.products"),
-        ("product_viewed", json!({"products": [{"sku": "s"}]}), "properties.products[0].product_id"),
-        ("product_added", json!({"products": [{"product_id": "p"}]}), "properties.products[0].quantity"),
+        (
+            "product_viewed",
+            json!({"products": [{"sku": "s"}]}),
+            "properties.products[0].product_id",
+        ),
+        (
+            "product_added",
+            json!({"products": [{"product_id": "p"}]}),
+            "properties.products[0].quantity",
+        ),
         ("products_searched", json!({}), "properties.query"),
         ("product_list_viewed", json!({}), "properties.list_id"),
-        ("checkout_started", json!({"total": 1.0, "currency": "EUR"}), "properties.products"),
-        ("order_completed", json!({"order_id": "o", "currency": "EUR", "products": [{"product_id": "p"}]}), "properties.total"),
-        ("checkout_step_completed", json!({}), "properties.checkout_step"),
-        ("payment_info_entered", json!({}), "properties.payment_method"),
+        (
+            "checkout_started",
+            json!({"total": 1.0, "currency": "EUR"}),
+            "properties.products",
+        ),
+        (
+            "order_completed",
+            json!({"order_id": "o", "currency": "EUR", "products": [{"product_id": "p"}]}),
+            "properties.total",
+        ),
+        (
+            "checkout_step_completed",
+            json!({}),
+            "properties.checkout_step",
+        ),
+        (
+            "payment_info_entered",
+            json!({}),
+            "properties.payment_method",
+        ),
         ("order_refunded", json!({}), "properties.order_id"),
         ("order_shipped", json!({}), "properties.order_id"),
         ("payment_failed", json!({}), "properties.order_id"),
         ("coupon_applied", json!({}), "properties.coupon"),
         ("promotion_clicked", json!({}), "properties.promotion_id"),
-        ("product_reviewed", json!({"products": [{"product_id": "p"}]}), "properties.rating"),
+        (
+            "product_reviewed",
+            json!({"products": [{"product_id": "p"}]}),
+            "properties.rating",
+        ),
     ];
     for (name, props, field) in cases {
         let mut e = base(name);
         e["properties"] = props.clone();
         let r = rejected(&e, Reason::MissingField, Some(field));
-        assert!(r.message.contains(name) || r.message.contains("product"), "{name}: {}", r.message);
+        assert!(
+            r.message.contains(name) || r.message.contains("product"),
+            "{name}: {}",
+            r.message
+        );
     }
     let mut e = base("page_viewed");
     e["context"] = json!({});

@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 use shoplake_events::wire::{Campaign, ClickIds, Context, Page, Product, Properties};
 use shoplake_events::{
-    decode, events_from_batch, format_timestamp, Enrichment, Event, EventBatchBuilder, Limits, Str,
+    Enrichment, Event, EventBatchBuilder, Limits, Str, decode, events_from_batch, format_timestamp,
 };
 
 const BASE: i64 = 1_772_366_400_000_000; // 2026-03-01T12:00:00Z
@@ -21,7 +21,14 @@ fn cents() -> impl Strategy<Value = f64> {
 }
 
 fn product() -> impl Strategy<Value = Product<'static>> {
-    (text(), opt_text(), opt_text(), opt_text(), proptest::option::of(cents()), proptest::option::of(1i64..50))
+    (
+        text(),
+        opt_text(),
+        opt_text(),
+        opt_text(),
+        proptest::option::of(cents()),
+        proptest::option::of(1i64..50),
+    )
         .prop_map(|(id, sku, category, brand, price, quantity)| Product {
             product_id: Some(id),
             sku,
@@ -162,10 +169,19 @@ fn the_batch_has_the_events_schema() {
     assert_eq!(batch.schema(), shoplake_events::events_schema());
     let col = |n: &str| batch.column_by_name(n).unwrap().clone();
     let product_id = col("product_id");
-    assert_eq!(arrow::array::AsArray::as_string::<i32>(&product_id).value(0), "p-9");
+    assert_eq!(
+        arrow::array::AsArray::as_string::<i32>(&product_id).value(0),
+        "p-9"
+    );
     let total = col("total_reporting");
     // 12.50 USD × 0.92 = 11.50 EUR
-    assert_eq!(arrow::array::AsArray::as_primitive::<arrow::datatypes::Decimal128Type>(&total).value(0), 1150);
+    assert_eq!(
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Decimal128Type>(&total).value(0),
+        1150
+    );
     let date = col("event_date");
-    assert_eq!(arrow::array::AsArray::as_primitive::<arrow::datatypes::Date32Type>(&date).value(0), 20513);
+    assert_eq!(
+        arrow::array::AsArray::as_primitive::<arrow::datatypes::Date32Type>(&date).value(0),
+        20513
+    );
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use shoplake_ingest::{conformance, LocalLog, Record, StartPosition, StreamConsumer, StreamProducer};
+use shoplake_ingest::{
+    LocalLog, Record, StartPosition, StreamConsumer, StreamProducer, conformance,
+};
 
 fn log(dir: &tempfile::TempDir, shards: u32) -> LocalLog {
     LocalLog::open(&dir.path().join("events.redb"), shards).unwrap()
@@ -42,33 +44,68 @@ async fn records_survive_a_reopen_and_sequences_continue() {
     let dir = tempfile::tempdir().unwrap();
     let first = {
         let l = log(&dir, 2);
-        l.put_records(vec![Record { partition_key: "k".into(), data: Bytes::from("one") }]).await.unwrap()
+        l.put_records(vec![Record {
+            partition_key: "k".into(),
+            data: Bytes::from("one"),
+        }])
+        .await
+        .unwrap()
     };
     let l = log(&dir, 8); // the stored shard count wins
     assert_eq!(l.shards(), 2);
-    let second = l.put_records(vec![Record { partition_key: "k".into(), data: Bytes::from("two") }]).await.unwrap();
+    let second = l
+        .put_records(vec![Record {
+            partition_key: "k".into(),
+            data: Bytes::from("two"),
+        }])
+        .await
+        .unwrap();
     assert_eq!(first[0].shard_id, second[0].shard_id);
     assert!(second[0].sequence_number > first[0].sequence_number);
-    let mut r = l.open_shard(&first[0].shard_id, StartPosition::TrimHorizon).await.unwrap();
+    let mut r = l
+        .open_shard(&first[0].shard_id, StartPosition::TrimHorizon)
+        .await
+        .unwrap();
     let b = r.next_batch(10).await.unwrap();
-    assert_eq!(b.records.iter().map(|r| r.data.clone()).collect::<Vec<_>>(), vec![Bytes::from("one"), Bytes::from("two")]);
+    assert_eq!(
+        b.records.iter().map(|r| r.data.clone()).collect::<Vec<_>>(),
+        vec![Bytes::from("one"), Bytes::from("two")]
+    );
 }
 
 #[tokio::test]
 async fn limits_are_refused_with_the_offending_value() {
     let dir = tempfile::tempdir().unwrap();
     let l = log(&dir, 1);
-    let rec = |k: &str, n: usize| Record { partition_key: k.into(), data: Bytes::from(vec![b'x'; n]) };
+    let rec = |k: &str, n: usize| Record {
+        partition_key: k.into(),
+        data: Bytes::from(vec![b'x'; n]),
+    };
     let err = l.put_records(vec![]).await.unwrap_err().to_string();
     assert!(err.contains("1 to 500 records, got 0"), "{err}");
-    let err = l.put_records((0..501).map(|_| rec("k", 1)).collect()).await.unwrap_err().to_string();
+    let err = l
+        .put_records((0..501).map(|_| rec("k", 1)).collect())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("got 501"), "{err}");
-    let err = l.put_records(vec![rec(&"k".repeat(257), 1)]).await.unwrap_err().to_string();
-    assert!(err.contains("partition key") && err.contains("257"), "{err}");
+    let err = l
+        .put_records(vec![rec(&"k".repeat(257), 1)])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("partition key") && err.contains("257"),
+        "{err}"
+    );
     let err = l.put_records(vec![rec("k", 2 << 20)]).await.unwrap_err();
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("limit is 1048576"), "{err}");
-    let err = l.put_records((0..6).map(|_| rec("k", (1 << 20) - 1)).collect()).await.unwrap_err().to_string();
+    let err = l
+        .put_records((0..6).map(|_| rec("k", (1 << 20) - 1)).collect())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("5242880"), "{err}");
 }
 
@@ -82,7 +119,10 @@ async fn concurrent_producers_lose_nothing() {
             tokio::spawn(async move {
                 for b in 0..20 {
                     let batch = (0..25)
-                        .map(|i| Record { partition_key: format!("p{t}-{i}"), data: Bytes::from(format!("{t}/{b}/{i}")) })
+                        .map(|i| Record {
+                            partition_key: format!("p{t}-{i}"),
+                            data: Bytes::from(format!("{t}/{b}/{i}")),
+                        })
                         .collect();
                     l.put_records(batch).await.unwrap();
                 }
@@ -95,7 +135,10 @@ async fn concurrent_producers_lose_nothing() {
     let mut n = 0;
     let mut distinct = std::collections::HashSet::new();
     for s in l.list_shards().await.unwrap() {
-        let mut r = l.open_shard(&s.shard_id, StartPosition::TrimHorizon).await.unwrap();
+        let mut r = l
+            .open_shard(&s.shard_id, StartPosition::TrimHorizon)
+            .await
+            .unwrap();
         loop {
             let b = r.next_batch(1000).await.unwrap();
             if b.records.is_empty() {
@@ -113,17 +156,39 @@ async fn concurrent_producers_lose_nothing() {
 async fn trim_drops_old_records_only() {
     let dir = tempfile::tempdir().unwrap();
     let l = log(&dir, 1);
-    l.put_records(vec![Record { partition_key: "k".into(), data: Bytes::from("old") }]).await.unwrap();
+    l.put_records(vec![Record {
+        partition_key: "k".into(),
+        data: Bytes::from("old"),
+    }])
+    .await
+    .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let cut = chrono::Utc::now().timestamp_micros();
-    l.put_records(vec![Record { partition_key: "k".into(), data: Bytes::from("new") }]).await.unwrap();
+    l.put_records(vec![Record {
+        partition_key: "k".into(),
+        data: Bytes::from("new"),
+    }])
+    .await
+    .unwrap();
     assert_eq!(l.trim_older_than(cut).unwrap(), 1);
     let shard = l.list_shards().await.unwrap().remove(0).shard_id;
-    let b = l.open_shard(&shard, StartPosition::TrimHorizon).await.unwrap().next_batch(10).await.unwrap();
+    let b = l
+        .open_shard(&shard, StartPosition::TrimHorizon)
+        .await
+        .unwrap()
+        .next_batch(10)
+        .await
+        .unwrap();
     assert_eq!(b.records.len(), 1);
     assert_eq!(b.records[0].data, Bytes::from("new"));
     // Sequence numbers are never reused after a trim.
     l.trim_older_than(i64::MAX).unwrap();
-    let r = l.put_records(vec![Record { partition_key: "k".into(), data: Bytes::from("later") }]).await.unwrap();
+    let r = l
+        .put_records(vec![Record {
+            partition_key: "k".into(),
+            data: Bytes::from("later"),
+        }])
+        .await
+        .unwrap();
     assert_eq!(r[0].sequence_number.as_u64(), Some(3));
 }

@@ -13,9 +13,30 @@ pub const REFERRAL: &str = "referral";
 pub const OTHER_CAMPAIGN: &str = "other_campaign";
 pub const DIRECT: &str = "direct";
 
-const SEARCH_ENGINES: &[&str] = &["google", "bing", "duckduckgo", "yahoo", "baidu", "yandex", "ecosia", "qwant", "naver"];
+const SEARCH_ENGINES: &[&str] = &[
+    "google",
+    "bing",
+    "duckduckgo",
+    "yahoo",
+    "baidu",
+    "yandex",
+    "ecosia",
+    "qwant",
+    "naver",
+];
 const SOCIAL_SITES: &[&str] = &[
-    "facebook", "instagram", "tiktok", "twitter", "x", "t", "linkedin", "pinterest", "reddit", "youtube", "snapchat", "lnkd",
+    "facebook",
+    "instagram",
+    "tiktok",
+    "twitter",
+    "x",
+    "t",
+    "linkedin",
+    "pinterest",
+    "reddit",
+    "youtube",
+    "snapchat",
+    "lnkd",
 ];
 
 /// What the classification looks at.
@@ -39,7 +60,10 @@ fn site_name(host: &str) -> &str {
         n => {
             // Skip a second-level public suffix such as co.uk or com.br.
             let second_last = labels[n - 2];
-            if n >= 3 && matches!(second_last, "co" | "com" | "org" | "net" | "ac" | "gov") && labels[n - 1].len() == 2 {
+            if n >= 3
+                && matches!(second_last, "co" | "com" | "org" | "net" | "ac" | "gov")
+                && labels[n - 1].len() == 2
+            {
                 labels[n - 3]
             } else {
                 second_last
@@ -60,12 +84,24 @@ fn host(url: &str) -> Option<&str> {
 pub fn classify(t: &Touch<'_>) -> &'static str {
     let medium = t.utm_medium.map(str::to_ascii_lowercase);
     let source = t.utm_source.map(str::to_ascii_lowercase);
-    let source_is_social = source.as_deref().is_some_and(|s| SOCIAL_SITES.contains(&s) || s == "meta");
+    let source_is_social = source
+        .as_deref()
+        .is_some_and(|s| SOCIAL_SITES.contains(&s) || s == "meta");
     if let Some(m) = medium.as_deref() {
         match m {
-            "cpc" | "ppc" | "paid_search" | "paidsearch" | "sem" if !source_is_social => return PAID_SEARCH,
-            "cpc" | "ppc" | "paid_social" | "paidsocial" | "social_paid" | "social-paid" => return PAID_SOCIAL,
-            "cpm" | "display" | "banner" | "programmatic" => return if source_is_social { PAID_SOCIAL } else { DISPLAY },
+            "cpc" | "ppc" | "paid_search" | "paidsearch" | "sem" if !source_is_social => {
+                return PAID_SEARCH;
+            }
+            "cpc" | "ppc" | "paid_social" | "paidsocial" | "social_paid" | "social-paid" => {
+                return PAID_SOCIAL;
+            }
+            "cpm" | "display" | "banner" | "programmatic" => {
+                return if source_is_social {
+                    PAID_SOCIAL
+                } else {
+                    DISPLAY
+                };
+            }
             "email" | "e-mail" | "newsletter" | "crm" => return EMAIL,
             "affiliate" | "affiliates" | "partner" => return AFFILIATE,
             "social" | "social-network" | "social_media" | "sm" => return ORGANIC_SOCIAL,
@@ -79,10 +115,18 @@ pub fn classify(t: &Touch<'_>) -> &'static str {
     }
     if t.fbclid.is_some() {
         // Meta adds fbclid to organic shares too; without paid tagging it is social, not paid.
-        return if medium.is_some() { PAID_SOCIAL } else { ORGANIC_SOCIAL };
+        return if medium.is_some() {
+            PAID_SOCIAL
+        } else {
+            ORGANIC_SOCIAL
+        };
     }
     if medium.is_some() || source.is_some() {
-        return if source_is_social { ORGANIC_SOCIAL } else { OTHER_CAMPAIGN };
+        return if source_is_social {
+            ORGANIC_SOCIAL
+        } else {
+            OTHER_CAMPAIGN
+        };
     }
     let Some(referrer_host) = t.referrer.and_then(host) else {
         return DIRECT;
@@ -105,7 +149,11 @@ mod tests {
     use super::*;
 
     fn utm<'a>(source: &'a str, medium: &'a str) -> Touch<'a> {
-        Touch { utm_source: Some(source), utm_medium: Some(medium), ..Default::default() }
+        Touch {
+            utm_source: Some(source),
+            utm_medium: Some(medium),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -123,18 +171,33 @@ mod tests {
 
     #[test]
     fn click_ids_without_tags() {
-        let t = Touch { gclid: Some("abc"), ..Default::default() };
+        let t = Touch {
+            gclid: Some("abc"),
+            ..Default::default()
+        };
         assert_eq!(classify(&t), PAID_SEARCH);
-        let t = Touch { msclkid: Some("abc"), ..Default::default() };
+        let t = Touch {
+            msclkid: Some("abc"),
+            ..Default::default()
+        };
         assert_eq!(classify(&t), PAID_SEARCH);
-        let t = Touch { fbclid: Some("abc"), ..Default::default() };
+        let t = Touch {
+            fbclid: Some("abc"),
+            ..Default::default()
+        };
         assert_eq!(classify(&t), ORGANIC_SOCIAL);
     }
 
     #[test]
     fn referrers() {
         let page = Some("https://shop.example.com/p/1");
-        let r = |referrer| classify(&Touch { referrer: Some(referrer), page_url: page, ..Default::default() });
+        let r = |referrer| {
+            classify(&Touch {
+                referrer: Some(referrer),
+                page_url: page,
+                ..Default::default()
+            })
+        };
         assert_eq!(r("https://www.google.co.uk/search?q=shoes"), ORGANIC_SEARCH);
         assert_eq!(r("https://duckduckgo.com/"), ORGANIC_SEARCH);
         assert_eq!(r("https://l.facebook.com/l.php"), ORGANIC_SOCIAL);

@@ -31,7 +31,9 @@ pub const DEFAULT_USD_RATES: &[(&str, &str)] = &[
 
 /// Parses a decimal string into an integer scaled by 10^FX_SCALE, exactly.
 fn parse_scaled(currency: &str, s: &str) -> Result<i128> {
-    let bad = || Error::Config { message: format!("fx rate of {currency} {s:?} is not a positive decimal number") };
+    let bad = || Error::Config {
+        message: format!("fx rate of {currency} {s:?} is not a positive decimal number"),
+    };
     let (int, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
     if frac.len() > FX_SCALE as usize || int.is_empty() && frac.is_empty() {
         return Err(bad());
@@ -48,8 +50,10 @@ impl FxRates {
     /// Rates given as "units of `base` per unit of currency"; re-expressed per unit of `reporting`.
     pub fn new(reporting: &str, base: &str, rates: &BTreeMap<String, String>) -> Result<Self> {
         let scale = 10i128.pow(FX_SCALE as u32);
-        let base_rates: BTreeMap<String, i128> =
-            rates.iter().map(|(c, r)| Ok((c.clone(), parse_scaled(c, r)?))).collect::<Result<_>>()?;
+        let base_rates: BTreeMap<String, i128> = rates
+            .iter()
+            .map(|(c, r)| Ok((c.clone(), parse_scaled(c, r)?)))
+            .collect::<Result<_>>()?;
         let reporting_in_base = if reporting == base {
             scale
         } else {
@@ -61,12 +65,18 @@ impl FxRates {
             .into_iter()
             .map(|(c, r)| (c, (r * scale + reporting_in_base / 2) / reporting_in_base))
             .collect();
-        Ok(FxRates { reporting: reporting.to_owned(), scaled })
+        Ok(FxRates {
+            reporting: reporting.to_owned(),
+            scaled,
+        })
     }
 
     /// The default table: [`DEFAULT_USD_RATES`] re-expressed in `reporting`.
     pub fn defaults(reporting: &str) -> Result<Self> {
-        let rates = DEFAULT_USD_RATES.iter().map(|(c, r)| (c.to_string(), r.to_string())).collect();
+        let rates = DEFAULT_USD_RATES
+            .iter()
+            .map(|(c, r)| (c.to_string(), r.to_string()))
+            .collect();
         FxRates::new(reporting, "USD", &rates)
     }
 
@@ -105,7 +115,9 @@ mod tests {
         rates.insert("EUR".to_owned(), "1,08".to_owned());
         let err = FxRates::new("USD", "USD", &rates).unwrap_err().to_string();
         assert!(err.contains("EUR") && err.contains("1,08"), "{err}");
-        let err = FxRates::new("GBP", "USD", &BTreeMap::new()).unwrap_err().to_string();
+        let err = FxRates::new("GBP", "USD", &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("GBP"), "{err}");
     }
 }

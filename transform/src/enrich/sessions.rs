@@ -18,14 +18,27 @@ const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5d1b_7a0e_3c4f_4a8e_9b61_2
 
 impl Sessions {
     pub fn new(timeout_micros: i64, loaded: HashMap<String, (i64, String)>) -> Self {
-        Sessions { timeout_micros, open: loaded, dirty: HashSet::new() }
+        Sessions {
+            timeout_micros,
+            open: loaded,
+            dirty: HashSet::new(),
+        }
     }
 
     /// The session of `shopper`'s event at `event_time`.
     pub fn assign(&mut self, shopper: &str, event_time: i64) -> &str {
         let timeout = self.timeout_micros;
-        let new_id = || uuid::Uuid::new_v5(&NAMESPACE, format!("{shopper}\u{1f}{event_time}").as_bytes()).to_string();
-        let entry = self.open.entry(shopper.to_owned()).or_insert_with(|| (event_time, new_id()));
+        let new_id = || {
+            uuid::Uuid::new_v5(
+                &NAMESPACE,
+                format!("{shopper}\u{1f}{event_time}").as_bytes(),
+            )
+            .to_string()
+        };
+        let entry = self
+            .open
+            .entry(shopper.to_owned())
+            .or_insert_with(|| (event_time, new_id()));
         if event_time - entry.0 > timeout {
             *entry = (event_time, new_id());
         } else if event_time > entry.0 {
@@ -79,7 +92,11 @@ mod tests {
         let mut s = Sessions::new(30 * MIN, HashMap::new());
         let a = s.assign("anon-1", 0).to_owned();
         assert_eq!(s.assign("anon-1", 10 * MIN), a);
-        assert_eq!(s.assign("anon-1", 39 * MIN), a, "inactivity counts from the last event");
+        assert_eq!(
+            s.assign("anon-1", 39 * MIN),
+            a,
+            "inactivity counts from the last event"
+        );
         let b = s.assign("anon-1", 70 * MIN).to_owned();
         assert_ne!(a, b);
         assert_ne!(s.assign("anon-2", 70 * MIN), b);
