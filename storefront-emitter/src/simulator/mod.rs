@@ -1,0 +1,303 @@
+//! The storefront simulator: a seeded online store whose shoppers emit events in server-time order.
+//!
+//! Shoppers arrive as a Poisson process (`sessions_per_hour`); each session is generated whole
+//! when it starts (a funnel walk: landing page, lists, searches, product views, cart, checkout,
+//! order) and its events wait in a queue ordered by the time the server receives them, together
+//! with the back-office events of its orders (payment, shipment, delivery, cancellations,
+//! returns and refunds, hours or days later). [`Simulator::next`] hands out the earliest one.
+//!
+//! Faults are injected as a storefront really produces them: a share of events is spoiled
+//! ([`SimConfig::bad_share`], each with the [`shoplake_events::Reason`] validation will give),
+//! resent with the same `event_id` ([`SimConfig::duplicate_share`]), delivered hours late by a
+//! device that was offline ([`SimConfig::late_share`]), or stamped by a device whose clock is off
+//! ([`SimConfig::skewed_device_share`]). Fraud scenarios ([`SimConfig::fraud_share`],
+//! [`FraudMix`]) are labelled in [`Simulator::labels`], never in the events.
+//!
+//! [`SimStats`] counts what was handed out, which is what the lake must hold.
+//!
+//! ```
+//! use shoplake_storefront_emitter::simulator::{SimConfig, Simulator};
+//!
+//! let mut sim = Simulator::new(SimConfig { seed: 1, max_sessions: Some(50), ..SimConfig::default() });
+//! let mut n = 0;
+//! while let Some(record) = sim.next() {
+//!     assert!(!record.payload.is_empty());
+//!     n += 1;
+//! }
+//! assert_eq!(sim.stats().records, n);
+//! assert!(sim.stats().valid_unique > 100);
+//! ```
+
+mod faults;
+mod shopper;
+mod world;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use shoplake_events::{EventName, Reason};
+
+use world::{Catalog, Source, User};
+
+/// Relative weights of the fraud patterns among fraud scenarios.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct FraudMix {
+    /// Bursts of small orders with many cards from one device: most payments fail.
+    pub card_testing: f64,
+    /// An existing account on a new device and IP, a high-value order shipped to a new country.
+    pub account_takeover: f64,
+    /// Many new accounts on one device and IP, each using a welcome coupon.
+    pub multi_account: f64,
+}
+
+impl Default for FraudMix {
+    fn default() -> Self {
+        FraudMix {
+            card_testing: 1.0,
+            account_takeover: 1.0,
+            multi_account: 1.0,
+        }
+    }
+}
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The same seed gives the same events, byte for byte.
+    pub seed: u64,
+    /// Simulated start time, UTC microseconds.
+    pub start_micros: i64,
+    /// Arrival rate of shopping sessions, in simulated time.
+    pub sessions_per_hour: f64,
+    /// Stop after this many sessions (their back-office events still follow). None: no end.
+    pub max_sessions: Option<u64>,
+    /// Size of the returning-shopper base.
+    pub users: usize,
+    /// Products in the catalog.
+    pub products: usize,
+    /// Share of events spoiled into bad input.
+    pub bad_share: f64,
+    /// Share of events resent with the same event_id.
+    pub duplicate_share: f64,
+    /// Share of device events delivered late (offline for minutes to a day and a half).
+    pub late_share: f64,
+    /// Share of devices whose clock is off by minutes to days.
+    pub skewed_device_share: f64,
+    /// Share of sessions that are fraud scenarios.
+    pub fraud_share: f64,
+    pub fraud_mix: FraudMix,
+    /// Share of sessions from crawlers.
+    pub bot_share: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 42,
+            start_micros: 1_767_225_600_000_000, // 2026-01-01T00:00:00Z
+            sessions_per_hour: 3_600.0,
+            max_sessions: None,
+            users: 5_000,
+            products: 1_000,
+            bad_share: 0.01,
+            duplicate_share: 0.01,
+            late_share: 0.01,
+            skewed_device_share: 0.05,
+            fraud_share: 0.01,
+            fraud_mix: FraudMix::default(),
+            bot_share: 0.02,
+        }
+    }
+}
+
+/// What a record is, as the simulator meant it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    Valid(EventName),
+    /// The same bytes as an earlier valid record.
+    Duplicate,
+    /// Bad input; validation reports this reason.
+    Bad(Reason),
+}
+
+/// One record for the stream.
+#[derive(Clone, Debug)]
+pub struct SimRecord {
+    /// The shopper's id (anonymous id, or user id for back-office events): keeps a shopper's
+    /// events in order on one shard.
+    pub partition_key: String,
+    pub payload: Vec<u8>,
+    pub kind: RecordKind,
+    /// When the server receives it (simulated clock), UTC micros; also its `received_at`.
+    pub server_time_micros: i64,
+}
+
+/// Ground truth of one fraudulent order, for the fraud evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct FraudLabel {
+    pub order_id: String,
+    pub user_id: Option<String>,
+    pub anonymous_id: Option<String>,
+    /// card_testing, account_takeover or multi_account.
+    pub pattern: String,
+    pub occurred_at: String,
+}
+
+/// Counts of what [`Simulator::next`] handed out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct SimStats {
+    pub sessions: u64,
+    /// Every record, valid, duplicate or bad.
+    pub records: u64,
+    /// Distinct valid events: what the `events` table must hold.
+    pub valid_unique: u64,
+    pub duplicates: u64,
+    /// Bad inputs: what the `bad_rows` table must hold.
+    pub bad: u64,
+    pub bad_by_reason: BTreeMap<String, u64>,
+    /// Valid unique events per event name.
+    pub by_event_name: BTreeMap<String, u64>,
+    /// Valid order_completed events.
+    pub orders: u64,
+    /// Of which fraudulent.
+    pub fraud_orders: u64,
+}
+
+struct Pending {
+    record: SimRecord,
+    label: Option<FraudLabel>,
+}
+
+/// Queue key: server time, then generation order (deterministic ties).
+type Key = Reverse<(i64, u64)>;
+
+/// The simulator. An iterator of records in server-time order.
+pub struct Simulator {
+    config: SimConfig,
+    rng: ChaCha8Rng,
+    catalog: Catalog,
+    sources: Vec<Source>,
+    users: Vec<User>,
+    queue: BinaryHeap<(Key, usize)>,
+    slots: Vec<Option<Pending>>,
+    free: Vec<usize>,
+    seq: u64,
+    next_session_at: i64,
+    sessions_started: u64,
+    stats: SimStats,
+    labels: Vec<FraudLabel>,
+}
+
+impl Simulator {
+    pub fn new(config: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let catalog = Catalog::generate(&mut rng, config.products);
+        let sources = world::sources();
+        let mut sim = Simulator {
+            next_session_at: config.start_micros,
+            config,
+            rng,
+            catalog,
+            sources,
+            users: Vec::new(),
+            queue: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            seq: 0,
+            sessions_started: 0,
+            stats: SimStats::default(),
+            labels: Vec::new(),
+        };
+        sim.seed_users();
+        sim
+    }
+
+    /// Counts of what was handed out so far.
+    pub fn stats(&self) -> &SimStats {
+        &self.stats
+    }
+
+    /// Fraud labels of the orders handed out since the last call.
+    pub fn labels(&mut self) -> Vec<FraudLabel> {
+        std::mem::take(&mut self.labels)
+    }
+
+    /// The next record in server-time order; None when a bounded simulation is over.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<SimRecord> {
+        loop {
+            let more_sessions = self
+                .config
+                .max_sessions
+                .is_none_or(|max| self.sessions_started < max);
+            let head = self.queue.peek().map(|(Reverse((t, _)), _)| *t);
+            if more_sessions && head.is_none_or(|t| t >= self.next_session_at) {
+                let start = self.next_session_at;
+                self.sessions_started += 1;
+                self.stats.sessions += 1;
+                self.session(start);
+                let rate_per_micro = self.config.sessions_per_hour.max(1e-6) / 3_600e6;
+                let u: f64 = self.rng.random_range(f64::EPSILON..1.0);
+                self.next_session_at += (-u.ln() / rate_per_micro).max(1.0) as i64;
+                continue;
+            }
+            let (_, slot) = self.queue.pop()?;
+            let pending = self.slots[slot].take()?;
+            self.free.push(slot);
+            self.count(&pending);
+            return Some(pending.record);
+        }
+    }
+
+    fn count(&mut self, pending: &Pending) {
+        let stats = &mut self.stats;
+        stats.records += 1;
+        match pending.record.kind {
+            RecordKind::Valid(name) => {
+                stats.valid_unique += 1;
+                *stats
+                    .by_event_name
+                    .entry(name.as_str().to_owned())
+                    .or_default() += 1;
+                if name == EventName::OrderCompleted {
+                    stats.orders += 1;
+                    if let Some(label) = &pending.label {
+                        stats.fraud_orders += 1;
+                        self.labels.push(label.clone());
+                    }
+                }
+            }
+            RecordKind::Duplicate => stats.duplicates += 1,
+            RecordKind::Bad(reason) => {
+                stats.bad += 1;
+                *stats
+                    .bad_by_reason
+                    .entry(reason.as_str().to_owned())
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    fn enqueue(&mut self, record: SimRecord, label: Option<FraudLabel>) {
+        self.seq += 1;
+        let key = Reverse((record.server_time_micros, self.seq));
+        let pending = Some(Pending { record, label });
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = pending;
+                slot
+            }
+            None => {
+                self.slots.push(pending);
+                self.slots.len() - 1
+            }
+        };
+        self.queue.push((key, slot));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+use std::collections::{HashMap, HashSet};
+
+use shoplake_events::{Limits, decode};
+
+use super::*;
+
+fn run(config: SimConfig) -> (Vec<SimRecord>, SimStats, Vec<FraudLabel>) {
+    let mut sim = Simulator::new(config);
+    let mut records = Vec::new();
+    let mut labels = Vec::new();
+    while let Some(r) = sim.next() {
+        records.push(r);
+        labels.extend(sim.labels());
+    }
+    (records, sim.stats().clone(), labels)
+}
+
+fn config(seed: u64, sessions: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        max_sessions: Some(sessions),
+        bad_share: 0.03,
+        duplicate_share: 0.02,
+        fraud_share: 0.05,
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_bytes() {
+    let (a, ..) = run(config(3, 200));
+    let (b, ..) = run(config(3, 200));
+    let (c, ..) = run(config(4, 200));
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(&b).all(|(x, y)| x.payload == y.payload));
+    assert_ne!(a[0].payload, c[0].payload);
+}
+
+#[test]
+fn every_record_is_what_the_simulator_says_it_is() {
+    let (records, stats, _) = run(config(5, 1500));
+    let limits = Limits::default();
+    let mut valid_ids = HashSet::new();
+    let mut by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let mut last_time = i64::MIN;
+    for r in &records {
+        assert!(r.server_time_micros >= last_time, "server-time order");
+        last_time = r.server_time_micros;
+        let decoded = decode(&r.payload, 0, &limits);
+        match (r.kind, decoded) {
+            (RecordKind::Valid(name), Ok(event)) => {
+                assert_eq!(event.name, name);
+                assert_eq!(event.received_at, r.server_time_micros);
+                assert!(valid_ids.insert(event.event_id().to_owned()), "unique ids");
+            }
+            (RecordKind::Duplicate, Ok(event)) => {
+                assert!(
+                    valid_ids.contains(event.event_id()),
+                    "a duplicate follows its original"
+                )
+            }
+            (RecordKind::Bad(reason), Err(rejection)) => {
+                assert_eq!(
+                    rejection.reason,
+                    reason,
+                    "{rejection} in {}",
+                    String::from_utf8_lossy(&r.payload[..r.payload.len().min(400)])
+                );
+                *by_reason.entry(reason.as_str().to_owned()).or_default() += 1;
+            }
+            (kind, Ok(_)) => panic!("{kind:?} decoded as valid"),
+            (kind, Err(e)) => panic!(
+                "{kind:?} rejected: {e} in {}",
+                String::from_utf8_lossy(&r.payload)
+            ),
+        }
+    }
+    assert_eq!(stats.records, records.len() as u64);
+    assert_eq!(stats.valid_unique, valid_ids.len() as u64);
+    assert_eq!(stats.bad_by_reason, by_reason);
+    assert_eq!(stats.bad, by_reason.values().sum::<u64>());
+    assert!(
+        by_reason.len() >= 10,
+        "most kinds of bad input: {by_reason:?}"
+    );
+    assert!(stats.duplicates > 0);
+}
+
+#[test]
+fn sessions_walk_a_funnel_with_drop_off() {
+    let (_, stats, _) = run(config(6, 3000));
+    let n = |name: &str| stats.by_event_name.get(name).copied().unwrap_or(0);
+    assert!(n("product_viewed") > n("product_added"));
+    assert!(n("product_added") > n("checkout_started"));
+    assert!(n("checkout_started") > n("order_completed"));
+    assert!(n("order_completed") > 50, "{stats:?}");
+    assert_eq!(stats.orders, n("order_completed"));
+    for name in [
+        "payment_authorized",
+        "order_shipped",
+        "order_delivered",
+        "signed_up",
+        "products_searched",
+        "cart_viewed",
+    ] {
+        assert!(n(name) > 0, "{name} occurs");
+    }
+    // Back-office events arrive after their orders: shipments lag orders.
+    assert!(n("order_delivered") <= n("order_shipped"));
+}
+
+#[test]
+fn fraud_labels_name_orders_that_are_in_the_stream() {
+    let (records, stats, labels) = run(config(7, 2000));
+    assert_eq!(labels.len() as u64, stats.fraud_orders);
+    let patterns: HashSet<&str> = labels.iter().map(|l| l.pattern.as_str()).collect();
+    assert_eq!(
+        patterns,
+        HashSet::from(["card_testing", "account_takeover", "multi_account"])
+    );
+    let orders: HashSet<String> = records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Valid(EventName::OrderCompleted))
+        .filter_map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).ok()?;
+            Some(v["properties"]["order_id"].as_str()?.to_owned())
+        })
+        .collect();
+    assert!(labels.iter().all(|l| orders.contains(&l.order_id)));
+    // Labels stay out of the events.
+    assert!(
+        records
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.payload).contains("card_testing"))
+    );
+}
+
+#[test]
+fn bought_together_items_share_affinity_groups() {
+    let sim = Simulator::new(config(8, 1));
+    let group_of: HashMap<String, usize> = sim
+        .catalog
+        .products
+        .iter()
+        .map(|p| (p.id.clone(), p.group))
+        .collect();
+    let (records, ..) = run(config(8, 3000));
+    let (mut same, mut pairs) = (0u64, 0u64);
+    for r in &records {
+        if r.kind != RecordKind::Valid(EventName::OrderCompleted) {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        let ids: Vec<&str> = v["properties"]["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["product_id"].as_str().unwrap())
+            .collect();
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                pairs += 1;
+                same += u64::from(group_of[*a] == group_of[*b]);
+            }
+        }
+    }
+    // With ~250 groups, random pairs would share a group well under 1% of the time.
+    assert!(pairs > 20 && same * 4 > pairs, "{same} of {pairs} pairs");
+}
