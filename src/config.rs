@@ -151,8 +151,8 @@ impl DataArgs {
 
     pub fn open_lake(&self) -> anyhow::Result<shoplake_batch::Lake> {
         let root = self.lake_root();
-        Ok(shoplake_batch::Lake::open(&root, Default::default())
-            .with_context(|| format!("opening the lake at {root}"))?)
+        shoplake_batch::Lake::open(&root, Default::default())
+            .with_context(|| format!("opening the lake at {root}"))
     }
 
     pub fn open_stream(

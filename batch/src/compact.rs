@@ -188,17 +188,11 @@ fn writer_properties(opts: &CompactOptions) -> Result<WriterProperties> {
 }
 
 fn query_err(table: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error + '_ {
-    move |source| Error::Query {
-        table: table.to_owned(),
-        source,
-    }
+    move |source| Error::query(table, source)
 }
 
 fn delta_err(table: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
-    move |source| Error::Delta {
-        table: table.to_owned(),
-        source,
-    }
+    move |source| Error::delta(table, source)
 }
 
 /// Casts batches to `schema` column by column (DataFusion may hand back equivalent types).

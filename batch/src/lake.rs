@@ -22,10 +22,8 @@ impl Lake {
     /// Opens the lake at `root`: a local path (created if missing) or a URL. `storage_options` are
     /// passed to deltalake and object_store (endpoint, region, credentials for S3).
     pub fn open(root: &str, storage_options: HashMap<String, String>) -> Result<Self> {
-        let root = deltalake::ensure_table_uri(root).map_err(|source| Error::Delta {
-            table: root.to_owned(),
-            source,
-        })?;
+        let root =
+            deltalake::ensure_table_uri(root).map_err(|source| Error::delta(root, source))?;
         let store: Arc<dyn ObjectStore> = match root.scheme() {
             "file" => {
                 let path = root.to_file_path().map_err(|_| Error::Lake {
@@ -83,17 +81,11 @@ impl Lake {
         let url = self.table_url(name)?;
         let mut table = DeltaTableBuilder::from_url(url)
             .and_then(|b| b.with_storage_options(self.storage_options.clone()).build())
-            .map_err(|source| Error::Delta {
-                table: name.to_owned(),
-                source,
-            })?;
+            .map_err(|source| Error::delta(name, source))?;
         match table.load().await {
             Ok(()) => Ok(Some(table)),
             Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),
-            Err(source) => Err(Error::Delta {
-                table: name.to_owned(),
-                source,
-            }),
+            Err(source) => Err(Error::delta(name, source)),
         }
     }
 
@@ -102,9 +94,6 @@ impl Lake {
         let url = self.table_url(name)?;
         DeltaTable::try_from_url_with_storage_options(url, self.storage_options.clone())
             .await
-            .map_err(|source| Error::Delta {
-                table: name.to_owned(),
-                source,
-            })
+            .map_err(|source| Error::delta(name, source))
     }
 }

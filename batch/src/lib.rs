@@ -43,8 +43,9 @@ pub enum Error {
     #[error("delta table {table}: {source}")]
     Delta {
         table: String,
+        /// Boxed, as DataFusion's below: both are large, and every `Result` here would carry them.
         #[source]
-        source: deltalake::DeltaTableError,
+        source: Box<deltalake::DeltaTableError>,
     },
     #[error("object store at {path}: {source}")]
     Store {
@@ -62,7 +63,7 @@ pub enum Error {
     Query {
         table: String,
         #[source]
-        source: datafusion::error::DataFusionError,
+        source: Box<datafusion::error::DataFusionError>,
     },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -71,6 +72,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// A Delta error on `table`.
+    pub fn delta(table: &str, source: deltalake::DeltaTableError) -> Self {
+        Error::Delta {
+            table: table.to_owned(),
+            source: Box::new(source),
+        }
+    }
+
+    /// A query error while working on `table`.
+    pub fn query(table: &str, source: datafusion::error::DataFusionError) -> Self {
+        Error::Query {
+            table: table.to_owned(),
+            source: Box::new(source),
+        }
+    }
+
     /// Whether re-running the job can succeed (it is idempotent, so re-running is always safe).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Store { .. } | Error::Delta { .. })

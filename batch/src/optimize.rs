@@ -28,10 +28,7 @@ pub async fn optimize(lake: &Lake, table: &str, target_size: u64) -> Result<Opti
             std::num::NonZeroU64::new(target_size).unwrap_or(std::num::NonZeroU64::MIN),
         )
         .await
-        .map_err(|source| Error::Delta {
-            table: table.to_owned(),
-            source,
-        })?;
+        .map_err(|source| Error::delta(table, source))?;
     Ok(OptimizeReport {
         table: table.to_owned(),
         files_removed: metrics.num_files_removed,

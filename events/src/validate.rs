@@ -313,35 +313,35 @@ impl Checker<'_> {
     }
 
     fn id(&self, field: &str, value: Option<&Str<'_>>) -> Result<(), Rejection> {
-        if let Some(v) = value {
-            if v.is_empty() || v.chars().count() > self.limits.max_id_len {
-                return Err(self.reject(
-                    Reason::InvalidId,
-                    field,
-                    format!(
-                        "{field} must have 1 to {} characters, got {}",
-                        self.limits.max_id_len,
-                        v.chars().count()
-                    ),
-                ));
-            }
+        if let Some(v) = value
+            && (v.is_empty() || v.chars().count() > self.limits.max_id_len)
+        {
+            return Err(self.reject(
+                Reason::InvalidId,
+                field,
+                format!(
+                    "{field} must have 1 to {} characters, got {}",
+                    self.limits.max_id_len,
+                    v.chars().count()
+                ),
+            ));
         }
         Ok(())
     }
 
     fn text(&self, field: &str, value: Option<&Str<'_>>) -> Result<(), Rejection> {
-        if let Some(v) = value {
-            if v.len() > self.limits.max_text_len {
-                return Err(self.reject(
-                    Reason::TooLarge,
-                    field,
-                    format!(
-                        "{field} is {} bytes, the limit is {}",
-                        v.len(),
-                        self.limits.max_text_len
-                    ),
-                ));
-            }
+        if let Some(v) = value
+            && v.len() > self.limits.max_text_len
+        {
+            return Err(self.reject(
+                Reason::TooLarge,
+                field,
+                format!(
+                    "{field} is {} bytes, the limit is {}",
+                    v.len(),
+                    self.limits.max_text_len
+                ),
+            ));
         }
         Ok(())
     }
@@ -357,46 +357,46 @@ impl Checker<'_> {
     }
 
     fn amount(&self, field: &str, value: Option<f64>) -> Result<(), Rejection> {
-        if let Some(v) = value {
-            if !v.is_finite() || v < 0.0 || v > self.limits.max_amount {
-                return Err(self.reject(
-                    Reason::OutOfRange,
-                    field,
-                    format!(
-                        "{field} must be between 0 and {}, got {v}",
-                        self.limits.max_amount
-                    ),
-                ));
-            }
+        if let Some(v) = value
+            && (!v.is_finite() || v < 0.0 || v > self.limits.max_amount)
+        {
+            return Err(self.reject(
+                Reason::OutOfRange,
+                field,
+                format!(
+                    "{field} must be between 0 and {}, got {v}",
+                    self.limits.max_amount
+                ),
+            ));
         }
         Ok(())
     }
 
     fn range(&self, field: &str, value: Option<i64>, min: i64, max: i64) -> Result<(), Rejection> {
-        if let Some(v) = value {
-            if v < min || v > max {
-                return Err(self.reject(
-                    Reason::OutOfRange,
-                    field,
-                    format!("{field} must be between {min} and {max}, got {v}"),
-                ));
-            }
+        if let Some(v) = value
+            && (v < min || v > max)
+        {
+            return Err(self.reject(
+                Reason::OutOfRange,
+                field,
+                format!("{field} must be between {min} and {max}, got {v}"),
+            ));
         }
         Ok(())
     }
 
     fn country(&self, field: &str, value: Option<&Str<'_>>) -> Result<(), Rejection> {
-        if let Some(v) = value {
-            if !is_country(v) {
-                return Err(self.reject(
-                    Reason::InvalidCountry,
-                    field,
-                    format!(
-                        "{field} {:?} is not an ISO 3166-1 alpha-2 code such as \"DE\"",
-                        &**v
-                    ),
-                ));
-            }
+        if let Some(v) = value
+            && !is_country(v)
+        {
+            return Err(self.reject(
+                Reason::InvalidCountry,
+                field,
+                format!(
+                    "{field} {:?} is not an ISO 3166-1 alpha-2 code such as \"DE\"",
+                    &**v
+                ),
+            ));
         }
         Ok(())
     }

@@ -1,1 +1,76 @@
-//! shoplake-query
+//! # shoplake-query: SQL over the lake
+//!
+//! Owns the query side: a DataFusion session over the lake's Delta tables (`events`, `orders`,
+//! `bad_rows`) with the views of `sql/views/*.sql` on top, and the ways to ask it —
+//! [`QueryService::sql`] (the `shoplake sql` command), [`render`] (table, CSV, JSON, NDJSON) and
+//! an HTTP API ([`router`]: `POST /v1/sql`, `GET /v1/tables`).
+//!
+//! SQL enters as text and leaves as Arrow `RecordBatch`es. Only queries run: DDL, DML and
+//! session statements are refused, so the HTTP endpoint cannot change the lake or the session.
+//!
+//! The lake grows while it is queried: before a query, each table's Delta version is checked (at
+//! most once per `refresh_interval`) and a new version is registered in its place, together with
+//! the views over it. A table that was never written is registered empty, with its schema, so
+//! queries and views work from the first second of a new lake.
+//!
+//! Why these dependencies: `datafusion` plans and runs the SQL; `deltalake` (through
+//! `shoplake-batch`'s [`shoplake_batch::Lake`]) turns a Delta table into a DataFusion table provider
+//! that prunes files by partition and statistics; `arrow` renders results; `axum` serves HTTP.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let service = shoplake_query::QueryService::open("./shoplake-data/lake", Default::default()).await?;
+//! let result = service.sql("select event_name, count(*) from events group by 1").await?;
+//! println!("{}", shoplake_query::render(&result, shoplake_query::Format::Table)?);
+//! # Ok(()) }
+//! ```
+
+mod http;
+mod render;
+mod service;
+
+pub use http::{router, serve};
+pub use render::{Format, render, to_json_rows};
+pub use service::{QueryOptions, QueryResult, QueryService, VIEWS};
+
+/// Result of the query service.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Errors of the query service.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The SQL is wrong (syntax, unknown table or column, type error) or not a query.
+    #[error("{message}")]
+    BadSql { message: String },
+    /// The query ran and failed (reading the lake, out of memory).
+    #[error("query failed: {source}")]
+    Execution {
+        /// Boxed: DataFusion's error is large, and every `Result` of this crate would carry its size.
+        #[source]
+        source: Box<datafusion::error::DataFusionError>,
+    },
+    #[error(transparent)]
+    Lake(#[from] shoplake_batch::Error),
+    #[error("rendering the result: {0}")]
+    Render(#[from] arrow::error::ArrowError),
+    #[error("serving HTTP on {addr}: {source}")]
+    Serve {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn execution(source: datafusion::error::DataFusionError) -> Self {
+        Error::Execution {
+            source: Box::new(source),
+        }
+    }
+
+    /// Whether the caller's SQL is at fault (HTTP 400) rather than the service (HTTP 500).
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, Error::BadSql { .. })
+    }
+}

@@ -150,7 +150,7 @@ pub async fn drive(
             .emit(record.partition_key, record.payload.into())
             .await?;
         n += 1;
-        if n % 1024 == 0 {
+        if n.is_multiple_of(1024) {
             for label in sim.labels() {
                 writeln!(labels, "{}", serde_json::to_string(&label)?)?;
             }

@@ -1,3 +1,5 @@
 //! End to end: the `shoplake` binary, started as a user would start it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 mod e2e;

@@ -441,7 +441,11 @@ impl Stage {
         let ttl = self.config.dedup_ttl_hours as i64 * 3_600_000_000;
         let mut expired_ids = Vec::new();
         if self.dedup.len() + self.pending_ids.len() > self.config.dedup_max_entries
-            || self.metrics.flushes.load(Ordering::Relaxed) % 100 == 0
+            || self
+                .metrics
+                .flushes
+                .load(Ordering::Relaxed)
+                .is_multiple_of(100)
         {
             let mut cutoff = self.max_received.saturating_sub(ttl);
             let over = (self.dedup.len() + self.pending_ids.len())

@@ -1,5 +1,7 @@
 //! Property tests of the codec: decode(encode(x)) == x, and no input makes the decoder panic.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use proptest::prelude::*;
 use shoplake_events::wire::{Campaign, ClickIds, Context, Page, Product, Properties};
 use shoplake_events::{

@@ -1,5 +1,7 @@
 //! The local log: the conformance suite, plus what only an embedded log must do.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::sync::Arc;
 
 use bytes::Bytes;

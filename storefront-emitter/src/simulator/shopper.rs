@@ -268,10 +268,11 @@ impl Simulator {
             .iter()
             .find(|m| m.3 == locale)
             .map_or("USD", |m| m.1);
-        if let Some(p) = event.properties.as_mut() {
-            if p.products.is_some() && p.currency.is_none() {
-                p.currency = s(currency);
-            }
+        if let Some(p) = event.properties.as_mut()
+            && p.products.is_some()
+            && p.currency.is_none()
+        {
+            p.currency = s(currency);
         }
         event.occurred_at = s(format_timestamp(occurred));
         event.sent_at = s(format_timestamp(sent));
@@ -398,10 +399,9 @@ impl Simulator {
         let first_cat = user.interests[0];
         let landing_path = format!("/c/{}", self.catalog.by_category[first_cat].0);
         let mut e = self.event(EventName::PageViewed, &visit, &landing_path, true);
-        e.context
-            .as_mut()
-            .and_then(|c| c.page.as_mut())
-            .map(|p| p.title = s("Shop"));
+        if let Some(p) = e.context.as_mut().and_then(|c| c.page.as_mut()) {
+            p.title = s("Shop");
+        }
         self.send(e, t, Some(&dev), None);
 
         if user.user_id.is_some() && self.rng.random_bool(0.3) {
@@ -512,11 +512,12 @@ impl Simulator {
             last = Some(product);
             let add = self.rng.random_bool((0.13 * conversion).min(0.9));
             self.view_and_add(&visit, product, &mut cart, add, &mut t);
-            if add && self.rng.random_bool(0.35) {
-                if let Some(c) = self.catalog.companion(&mut self.rng, product) {
-                    step(self, &mut t);
-                    self.view_and_add(&visit, c, &mut cart, true, &mut t);
-                }
+            if add
+                && self.rng.random_bool(0.35)
+                && let Some(c) = self.catalog.companion(&mut self.rng, product)
+            {
+                step(self, &mut t);
+                self.view_and_add(&visit, c, &mut cart, true, &mut t);
             }
             if self.rng.random_bool(0.03) {
                 let mut e = self.event(EventName::WishlistProductAdded, &visit, "/wishlist", false);

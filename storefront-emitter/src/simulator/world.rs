@@ -17,8 +17,11 @@ pub(crate) const MARKETS: &[(&str, &str, f64, &str, f64)] = &[
     ("PL", "PLN", 4.0, "pl-PL", 0.03),
 ];
 
-/// Categories: name, brands, USD price range, whether shoppers buy it again and again.
-const CATEGORIES: &[(&str, &[&str], (f64, f64), bool)] = &[
+/// A category: name, brands, USD price range, whether shoppers buy it again and again.
+type CategorySpec = (&'static str, &'static [&'static str], (f64, f64), bool);
+
+/// The categories of the catalog.
+const CATEGORIES: &[CategorySpec] = &[
     (
         "shoes",
         &["Strider", "Okapi", "Nordwalk"],

@@ -1,0 +1,163 @@
+//! The HTTP API: `POST /v1/sql` and `GET /v1/tables`.
+//!
+//! `POST /v1/sql` takes `{"sql": "…"}` (or the SQL as a plain-text body) and answers
+//! `{"columns": [{"name", "type"}], "rows": [{…}], "row_count", "truncated", "elapsed_ms"}`.
+//! Bad SQL is a 400 with `{"error": "bad_sql", "detail": "<what DataFusion said>"}`; a failure of
+//! the service is a 500 with an opaque message, logged once.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tracing::error;
+
+use crate::{Error, QueryService, to_json_rows};
+
+/// Most rows one HTTP answer carries; more are cut and `truncated` is set.
+const MAX_ROWS: usize = 100_000;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, body) = match &self {
+            Error::BadSql { message } => (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad_sql", "detail": message}),
+            ),
+            other => {
+                error!(error = %other, "query failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"error": "internal", "detail": "the query failed on the server; see its log"}),
+                )
+            }
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+fn bad_request(detail: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": "bad_request", "detail": detail})),
+    )
+        .into_response()
+}
+
+async fn sql(
+    State(service): State<Arc<QueryService>>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+        || body.trim_start().starts_with('{');
+    let statement = if is_json {
+        match serde_json::from_str::<serde_json::Value>(&body) {
+            Ok(v) => match v.get("sql").and_then(|s| s.as_str()) {
+                Some(s) => s.to_owned(),
+                None => return bad_request("the body must be {\"sql\": \"<statement>\"}".into()),
+            },
+            Err(e) => return bad_request(format!("the body is not JSON: {e}")),
+        }
+    } else {
+        body
+    };
+    if statement.trim().is_empty() {
+        return bad_request("no SQL statement given".into());
+    }
+    let result = match service.sql(&statement).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let mut rows = match to_json_rows(&result) {
+        Ok(rows) => rows,
+        Err(e) => return e.into_response(),
+    };
+    let truncated = rows.len() > MAX_ROWS;
+    rows.truncate(MAX_ROWS);
+    let columns: Vec<_> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
+        .collect();
+    axum::Json(json!({
+        "columns": columns,
+        "row_count": rows.len(),
+        "truncated": truncated,
+        "elapsed_ms": result.elapsed.as_secs_f64() * 1000.0,
+        "rows": rows,
+    }))
+    .into_response()
+}
+
+async fn tables(State(service): State<Arc<QueryService>>) -> Response {
+    match service.tables().await {
+        Ok(tables) => axum::Json(json!({
+            "tables": tables.iter().map(|(name, version, schema)| json!({
+                "name": name,
+                "delta_version": version,
+                "columns": schema.fields().iter().map(|f| json!({"name": f.name(), "type": f.data_type().to_string()})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /v1/sql` and `GET /v1/tables` (merge with the operations routes of the process).
+pub fn router(service: Arc<QueryService>) -> Router {
+    Router::new()
+        .route("/v1/sql", post(sql))
+        .route("/v1/tables", get(tables))
+        .with_state(service)
+}
+
+/// Serves the API with `/health`, `/ready` and `/metrics` until `shutdown` resolves.
+pub async fn serve(
+    service: Arc<QueryService>,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let metrics = service.clone();
+    let app = router(service)
+        .route(
+            "/health",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route(
+            "/ready",
+            get(|| async { axum::Json(json!({"status": "ready"})) }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        m.render_prometheus(),
+                    )
+                }
+            }),
+        );
+    let serve_err = |source| Error::Serve {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(serve_err)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(serve_err)
+}

@@ -1,0 +1,281 @@
+//! The DataFusion session over the lake, kept current as the lake grows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use shoplake_batch::Lake;
+use shoplake_events::lake::{BAD_ROWS_TABLE, EVENTS_TABLE, ORDERS_TABLE};
+use tokio::sync::Mutex;
+use tracing::{debug, info};
+
+use crate::{Error, Result};
+
+/// The views, in dependency order: (name, `CREATE OR REPLACE VIEW` statement).
+pub const VIEWS: &[(&str, &str)] = &[
+    ("sessions", include_str!("../../sql/views/sessions.sql")),
+    (
+        "daily_campaign_performance",
+        include_str!("../../sql/views/daily_campaign_performance.sql"),
+    ),
+    (
+        "funnel_steps",
+        include_str!("../../sql/views/funnel_steps.sql"),
+    ),
+];
+
+/// How the query session runs.
+#[derive(Clone, Debug)]
+pub struct QueryOptions {
+    /// Storage options for the lake (S3 endpoint, region, credentials).
+    pub storage_options: HashMap<String, String>,
+    /// Memory all running queries may hold; a query over it fails instead of taking the host down.
+    pub memory_limit_bytes: usize,
+    /// How often, at most, table versions are checked.
+    pub refresh_interval: Duration,
+}
+
+impl Default for QueryOptions {
+    fn default() -> Self {
+        QueryOptions {
+            storage_options: HashMap::new(),
+            memory_limit_bytes: 2 << 30,
+            refresh_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A query's result: its schema (also when there are no rows) and its batches.
+#[derive(Clone, Debug)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub elapsed: Duration,
+}
+
+impl QueryResult {
+    pub fn row_count(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+struct Refresh {
+    checked: Option<Instant>,
+    /// Registered Delta version per table (None: registered empty).
+    versions: HashMap<&'static str, Option<u64>>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct QueryMetrics {
+    pub queries: AtomicU64,
+    pub bad_sql: AtomicU64,
+    pub failed: AtomicU64,
+    pub micros: AtomicU64,
+}
+
+/// SQL over the lake.
+pub struct QueryService {
+    ctx: SessionContext,
+    lake: Lake,
+    options: QueryOptions,
+    refresh: Mutex<Refresh>,
+    metrics: QueryMetrics,
+}
+
+const TABLES: [&str; 3] = [EVENTS_TABLE, ORDERS_TABLE, BAD_ROWS_TABLE];
+
+fn empty_schema(table: &str) -> SchemaRef {
+    match table {
+        EVENTS_TABLE => shoplake_events::events_schema(),
+        BAD_ROWS_TABLE => shoplake_events::bad_rows_schema(),
+        _ => shoplake_batch::orders::orders_schema(),
+    }
+}
+
+impl QueryService {
+    /// Opens the lake at `lake_root` (a path or URL) and registers its tables and views.
+    pub async fn open(lake_root: &str, storage_options: HashMap<String, String>) -> Result<Self> {
+        Self::open_with(
+            lake_root,
+            QueryOptions {
+                storage_options,
+                ..QueryOptions::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn open_with(lake_root: &str, options: QueryOptions) -> Result<Self> {
+        let lake = Lake::open(lake_root, options.storage_options.clone())?;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(options.memory_limit_bytes, 1.0)
+            .build_arc()
+            .map_err(Error::execution)?;
+        let mut config = SessionConfig::new().with_information_schema(true);
+        let parquet = &mut config.options_mut().execution.parquet;
+        // Evaluate filters while decoding (late materialisation) and use page indexes.
+        parquet.pushdown_filters = true;
+        parquet.reorder_filters = true;
+        parquet.enable_page_index = true;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let service = QueryService {
+            ctx,
+            lake,
+            options,
+            refresh: Mutex::new(Refresh {
+                checked: None,
+                versions: HashMap::new(),
+            }),
+            metrics: QueryMetrics::default(),
+        };
+        service.refresh(true).await?;
+        Ok(service)
+    }
+
+    /// Counters of queries served.
+    pub fn metrics(&self) -> &QueryMetrics {
+        &self.metrics
+    }
+
+    /// The tables and their registered Delta versions (None: not written yet).
+    pub async fn tables(&self) -> Result<Vec<(String, Option<u64>, SchemaRef)>> {
+        self.refresh(false).await?;
+        let refresh = self.refresh.lock().await;
+        Ok(TABLES
+            .iter()
+            .map(|t| {
+                let version = refresh.versions.get(t).copied().flatten();
+                (t.to_string(), version, empty_schema(t))
+            })
+            .collect())
+    }
+
+    /// Registers new table versions (and the views again) when the lake changed.
+    async fn refresh(&self, force: bool) -> Result<()> {
+        let mut refresh = self.refresh.lock().await;
+        if !force
+            && refresh
+                .checked
+                .is_some_and(|t| t.elapsed() < self.options.refresh_interval)
+        {
+            return Ok(());
+        }
+        let mut changed = force;
+        for name in TABLES {
+            let table = self.lake.table(name).await?;
+            let version = table.as_ref().and_then(|t| t.version());
+            if !force && refresh.versions.get(name) == Some(&version) {
+                continue;
+            }
+            let provider: Arc<dyn TableProvider> = match table {
+                Some(table) => {
+                    table
+                        .update_datafusion_session(&self.ctx.state())
+                        .map_err(|source| shoplake_batch::Error::delta(name, source))?;
+                    table.table_provider().await.map_err(Error::execution)?
+                }
+                None => Arc::new(
+                    MemTable::try_new(empty_schema(name), vec![vec![]])
+                        .map_err(Error::execution)?,
+                ),
+            };
+            self.ctx.deregister_table(name).map_err(Error::execution)?;
+            self.ctx
+                .register_table(name, provider)
+                .map_err(Error::execution)?;
+            debug!(table = name, ?version, "registered table version");
+            refresh.versions.insert(name, version);
+            changed = true;
+        }
+        if changed {
+            // Views hold the plan of the providers they were created over: create them again.
+            for (view, statement) in VIEWS {
+                self.ctx
+                    .sql(statement)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::BadSql {
+                        message: format!("view {view} in sql/views does not plan: {e}"),
+                    })?;
+            }
+            if !force {
+                info!(versions = ?refresh.versions, "lake changed; tables and views refreshed");
+            }
+        }
+        refresh.checked = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Runs one query (a SELECT, WITH, EXPLAIN, SHOW or DESCRIBE statement).
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        let start = Instant::now();
+        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
+        let result = self.run(sql).await;
+        self.metrics
+            .micros
+            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
+        match &result {
+            Err(Error::BadSql { .. }) => self.metrics.bad_sql.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.metrics.failed.fetch_add(1, Ordering::Relaxed),
+            Ok(_) => 0,
+        };
+        result.map(|(schema, batches)| QueryResult {
+            schema,
+            batches,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    async fn run(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        self.refresh(false).await?;
+        let read_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = self
+            .ctx
+            .sql_with_options(sql, read_only)
+            .await
+            .map_err(classify)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(classify)?;
+        Ok((schema, batches))
+    }
+
+    /// Prometheus text of the query counters.
+    pub fn render_prometheus(&self) -> String {
+        let m = &self.metrics;
+        format!(
+            "# TYPE shoplake_queries_total counter\nshoplake_queries_total {}\n\
+             # TYPE shoplake_query_errors_total counter\nshoplake_query_errors_total{{kind=\"bad_sql\"}} {}\n\
+             shoplake_query_errors_total{{kind=\"failed\"}} {}\n\
+             # TYPE shoplake_query_seconds_total counter\nshoplake_query_seconds_total {}\n",
+            m.queries.load(Ordering::Relaxed),
+            m.bad_sql.load(Ordering::Relaxed),
+            m.failed.load(Ordering::Relaxed),
+            m.micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
+}
+
+/// Planning errors are the user's SQL; execution errors are ours, unless they are about the SQL.
+fn classify(e: DataFusionError) -> Error {
+    match e.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => Error::BadSql {
+            message: e.find_root().to_string(),
+        },
+        _ => Error::execution(e),
+    }
+}
