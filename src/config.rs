@@ -25,6 +25,8 @@ pub struct PipelineConfig {
 pub struct CompactionConfig {
     /// Seconds between compactions in `shoplake up`.
     pub interval_secs: u64,
+    /// Seconds between OPTIMIZE runs (small files → large) in `shoplake up`; 0 turns them off.
+    pub optimize_interval_secs: u64,
     /// Most bytes of staging read per round.
     pub max_bytes: u64,
     /// Target size of lake files, bytes.
@@ -38,6 +40,7 @@ impl Default for CompactionConfig {
         let d = shoplake_batch::CompactOptions::default();
         CompactionConfig {
             interval_secs: 15,
+            optimize_interval_secs: 3600,
             max_bytes: d.max_bytes,
             target_file_size: d.target_file_size,
             zstd_level: d.zstd_level,

@@ -16,6 +16,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(flatten)]
     log: ops::LogArgs,
+    #[command(flatten)]
+    data: config::DataArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,14 +46,15 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let data = cli.data;
     runtime.block_on(async move {
         match cli.command {
-            Command::Up(args) => commands::up::run(args).await,
-            Command::Emit(args) => commands::emit::run(args).await,
-            Command::Stream(args) => commands::stream::run(args).await,
-            Command::Batch(args) => commands::batch::run(args).await,
-            Command::Sql(args) => commands::sql::run(args).await,
-            Command::Query(args) => commands::query::run(args).await,
+            Command::Up(args) => commands::up::run(args, data).await,
+            Command::Emit(args) => commands::emit::run(args, data).await,
+            Command::Stream(args) => commands::stream::run(args, data).await,
+            Command::Batch(args) => commands::batch::run(args, data).await,
+            Command::Sql(args) => commands::sql::run(args, data).await,
+            Command::Query(args) => commands::query::run(args, data).await,
             Command::Config(args) => commands::config::run(args),
         }
     })

@@ -7,10 +7,17 @@ use axum::Router;
 use axum::routing::get;
 use tracing_subscriber::EnvFilter;
 
+/// Libraries whose INFO lines are per-operation detail (every Delta snapshot and scan), and the
+/// delta writer's WARN for every binary column it keeps no statistics for (`bad_rows.raw`). A
+/// filter given with `--log` comes after this one, so naming a library there overrides it.
+const QUIET_LIBRARIES: &str = "info,buoyant_kernel=warn,deltalake_core=warn,deltalake_core::writer::stats=error,deltalake_core::kernel::transaction=off,datafusion=warn";
+
 /// Logging flags.
 #[derive(Clone, Debug, clap::Args)]
 pub struct LogArgs {
-    /// Log filter (tracing EnvFilter syntax), e.g. `info,shoplake_transform=debug`.
+    /// Log filter (tracing EnvFilter syntax), e.g. `info,shoplake_transform=debug`. `info` is
+    /// shoplake's own progress; the libraries under it (Delta, DataFusion) log at `warn` and above
+    /// unless named.
     #[arg(long, env = "SHOPLAKE_LOG", default_value = "info", global = true)]
     pub log: String,
     /// Log format.
@@ -20,7 +27,8 @@ pub struct LogArgs {
 
 impl LogArgs {
     pub fn init(&self) {
-        let filter = EnvFilter::try_new(&self.log).unwrap_or_else(|_| EnvFilter::new("info"));
+        let filter = EnvFilter::try_new(format!("{QUIET_LIBRARIES},{}", self.log))
+            .unwrap_or_else(|_| EnvFilter::new(QUIET_LIBRARIES));
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr);

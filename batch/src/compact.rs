@@ -9,6 +9,7 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Date32Type, SchemaRef};
 use datafusion::common::{JoinType, ScalarValue};
 use datafusion::prelude::{SessionContext, col, lit};
+use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
@@ -25,6 +26,9 @@ use tracing::{debug, info};
 
 use crate::orders::{ORDERS_SQL, orders_schema};
 use crate::{Error, Lake, Result};
+
+/// The Delta application id of compaction commits (see [`append_new`]).
+pub const COMPACTOR_APP_ID: &str = "shoplake-compactor";
 
 /// How much one compaction round takes and how it writes.
 #[derive(Clone, Debug)]
@@ -119,13 +123,17 @@ async fn read_staging(lake: &Lake, files: &[ObjectMeta]) -> Result<Vec<RecordBat
             path: f.location.to_string(),
             source,
         };
-        let bytes = store
-            .get(&f.location)
-            .await
-            .map_err(store_err)?
-            .bytes()
-            .await
-            .map_err(store_err)?;
+        let got = match store.get(&f.location).await {
+            Ok(got) => got,
+            // Consumed by another compactor since the listing: files are deleted only after
+            // their rows are committed, so there is nothing left to do for it.
+            Err(object_store::Error::NotFound { .. }) => {
+                debug!(path = %f.location, "staging file already compacted by another run");
+                continue;
+            }
+            Err(source) => return Err(store_err(source)),
+        };
+        let bytes = got.bytes().await.map_err(store_err)?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .and_then(|b| b.with_batch_size(65_536).build())
             .map_err(|source| Error::Staging {
@@ -215,6 +223,37 @@ fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBa
         .collect()
 }
 
+/// Creates `table_name` empty (a commit with its schema and partitioning, no files) and loads it.
+///
+/// Tables are created before any rows go in, so that every row is appended against a snapshot
+/// and guarded by the compactor's application transaction: delta-rs retries a *creating* commit
+/// that lost the race at the next version without a conflict check, which would let two
+/// compactors that both saw no table append the same rows. Two concurrent creations are harmless
+/// (the second adds an empty commit).
+async fn create_table(
+    lake: &Lake,
+    table_name: &str,
+    schema: &SchemaRef,
+    opts: &CompactOptions,
+) -> Result<deltalake::DeltaTable> {
+    let partitions: &[&str] = if schema.column_with_name(EVENT_DATE).is_some() {
+        &[EVENT_DATE]
+    } else {
+        &[]
+    };
+    lake.table_for_write(table_name)
+        .await?
+        .write(vec![RecordBatch::new_empty(schema.clone())])
+        .with_save_mode(SaveMode::Ignore)
+        .with_partition_columns(partitions.iter().copied())
+        .with_writer_properties(writer_properties(opts)?)
+        .await
+        .map_err(delta_err(table_name))?;
+    lake.table(table_name).await?.ok_or_else(|| Error::Lake {
+        message: format!("table {table_name} is missing right after its creation"),
+    })
+}
+
 /// Appends the rows of `batches` whose `key` the table does not hold yet; returns (written, skipped).
 async fn append_new(
     lake: &Lake,
@@ -237,32 +276,33 @@ async fn append_new(
         .map_err(&qe)?
         .alias("s")
         .map_err(&qe)?;
-    let df = match lake.table(table_name).await? {
-        Some(table) => {
-            table
-                .update_datafusion_session(&ctx.state())
-                .map_err(delta_err(table_name))?;
-            let provider = table.table_provider().await.map_err(&qe)?;
-            let dates = dates
-                .iter()
-                .map(|d| lit(ScalarValue::Date32(Some(*d))))
-                .collect();
-            let existing = ctx
-                .read_table(provider)
-                .and_then(|t| t.filter(col(EVENT_DATE).in_list(dates, false)))
-                .and_then(|t| t.select_columns(&[key]))
-                .and_then(|t| t.alias("l"))
-                .map_err(&qe)?;
-            staged
-                .join_on(
-                    existing,
-                    JoinType::LeftAnti,
-                    [col(format!("s.{key}")).eq(col(format!("l.{key}")))],
-                )
-                .map_err(&qe)?
-        }
-        None => staged,
+    // The table is loaded once: the anti-join and the commit use the same snapshot, so a
+    // compactor that committed in between is a conflict (see below), never a silent duplicate.
+    let table = match lake.table(table_name).await? {
+        Some(table) => table,
+        None => create_table(lake, table_name, &schema, opts).await?,
     };
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(delta_err(table_name))?;
+    let provider = table.table_provider().await.map_err(&qe)?;
+    let dates = dates
+        .iter()
+        .map(|d| lit(ScalarValue::Date32(Some(*d))))
+        .collect();
+    let existing = ctx
+        .read_table(provider)
+        .and_then(|t| t.filter(col(EVENT_DATE).in_list(dates, false)))
+        .and_then(|t| t.select_columns(&[key]))
+        .and_then(|t| t.alias("l"))
+        .map_err(&qe)?;
+    let df = staged
+        .join_on(
+            existing,
+            JoinType::LeftAnti,
+            [col(format!("s.{key}")).eq(col(format!("l.{key}")))],
+        )
+        .map_err(&qe)?;
     let df = if schema.column_with_name(EVENT_TIME).is_some() {
         df.sort(vec![
             col(EVENT_DATE).sort(true, false),
@@ -275,20 +315,35 @@ async fn append_new(
     let out = conform(df.collect().await.map_err(&qe)?, &schema)?;
     let written: usize = out.iter().map(|b| b.num_rows()).sum();
     if written > 0 {
-        let table = lake.table_for_write(table_name).await?;
+        // Every compaction commit carries the next version of one application transaction
+        // (Delta `txn` action). Two compactors that read the same snapshot both write the same
+        // app id, and Delta's conflict checker refuses the second commit instead of letting two
+        // blind appends both land; the loser re-runs its round against the new snapshot.
+        let txn_version = table
+            .snapshot()
+            .map_err(delta_err(table_name))?
+            .transaction_version(table.log_store().as_ref(), COMPACTOR_APP_ID)
+            .await
+            .map_err(delta_err(table_name))?
+            .unwrap_or(0)
+            + 1;
         table
             .write(out)
             .with_save_mode(SaveMode::Append)
             .with_partition_columns([EVENT_DATE])
             .with_writer_properties(writer_properties(opts)?)
             .with_target_file_size(NonZeroU64::new(opts.target_file_size))
-            .with_commit_properties(CommitProperties::default().with_metadata([
-                (
-                    "shoplake.operation".to_owned(),
-                    serde_json::json!(operation),
-                ),
-                ("shoplake.rows".to_owned(), serde_json::json!(written)),
-            ]))
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_application_transaction(Transaction::new(COMPACTOR_APP_ID, txn_version))
+                    .with_metadata([
+                        (
+                            "shoplake.operation".to_owned(),
+                            serde_json::json!(operation),
+                        ),
+                        ("shoplake.rows".to_owned(), serde_json::json!(written)),
+                    ]),
+            )
             .await
             .map_err(delta_err(table_name))?;
     }
@@ -314,8 +369,12 @@ pub async fn rebuild_orders(lake: &Lake, opts: &CompactOptions) -> Result<u64> {
         .collect()
         .await
         .map_err(&qe)?;
-    let batches = conform(batches, &orders_schema())?;
+    let mut batches = conform(batches, &orders_schema())?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if batches.is_empty() {
+        // No order yet: the table is written empty (a write needs at least one batch).
+        batches.push(RecordBatch::new_empty(orders_schema()));
+    }
     lake.table_for_write(ORDERS_TABLE)
         .await?
         .write(batches)
@@ -412,11 +471,38 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     Ok(report)
 }
 
+/// Conflicts with concurrent compactors tolerated in a row before giving up.
+const MAX_CONFLICTS_IN_A_ROW: u64 = 50;
+
 /// Compacts until staging is empty.
 pub async fn compact_all(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
     let mut total = CompactReport::default();
+    let mut conflicts = 0;
     loop {
-        let round = compact(lake, opts).await?;
+        let round = match compact(lake, opts).await {
+            Ok(round) => round,
+            // Another compactor committed first: re-run the round (idempotent) on its result.
+            // Each conflict means the other compactor made progress, so this cannot go on for
+            // ever; the bound is on conflicts in a row, with jitter so two runs fall out of step.
+            Err(e) if e.is_conflict() && conflicts < MAX_CONFLICTS_IN_A_ROW => {
+                conflicts += 1;
+                debug!(error = %e, conflicts, "another compactor committed first; re-running the round");
+                let jitter = u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .subsec_nanos()
+                        % 50,
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    20 * conflicts.min(10) + jitter,
+                ))
+                .await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        conflicts = 0;
         if round.staged_files == 0 {
             break;
         }

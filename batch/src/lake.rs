@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::{DeltaTable, DeltaTableBuilder};
+use futures::StreamExt;
 use object_store::ObjectStore;
 use url::Url;
 
@@ -76,24 +77,49 @@ impl Lake {
             })
     }
 
+    /// Whether table `name` has a Delta log (was ever committed).
+    pub async fn table_exists(&self, name: &str) -> Result<bool> {
+        let log = object_store::path::Path::from(format!("{name}/_delta_log"));
+        match self.store.list(Some(&log)).next().await {
+            None | Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(source)) => Err(Error::Store {
+                path: log.to_string(),
+                source,
+            }),
+        }
+    }
+
     /// Loads table `name`; `None` when it was never written.
     pub async fn table(&self, name: &str) -> Result<Option<DeltaTable>> {
+        if !self.table_exists(name).await? {
+            return Ok(None);
+        }
         let url = self.table_url(name)?;
         let mut table = DeltaTableBuilder::from_url(url)
             .and_then(|b| b.with_storage_options(self.storage_options.clone()).build())
             .map_err(|source| Error::delta(name, source))?;
-        match table.load().await {
-            Ok(()) => Ok(Some(table)),
-            Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),
-            Err(source) => Err(Error::delta(name, source)),
-        }
+        table
+            .load()
+            .await
+            .map_err(|source| Error::delta(name, source))?;
+        Ok(Some(table))
     }
 
-    /// The table handle for writing (loaded when it exists, uninitialised otherwise).
+    /// The table handle for writing: loaded when it exists, uninitialised (created by the first
+    /// write) otherwise.
     pub async fn table_for_write(&self, name: &str) -> Result<DeltaTable> {
+        if let Some(table) = self.table(name).await? {
+            return Ok(table);
+        }
         let url = self.table_url(name)?;
-        DeltaTable::try_from_url_with_storage_options(url, self.storage_options.clone())
-            .await
+        if let Ok(path) = url.to_file_path() {
+            std::fs::create_dir_all(&path).map_err(|e| Error::Lake {
+                message: format!("creating {}: {e}", path.display()),
+            })?;
+        }
+        DeltaTableBuilder::from_url(url)
+            .and_then(|b| b.with_storage_options(self.storage_options.clone()).build())
             .map_err(|source| Error::delta(name, source))
     }
 }

@@ -25,6 +25,8 @@
 //! other engines read); `datafusion` runs the anti-join and the orders SQL; `object_store` and
 //! `parquet` read the staging files.
 
+use deltalake::kernel::transaction::TransactionError;
+
 pub mod compact;
 mod lake;
 pub mod optimize;
@@ -69,9 +71,29 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("lake: {message}")]
     Lake { message: String },
+    /// Another writer committed first; re-running the (idempotent) job resolves it.
+    #[error("delta table {table}: a concurrent writer won: {message}")]
+    Conflict { table: String, message: String },
 }
 
 impl Error {
+    /// Whether a concurrent writer committed first (re-running the job resolves it).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            Error::Conflict { .. } => true,
+            Error::Delta { source, .. } => matches!(
+                &**source,
+                deltalake::DeltaTableError::VersionAlreadyExists(_)
+                    | deltalake::DeltaTableError::Transaction {
+                        source: TransactionError::CommitConflict(_)
+                            | TransactionError::VersionAlreadyExists(_)
+                            | TransactionError::MaxCommitAttempts(_),
+                    }
+            ),
+            _ => false,
+        }
+    }
+
     /// A Delta error on `table`.
     pub fn delta(table: &str, source: deltalake::DeltaTableError) -> Self {
         Error::Delta {
@@ -90,6 +112,9 @@ impl Error {
 
     /// Whether re-running the job can succeed (it is idempotent, so re-running is always safe).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Store { .. } | Error::Delta { .. })
+        matches!(
+            self,
+            Error::Store { .. } | Error::Delta { .. } | Error::Conflict { .. }
+        )
     }
 }

@@ -121,14 +121,11 @@ pub fn router(service: Arc<QueryService>) -> Router {
         .with_state(service)
 }
 
-/// Serves the API with `/health`, `/ready` and `/metrics` until `shutdown` resolves.
-pub async fn serve(
-    service: Arc<QueryService>,
-    addr: SocketAddr,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> crate::Result<()> {
+/// The API with `/health`, `/ready` and `/metrics` (the query counters): what `shoplake query`
+/// serves.
+pub fn app(service: Arc<QueryService>) -> Router {
     let metrics = service.clone();
-    let app = router(service)
+    router(service)
         .route(
             "/health",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
@@ -148,7 +145,15 @@ pub async fn serve(
                     )
                 }
             }),
-        );
+        )
+}
+
+/// Serves [`app`] on `addr` until `shutdown` resolves.
+pub async fn serve(
+    service: Arc<QueryService>,
+    addr: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
     let serve_err = |source| Error::Serve {
         addr: addr.to_string(),
         source,
@@ -156,7 +161,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(serve_err)?;
-    axum::serve(listener, app)
+    axum::serve(listener, app(service))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(serve_err)

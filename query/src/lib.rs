@@ -29,7 +29,7 @@ mod http;
 mod render;
 mod service;
 
-pub use http::{router, serve};
+pub use http::{app, router, serve};
 pub use render::{Format, render, to_json_rows};
 pub use service::{QueryOptions, QueryResult, QueryService, VIEWS};
 

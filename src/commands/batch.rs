@@ -6,8 +6,6 @@ use crate::config::DataArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    data: DataArgs,
     #[command(subcommand)]
     job: Job,
 }
@@ -24,9 +22,9 @@ enum Job {
     },
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.data.pipeline_config()?;
-    let lake = args.data.open_lake()?;
+pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
+    let config = data.pipeline_config()?;
+    let lake = data.open_lake()?;
     match args.job {
         Job::Compact => {
             let r = shoplake_batch::compact_all(&lake, &config.compaction.options()).await?;

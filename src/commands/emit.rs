@@ -15,8 +15,6 @@ use crate::sink::StreamSink;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub data: DataArgs,
     /// Seed of the simulation: the same seed gives the same events.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -64,9 +62,9 @@ pub fn sessions_per_hour_for(rate: f64, base: &SimConfig) -> f64 {
     rate * 3600.0 / per_session
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.data.pipeline_config()?;
-    let stream = Arc::new(args.data.open_stream(&config)?);
+pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
+    let config = data.pipeline_config()?;
+    let stream = Arc::new(data.open_stream(&config)?);
     let start = match &args.start {
         Some(s) => shoplake_events::parse_timestamp(s)
             .with_context(|| format!("--start {s:?} is not RFC 3339"))?,
@@ -87,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let labels_path = args
         .labels
         .clone()
-        .unwrap_or_else(|| args.data.data_dir.join("simulator").join("labels.ndjson"));
+        .unwrap_or_else(|| data.data_dir.join("simulator").join("labels.ndjson"));
     let emitter = Emitter::new(Arc::new(StreamSink(stream)), EmitterConfig::default());
     let deadline = args
         .duration

@@ -6,8 +6,6 @@ use crate::config::DataArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    data: DataArgs,
     /// The SQL statement.
     sql: String,
     /// Output format.
@@ -15,8 +13,8 @@ pub struct Args {
     format: String,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let service = QueryService::open(&args.data.lake_root(), Default::default()).await?;
+pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
+    let service = QueryService::open(&data.lake_root(), Default::default()).await?;
     let result = service.sql(&args.sql).await?;
     let format = match args.format.as_str() {
         "csv" => Format::Csv,

@@ -10,8 +10,6 @@ use crate::ops;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub data: DataArgs,
     /// Process until the stream is caught up, then exit (instead of running until Ctrl-C).
     #[arg(long)]
     pub drain: bool,
@@ -20,14 +18,14 @@ pub struct Args {
     pub metrics_addr: std::net::SocketAddr,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.data.pipeline_config()?;
-    let stream = Arc::new(args.data.open_stream(&config)?);
-    let lake = args.data.open_lake()?;
+pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
+    let config = data.pipeline_config()?;
+    let stream = Arc::new(data.open_stream(&config)?);
+    let lake = data.open_lake()?;
     let mut stage = Stage::open(
         stream,
         lake.store(),
-        &args.data.stage_state_path(),
+        &data.stage_state_path(),
         config.stage.clone(),
     )?;
     if args.drain {

@@ -21,8 +21,6 @@ use crate::sink::StreamSink;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub data: DataArgs,
     /// Events per second the simulated storefront emits (0: no simulator, ingest only).
     #[arg(long, env = "SHOPLAKE_RATE", default_value_t = 200.0)]
     pub rate: f64,
@@ -65,12 +63,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.data.pipeline_config()?;
-    std::fs::create_dir_all(&args.data.data_dir)
-        .with_context(|| format!("creating {}", args.data.data_dir.display()))?;
-    let stream = Arc::new(args.data.open_stream(&config)?);
-    let lake = Arc::new(args.data.open_lake()?);
+pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
+    let config = data.pipeline_config()?;
+    std::fs::create_dir_all(&data.data_dir)
+        .with_context(|| format!("creating {}", data.data_dir.display()))?;
+    let stream = Arc::new(data.open_stream(&config)?);
+    let lake = Arc::new(data.open_lake()?);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         ops::shutdown_signal().await;
@@ -80,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Simulated storefront.
     let simulator = if args.rate > 0.0 {
-        let seed = next_simulator_seed(&args.data, args.seed)?;
+        let seed = next_simulator_seed(&data, args.seed)?;
         let mut sim_config = SimConfig {
             seed,
             start_micros: chrono::Utc::now().timestamp_micros(),
@@ -91,7 +89,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Arc::new(StreamSink(stream.clone())),
             EmitterConfig::default(),
         );
-        let labels = args.data.data_dir.join("simulator").join("labels.ndjson");
+        let labels = data.data_dir.join("simulator").join("labels.ndjson");
         let rx = stop_rx.clone();
         Some(tokio::spawn(async move {
             let mut sim = Simulator::new(sim_config);
@@ -104,17 +102,42 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None
     };
 
-    // Streaming stage.
-    let mut stage = Stage::open(
-        stream.clone(),
-        lake.store(),
-        &args.data.stage_state_path(),
-        config.stage.clone(),
-    )?;
-    let stage_metrics = stage.metrics();
+    // Streaming stage: re-opened from its checkpoint after a failure (nothing is lost: the
+    // checkpoint only moves after staging is durable).
+    let stage_metrics = Arc::new(shoplake_transform::StageMetrics::default());
     let stage_task = {
-        let rx = stop_rx.clone();
-        tokio::spawn(async move { stage.run(stopped(rx)).await.map_err(anyhow::Error::from) })
+        let (rx, stream, store, state_path, stage_config, metrics) = (
+            stop_rx.clone(),
+            stream.clone(),
+            lake.store(),
+            data.stage_state_path(),
+            config.stage.clone(),
+            stage_metrics.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let attempt = async {
+                    let mut stage = Stage::open(
+                        stream.clone(),
+                        store.clone(),
+                        &state_path,
+                        stage_config.clone(),
+                    )?
+                    .with_metrics(metrics.clone());
+                    stage.run(stopped(rx.clone())).await
+                };
+                match attempt.await {
+                    Ok(()) => return Ok::<(), anyhow::Error>(()),
+                    Err(e) => {
+                        error!(error = %e, retryable = e.is_retryable(), "the streaming stage failed; restarting it from its checkpoint in 5 s");
+                        if *rx.borrow() {
+                            return Err(e.into());
+                        }
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+            }
+        })
     };
 
     // Compaction on a schedule.
@@ -127,7 +150,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             lake_events.clone(),
         );
         let every = Duration::from_secs(config.compaction.interval_secs.max(1));
+        let optimize_every = Duration::from_secs(config.compaction.optimize_interval_secs);
         tokio::spawn(async move {
+            let mut last_optimize = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
@@ -141,15 +166,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         warn!(error = %e, "compaction failed; it is retried at the next interval")
                     }
                 }
+                if !optimize_every.is_zero() && last_optimize.elapsed() >= optimize_every {
+                    last_optimize = std::time::Instant::now();
+                    for table in shoplake_events::lake::TABLES {
+                        match shoplake_batch::optimize::optimize(
+                            &lake,
+                            table,
+                            opts.target_file_size,
+                        )
+                        .await
+                        {
+                            Ok(r) if r.files_removed > 0 => info!(
+                                table,
+                                removed = r.files_removed,
+                                added = r.files_added,
+                                "optimized"
+                            ),
+                            Ok(_) => {}
+                            Err(e) => {
+                                warn!(table, error = %e, "optimize failed; it is retried at the next interval")
+                            }
+                        }
+                    }
+                }
             }
         })
     };
 
     // SQL API and operations endpoints.
-    let service = Arc::new(QueryService::open(&args.data.lake_root(), Default::default()).await?);
-    let metrics = stage_metrics.clone();
+    let service = Arc::new(QueryService::open(&data.lake_root(), Default::default()).await?);
+    let (metrics, query) = (stage_metrics.clone(), service.clone());
     let router = shoplake_query::router(service).merge(ops::ops_router(Arc::new(move || {
-        metrics.render_prometheus()
+        metrics.render_prometheus() + &query.render_prometheus()
     })));
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
@@ -168,7 +216,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let addr = args.http_addr;
     eprintln!(
         "\nshoplake is up (data in {}).\n  SQL over HTTP:  curl -s http://{addr}/v1/sql -d '{{\"sql\": \"select event_name, count(*) from events group by 1\"}}'\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health\n  Stop with Ctrl-C; start again to continue.\n",
-        args.data.data_dir.display()
+        data.data_dir.display()
     );
 
     // Progress.

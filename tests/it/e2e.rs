@@ -126,6 +126,48 @@ fn simulator_to_lake_is_exact() {
     assert!(!funnel.is_empty());
     let campaigns = count(data, "select count(*) from daily_campaign_performance");
     assert!(campaigns > 0);
+    other_engines_read_the_lake(data, &stats);
+}
+
+/// The lake is plain Delta Lake: the deltalake Python package and DuckDB see the same rows.
+/// scripts/test installs them and sets SHOPLAKE_TEST_PYTHON; without it, this part is skipped.
+fn other_engines_read_the_lake(data: &Path, stats: &Value) {
+    let Some(python) = std::env::var_os("SHOPLAKE_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED: reading the lake with deltalake and DuckDB (SHOPLAKE_TEST_PYTHON is not set; ./scripts/test sets it)"
+        );
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/other_engines.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(data.join("lake"))
+        .output()
+        .expect("start python");
+    let seen: Value = serde_json::from_str(ok(out).trim()).expect("json from other_engines.py");
+    let valid = stats["valid_unique"].as_u64().unwrap();
+    let bad = stats["bad"].as_u64().unwrap();
+    for (engine, key) in [("deltalake", "deltalake_rows"), ("duckdb", "duckdb_rows")] {
+        assert_eq!(
+            seen["events"][key].as_u64(),
+            Some(valid),
+            "{engine}: {seen}"
+        );
+        assert_eq!(
+            seen["bad_rows"][key].as_u64(),
+            Some(bad),
+            "{engine}: {seen}"
+        );
+    }
+    assert_eq!(seen["events"]["duckdb_distinct_ids"].as_u64(), Some(valid));
+    assert_eq!(
+        seen["orders"]["deltalake_rows"].as_u64(),
+        Some(count(data, "select count(*) from orders"))
+    );
+    assert_eq!(
+        seen["events"]["partitions"],
+        serde_json::json!(["event_date"])
+    );
 }
 
 fn kill_after(mut child: Child, after: Duration) {
@@ -187,4 +229,187 @@ fn config_check_reports_the_bad_field() {
         err.contains("session_timeout") && err.contains("bad.toml"),
         "{err}"
     );
+}
+
+/// A free port on 127.0.0.1 (released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_sql(addr: &str, query: &str) -> Option<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/sql"))
+            .json(&serde_json::json!({ "sql": query }))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json::<Value>().await.ok()
+    })
+}
+
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let resp = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
+        Some((resp.status().as_u16(), resp.text().await.ok()?))
+    })
+}
+
+/// (events, distinct event ids) in the lake, asked over HTTP.
+fn lake_counts(addr: &str) -> Option<(u64, u64)> {
+    let answer = http_sql(
+        addr,
+        "select count(*) as n, count(distinct event_id) as ids from events",
+    )?;
+    let row = &answer["rows"][0];
+    Some((row["n"].as_u64()?, row["ids"].as_u64()?))
+}
+
+/// Waits until the lake served at `addr` holds more than `at_least` events.
+fn wait_for_events(child: &mut Child, addr: &str, at_least: u64) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "shoplake up exited early"
+        );
+        if let Some((n, ids)) = lake_counts(addr)
+            && n > at_least
+        {
+            return (n, ids);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no more than {at_least} events in the lake after 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shoplake up did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn up_serves_the_growing_lake_and_continues_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    std::fs::create_dir_all(data).unwrap();
+    let config = data.join("fast.toml");
+    std::fs::write(
+        &config,
+        "[stage]\nmax_batch_age_ms = 300\n[compaction]\ninterval_secs = 1\n",
+    )
+    .unwrap();
+    let start = |addr: &str| {
+        shoplake(
+            data,
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "up",
+                "--rate",
+                "2000",
+                "--http-addr",
+                addr,
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+    };
+
+    // First run: the lake fills and is served; /health and /metrics answer.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut up = start(&addr);
+    let (first, ids) = wait_for_events(&mut up, &addr, 0);
+    assert_eq!(first, ids, "no event twice");
+    let (status, _) = http_get(&addr, "/health").unwrap();
+    assert_eq!(status, 200);
+    let (_, metrics) = http_get(&addr, "/metrics").unwrap();
+    assert!(
+        metrics.contains("shoplake_stage_events_staged_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("shoplake_queries_total"), "{metrics}");
+    assert!(terminate(up).success(), "a clean stop on SIGTERM");
+    let stopped = count(data, "select count(*) from events");
+    assert!(stopped >= first);
+
+    // Killed without warning, then started again: it continues, nothing doubled.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut up = start(&addr);
+    wait_for_events(&mut up, &addr, stopped);
+    let _ = up.kill();
+    let _ = up.wait();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut up = start(&addr);
+    let (n, ids) = wait_for_events(&mut up, &addr, stopped + 100);
+    assert_eq!(n, ids, "no event twice after a kill and a restart");
+    assert!(terminate(up).success());
+    assert_eq!(
+        count(data, "select count(*) from events"),
+        count(data, "select count(distinct event_id) from events")
+    );
+}
+
+#[test]
+fn two_compactions_at_once_write_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    std::fs::create_dir_all(data).unwrap();
+    let config = data.join("small-rounds.toml");
+    // Small batches and rounds: many commits, so the two compactors overlap again and again.
+    std::fs::write(
+        &config,
+        "[stage]\nmax_batch_records = 500\nread_batch = 250\n[compaction]\nmax_bytes = 150000\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let stats = emit(data, "5", "1500");
+    run(data, &["--config", cfg, "stream", "--drain"]);
+    let compactors: Vec<Child> = (0..2)
+        .map(|_| {
+            shoplake(data, &["--config", cfg, "batch", "compact"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in compactors {
+        ok(c.wait_with_output().unwrap());
+    }
+    assert_lake_matches(data, &stats);
 }

@@ -213,6 +213,15 @@ impl Stage {
         self.metrics.clone()
     }
 
+    /// Counts into `metrics` (shared with a previous run of the stage, so counters keep going).
+    pub fn with_metrics(mut self, metrics: Arc<StageMetrics>) -> Self {
+        metrics
+            .dedup_entries
+            .store(self.dedup.len() as u64, Ordering::Relaxed);
+        self.metrics = metrics;
+        self
+    }
+
     /// Opens readers for shards not yet read; a child shard waits until its parents are finished.
     async fn discover_shards(&mut self) -> Result<()> {
         let shards = self.consumer.list_shards().await?;
@@ -550,12 +559,12 @@ impl Stage {
         tokio::pin!(shutdown);
         let mut idle = Duration::from_millis(10);
         loop {
-            let read = tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                read = self.poll() => read,
-            };
-            let read = match read {
+            // Shutdown is checked between polls, never raced against one: a poll cut off
+            // mid-flush would have taken a batch out of the builders without staging it.
+            if futures::poll!(&mut shutdown).is_ready() {
+                break;
+            }
+            let read = match self.poll().await {
                 Ok(n) => n,
                 Err(e) if e.is_retryable() => {
                     warn!(error = %e, "stream read failed, retrying");

@@ -51,25 +51,36 @@ pub struct Touch<'a> {
     pub page_url: Option<&'a str>,
 }
 
-/// The registrable-ish name of a host: `www.google.co.uk` → `google`, `l.facebook.com` → `facebook`.
+/// How many trailing labels of `labels` are the public suffix: 2 for a second-level suffix such as
+/// `co.uk` or `com.br`, else 1. (A heuristic: the full Public Suffix List is not worth its size
+/// for telling a referrer's site apart.)
+fn suffix_labels(labels: &[&str]) -> usize {
+    let n = labels.len();
+    if n >= 3
+        && matches!(labels[n - 2], "co" | "com" | "org" | "net" | "ac" | "gov")
+        && labels[n - 1].len() == 2
+    {
+        2
+    } else {
+        1
+    }
+}
+
+/// The name of a host's site: `www.google.co.uk` → `google`, `l.facebook.com` → `facebook`.
 fn site_name(host: &str) -> &str {
     let labels: Vec<&str> = host.split('.').filter(|l| !l.is_empty()).collect();
     match labels.len() {
         0 => "",
         1 => labels[0],
-        n => {
-            // Skip a second-level public suffix such as co.uk or com.br.
-            let second_last = labels[n - 2];
-            if n >= 3
-                && matches!(second_last, "co" | "com" | "org" | "net" | "ac" | "gov")
-                && labels[n - 1].len() == 2
-            {
-                labels[n - 3]
-            } else {
-                second_last
-            }
-        }
+        n => labels[n - 1 - suffix_labels(&labels)],
     }
+}
+
+/// The registrable domain of a host, with its suffix: `shop.example.co.uk` → `example.co.uk`.
+fn registrable_domain(host: &str) -> String {
+    let labels: Vec<&str> = host.split('.').filter(|l| !l.is_empty()).collect();
+    let keep = (suffix_labels(&labels) + 1).min(labels.len());
+    labels[labels.len() - keep..].join(".").to_ascii_lowercase()
 }
 
 fn host(url: &str) -> Option<&str> {
@@ -131,10 +142,12 @@ pub fn classify(t: &Touch<'_>) -> &'static str {
     let Some(referrer_host) = t.referrer.and_then(host) else {
         return DIRECT;
     };
-    let referrer_site = site_name(referrer_host);
-    if t.page_url.and_then(host).map(site_name) == Some(referrer_site) {
+    // A referrer on the shop's own site is navigation inside a visit, not a source.
+    if t.page_url.and_then(host).map(registrable_domain) == Some(registrable_domain(referrer_host))
+    {
         return DIRECT;
     }
+    let referrer_site = site_name(referrer_host);
     if SEARCH_ENGINES.contains(&referrer_site) {
         ORGANIC_SEARCH
     } else if SOCIAL_SITES.contains(&referrer_site) {
