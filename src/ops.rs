@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use tracing_subscriber::EnvFilter;
@@ -83,4 +84,23 @@ pub fn ops_router(metrics: MetricsSource) -> Router {
             "/ready",
             get(|| async { axum::Json(serde_json::json!({"status": "ready"})) }),
         )
+}
+
+/// Binds an HTTP address, so that a taken port fails the command before it announces itself.
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("binding {addr} (another shoplake running? change the address flag)")
+    })
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
 }

@@ -241,8 +241,7 @@ async fn create_table(
     } else {
         &[]
     };
-    lake.table_for_write(table_name)
-        .await?
+    lake.new_table(table_name)?
         .write(vec![RecordBatch::new_empty(schema.clone())])
         .with_save_mode(SaveMode::Ignore)
         .with_partition_columns(partitions.iter().copied())

@@ -109,9 +109,14 @@ impl Lake {
     /// The table handle for writing: loaded when it exists, uninitialised (created by the first
     /// write) otherwise.
     pub async fn table_for_write(&self, name: &str) -> Result<DeltaTable> {
-        if let Some(table) = self.table(name).await? {
-            return Ok(table);
+        match self.table(name).await? {
+            Some(table) => Ok(table),
+            None => self.new_table(name),
         }
+    }
+
+    /// An uninitialised handle on table `name`, for the write that creates it.
+    pub fn new_table(&self, name: &str) -> Result<DeltaTable> {
         let url = self.table_url(name)?;
         if let Ok(path) = url.to_file_path() {
             std::fs::create_dir_all(&path).map_err(|e| Error::Lake {

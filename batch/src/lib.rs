@@ -71,16 +71,12 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("lake: {message}")]
     Lake { message: String },
-    /// Another writer committed first; re-running the (idempotent) job resolves it.
-    #[error("delta table {table}: a concurrent writer won: {message}")]
-    Conflict { table: String, message: String },
 }
 
 impl Error {
     /// Whether a concurrent writer committed first (re-running the job resolves it).
     pub fn is_conflict(&self) -> bool {
         match self {
-            Error::Conflict { .. } => true,
             Error::Delta { source, .. } => matches!(
                 &**source,
                 deltalake::DeltaTableError::VersionAlreadyExists(_)
@@ -112,9 +108,6 @@ impl Error {
 
     /// Whether re-running the job can succeed (it is idempotent, so re-running is always safe).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Store { .. } | Error::Delta { .. } | Error::Conflict { .. }
-        )
+        matches!(self, Error::Store { .. } | Error::Delta { .. })
     }
 }

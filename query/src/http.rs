@@ -5,8 +5,6 @@
 //! Bad SQL is a 400 with `{"error": "bad_sql", "detail": "<what DataFusion said>"}`; a failure of
 //! the service is a 500 with an opaque message, logged once.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -113,56 +111,11 @@ async fn tables(State(service): State<Arc<QueryService>>) -> Response {
     }
 }
 
-/// `POST /v1/sql` and `GET /v1/tables` (merge with the operations routes of the process).
+/// `POST /v1/sql` and `GET /v1/tables`. The binary merges it with the process's `/health`,
+/// `/ready` and `/metrics` routes.
 pub fn router(service: Arc<QueryService>) -> Router {
     Router::new()
         .route("/v1/sql", post(sql))
         .route("/v1/tables", get(tables))
         .with_state(service)
-}
-
-/// The API with `/health`, `/ready` and `/metrics` (the query counters): what `shoplake query`
-/// serves.
-pub fn app(service: Arc<QueryService>) -> Router {
-    let metrics = service.clone();
-    router(service)
-        .route(
-            "/health",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
-        .route(
-            "/ready",
-            get(|| async { axum::Json(json!({"status": "ready"})) }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        m.render_prometheus(),
-                    )
-                }
-            }),
-        )
-}
-
-/// Serves [`app`] on `addr` until `shutdown` resolves.
-pub async fn serve(
-    service: Arc<QueryService>,
-    addr: SocketAddr,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> crate::Result<()> {
-    let serve_err = |source| Error::Serve {
-        addr: addr.to_string(),
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(serve_err)?;
-    axum::serve(listener, app(service))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(serve_err)
 }

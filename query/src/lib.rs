@@ -29,7 +29,7 @@ mod http;
 mod render;
 mod service;
 
-pub use http::{app, router, serve};
+pub use http::router;
 pub use render::{Format, render, to_json_rows};
 pub use service::{QueryOptions, QueryResult, QueryService, VIEWS};
 
@@ -54,12 +54,6 @@ pub enum Error {
     Lake(#[from] shoplake_batch::Error),
     #[error("rendering the result: {0}")]
     Render(#[from] arrow::error::ArrowError),
-    #[error("serving HTTP on {addr}: {source}")]
-    Serve {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 impl Error {

@@ -17,7 +17,12 @@ pub struct Args {
 
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let service = Arc::new(QueryService::open(&data.lake_root(), Default::default()).await?);
+    let listener = ops::bind(args.http_addr).await?;
     info!(addr = %args.http_addr, "serving SQL on POST /v1/sql");
-    shoplake_query::serve(service, args.http_addr, ops::shutdown_signal()).await?;
+    let metrics = service.clone();
+    let router = shoplake_query::router(service).merge(ops::ops_router(Arc::new(move || {
+        metrics.render_prometheus()
+    })));
+    ops::serve_http(listener, router, ops::shutdown_signal()).await?;
     Ok(())
 }

@@ -43,14 +43,10 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let metrics = stage.metrics();
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
+    let listener = ops::bind(args.metrics_addr).await?;
     info!(addr = %args.metrics_addr, "metrics on /metrics");
     let router = ops::ops_router(Arc::new(move || metrics.render_prometheus()));
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(ops::shutdown_signal())
-            .await
-    });
+    let server = tokio::spawn(ops::serve_http(listener, router, ops::shutdown_signal()));
     stage.run(ops::shutdown_signal()).await?;
     server.await??;
     Ok(())

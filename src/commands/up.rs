@@ -199,19 +199,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let router = shoplake_query::router(service).merge(ops::ops_router(Arc::new(move || {
         metrics.render_prometheus() + &query.render_prometheus()
     })));
-    let listener = tokio::net::TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| {
-            format!(
-                "binding {} (another shoplake running? use --http-addr)",
-                args.http_addr
-            )
-        })?;
-    let server = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future(),
-    );
+    let listener = ops::bind(args.http_addr).await?;
+    let server = tokio::spawn(ops::serve_http(listener, router, stopped(stop_rx.clone())));
 
     let addr = args.http_addr;
     eprintln!(

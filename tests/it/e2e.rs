@@ -170,6 +170,14 @@ fn other_engines_read_the_lake(data: &Path, stats: &Value) {
     );
 }
 
+/// Writes a pipeline config file into `data`; returns its path for `--config`.
+fn pipeline_config(data: &Path, toml: &str) -> String {
+    std::fs::create_dir_all(data).unwrap();
+    let path = data.join("pipeline.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
+}
+
 fn kill_after(mut child: Child, after: Duration) {
     let deadline = Instant::now() + after;
     while Instant::now() < deadline {
@@ -186,15 +194,12 @@ fn kill_after(mut child: Child, after: Duration) {
 fn killing_the_stage_and_compaction_midway_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let config = data.join("small-batches.toml");
-    std::fs::create_dir_all(data).unwrap();
     // Small batches: many flushes, so the kills land between staging and checkpoint.
-    std::fs::write(
-        &config,
+    let config = pipeline_config(
+        data,
         "[stage]\nmax_batch_records = 700\nread_batch = 300\n[compaction]\nmax_bytes = 200000\n",
-    )
-    .unwrap();
-    let cfg = config.to_str().unwrap();
+    );
+    let cfg = config.as_str();
     let stats = emit(data, "11", "2500");
     for (i, ms) in [150u64, 300, 450, 700].iter().enumerate() {
         let stage = shoplake(data, &["--config", cfg, "stream", "--drain"])
@@ -240,12 +245,17 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn http_sql(addr: &str, query: &str) -> Option<Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// Runs one HTTP exchange to completion (the tests are synchronous; the client is async).
+fn block_on<T>(request: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+        .block_on(request)
+}
+
+fn http_sql(addr: &str, query: &str) -> Option<Value> {
+    block_on(async {
         let resp = reqwest::Client::new()
             .post(format!("http://{addr}/v1/sql"))
             .json(&serde_json::json!({ "sql": query }))
@@ -261,11 +271,7 @@ fn http_sql(addr: &str, query: &str) -> Option<Value> {
 }
 
 fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    block_on(async {
         let resp = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
         Some((resp.status().as_u16(), resp.text().await.ok()?))
     })
@@ -324,19 +330,16 @@ fn terminate(mut child: Child) -> std::process::ExitStatus {
 fn up_serves_the_growing_lake_and_continues_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    std::fs::create_dir_all(data).unwrap();
-    let config = data.join("fast.toml");
-    std::fs::write(
-        &config,
+    let config = pipeline_config(
+        data,
         "[stage]\nmax_batch_age_ms = 300\n[compaction]\ninterval_secs = 1\n",
-    )
-    .unwrap();
+    );
     let start = |addr: &str| {
         shoplake(
             data,
             &[
                 "--config",
-                config.to_str().unwrap(),
+                &config,
                 "up",
                 "--rate",
                 "2000",
@@ -388,15 +391,12 @@ fn up_serves_the_growing_lake_and_continues_after_a_restart() {
 fn two_compactions_at_once_write_each_event_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    std::fs::create_dir_all(data).unwrap();
-    let config = data.join("small-rounds.toml");
     // Small batches and rounds: many commits, so the two compactors overlap again and again.
-    std::fs::write(
-        &config,
+    let config = pipeline_config(
+        data,
         "[stage]\nmax_batch_records = 500\nread_batch = 250\n[compaction]\nmax_bytes = 150000\n",
-    )
-    .unwrap();
-    let cfg = config.to_str().unwrap();
+    );
+    let cfg = config.as_str();
     let stats = emit(data, "5", "1500");
     run(data, &["--config", cfg, "stream", "--drain"]);
     let compactors: Vec<Child> = (0..2)

@@ -1,16 +1,29 @@
 //! The HTTP API as a client sees it: status codes and bodies.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
+use shoplake_query::QueryService;
 
 use crate::lake::{fixture, service};
 
-/// Serves the query app on an ephemeral port; returns its base URL.
-async fn start() -> String {
-    let app = shoplake_query::app(service().await);
+/// Serves the query API on an ephemeral port; returns its base URL and the service behind it.
+/// (`/health` and `/metrics` are the binary's, tested end to end through `shoplake up`.)
+async fn start_with_service() -> (String, Arc<QueryService>) {
+    let service = service().await;
+    let app = shoplake_query::router(service.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    (format!("http://{addr}"), service)
+}
+
+async fn start() -> String {
+    start_with_service().await.0
+}
+
+async fn get_json(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
 async fn post(base: &str, body: reqwest::Body, json_type: bool) -> (u16, Value) {
@@ -96,19 +109,9 @@ async fn bad_requests_get_400_with_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_tables_and_metrics() {
-    let base = start().await;
-    let client = reqwest::Client::new();
-    let health = client.get(format!("{base}/health")).send().await.unwrap();
-    assert_eq!(health.status().as_u16(), 200);
-    let tables: Value = client
-        .get(format!("{base}/v1/tables"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+async fn tables_and_query_counters() {
+    let (base, service) = start_with_service().await;
+    let tables = get_json(format!("{base}/v1/tables")).await;
     let names: Vec<&str> = tables["tables"]
         .as_array()
         .unwrap()
@@ -120,14 +123,7 @@ async fn health_tables_and_metrics() {
 
     post(&base, "select 1".into(), false).await;
     post(&base, "select x".into(), false).await;
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service.render_prometheus();
     assert!(metrics.contains("shoplake_queries_total 2"), "{metrics}");
     assert!(
         metrics.contains("shoplake_query_errors_total{kind=\"bad_sql\"} 1"),
