@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Date32Type, SchemaRef};
 use datafusion::common::{JoinType, ScalarValue};
@@ -65,7 +65,7 @@ pub struct CompactReport {
     /// Events the lake already held (a re-run after a crash, or a re-read of the stream).
     pub already_in_lake: u64,
     pub bad_rows_written: u64,
-    /// Rows of the rebuilt orders table, when it was rebuilt.
+    /// Orders re-derived from their events (merged into the table, or all of it when rebuilt).
     pub orders: Option<u64>,
 }
 
@@ -77,7 +77,10 @@ impl CompactReport {
         self.duplicates_in_staging += o.duplicates_in_staging;
         self.already_in_lake += o.already_in_lake;
         self.bad_rows_written += o.bad_rows_written;
-        self.orders = o.orders.or(self.orders);
+        self.orders = match (self.orders, o.orders) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -349,10 +352,11 @@ async fn append_new(
     Ok((written as u64, (rows - written) as u64))
 }
 
-/// Rebuilds the `orders` table from the events table (an atomic overwrite); returns its rows.
-pub async fn rebuild_orders(lake: &Lake, opts: &CompactOptions) -> Result<u64> {
+/// Runs the orders SQL over `events` — all of it, or only the events of `only` orders — and
+/// returns the rows in the orders schema.
+async fn derive_orders(lake: &Lake, only: Option<Vec<String>>) -> Result<Vec<RecordBatch>> {
     let Some(events) = lake.table(EVENTS_TABLE).await? else {
-        return Ok(0);
+        return Ok(Vec::new());
     };
     let qe = query_err(ORDERS_TABLE);
     let ctx = SessionContext::new();
@@ -360,7 +364,30 @@ pub async fn rebuild_orders(lake: &Lake, opts: &CompactOptions) -> Result<u64> {
         .update_datafusion_session(&ctx.state())
         .map_err(delta_err(EVENTS_TABLE))?;
     let provider = events.table_provider().await.map_err(&qe)?;
-    ctx.register_table(EVENTS_TABLE, provider).map_err(&qe)?;
+    match only {
+        None => {
+            ctx.register_table(EVENTS_TABLE, provider).map_err(&qe)?;
+        }
+        Some(ids) => {
+            // `events` is the lake's events of these orders only: a semi-join on order_id.
+            let ids = arrow::array::StringArray::from(ids);
+            let ids = RecordBatch::try_from_iter([("touched_order_id", Arc::new(ids) as _)])?;
+            let touched = ctx.read_batch(ids).map_err(&qe)?;
+            let scoped = ctx
+                .read_table(provider)
+                .and_then(|t| t.filter(col(ORDER_ID).is_not_null()))
+                .and_then(|t| {
+                    t.join_on(
+                        touched,
+                        JoinType::LeftSemi,
+                        [col(ORDER_ID).eq(col("touched_order_id"))],
+                    )
+                })
+                .map_err(&qe)?;
+            ctx.register_table(EVENTS_TABLE, scoped.into_view())
+                .map_err(&qe)?;
+        }
+    }
     let batches = ctx
         .sql(ORDERS_SQL)
         .await
@@ -368,7 +395,13 @@ pub async fn rebuild_orders(lake: &Lake, opts: &CompactOptions) -> Result<u64> {
         .collect()
         .await
         .map_err(&qe)?;
-    let mut batches = conform(batches, &orders_schema())?;
+    conform(batches, &orders_schema())
+}
+
+/// Rebuilds the `orders` table from the whole events table (an atomic overwrite); returns its
+/// rows. Compaction uses it when the table is missing; otherwise it upserts ([`upsert_orders`]).
+pub async fn rebuild_orders(lake: &Lake, opts: &CompactOptions) -> Result<u64> {
+    let mut batches = derive_orders(lake, None).await?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     if batches.is_empty() {
         // No order yet: the table is written empty (a write needs at least one batch).
@@ -388,11 +421,74 @@ pub async fn rebuild_orders(lake: &Lake, opts: &CompactOptions) -> Result<u64> {
     Ok(rows as u64)
 }
 
-fn touches_orders(batches: &[RecordBatch]) -> bool {
-    batches.iter().any(|b| {
-        b.column_by_name(ORDER_ID)
-            .is_some_and(|c| c.null_count() < c.len())
-    })
+/// Re-derives the orders in `ids` from all their events in the lake and merges them into the
+/// `orders` table on order_id (update when present, insert when new); returns the rows merged.
+///
+/// The work is proportional to the orders a round touched, not to the lake's history, and a
+/// re-run is harmless: each row is derived from the lake, not from the round's events alone.
+pub async fn upsert_orders(
+    lake: &Lake,
+    orders: deltalake::DeltaTable,
+    ids: Vec<String>,
+    opts: &CompactOptions,
+) -> Result<u64> {
+    let batches = derive_orders(lake, Some(ids)).await?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows == 0 {
+        return Ok(0);
+    }
+    let qe = query_err(ORDERS_TABLE);
+    let ctx = SessionContext::new();
+    let source = ctx.read_batches(batches).map_err(&qe)?;
+    let columns: Vec<String> = orders_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let (_table, metrics) = orders
+        .merge(source, col("target.order_id").eq(col("source.order_id")))
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_writer_properties(writer_properties(opts)?)
+        .with_commit_properties(CommitProperties::default().with_metadata([(
+            "shoplake.operation".to_owned(),
+            serde_json::json!("upsert_orders"),
+        )]))
+        .when_matched_update(|u| {
+            columns
+                .iter()
+                .fold(u, |u, c| u.update(c.as_str(), col(format!("source.{c}"))))
+        })
+        .and_then(|m| {
+            m.when_not_matched_insert(|i| {
+                columns
+                    .iter()
+                    .fold(i, |i, c| i.set(c.as_str(), col(format!("source.{c}"))))
+            })
+        })
+        .map_err(delta_err(ORDERS_TABLE))?
+        .await
+        .map_err(delta_err(ORDERS_TABLE))?;
+    debug!(
+        inserted = metrics.num_target_rows_inserted,
+        updated = metrics.num_target_rows_updated,
+        "orders upserted"
+    );
+    Ok(rows as u64)
+}
+
+/// The distinct order ids of the staged events.
+fn order_ids(batches: &[RecordBatch]) -> Vec<String> {
+    let mut ids = BTreeSet::new();
+    for b in batches {
+        if let Some(c) = b
+            .column_by_name(ORDER_ID)
+            .and_then(|c| c.as_string_opt::<i32>())
+        {
+            ids.extend(c.iter().flatten().map(str::to_owned));
+        }
+    }
+    ids.into_iter().collect()
 }
 
 /// One compaction round: reads up to the limits from staging, commits, then deletes what it read.
@@ -420,7 +516,7 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     report.events_read = events.iter().map(|b| b.num_rows() as u64).sum();
     let (events, dups) = dedup_first(events, EVENT_ID)?;
     report.duplicates_in_staging = dups;
-    let new_orders = touches_orders(&events);
+    let touched_orders = order_ids(&events);
     let events_schema = shoplake_events::events_schema();
     let (written, skipped) = append_new(
         lake,
@@ -449,9 +545,16 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     .await?;
     report.bad_rows_written = bad_written;
 
-    // Rebuild orders when this round brought order events, or when a crash left the table behind.
-    if new_orders || (written > 0 && lake.table(ORDERS_TABLE).await?.is_none()) {
-        report.orders = Some(rebuild_orders(lake, opts).await?);
+    // Orders this round's events belong to are re-derived and merged; the whole table is rebuilt
+    // when it is missing (a new lake, or a crash between the first events commit and this step).
+    match lake.table(ORDERS_TABLE).await? {
+        None if written > 0 || !touched_orders.is_empty() => {
+            report.orders = Some(rebuild_orders(lake, opts).await?);
+        }
+        Some(orders) if !touched_orders.is_empty() => {
+            report.orders = Some(upsert_orders(lake, orders, touched_orders, opts).await?);
+        }
+        _ => {}
     }
 
     let store = lake.store();

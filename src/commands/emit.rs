@@ -90,7 +90,11 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let deadline = args
         .duration
         .map(|d| Instant::now() + Duration::from_secs(d));
-    let mut sim = Simulator::new(sim_config);
+    // Records scheduled ahead wait on disk; the folder is scratch, removed when the run ends.
+    let spill = std::env::temp_dir().join(format!("shoplake-simulator-{}", std::process::id()));
+    let mut sim = Simulator::new(sim_config)
+        .with_spill(&spill)
+        .with_context(|| format!("creating {}", spill.display()))?;
     let stats = drive(
         &mut sim,
         &emitter,
@@ -159,6 +163,9 @@ pub async fn drive(
     }
     for label in sim.labels() {
         writeln!(labels, "{}", serde_json::to_string(&label)?)?;
+    }
+    if let Some(e) = sim.take_error() {
+        return Err(anyhow::Error::new(e).context("the simulator stopped early"));
     }
     emitter.flush().await?;
     Ok(sim.stats().clone())

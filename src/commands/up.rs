@@ -90,9 +90,14 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             EmitterConfig::default(),
         );
         let labels = data.data_dir.join("simulator").join("labels.ndjson");
+        // Records the simulator schedules ahead (the rest of each session, deliveries days later)
+        // wait on disk, so memory stays flat however long `up` runs.
+        let spill = data.data_dir.join("simulator").join("pending");
+        let mut sim = Simulator::new(sim_config)
+            .with_spill(&spill)
+            .with_context(|| format!("creating {}", spill.display()))?;
         let rx = stop_rx.clone();
         Some(tokio::spawn(async move {
-            let mut sim = Simulator::new(sim_config);
             let stats =
                 super::emit::drive(&mut sim, &emitter, true, None, &labels, || *rx.borrow()).await;
             emitter.close().await?;

@@ -30,6 +30,7 @@
 
 mod faults;
 mod shopper;
+mod spill;
 mod world;
 
 use std::cmp::Reverse;
@@ -189,6 +190,10 @@ pub struct Simulator {
     sessions_started: u64,
     stats: SimStats,
     labels: Vec<FraudLabel>,
+    /// Records due after the current time bucket, on disk ([`Simulator::with_spill`]).
+    spill: Option<spill::Spill>,
+    /// A spill file that could not be read back: the simulation ends there.
+    failure: Option<std::io::Error>,
 }
 
 impl Simulator {
@@ -210,9 +215,49 @@ impl Simulator {
             sessions_started: 0,
             stats: SimStats::default(),
             labels: Vec::new(),
+            spill: None,
+            failure: None,
         };
         sim.seed_users();
         sim
+    }
+
+    /// Keeps the records due after the current 10-second bucket of simulated time in files under
+    /// `dir` (emptied first) instead of memory, so that memory stays flat however long the
+    /// simulator runs and however far ahead it schedules events. The output is the same.
+    pub fn with_spill(mut self, dir: &std::path::Path) -> std::io::Result<Self> {
+        let mut spill = spill::Spill::open(dir, self.config.start_micros)?;
+        // Records queued while the world was generated move out too.
+        let mut kept = Vec::new();
+        for (Reverse((t, seq)), slot) in std::mem::take(&mut self.queue) {
+            let Some(pending) = self.slots[slot].take() else {
+                continue;
+            };
+            self.free.push(slot);
+            if t < spill.loaded_until {
+                kept.push((Reverse((t, seq)), pending));
+            } else {
+                spill.push(seq, &pending)?;
+            }
+        }
+        self.spill = Some(spill);
+        for (key, pending) in kept {
+            self.push_in_memory(key, pending);
+        }
+        Ok(self)
+    }
+
+    /// Records generated but not handed out yet: (in memory, spilled to disk).
+    pub fn pending(&self) -> (u64, u64) {
+        (
+            self.queue.len() as u64,
+            self.spill.as_ref().map_or(0, |s| s.records),
+        )
+    }
+
+    /// Why the simulation ended early, if it did (a spill file could not be read back).
+    pub fn take_error(&mut self) -> Option<std::io::Error> {
+        self.failure.take()
     }
 
     /// Counts of what was handed out so far.
@@ -233,6 +278,9 @@ impl Simulator {
                 .config
                 .max_sessions
                 .is_none_or(|max| self.sessions_started < max);
+            if self.queue.is_empty() {
+                self.load_next_bucket(more_sessions.then_some(self.next_session_at))?;
+            }
             let head = self.queue.peek().map(|(Reverse((t, _)), _)| *t);
             if more_sessions && head.is_none_or(|t| t >= self.next_session_at) {
                 let start = self.next_session_at;
@@ -281,10 +329,46 @@ impl Simulator {
         }
     }
 
+    /// Refills the in-memory queue from the earliest spilled bucket if it starts before `before`
+    /// (the next session's start); None when reading it failed.
+    fn load_next_bucket(&mut self, before: Option<i64>) -> Option<()> {
+        let Some(spill) = self.spill.as_mut() else {
+            return Some(());
+        };
+        match spill.take_next_bucket(before) {
+            Ok(records) => {
+                for (seq, pending) in records {
+                    let key = Reverse((pending.record.server_time_micros, seq));
+                    self.push_in_memory(key, pending);
+                }
+                Some(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the simulator could not read back its spill file; stopping");
+                self.failure = Some(e);
+                None
+            }
+        }
+    }
+
     fn enqueue(&mut self, record: SimRecord, label: Option<FraudLabel>) {
         self.seq += 1;
         let key = Reverse((record.server_time_micros, self.seq));
-        let pending = Some(Pending { record, label });
+        let pending = Pending { record, label };
+        if let Some(spill) = self.spill.as_mut()
+            && pending.record.server_time_micros >= spill.loaded_until
+        {
+            if let Err(e) = spill.push(self.seq, &pending) {
+                // The record stays buffered in memory and is written at the next flush.
+                tracing::warn!(error = %e, "the simulator could not write its spill file");
+            }
+            return;
+        }
+        self.push_in_memory(key, pending);
+    }
+
+    fn push_in_memory(&mut self, key: Key, pending: Pending) {
+        let pending = Some(pending);
         let slot = match self.free.pop() {
             Some(slot) => {
                 self.slots[slot] = pending;

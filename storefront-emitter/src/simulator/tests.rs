@@ -167,3 +167,39 @@ fn bought_together_items_share_affinity_groups() {
     // With ~250 groups, random pairs would share a group well under 1% of the time.
     assert!(pairs > 20 && same * 4 > pairs, "{same} of {pairs} pairs");
 }
+
+#[test]
+fn spilling_to_disk_changes_nothing_but_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (expected, expected_stats, expected_labels) = run(config(9, 3000));
+    let mut sim = Simulator::new(config(9, 3000))
+        .with_spill(&dir.path().join("spill"))
+        .unwrap();
+    let (mut records, mut labels) = (Vec::new(), Vec::new());
+    let (mut most_in_memory, mut most_spilled) = (0, 0);
+    while let Some(r) = sim.next() {
+        records.push(r);
+        labels.extend(sim.labels());
+        let (in_memory, spilled) = sim.pending();
+        most_in_memory = most_in_memory.max(in_memory);
+        most_spilled = most_spilled.max(spilled);
+    }
+    assert!(sim.take_error().is_none());
+    assert_eq!(records.len(), expected.len());
+    for (got, want) in records.iter().zip(&expected) {
+        assert_eq!(got.payload, want.payload);
+        assert_eq!(got.partition_key, want.partition_key);
+        assert_eq!(got.kind, want.kind);
+        assert_eq!(got.server_time_micros, want.server_time_micros);
+    }
+    assert_eq!(sim.stats(), &expected_stats);
+    assert_eq!(labels, expected_labels);
+    // One session per second of simulated time, each lasting minutes, orders followed for days:
+    // thousands of records wait, of which memory holds only the current ten seconds' worth.
+    assert!(most_spilled > 5_000, "spilled {most_spilled}");
+    assert!(
+        most_in_memory < most_spilled / 20,
+        "in memory {most_in_memory}, spilled {most_spilled}"
+    );
+    assert_eq!(sim.pending(), (0, 0));
+}
