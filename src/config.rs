@@ -17,6 +17,8 @@ pub struct PipelineConfig {
     pub compaction: CompactionConfig,
     /// The embedded stream.
     pub stream: StreamConfig,
+    /// The HTTP collector (`shoplake collect`).
+    pub collector: shoplake_ingest::collector::CollectorConfig,
 }
 
 /// `[compaction]`
@@ -102,6 +104,10 @@ impl PipelineConfig {
             config.stream.shards >= 1,
             "stream.shards must be at least 1"
         );
+        config
+            .collector
+            .validate()
+            .map_err(|message| anyhow::anyhow!(message))?;
         Ok(config)
     }
 }
@@ -146,6 +152,11 @@ impl DataArgs {
 
     pub fn stage_state_path(&self) -> PathBuf {
         self.data_dir.join("state").join("stage.redb")
+    }
+
+    /// The collector's write keys (hashed).
+    pub fn keys_path(&self) -> PathBuf {
+        self.data_dir.join("collector").join("keys.redb")
     }
 
     pub fn simulator_state_path(&self) -> PathBuf {

@@ -36,6 +36,10 @@ enum Command {
     Sql(commands::sql::Args),
     /// Serve SQL over HTTP (POST /v1/sql).
     Query(commands::query::Args),
+    /// Accept events over HTTP in the Segment tracking API and put them on the stream.
+    Collect(commands::collect::Args),
+    /// Create, list and revoke the collector's write keys.
+    Keys(commands::keys::Args),
     /// Check a pipeline config file.
     Config(commands::config::Args),
 }
@@ -55,6 +59,8 @@ fn main() -> anyhow::Result<()> {
             Command::Batch(args) => commands::batch::run(args, data).await,
             Command::Sql(args) => commands::sql::run(args, data).await,
             Command::Query(args) => commands::query::run(args, data).await,
+            Command::Collect(args) => commands::collect::run(args, data).await,
+            Command::Keys(args) => commands::keys::run(args, data),
             Command::Config(args) => commands::config::run(args),
         }
     })

@@ -68,6 +68,15 @@ pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// `/metrics`, `/health` and `/ready` for a long-running command.
 pub fn ops_router(metrics: MetricsSource) -> Router {
+    ops_router_with_readiness(metrics, Arc::new(|| true))
+}
+
+/// Whether the process can do its work now (`/ready`).
+pub type ReadinessSource = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// [`ops_router`] whose `/ready` answers 503 while `ready` says no (a load balancer then sends
+/// traffic elsewhere).
+pub fn ops_router_with_readiness(metrics: MetricsSource, ready: ReadinessSource) -> Router {
     Router::new()
         .route(
             "/metrics",
@@ -82,7 +91,22 @@ pub fn ops_router(metrics: MetricsSource) -> Router {
         )
         .route(
             "/ready",
-            get(|| async { axum::Json(serde_json::json!({"status": "ready"})) }),
+            get(move || {
+                let ready = ready();
+                async move {
+                    if ready {
+                        (
+                            axum::http::StatusCode::OK,
+                            axum::Json(serde_json::json!({"status": "ready"})),
+                        )
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(serde_json::json!({"status": "unavailable"})),
+                        )
+                    }
+                }
+            }),
         )
 }
 
@@ -103,4 +127,20 @@ pub async fn serve_http(
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")
+}
+
+/// [`serve_http`] that gives handlers the peer address (`ConnectInfo<SocketAddr>`), which the
+/// collector records as the client's IP.
+pub async fn serve_http_with_peers(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving HTTP")
 }

@@ -167,6 +167,7 @@ macro_rules! event_batch_builder {
 event_batch_builder! {
     event_id: StringBuilder = |c| StringBuilder::with_capacity(c, c * 36),
     event_name: StringBuilder = |c| StringBuilder::with_capacity(c, c * 14),
+    custom_event_name: StringBuilder = |c| StringBuilder::with_capacity(c, 0),
     schema_version: Int32Builder = Int32Builder::with_capacity,
     event_time: TimestampMicrosecondBuilder = ts_builder,
     occurred_at: TimestampMicrosecondBuilder = ts_builder,
@@ -195,6 +196,8 @@ event_batch_builder! {
     locale: StringBuilder = |c| StringBuilder::with_capacity(c, c * 5),
     country: StringBuilder = |c| StringBuilder::with_capacity(c, c * 2),
     device_type: StringBuilder = |c| StringBuilder::with_capacity(c, c * 7),
+    browser: StringBuilder = |c| StringBuilder::with_capacity(c, c * 6),
+    os: StringBuilder = |c| StringBuilder::with_capacity(c, c * 6),
     device_id: StringBuilder = |c| StringBuilder::with_capacity(c, c * 36),
     source: StringBuilder = |c| StringBuilder::with_capacity(c, c * 4),
     is_bot: BooleanBuilder = BooleanBuilder::with_capacity,
@@ -261,6 +264,8 @@ impl EventBatchBuilder {
         let e = &v.event;
         self.event_id.append_value(v.event_id());
         self.event_name.append_value(v.name.as_str());
+        self.custom_event_name
+            .append_option(s(&e.custom_event_name));
         self.schema_version.append_value(v.schema_version);
         self.event_time.append_value(v.event_time);
         self.occurred_at.append_value(v.occurred_at);
@@ -303,6 +308,8 @@ impl EventBatchBuilder {
         self.country.append_option(ctx.and_then(|c| s(&c.country)));
         self.device_type
             .append_option(ctx.and_then(|c| s(&c.device_type)));
+        self.browser.append_option(ctx.and_then(|c| s(&c.browser)));
+        self.os.append_option(ctx.and_then(|c| s(&c.os)));
         self.device_id
             .append_option(ctx.and_then(|c| s(&c.device_id)));
         self.source.append_option(ctx.and_then(|c| s(&c.source)));
@@ -386,6 +393,7 @@ impl EventBatchBuilder {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.event_id.finish()),
             Arc::new(self.event_name.finish()),
+            Arc::new(self.custom_event_name.finish()),
             Arc::new(self.schema_version.finish()),
             Arc::new(self.event_time.finish()),
             Arc::new(self.occurred_at.finish()),
@@ -414,6 +422,8 @@ impl EventBatchBuilder {
             Arc::new(self.locale.finish()),
             Arc::new(self.country.finish()),
             Arc::new(self.device_type.finish()),
+            Arc::new(self.browser.finish()),
+            Arc::new(self.os.finish()),
             Arc::new(self.device_id.finish()),
             Arc::new(self.source.finish()),
             Arc::new(self.is_bot.finish()),
@@ -632,9 +642,10 @@ impl<'b> Columns<'b> {
 /// back the event that was decoded.
 pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, ArrowError> {
     let c = Columns(batch);
-    let (event_id, event_name, schema_version) = (
+    let (event_id, event_name, custom_event_name, schema_version) = (
         c.text(EVENT_ID)?,
         c.text(EVENT_NAME)?,
+        c.text(CUSTOM_EVENT_NAME)?,
         c.int(SCHEMA_VERSION)?,
     );
     let (occurred_at, sent_at, received_at) =
@@ -666,6 +677,7 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, Arr
         t(DEVICE_ID)?,
         t(SOURCE)?,
     );
+    let (browser, os) = (t(BROWSER)?, t(OS)?);
     let (order_id, cart_id, checkout_id, step) = (
         t(ORDER_ID)?,
         t(CART_ID)?,
@@ -737,6 +749,8 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, Arr
             locale: locale(i),
             country: country(i),
             device_type: device_type(i),
+            browser: browser(i),
+            os: os(i),
             device_id: device_id(i),
             source: source(i),
         })
@@ -789,6 +803,7 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, Arr
         out.push(Event {
             event_id: event_id(i),
             event_name: event_name(i),
+            custom_event_name: custom_event_name(i),
             schema_version: schema_version(i),
             occurred_at: occurred_at(i),
             sent_at: sent_at(i),

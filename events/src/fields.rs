@@ -4,6 +4,7 @@
 // Envelope.
 pub const EVENT_ID: &str = "event_id";
 pub const EVENT_NAME: &str = "event_name";
+pub const CUSTOM_EVENT_NAME: &str = "custom_event_name";
 pub const SCHEMA_VERSION: &str = "schema_version";
 pub const OCCURRED_AT: &str = "occurred_at";
 pub const SENT_AT: &str = "sent_at";
@@ -30,6 +31,8 @@ pub const IP: &str = "ip";
 pub const LOCALE: &str = "locale";
 pub const COUNTRY: &str = "country";
 pub const DEVICE_TYPE: &str = "device_type";
+pub const BROWSER: &str = "browser";
+pub const OS: &str = "os";
 pub const DEVICE_ID: &str = "device_id";
 pub const SOURCE: &str = "source";
 

@@ -1,5 +1,8 @@
 //! The closed set of event names of the contract, after the Segment e-commerce spec v2, stored in
-//! snake_case.
+//! snake_case, plus the other calls of the Segment tracking API (`screen`, `alias`, `group`) and
+//! `custom`: a track event outside the e-commerce spec, whose own name is kept in
+//! `custom_event_name` and whose properties are kept like any event's (typed where the contract
+//! has a column, the rest in `extra_properties`).
 
 use std::fmt;
 use std::str::FromStr;
@@ -58,6 +61,10 @@ event_names! {
     OrderShipped => "order_shipped",
     OrderDelivered => "order_delivered",
     ReturnRequested => "return_requested",
+    ScreenViewed => "screen_viewed",
+    Alias => "alias",
+    Group => "group",
+    Custom => "custom",
 }
 
 impl EventName {
@@ -94,7 +101,7 @@ impl EventName {
     pub fn requires_user_id(self) -> bool {
         matches!(
             self,
-            EventName::SignedUp | EventName::LoggedIn | EventName::Identify
+            EventName::SignedUp | EventName::LoggedIn | EventName::Identify | EventName::Alias
         )
     }
 }
@@ -111,7 +118,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        assert_eq!(EventName::ALL.len(), 28);
+        assert_eq!(EventName::ALL.len(), 32);
         for name in EventName::ALL {
             assert_eq!(name.as_str().parse::<EventName>(), Ok(*name));
         }

@@ -60,6 +60,7 @@ static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new(EVENT_ID, DataType::Utf8, false),
         Field::new(EVENT_NAME, DataType::Utf8, false),
+        utf8(CUSTOM_EVENT_NAME),
         Field::new(SCHEMA_VERSION, DataType::Int32, false),
         Field::new(EVENT_TIME, timestamp(), false),
         Field::new(OCCURRED_AT, timestamp(), false),
@@ -88,6 +89,8 @@ static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         utf8(LOCALE),
         utf8(COUNTRY),
         utf8(DEVICE_TYPE),
+        utf8(BROWSER),
+        utf8(OS),
         utf8(DEVICE_ID),
         utf8(SOURCE),
         Field::new(IS_BOT, DataType::Boolean, false),

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::EventName;
 use crate::codes::{is_country, is_currency};
+use crate::wire::keys::GROUP_ID;
 use crate::wire::{Event, Product, Str};
 
 /// The contract version this code writes and reads.
@@ -212,7 +213,9 @@ pub fn to_minor_units(amount: f64) -> i128 {
 ///   checkout_step_completed needs `checkout_step`; payment_info_entered needs `payment_method`;
 ///   order lifecycle events need `order_id`; coupon_applied needs `coupon`; promotion events need
 ///   `promotion_id`; product_reviewed needs `rating`; signed_up, logged_in and identify need
-///   `user_id`; page_viewed needs a page url or path.
+///   `user_id`; page_viewed needs a page url or path; alias needs `user_id` and `anonymous_id`;
+///   group needs a string `properties.group_id`; custom needs `custom_event_name` (1 to
+///   `max_id_len` characters).
 pub fn decode<'a>(
     raw: &'a [u8],
     received_fallback: i64,
@@ -474,6 +477,15 @@ impl Checker<'_> {
         if name.requires_user_id() && event.user_id.is_none() {
             return Err(self.missing("user_id", &format!("on {name}")));
         }
+        if name == EventName::Alias && event.anonymous_id.is_none() {
+            return Err(self.missing("anonymous_id", "on alias (the id being linked to user_id)"));
+        }
+        if name == EventName::Custom {
+            let Some(custom) = &event.custom_event_name else {
+                return Err(self.missing("custom_event_name", "on custom"));
+            };
+            self.id("custom_event_name", Some(custom))?;
+        }
 
         // Times.
         let Some(occurred) = &event.occurred_at else {
@@ -545,6 +557,8 @@ impl Checker<'_> {
                 }
             }
             self.text("context.user_agent", ctx.user_agent.as_ref())?;
+            self.text("context.browser", ctx.browser.as_ref())?;
+            self.text("context.os", ctx.os.as_ref())?;
             self.id("context.ip", ctx.ip.as_ref())?;
             self.id("context.locale", ctx.locale.as_ref())?;
             self.id("context.device_id", ctx.device_id.as_ref())?;
@@ -685,6 +699,14 @@ impl Checker<'_> {
         };
         if let Some((field, false)) = required {
             return Err(self.missing(field, &format!("on {name}")));
+        }
+        if name == N::Group
+            && !p
+                .extra
+                .iter()
+                .any(|(k, v)| &**k == GROUP_ID && v.get().starts_with('"'))
+        {
+            return Err(self.missing("properties.group_id", "(a string) on group"));
         }
 
         Ok(ValidEvent {

@@ -1,5 +1,9 @@
 //! The wire format: an event as JSON, exactly as emitters and the collector put it on the stream.
 //!
+//! Keys outside this format are ignored, with one use: the collector adds [`keys::ORIGINAL`] (the
+//! client's message exactly as it was sent) to an event that fails validation at the edge, so
+//! that its bad row keeps what the client sent as well as what the collector made of it.
+//!
 //! Every field is optional at this level so that a missing field becomes a bad row naming the field
 //! (see [`crate::validate`]) rather than an opaque parse error. Strings borrow from the input buffer
 //! when they hold no escapes ([`Str`]), so decoding allocates only for lists and escaped text.
@@ -92,6 +96,9 @@ pub struct Event<'a> {
     /// One of [`crate::EventName`], snake_case.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub event_name: Option<Str<'a>>,
+    /// The emitter's own name of a `custom` event ("Newsletter Subscribed"); absent on the others.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub custom_event_name: Option<Str<'a>>,
     /// Version of this contract the emitter wrote; 1 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<i64>,
@@ -146,6 +153,12 @@ pub struct Context<'a> {
     /// desktop, mobile, tablet, bot, server.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub device_type: Option<Str<'a>>,
+    /// Browser family from the user agent ("Chrome", "Safari"), set by the collector.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<Str<'a>>,
+    /// Operating system from the user agent ("iOS", "Windows 10"), set by the collector.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<Str<'a>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<Str<'a>>,
     /// The emitting source (web, ios, android, backend), set by the collector from the write key.
@@ -311,6 +324,39 @@ properties! {
     /// Why a payment failed, an order was cancelled, refunded or returned.
     reason: Str<'a>,
     carrier: Str<'a>,
+}
+
+/// JSON keys of the wire format that are not column names (those are in [`crate::fields`]), for
+/// code that writes the format without these structs (the collector writes it straight from the
+/// client's JSON).
+pub mod keys {
+    pub const CONTEXT: &str = "context";
+    pub const PROPERTIES: &str = "properties";
+    pub const PAGE: &str = "page";
+    pub const CAMPAIGN: &str = "campaign";
+    pub const CLICK_IDS: &str = "click_ids";
+    /// Keys of `context.page`.
+    pub const URL: &str = "url";
+    pub const PATH: &str = "path";
+    pub const REFERRER: &str = "referrer";
+    pub const TITLE: &str = "title";
+    /// Keys of `context.campaign`.
+    pub const CAMPAIGN_SOURCE: &str = "source";
+    pub const CAMPAIGN_MEDIUM: &str = "medium";
+    pub const CAMPAIGN_NAME: &str = "name";
+    pub const CAMPAIGN_TERM: &str = "term";
+    pub const CAMPAIGN_CONTENT: &str = "content";
+    /// The search query of products_searched (column `search_query`).
+    pub const QUERY: &str = "query";
+    /// The list category of product_list_viewed (column `list_category`).
+    pub const LIST_CATEGORY: &str = "category";
+    /// The group of a `group` event, kept in `extra_properties`.
+    pub const GROUP_ID: &str = "group_id";
+    /// A client's message id that is not a UUID (the event id is derived from it), kept in
+    /// `extra_properties`.
+    pub const MESSAGE_ID: &str = "message_id";
+    /// The client's message as sent, on events that failed validation at the collector.
+    pub const ORIGINAL: &str = "original";
 }
 
 fn raw_json<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Str<'a>>, D::Error> {

@@ -1,8 +1,10 @@
 //! One module per subcommand: an `Args` struct and an `async fn run`.
 
 pub mod batch;
+pub mod collect;
 pub mod config;
 pub mod emit;
+pub mod keys;
 pub mod query;
 pub mod sql;
 pub mod stream;

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoplake");
 
-fn shoplake(data: &Path, args: &[&str]) -> Command {
+pub(crate) fn shoplake(data: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("--data-dir")
         .arg(data)
@@ -16,7 +16,7 @@ fn shoplake(data: &Path, args: &[&str]) -> Command {
 }
 
 #[track_caller]
-fn ok(out: Output) -> String {
+pub(crate) fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
         "command failed: {}\nstdout: {}\nstderr: {}",
@@ -27,7 +27,7 @@ fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn run(data: &Path, args: &[&str]) -> String {
+pub(crate) fn run(data: &Path, args: &[&str]) -> String {
     ok(shoplake(data, args).output().expect("start shoplake"))
 }
 
@@ -49,12 +49,12 @@ fn emit(data: &Path, seed: &str, sessions: &str) -> Value {
 }
 
 /// Rows of a query, as JSON objects.
-fn sql(data: &Path, query: &str) -> Vec<Value> {
+pub(crate) fn sql(data: &Path, query: &str) -> Vec<Value> {
     let out = run(data, &["sql", query, "--format", "json"]);
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
-fn count(data: &Path, query: &str) -> u64 {
+pub(crate) fn count(data: &Path, query: &str) -> u64 {
     let rows = sql(data, query);
     rows[0]
         .as_object()
@@ -237,7 +237,7 @@ fn config_check_reports_the_bad_field() {
 }
 
 /// A free port on 127.0.0.1 (released for the child to take).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -246,7 +246,7 @@ fn free_port() -> u16 {
 }
 
 /// Runs one HTTP exchange to completion (the tests are synchronous; the client is async).
-fn block_on<T>(request: impl std::future::Future<Output = T>) -> T {
+pub(crate) fn block_on<T>(request: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -270,7 +270,7 @@ fn http_sql(addr: &str, query: &str) -> Option<Value> {
     })
 }
 
-fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     block_on(async {
         let resp = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
         Some((resp.status().as_u16(), resp.text().await.ok()?))
@@ -308,7 +308,7 @@ fn wait_for_events(child: &mut Child, addr: &str, at_least: u64) -> (u64, u64) {
     }
 }
 
-fn terminate(mut child: Child) -> std::process::ExitStatus {
+pub(crate) fn terminate(mut child: Child) -> std::process::ExitStatus {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

@@ -294,3 +294,43 @@ fn every_reason_has_a_distinct_code() {
     let codes: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(codes.len(), Reason::ALL.len());
 }
+
+#[test]
+fn tracking_api_calls_and_custom_events() {
+    // alias links an earlier id (anonymous_id) to user_id: both are required.
+    let mut e = base("alias");
+    rejected(&e, Reason::MissingField, Some("user_id"));
+    e["user_id"] = json!("u-1");
+    assert_eq!(run(&e).unwrap().name, EventName::Alias);
+    e.as_object_mut().unwrap().remove("anonymous_id");
+    rejected(&e, Reason::MissingField, Some("anonymous_id"));
+
+    // group needs a string group id among the properties outside the contract.
+    let mut e = base("group");
+    rejected(&e, Reason::MissingField, Some("properties.group_id"));
+    e["properties"] = json!({"group_id": 42});
+    rejected(&e, Reason::MissingField, Some("properties.group_id"));
+    e["properties"] = json!({"group_id": "acme"});
+    assert_eq!(run(&e).unwrap().name, EventName::Group);
+
+    // custom keeps the emitter's own name, which it needs.
+    let mut e = base("custom");
+    let r = rejected(&e, Reason::MissingField, Some("custom_event_name"));
+    assert_eq!(r.message, "custom_event_name is required on custom");
+    e["custom_event_name"] = json!("");
+    rejected(&e, Reason::InvalidId, Some("custom_event_name"));
+    e["custom_event_name"] = json!("Newsletter Subscribed");
+    let v = run(&e).unwrap();
+    assert_eq!(v.name, EventName::Custom);
+    assert_eq!(
+        v.event.custom_event_name.as_deref(),
+        Some("Newsletter Subscribed")
+    );
+
+    // screen_viewed needs nothing beyond the envelope; browser and os are bounded text.
+    let mut e = base("screen_viewed");
+    e["context"] = json!({"browser": "Chrome", "os": "Android"});
+    assert_eq!(run(&e).unwrap().name, EventName::ScreenViewed);
+    e["context"]["os"] = json!("x".repeat(5000));
+    rejected(&e, Reason::TooLarge, Some("context.os"));
+}

@@ -61,12 +61,14 @@ prop_compose! {
         coupon in opt_text(),
         extra in proptest::option::of((0i64..1000, text())),
         traits in proptest::option::of(text()),
+        browser in opt_text(),
     ) -> Event<'static> {
         let occurred = BASE - 3_600_000_000 + occurred_ms * 1000;
         let sent = occurred + delay_ms * 1000;
         Event {
             event_id: Some(Str::from(uuid::Uuid::from_u128(uuid).to_string())),
             event_name: Some(Str::from("order_completed")),
+            custom_event_name: None,
             schema_version: Some(1),
             occurred_at: Some(Str::from(format_timestamp(occurred))),
             sent_at: Some(Str::from(format_timestamp(sent))),
@@ -79,6 +81,8 @@ prop_compose! {
                 campaign: utm.map(|u| Campaign { source: Some(u.clone()), name: Some(u), ..Default::default() }),
                 click_ids: gclid.map(|g| ClickIds { gclid: Some(g), ..Default::default() }),
                 country: country.map(Str::from),
+                browser: browser.clone(),
+                os: browser.map(|b| Str::from(format!("{b} OS"))),
                 ..Default::default()
             }).filter(|c| *c != Context::default()),
             properties: Some(Properties {

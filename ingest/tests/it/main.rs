@@ -1,6 +1,9 @@
-//! The local log: the conformance suite, plus what only an embedded log must do.
+//! The local log: the conformance suite, plus what only an embedded log must do; and the HTTP
+//! collector (`collector`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod collector;
 
 use std::sync::Arc;
 

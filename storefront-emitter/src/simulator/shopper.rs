@@ -196,6 +196,7 @@ impl Simulator {
                 device_type: s(v.device.device_type),
                 device_id: s(v.device.device_id.clone()),
                 source: s(if app { "android" } else { "web" }),
+                ..Context::default()
             }),
             ..Event::default()
         }
