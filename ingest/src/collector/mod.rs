@@ -385,13 +385,13 @@ async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
-    too_large: impl Fn(usize) -> Refusal,
+    too_large: impl Fn(String) -> Refusal,
 ) -> Result<Bytes, Refusal> {
     // gzip can make a body slightly larger than its content: allow some slack on the wire.
     let wire_limit = limit + limit / 8 + 1024;
     let bytes = axum::body::to_bytes(body, wire_limit)
         .await
-        .map_err(|_| too_large(wire_limit + 1))?;
+        .map_err(|_| too_large(format!("more than {wire_limit} bytes")))?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -417,7 +417,13 @@ async fn read_body(
         }
     };
     if bytes.len() > limit {
-        return Err(too_large(bytes.len()));
+        // A gzip body is only inflated to one byte past the limit.
+        let size = if encoding.as_deref().is_some_and(|e| e.contains("gzip")) {
+            format!("more than {limit} bytes")
+        } else {
+            format!("{} bytes", bytes.len())
+        };
+        return Err(too_large(size));
     }
     Ok(bytes)
 }
@@ -463,20 +469,22 @@ async fn ingest(c: &Collector, endpoint: Endpoint, req: Request) -> Result<usize
     let max_event = c.config.max_event_bytes;
     let max_batch = c.config.max_batch_bytes;
     let body = match endpoint {
-        Endpoint::Batch => read_body(&parts.headers, body, max_batch, |n| {
-            Refusal::new(
-                RejectReason::TooLarge,
-                format!(
-                    "the batch is {n} bytes, the limit is {max_batch} bytes: send smaller batches"
-                ),
-            )
-        })
-        .await?,
+        Endpoint::Batch => {
+            read_body(&parts.headers, body, max_batch, |n| {
+                Refusal::new(
+                    RejectReason::TooLarge,
+                    format!(
+                        "the batch is {n}, the limit is {max_batch} bytes: send smaller batches"
+                    ),
+                )
+            })
+            .await?
+        }
         Endpoint::One(_) => {
             read_body(&parts.headers, body, max_event, |n| {
                 Refusal::new(
                     RejectReason::EventTooLarge,
-                    format!("the event is {n} bytes, the limit is {max_event} bytes"),
+                    format!("the event is {n}, the limit is {max_event} bytes"),
                 )
             })
             .await?

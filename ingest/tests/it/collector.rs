@@ -439,15 +439,17 @@ async fn collector_size_limits() {
     let s = start(CollectorConfig::default()).await;
     let big = "x".repeat(33 * 1024);
     // One event over 32 KB: 400.
-    let (status, answer) = s
-        .post("/v1/track", &json!({"event": "Product Viewed", "userId": "u", "properties": {"product_id": "p", "note": big}}))
-        .await;
+    let event = json!({"event": "Product Viewed", "userId": "u", "properties": {"product_id": "p", "note": big}});
+    let (status, answer) = s.post("/v1/track", &event).await;
     assert_error(
         status,
         &answer,
         StatusCode::BAD_REQUEST,
         "event_too_large",
-        "the limit is 32768 bytes",
+        &format!(
+            "the event is {} bytes, the limit is 32768 bytes",
+            event.to_string().len()
+        ),
     );
     // A batch over 500 KB: 413.
     let items: Vec<Value> = (0..20)
@@ -459,7 +461,7 @@ async fn collector_size_limits() {
         &answer,
         StatusCode::PAYLOAD_TOO_LARGE,
         "too_large",
-        "the limit is 512000 bytes",
+        "the batch is more than 577024 bytes, the limit is 512000 bytes",
     );
     assert!(
         s.records().await.is_empty(),
