@@ -9,9 +9,10 @@ use axum::routing::get;
 use tracing_subscriber::EnvFilter;
 
 /// Libraries whose INFO lines are per-operation detail (every Delta snapshot and scan), and the
-/// delta writer's WARN for every binary column it keeps no statistics for (`bad_rows.raw`). A
+/// delta writer's WARN for every binary column it keeps no statistics for (`bad_rows.raw`), and
+/// MERGE's WARN about a file-pruning metric it derives on every upsert of `orders`. A
 /// filter given with `--log` comes after this one, so naming a library there overrides it.
-const QUIET_LIBRARIES: &str = "info,buoyant_kernel=warn,deltalake_core=warn,deltalake_core::writer::stats=error,deltalake_core::kernel::transaction=off,datafusion=warn";
+const QUIET_LIBRARIES: &str = "info,buoyant_kernel=warn,deltalake_core=warn,deltalake_core::writer::stats=error,deltalake_core::kernel::transaction=off,deltalake_core::operations::merge=error,datafusion=warn";
 
 /// Logging flags.
 #[derive(Clone, Debug, clap::Args)]

@@ -19,6 +19,9 @@ use tracing::warn;
 use crate::stream::*;
 use crate::{Error, Result};
 
+/// redb page cache of a log.
+const CACHE_BYTES: usize = 64 << 20;
+
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Kinesis' limits, enforced here too so that code tested locally works on Kinesis.
@@ -218,7 +221,12 @@ impl LocalLog {
                 message: "a stream needs at least one shard".into(),
             });
         }
-        let db = Database::create(path).map_err(|e| storage(e.into()))?;
+        // redb's page cache defaults to 1 GiB; records are read back soon after they are written,
+        // so a small cache serves the consumers as well and keeps `up`'s memory flat.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| storage(e.into()))?;
         let tx = db.begin_write().map_err(|e| storage(e.into()))?;
         let stored = {
             let mut meta = tx.open_table(META).map_err(|e| storage(e.into()))?;

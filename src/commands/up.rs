@@ -69,6 +69,16 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", data.data_dir.display()))?;
     let stream = Arc::new(data.open_stream(&config)?);
     let lake = Arc::new(data.open_lake()?);
+
+    // HTTP collector (Segment tracking API) onto the same stream.
+    let keys_path = data.keys_path();
+    let keys = shoplake_ingest::collector::KeyStore::open(&keys_path)
+        .with_context(|| format!("opening the write keys at {}", keys_path.display()))?;
+    let collector = Arc::new(shoplake_ingest::collector::Collector::new(
+        stream.clone(),
+        keys,
+        config.collector.clone(),
+    )?);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         ops::shutdown_signal().await;
@@ -198,18 +208,34 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         })
     };
 
-    // SQL API and operations endpoints.
+    // SQL API, collector and operations endpoints on one address.
     let service = Arc::new(QueryService::open(&data.lake_root(), Default::default()).await?);
-    let (metrics, query) = (stage_metrics.clone(), service.clone());
-    let router = shoplake_query::router(service).merge(ops::ops_router(Arc::new(move || {
-        metrics.render_prometheus() + &query.render_prometheus()
-    })));
+    let (metrics, query, collected, ready) = (
+        stage_metrics.clone(),
+        service.clone(),
+        collector.metrics(),
+        collector.clone(),
+    );
+    let router = shoplake_query::router(service)
+        .merge(shoplake_ingest::collector::router(collector))
+        .merge(ops::ops_router_with_readiness(
+            Arc::new(move || {
+                metrics.render_prometheus()
+                    + &query.render_prometheus()
+                    + &collected.render_prometheus()
+            }),
+            Arc::new(move || ready.ready()),
+        ));
     let listener = ops::bind(args.http_addr).await?;
-    let server = tokio::spawn(ops::serve_http(listener, router, stopped(stop_rx.clone())));
+    let server = tokio::spawn(ops::serve_http_with_peers(
+        listener,
+        router,
+        stopped(stop_rx.clone()),
+    ));
 
     let addr = args.http_addr;
     eprintln!(
-        "\nshoplake is up (data in {}).\n  SQL over HTTP:  curl -s http://{addr}/v1/sql -d '{{\"sql\": \"select event_name, count(*) from events group by 1\"}}'\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health\n  Stop with Ctrl-C; start again to continue.\n",
+        "\nshoplake is up (data in {}).\n  SQL over HTTP:  curl -s http://{addr}/v1/sql -d '{{\"sql\": \"select event_name, count(*) from events group by 1\"}}'\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Collector:      POST http://{addr}/v1/batch (Segment tracking API; a write key: shoplake keys create --source web)\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health\n  Stop with Ctrl-C; start again to continue.\n",
         data.data_dir.display()
     );
 

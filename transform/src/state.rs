@@ -55,7 +55,11 @@ impl StateStore {
                 source: Box::new(e),
             })?;
         }
-        let db = Database::create(path).map_err(|e| db_err(path)(e.into()))?;
+        // redb's page cache defaults to 1 GiB; the recent ids dedup looks up fit in far less.
+        let db = redb::Builder::new()
+            .set_cache_size(64 << 20)
+            .create(path)
+            .map_err(|e| db_err(path)(e.into()))?;
         let store = StateStore {
             db,
             path: path.to_owned(),
