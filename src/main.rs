@@ -10,6 +10,13 @@ mod sink;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc instead of glibc malloc. glibc keeps the memory freed by each thread's arena (the
+/// compaction's DataFusion and Parquet buffers come and go on several threads), so a running `up`
+/// held several times its live heap: at 1,000 events/s, 425 MiB resident after 210 s with glibc,
+/// 237 MiB with jemalloc (heaptrack put the live heap at 120–250 MiB).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The data platform of an online store: stream, enrich, lake, SQL.
 #[derive(Debug, Parser)]
 #[command(name = "shoplake", version, about)]
