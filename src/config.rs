@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use shoplake_ingest::{
+    PutResult, Record, ShardId, ShardInfo, ShardReader, StartPosition, StreamConsumer,
+    StreamProducer,
+};
 use shoplake_transform::StageConfig;
 
 /// The TOML config file. Every table is optional.
@@ -65,17 +69,98 @@ impl CompactionConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamConfig {
+    /// Which stream: `local` (the embedded log in the data folder) or `kinesis://NAME` (an Amazon
+    /// Kinesis data stream). The `--stream` flag (`SHOPLAKE_STREAM`) takes precedence.
+    pub uri: String,
     /// Shards of the embedded log (fixed when the log is created).
     pub shards: u32,
     /// Hours records are kept in the embedded log.
     pub retention_hours: u64,
+    /// The Kinesis backend: aggregation, retries, requests in flight, reads. Credentials, region
+    /// and endpoint come from the standard AWS environment (`AWS_REGION`, `AWS_PROFILE`,
+    /// `AWS_ENDPOINT_URL_KINESIS`, …) unless set here.
+    pub kinesis: shoplake_ingest::KinesisConfig,
 }
 
 impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
+            uri: "local".into(),
             shards: 4,
             retention_hours: 24,
+            kinesis: Default::default(),
+        }
+    }
+}
+
+/// Which backend carries the events stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamUri {
+    /// The embedded durable log in the data folder.
+    Local,
+    /// An Amazon Kinesis data stream, by name.
+    Kinesis(String),
+}
+
+impl StreamUri {
+    pub fn parse(uri: &str) -> anyhow::Result<Self> {
+        if uri == "local" {
+            return Ok(StreamUri::Local);
+        }
+        let Some(name) = uri.strip_prefix("kinesis://") else {
+            anyhow::bail!("stream {uri:?}: expected `local` or `kinesis://STREAM_NAME`");
+        };
+        anyhow::ensure!(
+            (1..=128).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')),
+            "stream {uri:?}: a Kinesis stream name has 1 to 128 characters of a-z, A-Z, 0-9, _ . -"
+        );
+        Ok(StreamUri::Kinesis(name.to_owned()))
+    }
+}
+
+/// The events stream a command uses: the embedded log or Kinesis, behind the stream traits.
+pub enum Stream {
+    Local(shoplake_ingest::LocalLog),
+    Kinesis(shoplake_ingest::KinesisStream),
+}
+
+#[async_trait::async_trait]
+impl StreamProducer for Stream {
+    async fn put_records(&self, records: Vec<Record>) -> shoplake_ingest::Result<Vec<PutResult>> {
+        match self {
+            Stream::Local(s) => s.put_records(records).await,
+            Stream::Kinesis(s) => s.put_records(records).await,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl StreamConsumer for Stream {
+    fn name(&self) -> &str {
+        match self {
+            Stream::Local(s) => StreamConsumer::name(s),
+            Stream::Kinesis(s) => StreamConsumer::name(s),
+        }
+    }
+
+    async fn list_shards(&self) -> shoplake_ingest::Result<Vec<ShardInfo>> {
+        match self {
+            Stream::Local(s) => s.list_shards().await,
+            Stream::Kinesis(s) => s.list_shards().await,
+        }
+    }
+
+    async fn open_shard(
+        &self,
+        shard: &ShardId,
+        from: StartPosition,
+    ) -> shoplake_ingest::Result<Box<dyn ShardReader>> {
+        match self {
+            Stream::Local(s) => s.open_shard(shard, from).await,
+            Stream::Kinesis(s) => s.open_shard(shard, from).await,
         }
     }
 }
@@ -104,6 +189,12 @@ impl PipelineConfig {
             config.stream.shards >= 1,
             "stream.shards must be at least 1"
         );
+        StreamUri::parse(&config.stream.uri).context("in stream.uri")?;
+        config
+            .stream
+            .kinesis
+            .validate()
+            .map_err(|message| anyhow::anyhow!(message))?;
         config
             .collector
             .validate()
@@ -129,6 +220,11 @@ pub struct DataArgs {
     /// Pipeline config file (TOML). Default: built-in settings.
     #[arg(long, env = "SHOPLAKE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// The events stream: `local` (the embedded log in DATA_DIR) or `kinesis://NAME` (AWS
+    /// credentials, region and endpoint from the standard AWS environment, e.g. AWS_REGION,
+    /// AWS_PROFILE, AWS_ENDPOINT_URL_KINESIS). Default: the config's stream.uri, else local.
+    #[arg(long, env = "SHOPLAKE_STREAM", global = true)]
+    pub stream: Option<String>,
 }
 
 impl DataArgs {
@@ -169,16 +265,35 @@ impl DataArgs {
             .with_context(|| format!("opening the lake at {root}"))
     }
 
-    pub fn open_stream(
-        &self,
-        config: &PipelineConfig,
-    ) -> anyhow::Result<shoplake_ingest::LocalLog> {
-        let path = self.stream_path();
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    /// Which stream: `--stream`, else the config's `stream.uri`.
+    pub fn stream_uri(&self, config: &PipelineConfig) -> anyhow::Result<StreamUri> {
+        match &self.stream {
+            Some(uri) => StreamUri::parse(uri).context("in --stream"),
+            None => StreamUri::parse(&config.stream.uri).context("in stream.uri"),
         }
-        shoplake_ingest::LocalLog::open(&path, config.stream.shards)
-            .with_context(|| format!("opening the embedded stream at {}", path.display()))
+    }
+
+    /// The events stream. Kinesis is reached on the first call (its client is made then, from
+    /// the AWS environment), so a wrong credential or a missing stream shows in that call's error.
+    pub fn open_stream(&self, config: &PipelineConfig) -> anyhow::Result<Stream> {
+        match self.stream_uri(config)? {
+            StreamUri::Kinesis(name) => Ok(Stream::Kinesis(shoplake_ingest::KinesisStream::new(
+                name,
+                config.stream.kinesis.clone(),
+            )?)),
+            StreamUri::Local => {
+                let path = self.stream_path();
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                let log = shoplake_ingest::LocalLog::open(&path, config.stream.shards)
+                    .with_context(|| {
+                        format!("opening the embedded stream at {}", path.display())
+                    })?;
+                Ok(Stream::Local(log))
+            }
+        }
     }
 }
 
@@ -197,5 +312,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.compaction.interval_secs, 5);
+    }
+
+    #[test]
+    fn stream_uris() {
+        assert_eq!(StreamUri::parse("local").unwrap(), StreamUri::Local);
+        assert_eq!(
+            StreamUri::parse("kinesis://shop-events.v1").unwrap(),
+            StreamUri::Kinesis("shop-events.v1".into())
+        );
+        for bad in ["kinesis://", "kinesis://a b", "kafka://x", "events"] {
+            let err = StreamUri::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(bad), "{err}");
+        }
+        let config = PipelineConfig::parse(
+            "[stream]\nuri = \"kinesis://events\"\n[stream.kinesis]\naggregate = true\n",
+        )
+        .unwrap();
+        assert!(config.stream.kinesis.aggregate);
+        let err = PipelineConfig::parse("[stream.kinesis]\nmax_in_flight = 0\n").unwrap_err();
+        assert!(format!("{err:#}").contains("max_in_flight"), "{err:#}");
+        let err = PipelineConfig::parse("[stream]\nuri = \"kinesis:/x\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("kinesis:/x"), "{err:#}");
+        // The defaults print and read back.
+        let text = toml::to_string_pretty(&PipelineConfig::default()).unwrap();
+        assert!(text.contains("[stream.kinesis]"), "{text}");
+        PipelineConfig::parse(&text).unwrap();
     }
 }

@@ -6,8 +6,9 @@
 //! and their backends. Records enter through `put_records` and leave through
 //! [`ShardReader::next_batch`]; nothing here looks inside a record.
 //!
-//! Backends: [`LocalLog`], an embedded durable log for the single-process default. Every backend
-//! passes the same [`conformance`] suite.
+//! Backends: [`LocalLog`], an embedded durable log for the single-process default, and
+//! [`KinesisStream`], an Amazon Kinesis data stream (see [`kinesis`]). Every backend passes the
+//! same [`conformance`] suite.
 //!
 //! Ingestion paths onto the stream: the storefront emitter library (its own crate) and the
 //! [`collector`], an HTTP server speaking the Segment tracking API, which maps each message onto
@@ -21,13 +22,16 @@
 //! without being re-typed or copied into maps), `flate2` (gzip bodies; already in the tree for
 //! Parquet), `base64` (basic auth), `sha2` (hashed write keys and e-mails), `woothee` (user
 //! agents: see [`collector::enrich`] for why this parser), `maxminddb` (IP → country), `url`,
-//! `uuid` (v5 event ids), `rand` (key secrets).
+//! `uuid` (v5 event ids), `rand` (key secrets). The Kinesis backend adds `aws-config`,
+//! `aws-sdk-kinesis` and `prost` (see [`kinesis`] for why each).
 
 pub mod collector;
 pub mod conformance;
+pub mod kinesis;
 pub mod local;
 pub mod stream;
 
+pub use kinesis::{KinesisConfig, KinesisStream};
 pub use local::LocalLog;
 pub use stream::*;
 
@@ -62,11 +66,32 @@ pub enum Error {
     /// The service throttled or was unreachable: retrying later can succeed.
     #[error("stream {stream}: {message} (retryable)")]
     Unavailable { stream: String, message: String },
+    /// A Kinesis call failed (after the retries that could help, when `retryable`).
+    #[error("stream {stream}: Kinesis {operation} failed: {message}")]
+    Kinesis {
+        stream: String,
+        operation: &'static str,
+        /// The service's error code (`ResourceNotFoundException`, …), when it answered one.
+        code: Option<String>,
+        /// Whether the failure was transient (throttling, network, 5xx): retrying later can help.
+        retryable: bool,
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
     /// Whether retrying the same call later can succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Storage { .. })
+        matches!(
+            self,
+            Error::Unavailable { .. }
+                | Error::Storage { .. }
+                | Error::Kinesis {
+                    retryable: true,
+                    ..
+                }
+        )
     }
 }

@@ -28,7 +28,9 @@ impl fmt::Display for ShardId {
     }
 }
 
-/// A sequence number: a decimal string, ordered numerically.
+/// A sequence number: a decimal string, ordered numerically. A record that was put inside a KPL
+/// aggregate is numbered `S.K`: the aggregate's sequence number `S` and its index `K` in the
+/// aggregate, ordered after `S`'s predecessors and before its successors (see `kinesis`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SequenceNumber(pub String);
 
@@ -42,13 +44,30 @@ impl SequenceNumber {
     pub fn as_u64(&self) -> Option<u64> {
         self.0.parse().ok()
     }
+
+    /// Record `index` of the aggregate whose sequence number is `aggregate`: `S.K`.
+    pub fn in_aggregate(aggregate: &str, index: u64) -> Self {
+        SequenceNumber(format!("{aggregate}.{index}"))
+    }
+
+    /// The stream's own sequence number and, for a record of an aggregate, its index in it.
+    pub fn parts(&self) -> (&str, Option<u64>) {
+        match self.0.split_once('.') {
+            Some((seq, sub)) => (seq, sub.parse().ok()),
+            None => (&self.0, None),
+        }
+    }
 }
 
 impl Ord for SequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
-        let a = self.0.trim_start_matches('0');
-        let b = other.0.trim_start_matches('0');
-        a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+        fn numeric(s: &str) -> (usize, &str) {
+            let t = s.trim_start_matches('0');
+            (t.len(), t)
+        }
+        let (a, a_sub) = self.parts();
+        let (b, b_sub) = other.parts();
+        numeric(a).cmp(&numeric(b)).then(a_sub.cmp(&b_sub))
     }
 }
 

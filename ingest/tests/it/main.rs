@@ -1,9 +1,10 @@
-//! The local log: the conformance suite, plus what only an embedded log must do; and the HTTP
-//! collector (`collector`).
+//! The local log: the conformance suite, plus what only an embedded log must do; the HTTP
+//! collector (`collector`); the Kinesis backend against the emulators (`kinesis`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod collector;
+mod kinesis;
 
 use std::sync::Arc;
 
