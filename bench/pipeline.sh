@@ -52,17 +52,25 @@ printf 'Lake: events table %.1f MiB in %d files = %.1f MiB per million events; t
     "$(echo "$lake_bytes / 1048576" | bc -l)" "$lake_files" "$(echo "$lake_bytes / 1048576 * 1000000 / $valid" | bc -l)" \
     "$(echo "$stream_log_bytes / 1048576" | bc -l)"
 
-# shoplake up: everything in one process at a steady rate; peak RSS (VmHWM) and CPU from /proc.
+# shoplake up: everything in one process at a steady rate, sampled every 30 s: what the stage has
+# read, what is queryable, resident and peak memory (VmRSS, VmHWM) and CPU, from /proc and the API.
 updata="$work/up"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" --data-dir "$updata" up --rate "$up_rate" --http-addr "127.0.0.1:$port" > /dev/null 2> "$work/up.err" &
 pid=$!
-sleep "$up_secs"
-n=$(curl -s "127.0.0.1:$port/v1/sql" -d '{"sql":"select count(*) as n from events"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])')
-hwm_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$pid/stat")
+echo
+echo "### \`shoplake up --rate $up_rate\`, sampled every 30 s"
+echo
+echo "| after | records read by the stage | events queryable | RSS MiB | peak RSS MiB | CPU s |"
+echo "|---|---|---|---|---|---|"
+for ((t = 30; t <= up_secs; t += 30)); do
+    sleep 30
+    read_n=$(curl -s "127.0.0.1:$port/metrics" | awk '/^shoplake_stage_records_read_total/ {print $2}')
+    n=$(curl -s "127.0.0.1:$port/v1/sql" -d '{"sql":"select count(*) as n from events"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])')
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+    cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$pid/stat")
+    printf '| %d s | %s | %s | %.0f | %.0f | %.1f |\n' "$t" "$read_n" "$n" "$(echo "$rss / 1024" | bc -l)" "$(echo "$hwm / 1024" | bc -l)" "$cpu"
+done
 kill -TERM "$pid"
 wait "$pid"
-echo
-printf '`shoplake up --rate %s` for %ss: %s events queryable, peak RSS %.0f MiB, CPU %.1f s.\n' \
-    "$up_rate" "$up_secs" "$n" "$(echo "$hwm_kib / 1024" | bc -l)" "$cpu"

@@ -72,6 +72,9 @@ pub struct CompactReport {
     pub bad_rows_written: u64,
     /// Orders re-derived from their events (merged into the table, or all of it when rebuilt).
     pub orders: Option<u64>,
+    /// Identity links re-derived from their events and merged into `identities` (all of them
+    /// when the table was created).
+    pub identities: Option<u64>,
 }
 
 impl CompactReport {
@@ -83,6 +86,10 @@ impl CompactReport {
         self.already_in_lake += o.already_in_lake;
         self.bad_rows_written += o.bad_rows_written;
         self.orders = match (self.orders, o.orders) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.identities = match (self.identities, o.identities) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
@@ -596,6 +603,9 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
         }
         _ => {}
     }
+
+    // Anonymous ids this round's identity events link to users (the table made when missing).
+    report.identities = crate::identities::update_identities(lake, &events_files, opts).await?;
 
     let store = lake.store();
     for f in events_files.iter().chain(&bad_files) {

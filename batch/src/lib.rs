@@ -7,7 +7,9 @@
 //! - [`compact`]: staged Parquet files (written by the streaming stage) → the `events` and
 //!   `bad_rows` Delta tables, de-duplicated by id across staging files *and* against what the lake
 //!   already holds, then the `orders` table rebuilt from the order lifecycle events
-//!   (`sql/batch/orders.sql`); consumed staging files are deleted only after every commit;
+//!   (`sql/batch/orders.sql`), then the `identities` table ([`identities`]: which user each
+//!   anonymous id is linked to) merged from the round's identity events; consumed staging files
+//!   are deleted only after every commit;
 //! - [`optimize`]: small files → large ones (Delta `OPTIMIZE`, bin-packing) and vacuum.
 //!
 //! ## Exactly once
@@ -28,6 +30,7 @@
 use deltalake::kernel::transaction::TransactionError;
 
 pub mod compact;
+pub mod identities;
 mod lake;
 pub mod optimize;
 pub mod orders;

@@ -5,6 +5,9 @@
 pub const EVENTS_TABLE: &str = "events";
 /// The `orders` Delta table: one row per order.
 pub const ORDERS_TABLE: &str = "orders";
+/// The `identities` Delta table: one row per link of an anonymous id to a user id (maintained by
+/// compaction from the identity events; see `shoplake_batch::identities`).
+pub const IDENTITIES_TABLE: &str = "identities";
 /// The `bad_rows` Delta table, partitioned by `event_date` (the date received).
 pub const BAD_ROWS_TABLE: &str = "bad_rows";
 /// Enriched events waiting for compaction (Parquet files).
@@ -12,4 +15,4 @@ pub const STAGING_EVENTS: &str = "_staging/events";
 /// Bad rows waiting for compaction (Parquet files).
 pub const STAGING_BAD_ROWS: &str = "_staging/bad_rows";
 /// Every table, in the order compaction writes them.
-pub const TABLES: &[&str] = &[EVENTS_TABLE, BAD_ROWS_TABLE, ORDERS_TABLE];
+pub const TABLES: &[&str] = &[EVENTS_TABLE, BAD_ROWS_TABLE, ORDERS_TABLE, IDENTITIES_TABLE];

@@ -13,7 +13,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use shoplake_batch::Lake;
-use shoplake_events::lake::{BAD_ROWS_TABLE, EVENTS_TABLE, ORDERS_TABLE};
+use shoplake_events::lake::{BAD_ROWS_TABLE, EVENTS_TABLE, IDENTITIES_TABLE, ORDERS_TABLE};
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
@@ -91,12 +91,13 @@ pub struct QueryService {
     metrics: QueryMetrics,
 }
 
-const TABLES: [&str; 3] = [EVENTS_TABLE, ORDERS_TABLE, BAD_ROWS_TABLE];
+const TABLES: [&str; 4] = [EVENTS_TABLE, ORDERS_TABLE, BAD_ROWS_TABLE, IDENTITIES_TABLE];
 
 fn empty_schema(table: &str) -> SchemaRef {
     match table {
         EVENTS_TABLE => shoplake_events::events_schema(),
         BAD_ROWS_TABLE => shoplake_events::bad_rows_schema(),
+        IDENTITIES_TABLE => shoplake_batch::identities::identities_schema(),
         _ => shoplake_batch::orders::orders_schema(),
     }
 }

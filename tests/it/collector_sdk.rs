@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::e2e::{count, free_port, http_get, ok, run, shoplake, sql, terminate};
+use crate::e2e::{block_on, count, free_port, http_get, ok, run, shoplake, sql, terminate};
 
 #[test]
 fn segment_sdk_events_land_in_the_lake_exactly_once() {
@@ -126,5 +126,109 @@ fn segment_sdk_events_land_in_the_lake_exactly_once() {
             .as_str()
             .unwrap()
             .contains("gold")
+    );
+    // identify and alias both link a-1 to u-1: one link, two events.
+    let link = one(
+        "select user_id, link_events, users_linked, is_current, source from identities where anonymous_id = 'a-1'",
+    );
+    assert_eq!(
+        link,
+        serde_json::json!({"user_id": "u-1", "link_events": 2, "users_linked": 1, "is_current": true, "source": "backend"})
+    );
+}
+
+/// Starts `shoplake collect` on `data` with a fresh write key of `source`; returns it, its
+/// address and the key.
+fn start_collect(data: &Path, source: &str) -> (std::process::Child, String, String) {
+    let key = run(data, &["keys", "create", "--source", source]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let collect = shoplake(data, &["collect", "--http-addr", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, "/ready").map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "shoplake collect did not get ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (collect, addr, key.trim().to_owned())
+}
+
+#[test]
+fn an_alias_through_the_collector_links_the_earlier_visit_to_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let (collect, addr, key) = start_collect(data, "web");
+    // A shopper browses anonymously (two hours ago: the device sends late, its clock is right),
+    // then signs in: the storefront aliases the anonymous id to the user. Another device
+    // identifies with both ids; a third only ever browses.
+    let now = chrono::Utc::now();
+    let at = |minutes_ago: i64| {
+        (now - chrono::Duration::minutes(minutes_ago))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let body = serde_json::json!({
+        "sentAt": at(0),
+        "batch": [
+            {"type": "page", "anonymousId": "a-7", "messageId": "m-1", "timestamp": at(120),
+             "name": "Home", "properties": {"url": "https://shop.example/", "path": "/"}},
+            {"type": "track", "event": "Product Viewed", "anonymousId": "a-7", "messageId": "m-2",
+             "timestamp": at(119), "properties": {"product_id": "p-1", "price": 10.0, "currency": "EUR"}},
+            {"type": "alias", "previousId": "a-7", "userId": "u-7", "messageId": "m-3", "timestamp": at(1)},
+            {"type": "identify", "anonymousId": "a-8", "userId": "u-8", "messageId": "m-4",
+             "timestamp": at(1), "traits": {"plan": "gold"}},
+            {"type": "page", "anonymousId": "a-9", "messageId": "m-5", "timestamp": at(1),
+             "name": "Home", "properties": {"url": "https://shop.example/", "path": "/"}},
+        ]
+    });
+    let status = block_on(async {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/v1/batch"))
+            .basic_auth(&key, Some(""))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 200);
+    assert!(terminate(collect).success(), "a clean stop on SIGTERM");
+    run(data, &["stream", "--drain"]);
+    let report: Value = serde_json::from_str(run(data, &["batch", "compact"]).trim()).unwrap();
+    assert_eq!(report["events_written"], 5);
+    assert_eq!(report["identities"], 2, "{report}");
+
+    let links = sql(
+        data,
+        "select anonymous_id, user_id, linked_by, source, link_events, users_linked, is_current from identities order by 1",
+    );
+    assert_eq!(
+        links,
+        [
+            serde_json::json!({"anonymous_id": "a-7", "user_id": "u-7", "linked_by": "alias", "source": "web",
+                               "link_events": 1, "users_linked": 1, "is_current": true}),
+            serde_json::json!({"anonymous_id": "a-8", "user_id": "u-8", "linked_by": "identify", "source": "web",
+                               "link_events": 1, "users_linked": 1, "is_current": true}),
+        ]
+    );
+    // The anonymous visit two hours before the alias is its own session, and it is u-7's.
+    let sessions = sql(
+        data,
+        "select anonymous_id, user_id, user_from_identity, events from sessions order by started_at, anonymous_id",
+    );
+    assert_eq!(
+        sessions,
+        [
+            serde_json::json!({"anonymous_id": "a-7", "user_id": "u-7", "user_from_identity": true, "events": 2}),
+            serde_json::json!({"anonymous_id": "a-7", "user_id": "u-7", "user_from_identity": false, "events": 1}),
+            serde_json::json!({"anonymous_id": "a-8", "user_id": "u-8", "user_from_identity": false, "events": 1}),
+            // No link, no user (the JSON output leaves nulls out).
+            serde_json::json!({"anonymous_id": "a-9", "user_from_identity": false, "events": 1}),
+        ]
     );
 }

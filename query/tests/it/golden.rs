@@ -1,6 +1,6 @@
 //! Golden SQL: every `sql/tests/*.slt` file run through the real query service (tables, views)
 //! over the seeded lake. Rewrite the expected results after an intended change with
-//! `SHOPLAKE_SLT_COMPLETE=1 cargo test -p shoplake-query --test it golden`, then read the diff.
+//! `SHOPLAKE_SLT_COMPLETE=1 cargo test --workspace --test it golden`, then read the diff.
 
 use std::path::PathBuf;
 use std::sync::Arc;

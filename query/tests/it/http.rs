@@ -118,7 +118,7 @@ async fn tables_and_query_counters() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["events", "orders", "bad_rows"]);
+    assert_eq!(names, ["events", "orders", "bad_rows", "identities"]);
     assert!(tables["tables"][0]["delta_version"].is_u64());
 
     post(&base, "select 1".into(), false).await;
@@ -149,4 +149,11 @@ async fn a_new_lake_answers_with_empty_tables() {
         .unwrap();
     assert_eq!(sessions.row_count(), 0);
     assert!(sessions.schema.field_with_name("conversion_rate").is_ok());
+    // Tables compaction has not written yet are queryable, empty, with their schema.
+    let identities = service
+        .sql("select anonymous_id, user_id, is_current from identities")
+        .await
+        .unwrap();
+    assert_eq!(identities.row_count(), 0);
+    assert_eq!(identities.schema.fields().len(), 3);
 }

@@ -5,19 +5,72 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use shoplake_batch::{CompactOptions, Lake, compact_all};
+use shoplake_events::Event;
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
-use shoplake_storefront_emitter::simulator::{SimConfig, SimStats, Simulator};
+use shoplake_storefront_emitter::simulator::{RecordKind, SimConfig, SimStats, Simulator};
 use shoplake_transform::{Stage, StageConfig};
 
 /// The seed and size of the golden dataset. Changing them changes every `.slt` result: rewrite
-/// them with `SHOPLAKE_SLT_COMPLETE=1 cargo test -p shoplake-query --test it golden`.
+/// them with `SHOPLAKE_SLT_COMPLETE=1 cargo test --workspace --test it golden`.
 pub const SEED: u64 = 20260301;
 pub const SESSIONS: u64 = 400;
 
 pub struct Fixture {
     pub lake_root: String,
     pub stats: SimStats,
+    /// Every identity link the simulator emitted (valid events only, each once).
+    pub links: Vec<Link>,
     _dir: tempfile::TempDir,
+}
+
+/// An identity event as the simulator emitted it: it links `anonymous_id` to `user_id`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Link {
+    pub anonymous_id: String,
+    pub user_id: String,
+    pub event_id: String,
+}
+
+/// Puts a seeded simulation of `sessions` sessions from 2026-03-01 onto `stream`; returns what it
+/// emitted and the identity links among its valid events.
+pub async fn simulate(stream: &LocalLog, seed: u64, sessions: u64) -> (SimStats, Vec<Link>) {
+    let mut sim = Simulator::new(SimConfig {
+        seed,
+        start_micros: shoplake_events::parse_timestamp("2026-03-01T00:00:00Z").unwrap(),
+        max_sessions: Some(sessions),
+        ..SimConfig::default()
+    });
+    let mut pending = Vec::new();
+    let mut links = Vec::new();
+    while let Some(r) = sim.next() {
+        if let RecordKind::Valid(name) = r.kind
+            && name.requires_user_id()
+        {
+            let e: Event<'_> = serde_json::from_slice(&r.payload).unwrap();
+            if let (Some(a), Some(u)) = (e.anonymous_id, e.user_id)
+                && *a != *u
+            {
+                links.push(Link {
+                    anonymous_id: a.to_string(),
+                    user_id: u.to_string(),
+                    event_id: e.event_id.unwrap().to_string(),
+                });
+            }
+        }
+        pending.push(Record {
+            partition_key: r.partition_key,
+            data: r.payload.into(),
+        });
+        if pending.len() == 500 {
+            stream
+                .put_records(std::mem::take(&mut pending))
+                .await
+                .unwrap();
+        }
+    }
+    stream.put_records(pending).await.unwrap();
+    links.sort();
+    (sim.stats().clone(), links)
 }
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
@@ -42,27 +95,7 @@ pub fn fixture() -> &'static Fixture {
 async fn build() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 4).unwrap());
-    let mut sim = Simulator::new(SimConfig {
-        seed: SEED,
-        start_micros: shoplake_events::parse_timestamp("2026-03-01T00:00:00Z").unwrap(),
-        max_sessions: Some(SESSIONS),
-        ..SimConfig::default()
-    });
-    let mut pending = Vec::new();
-    while let Some(r) = sim.next() {
-        pending.push(Record {
-            partition_key: r.partition_key,
-            data: r.payload.into(),
-        });
-        if pending.len() == 500 {
-            stream
-                .put_records(std::mem::take(&mut pending))
-                .await
-                .unwrap();
-        }
-    }
-    stream.put_records(pending).await.unwrap();
-    let stats = sim.stats().clone();
+    let (stats, links) = simulate(&stream, SEED, SESSIONS).await;
 
     let lake_root: PathBuf = dir.path().join("lake");
     let lake_root = lake_root.display().to_string();
@@ -81,6 +114,7 @@ async fn build() -> Fixture {
     Fixture {
         lake_root,
         stats,
+        links,
         _dir: dir,
     }
 }

@@ -1,8 +1,10 @@
 //! The query service over a real lake: a seeded simulation put through the local stream, the
-//! streaming stage and compaction, then the golden SQL of `sql/tests/*.slt` and the HTTP API.
+//! streaming stage and compaction, then the golden SQL of `sql/tests/*.slt`, the HTTP API, and the
+//! `identities` table against the links the simulator emitted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod golden;
 mod http;
+mod identities;
 mod lake;

@@ -1,0 +1,336 @@
+//! The `identities` table: which user each anonymous id (a browser, a device) belongs to.
+//!
+//! Storefronts send events before the shopper logs in under an anonymous id only; the identity
+//! events — `signed_up`, `logged_in`, `identify` (both ids), and `alias` (its `previousId` kept as
+//! `anonymous_id`) — link that anonymous id to a user id. The table holds one row per link
+//! (anonymous_id → user_id): when it was first and last seen, the event that made it and its
+//! source, how many events carried it. The views of `sql/views` join it to attribute a session
+//! that carried no user id to the user its anonymous id is linked to.
+//!
+//! ## Conflicts
+//! An anonymous id linked to two users is a shared device (a family computer, a kiosk, a shopper
+//! with two accounts). Both links stay in the table, each anonymous id's rows say how many users it
+//! is linked to (`users_linked`), and exactly one of them is `is_current`: the user of the latest
+//! link event, which is the one attribution uses. So the latest link wins, and whoever wants to
+//! leave shared devices out of an analysis filters on `users_linked = 1`. The derivation is
+//! `sql/batch/identities.sql`.
+//!
+//! ## Maintenance
+//! Compaction calls [`update_identities`] after each round's commits, with the staging files the
+//! round read. It reads only the identity columns of those files, finds the anonymous ids that
+//! identity events of the round touched, re-derives those ids' links from *all* their identity
+//! events in the lake, and merges them into the table on (anonymous_id, user_id) — a Delta MERGE,
+//! like the `orders` upsert: the work follows the round, not the lake's history, and a re-run
+//! derives the same rows. When the table is missing (a new lake, or one written before this table
+//! existed) it is created and filled from the whole events table the same way. Rows only ever grow:
+//! events are append-only. Erasing a user (GDPR) must drop the table so the next round rebuilds it.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::JoinType;
+use datafusion::prelude::{SessionContext, col, lit};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use object_store::{ObjectMeta, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use shoplake_events::EventName;
+use shoplake_events::fields::{ANONYMOUS_ID, EVENT_NAME, USER_ID};
+use shoplake_events::lake::{EVENTS_TABLE, IDENTITIES_TABLE};
+use shoplake_events::schema::timestamp;
+use tracing::debug;
+
+use crate::{CompactOptions, Error, Lake, Result};
+
+/// The SQL that derives the links from the identity events (`link_events`).
+pub const IDENTITIES_SQL: &str = include_str!("../../sql/batch/identities.sql");
+
+/// The table's key columns: one row per link.
+const KEY: [&str; 2] = [ANONYMOUS_ID, USER_ID];
+
+static IDENTITIES: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new(ANONYMOUS_ID, DataType::Utf8, false),
+        Field::new(USER_ID, DataType::Utf8, false),
+        Field::new("first_seen", timestamp(), false),
+        Field::new("last_seen", timestamp(), false),
+        Field::new("linked_by_event_id", DataType::Utf8, false),
+        Field::new("linked_by", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, true),
+        Field::new("link_events", DataType::Int64, false),
+        Field::new("users_linked", DataType::Int64, false),
+        Field::new("is_current", DataType::Boolean, false),
+    ]))
+});
+
+/// Schema of the `identities` table.
+pub fn identities_schema() -> SchemaRef {
+    IDENTITIES.clone()
+}
+
+/// The events that link an anonymous id to a user id: those that identify a known user.
+fn link_event_names() -> impl Iterator<Item = &'static str> {
+    EventName::ALL
+        .iter()
+        .filter(|n| n.requires_user_id())
+        .map(|n| n.as_str())
+}
+
+/// Brings the `identities` table up to date with a compaction round that read `staged_events`
+/// (whose events are in the lake by now); returns the rows merged, or `None` when the round
+/// touched no link. Creates and fills the table from the whole events table when it is missing.
+pub async fn update_identities(
+    lake: &Lake,
+    staged_events: &[ObjectMeta],
+    opts: &CompactOptions,
+) -> Result<Option<u64>> {
+    let table = match lake.table(IDENTITIES_TABLE).await? {
+        Some(table) => table,
+        None if lake.table_exists(EVENTS_TABLE).await? => {
+            let table = create(lake, opts).await?;
+            let rows = merge(lake, table, None, opts, "rebuild_identities").await?;
+            return Ok(Some(rows));
+        }
+        None => return Ok(None),
+    };
+    let touched = linked_anonymous_ids(lake, staged_events).await?;
+    if touched.is_empty() {
+        return Ok(None);
+    }
+    let rows = merge(lake, table, Some(touched), opts, "upsert_identities").await?;
+    Ok(Some(rows))
+}
+
+/// The anonymous ids that identity events of these staging files link to a user.
+///
+/// Decodes three columns of each file, not the events: a round's files are read again here
+/// because the events themselves were handed to the append.
+async fn linked_anonymous_ids(lake: &Lake, files: &[ObjectMeta]) -> Result<Vec<String>> {
+    let links: BTreeSet<&str> = link_event_names().collect();
+    let store = lake.store();
+    let mut ids = BTreeSet::new();
+    for f in files {
+        let store_err = |source| Error::Store {
+            path: f.location.to_string(),
+            source,
+        };
+        let staging_err = |source| Error::Staging {
+            path: f.location.to_string(),
+            source,
+        };
+        let bytes = match store.get(&f.location).await {
+            Ok(got) => got.bytes().await.map_err(store_err)?,
+            // Deleted by another compactor since the listing: it committed the file's rows and
+            // merged their links before deleting it.
+            Err(object_store::Error::NotFound { .. }) => {
+                debug!(path = %f.location, "staging file already compacted by another run");
+                continue;
+            }
+            Err(source) => return Err(store_err(source)),
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(staging_err)?;
+        let mask = ProjectionMask::columns(
+            builder.parquet_schema(),
+            [EVENT_NAME, ANONYMOUS_ID, USER_ID],
+        );
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(65_536)
+            .build()
+            .map_err(staging_err)?;
+        for batch in reader {
+            let batch = batch?;
+            let column = |name: &str| -> Result<StringArray> {
+                let c = batch.column_by_name(name).ok_or_else(|| Error::Lake {
+                    message: format!("staging file {} has no column {name}", f.location),
+                })?;
+                Ok(arrow::compute::cast(c, &DataType::Utf8)?
+                    .as_string::<i32>()
+                    .clone())
+            };
+            let (names, anonymous, users) =
+                (column(EVENT_NAME)?, column(ANONYMOUS_ID)?, column(USER_ID)?);
+            for i in 0..batch.num_rows() {
+                if names.is_valid(i)
+                    && links.contains(names.value(i))
+                    && anonymous.is_valid(i)
+                    && users.is_valid(i)
+                    && anonymous.value(i) != users.value(i)
+                {
+                    ids.insert(anonymous.value(i).to_owned());
+                }
+            }
+        }
+    }
+    Ok(ids.into_iter().collect())
+}
+
+/// Creates the table empty (a commit with its schema), so that every fill is a MERGE: two
+/// compactors that both found it missing then conflict instead of overwriting each other.
+async fn create(lake: &Lake, opts: &CompactOptions) -> Result<deltalake::DeltaTable> {
+    lake.new_table(IDENTITIES_TABLE)?
+        .write(vec![RecordBatch::new_empty(identities_schema())])
+        .with_save_mode(SaveMode::Ignore)
+        .with_writer_properties(writer_properties(opts)?)
+        .await
+        .map_err(|source| Error::delta(IDENTITIES_TABLE, source))?;
+    lake.table(IDENTITIES_TABLE)
+        .await?
+        .ok_or_else(|| Error::Lake {
+            message: format!("table {IDENTITIES_TABLE} is missing right after its creation"),
+        })
+}
+
+/// Runs the identities SQL over the lake's identity events — all of them, or only those of the
+/// anonymous ids in `only` — and returns the rows in the table's schema.
+async fn derive(lake: &Lake, only: Option<Vec<String>>) -> Result<Vec<RecordBatch>> {
+    let Some(events) = lake.table(EVENTS_TABLE).await? else {
+        return Ok(Vec::new());
+    };
+    let qe = |source| Error::query(IDENTITIES_TABLE, source);
+    let ctx = SessionContext::new();
+    events
+        .update_datafusion_session(&ctx.state())
+        .map_err(|source| Error::delta(EVENTS_TABLE, source))?;
+    let provider = events.table_provider().await.map_err(qe)?;
+    let names = link_event_names().map(lit).collect();
+    let mut links = ctx
+        .read_table(provider)
+        .and_then(|t| {
+            t.filter(
+                col(EVENT_NAME)
+                    .in_list(names, false)
+                    .and(col(ANONYMOUS_ID).is_not_null())
+                    .and(col(USER_ID).is_not_null())
+                    .and(col(ANONYMOUS_ID).not_eq(col(USER_ID))),
+            )
+        })
+        .map_err(qe)?;
+    if let Some(ids) = only {
+        let ids = RecordBatch::try_from_iter([(
+            "touched_anonymous_id",
+            Arc::new(StringArray::from(ids)) as _,
+        )])?;
+        let touched = ctx.read_batch(ids).map_err(qe)?;
+        links = links
+            .join_on(
+                touched,
+                JoinType::LeftSemi,
+                [col(ANONYMOUS_ID).eq(col("touched_anonymous_id"))],
+            )
+            .map_err(qe)?;
+    }
+    ctx.register_table("link_events", links.into_view())
+        .map_err(qe)?;
+    let batches = ctx
+        .sql(IDENTITIES_SQL)
+        .await
+        .map_err(qe)?
+        .collect()
+        .await
+        .map_err(qe)?;
+    conform(batches)
+}
+
+/// Casts the SQL's result to the table's schema (DataFusion may hand back equivalent types).
+fn conform(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let schema = identities_schema();
+    batches
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| {
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let c = b.column_by_name(f.name()).ok_or_else(|| Error::Lake {
+                        message: format!("sql/batch/identities.sql has no column {}", f.name()),
+                    })?;
+                    Ok(arrow::compute::cast(c, f.data_type())?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        })
+        .collect()
+}
+
+/// Derives the links of `only` (or all) and merges them into `table` on (anonymous_id, user_id):
+/// updated when present, inserted when new. Returns the rows merged.
+async fn merge(
+    lake: &Lake,
+    table: deltalake::DeltaTable,
+    only: Option<Vec<String>>,
+    opts: &CompactOptions,
+    operation: &str,
+) -> Result<u64> {
+    let batches = derive(lake, only).await?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows == 0 {
+        return Ok(0);
+    }
+    let de = |source| Error::delta(IDENTITIES_TABLE, source);
+    let ctx = SessionContext::new();
+    let source = ctx
+        .read_batches(batches)
+        .map_err(|source| Error::query(IDENTITIES_TABLE, source))?;
+    let on = KEY
+        .iter()
+        .map(|k| col(format!("target.{k}")).eq(col(format!("source.{k}"))))
+        .reduce(|a, b| a.and(b))
+        .unwrap_or_else(|| lit(false));
+    let columns: Vec<String> = identities_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let (_table, metrics) = table
+        .merge(source, on)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_writer_properties(writer_properties(opts)?)
+        .with_commit_properties(CommitProperties::default().with_metadata([
+            (
+                "shoplake.operation".to_owned(),
+                serde_json::json!(operation),
+            ),
+            ("shoplake.rows".to_owned(), serde_json::json!(rows)),
+        ]))
+        .when_matched_update(|u| {
+            columns
+                .iter()
+                .filter(|c| !KEY.contains(&c.as_str()))
+                .fold(u, |u, c| u.update(c.as_str(), col(format!("source.{c}"))))
+        })
+        .and_then(|m| {
+            m.when_not_matched_insert(|i| {
+                columns
+                    .iter()
+                    .fold(i, |i, c| i.set(c.as_str(), col(format!("source.{c}"))))
+            })
+        })
+        .map_err(de)?
+        .await
+        .map_err(de)?;
+    debug!(
+        operation,
+        inserted = metrics.num_target_rows_inserted,
+        updated = metrics.num_target_rows_updated,
+        "identities merged"
+    );
+    Ok(rows as u64)
+}
+
+/// zstd Parquet at the compaction's level, as every table of the lake.
+fn writer_properties(opts: &CompactOptions) -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| Error::Lake {
+        message: format!("zstd level {}: {e}", opts.zstd_level),
+    })?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .build())
+}
