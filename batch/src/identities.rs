@@ -22,8 +22,11 @@
 //! events in the lake, and merges them into the table on (anonymous_id, user_id) — a Delta MERGE,
 //! like the `orders` upsert: the work follows the round, not the lake's history, and a re-run
 //! derives the same rows. When the table is missing (a new lake, or one written before this table
-//! existed) it is created and filled from the whole events table the same way. Rows only ever grow:
-//! events are append-only. Erasing a user (GDPR) must drop the table so the next round rebuilds it.
+//! existed) it is created, then filled from the whole events table the same way, in a commit that
+//! carries a Delta application transaction ([`FILLED_APP_ID`]): a table created but not filled (a
+//! crash in between) is filled by the next round, and two compactors cannot both fill it. Rows only
+//! ever grow: events are append-only. Erasing a user (GDPR) must drop the table so that the next
+//! round fills it again.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
@@ -32,6 +35,7 @@ use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::JoinType;
 use datafusion::prelude::{SessionContext, col, lit};
+use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use object_store::{ObjectMeta, ObjectStoreExt};
@@ -81,9 +85,14 @@ fn link_event_names() -> impl Iterator<Item = &'static str> {
         .map(|n| n.as_str())
 }
 
+/// The Delta application id of the commit that fills the table from the whole events table.
+/// A table without it was created but never filled (a crash in between): it is filled again.
+pub const FILLED_APP_ID: &str = "shoplake-identities-filled";
+
 /// Brings the `identities` table up to date with a compaction round that read `staged_events`
 /// (whose events are in the lake by now); returns the rows merged, or `None` when the round
-/// touched no link. Creates and fills the table from the whole events table when it is missing.
+/// touched no link. When the table is missing, or was never filled, it is created and filled from
+/// the whole events table instead.
 pub async fn update_identities(
     lake: &Lake,
     staged_events: &[ObjectMeta],
@@ -91,19 +100,24 @@ pub async fn update_identities(
 ) -> Result<Option<u64>> {
     let table = match lake.table(IDENTITIES_TABLE).await? {
         Some(table) => table,
-        None if lake.table_exists(EVENTS_TABLE).await? => {
-            let table = create(lake, opts).await?;
-            let rows = merge(lake, table, None, opts, "rebuild_identities").await?;
-            return Ok(Some(rows));
-        }
+        None if lake.table_exists(EVENTS_TABLE).await? => create(lake, opts).await?,
         None => return Ok(None),
     };
+    let filled = table
+        .snapshot()
+        .map_err(|source| Error::delta(IDENTITIES_TABLE, source))?
+        .transaction_version(table.log_store().as_ref(), FILLED_APP_ID)
+        .await
+        .map_err(|source| Error::delta(IDENTITIES_TABLE, source))?
+        .is_some();
+    if !filled {
+        return Ok(Some(merge(lake, table, None, opts).await?));
+    }
     let touched = linked_anonymous_ids(lake, staged_events).await?;
     if touched.is_empty() {
         return Ok(None);
     }
-    let rows = merge(lake, table, Some(touched), opts, "upsert_identities").await?;
-    Ok(Some(rows))
+    Ok(Some(merge(lake, table, Some(touched), opts).await?))
 }
 
 /// The anonymous ids that identity events of these staging files link to a user.
@@ -170,8 +184,9 @@ async fn linked_anonymous_ids(lake: &Lake, files: &[ObjectMeta]) -> Result<Vec<S
     Ok(ids.into_iter().collect())
 }
 
-/// Creates the table empty (a commit with its schema), so that every fill is a MERGE: two
-/// compactors that both found it missing then conflict instead of overwriting each other.
+/// Creates the table empty (a commit with its schema and no rows). Rows only ever go in by MERGE
+/// against a snapshot, never in the creating commit: delta-rs retries a creating commit that lost
+/// a race without a conflict check, which could add the same rows twice.
 async fn create(lake: &Lake, opts: &CompactOptions) -> Result<deltalake::DeltaTable> {
     lake.new_table(IDENTITIES_TABLE)?
         .write(vec![RecordBatch::new_empty(identities_schema())])
@@ -261,19 +276,46 @@ fn conform(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
 
 /// Derives the links of `only` (or all) and merges them into `table` on (anonymous_id, user_id):
 /// updated when present, inserted when new. Returns the rows merged.
+///
+/// Filling the table (`only` = None) commits with the [`FILLED_APP_ID`] transaction — an empty
+/// commit when there is no link yet — so that it happens once: two compactors filling at the same
+/// time conflict, and the loser re-runs its round as an update.
 async fn merge(
     lake: &Lake,
     table: deltalake::DeltaTable,
     only: Option<Vec<String>>,
     opts: &CompactOptions,
-    operation: &str,
 ) -> Result<u64> {
+    let fill = only.is_none();
+    let operation = if fill {
+        "fill_identities"
+    } else {
+        "upsert_identities"
+    };
     let batches = derive(lake, only).await?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if rows == 0 {
-        return Ok(0);
+    let mut commit = CommitProperties::default().with_metadata([
+        (
+            "shoplake.operation".to_owned(),
+            serde_json::json!(operation),
+        ),
+        ("shoplake.rows".to_owned(), serde_json::json!(rows)),
+    ]);
+    if fill {
+        commit = commit.with_application_transaction(Transaction::new(FILLED_APP_ID, 1));
     }
     let de = |source| Error::delta(IDENTITIES_TABLE, source);
+    if rows == 0 {
+        if fill {
+            table
+                .write(vec![RecordBatch::new_empty(identities_schema())])
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(commit)
+                .await
+                .map_err(de)?;
+        }
+        return Ok(0);
+    }
     let ctx = SessionContext::new();
     let source = ctx
         .read_batches(batches)
@@ -293,13 +335,7 @@ async fn merge(
         .with_source_alias("source")
         .with_target_alias("target")
         .with_writer_properties(writer_properties(opts)?)
-        .with_commit_properties(CommitProperties::default().with_metadata([
-            (
-                "shoplake.operation".to_owned(),
-                serde_json::json!(operation),
-            ),
-            ("shoplake.rows".to_owned(), serde_json::json!(rows)),
-        ]))
+        .with_commit_properties(commit)
         .when_matched_update(|u| {
             columns
                 .iter()

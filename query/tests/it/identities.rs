@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 use serde_json::Value;
 use shoplake_batch::compact::compact;
-use shoplake_batch::identities::update_identities;
+use shoplake_batch::identities::{identities_schema, update_identities};
 use shoplake_batch::{CompactOptions, CompactReport, Lake, compact_all};
 use shoplake_events::lake::IDENTITIES_TABLE;
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
@@ -571,9 +572,25 @@ async fn a_shared_device_keeps_both_links_and_the_latest_wins() {
     assert_eq!(r.identities, Some(4));
     assert_eq!(shop.identities().await, round4);
 
-    // Built from scratch, the table is what the rounds made of it.
-    std::fs::remove_dir_all(shop.dir.path().join("lake").join(IDENTITIES_TABLE)).unwrap();
+    // A table created but never filled (a crash between the two commits) is filled next time.
     let opts = CompactOptions::default();
+    let table_dir = shop.dir.path().join("lake").join(IDENTITIES_TABLE);
+    std::fs::remove_dir_all(&table_dir).unwrap();
+    shop.lake
+        .new_table(IDENTITIES_TABLE)
+        .unwrap()
+        .write(vec![RecordBatch::new_empty(identities_schema())])
+        .await
+        .unwrap();
+    assert_eq!(shop.identities().await, Vec::<Value>::new());
+    assert_eq!(
+        update_identities(&shop.lake, &[], &opts).await.unwrap(),
+        Some(4)
+    );
+    assert_eq!(shop.identities().await, round4);
+
+    // Built from scratch, the table is what the rounds made of it.
+    std::fs::remove_dir_all(&table_dir).unwrap();
     assert_eq!(
         update_identities(&shop.lake, &[], &opts).await.unwrap(),
         Some(4)
@@ -583,6 +600,37 @@ async fn a_shared_device_keeps_both_links_and_the_latest_wins() {
     assert_eq!(
         update_identities(&shop.lake, &[], &opts).await.unwrap(),
         None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lake_without_identity_events_gets_an_empty_table_once() {
+    let mut shop = Shop::open();
+    let r = shop
+        .round(vec![event(1, "page_viewed", Some("a-1"), None, "01 10:00")])
+        .await;
+    assert_eq!((r.events_written, r.identities), (1, Some(0)));
+    assert_eq!(shop.identities().await, Vec::<Value>::new());
+    // Filled (with nothing): the next round does not scan the events table again.
+    let r = shop
+        .round(vec![event(2, "page_viewed", Some("a-1"), None, "01 10:01")])
+        .await;
+    assert_eq!((r.events_written, r.identities), (1, None));
+    let r = shop
+        .round(vec![event(
+            3,
+            "identify",
+            Some("a-1"),
+            Some("u-1"),
+            "01 10:02",
+        )])
+        .await;
+    assert_eq!((r.events_written, r.identities), (1, Some(1)));
+    assert_eq!(
+        shop.identities().await,
+        [link(
+            "a-1", "u-1", "01 10:02", "01 10:02", 3, "identify", 1, 1, true
+        )]
     );
 }
 
