@@ -4,3 +4,4 @@
 
 mod collector_sdk;
 mod e2e;
+mod kinesis;
