@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 sessions="${1:-50000}"
 up_rate="${2:-5000}"
 up_secs="${3:-60}"
-bin=target/release/shoplake
+bin="${SHOPLAKE_BIN:-target/release/shoplake}"
 [ -x "$bin" ] || cargo build --release --quiet
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
