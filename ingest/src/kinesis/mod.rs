@@ -67,7 +67,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use rand::Rng;
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -333,10 +333,26 @@ impl Inner {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let code = err.code().map(str::to_owned);
+        // The service's own words when it answered; otherwise the chain of causes (connection
+        // refused, timeout, …), which the SDK's Display alone leaves out, without its Debug dump.
+        let message = match (&code, err.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.clone(),
+            _ => {
+                let mut chain = err.to_string();
+                let mut cause = std::error::Error::source(&err);
+                while let Some(c) = cause {
+                    chain.push_str(": ");
+                    chain.push_str(&c.to_string());
+                    cause = c.source();
+                }
+                chain
+            }
+        };
         Error::Kinesis {
             stream: self.name.clone(),
             operation,
-            message: DisplayErrorContext(&err).to_string(),
+            message,
             code,
             retryable: failure != Failure::Permanent,
             source: Box::new(err),

@@ -981,6 +981,88 @@ async fn split_and_merge_while_putting_lose_nothing_and_keep_key_order() {
 }
 
 #[tokio::test]
+async fn a_shard_split_while_it_is_read_ends_and_its_children_continue() {
+    let Some(url) = endpoint(KINESIS_MOCK) else {
+        return;
+    };
+    let s = stream(&url, 1, test_config()).await;
+    let (first, mut expected) = interleaved(10, 20);
+    s.put_records(first).await.unwrap();
+    let parent = ShardId::from_index(0);
+    let mut reader = s
+        .open_shard(&parent, StartPosition::TrimHorizon)
+        .await
+        .unwrap();
+    let mut from_parent = reader.next_batch(50).await.unwrap().records;
+    assert_eq!(from_parent.len(), 50);
+    client(&url)
+        .split_shard()
+        .stream_name(s.name())
+        .shard_to_split(&parent.0)
+        .new_starting_hash_key((1u128 << 127).to_string())
+        .send()
+        .await
+        .unwrap();
+    s.wait_until_active(Duration::from_secs(30)).await.unwrap();
+    let (second, more) = interleaved(10, 20);
+    let second: Vec<Record> = second
+        .into_iter()
+        .map(|r| {
+            rec(
+                &r.partition_key,
+                format!("after-split:{}", String::from_utf8_lossy(&r.data)),
+            )
+        })
+        .collect();
+    for (k, v) in more {
+        expected.get_mut(&k).unwrap().extend(
+            v.into_iter()
+                .map(|d| Bytes::from(format!("after-split:{}", String::from_utf8_lossy(&d)))),
+        );
+    }
+    s.put_records(second).await.unwrap();
+    // The parent reader goes on to the parent's end, reported once its last record is out.
+    loop {
+        let b = reader.next_batch(50).await.unwrap();
+        from_parent.extend(b.records);
+        if b.end_of_shard {
+            break;
+        }
+    }
+    assert_eq!(
+        from_parent.len(),
+        200,
+        "the parent holds what was put before the split"
+    );
+    let shards = s.list_shards().await.unwrap();
+    let children: Vec<ShardId> = shards
+        .iter()
+        .filter(|x| x.parent_shard_ids == vec![parent.clone()])
+        .map(|x| x.shard_id.clone())
+        .collect();
+    assert_eq!(children.len(), 2);
+    let mut all = from_parent;
+    for child in &children {
+        let mut r = s
+            .open_shard(child, StartPosition::TrimHorizon)
+            .await
+            .unwrap();
+        loop {
+            let b = r.next_batch(100).await.unwrap();
+            if b.records.is_empty() {
+                break;
+            }
+            all.extend(b.records);
+        }
+    }
+    assert_eq!(
+        by_key(&all),
+        expected,
+        "nothing lost, per-key order kept across the split"
+    );
+}
+
+#[tokio::test]
 async fn conformance_ordering_per_key_on_kinesis_local() {
     let Some(url) = endpoint(KINESIS_MOCK) else {
         return;
