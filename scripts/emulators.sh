@@ -86,5 +86,15 @@ emulators_start() {
             return 1
         fi
     done
+    # A free port could have been taken between choosing and binding it: then the answer above
+    # came from someone else, and our emulator has exited.
+    local pid
+    for pid in "${EMULATOR_PIDS[@]}"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "scripts/test: an emulator exited after starting; logs in $logs:" >&2
+            tail -n 20 "$logs"/*.log >&2
+            return 1
+        fi
+    done
     echo "scripts/test: kinesalite on $SHOPLAKE_TEST_KINESALITE, kinesis-local on $SHOPLAKE_TEST_KINESIS_MOCK" >&2
 }
