@@ -548,7 +548,9 @@ impl Stage {
                 total.duplicates = r.duplicates;
                 total.files.extend(r.files);
             }
-            if read == 0 {
+            // A flush that finished a closed shard (resharding) makes its children readable:
+            // the drain goes on to them instead of stopping at the parent's end.
+            if read == 0 && self.last_shard_scan.is_some() {
                 return Ok(total);
             }
         }
