@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The HTTP collector's throughput on this machine: `shoplake collect` on the embedded (local redb)
+# stream, driven by wrk with POST /v1/batch requests of 100 realistic e-commerce events each
+# (bench/collector.lua: every request a new device with new message ids), at increasing
+# concurrency. For each level: accepted events/s, p50 / p99 latency, and the CPU seconds the
+# collector process used. At the end the stream is drained and must hold exactly the events
+# answered 200.
+# Usage: bench/collector.sh [SECONDS_PER_LEVEL] [CONNECTIONS...]   (prints Markdown)
+#   e.g. bench/collector.sh 20 1 2 4 8 16 32
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-20}"
+shift || true
+levels=("$@")
+[ ${#levels[@]} -gt 0 ] || levels=(1 2 4 8 16 32 64)
+
+# SHOPLAKE_BENCH_BIN runs another build (a dry run of the script with a debug binary).
+bin="${SHOPLAKE_BENCH_BIN:-target/release/shoplake}"
+[ -n "${SHOPLAKE_BENCH_BIN:-}" ] || cargo build --release --quiet
+command -v wrk > /dev/null || apt-get install -y wrk > /dev/null || {
+    apt-get update > /dev/null && apt-get install -y wrk > /dev/null
+}
+
+work="$(mktemp -d)"
+pid=
+cleanup() {
+    [ -n "$pid" ] && kill -TERM "$pid" 2> /dev/null && wait "$pid" 2> /dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+export SHOPLAKE_LOG=warn
+data="$work/data"
+# The per-key rate limit (20,000 events/s by default) would cap the measurement: lift it.
+cat > "$work/pipeline.toml" << 'EOF'
+[collector]
+rate_limit_events_per_sec = 1e9
+rate_limit_burst = 1e9
+EOF
+export SHOPLAKE_CONFIG="$work/pipeline.toml"
+WRITE_KEY="$("$bin" --data-dir "$data" keys create --source web 2> /dev/null | tr -d '[:space:]')"
+export WRITE_KEY
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+addr="127.0.0.1:$port"
+"$bin" --data-dir "$data" collect --http-addr "$addr" > /dev/null 2> "$work/collect.err" &
+pid=$!
+for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$addr/ready")" = 200 ] && break
+    sleep 0.1
+done
+
+hz=$(getconf CLK_TCK)
+cpu_secs() { awk -v hz="$hz" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat"; }
+
+echo "### Collector: POST /v1/batch, 100 events per request, local stream, $(nproc) cores"
+echo
+echo "| connections | requests/s | accepted events/s | p50 ms | p99 ms | p99.9 ms | non-200 | collector CPU s | collector CPU s per million events | wrk CPU s |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+total_ok=0
+export WINDOW_SECS="$secs"
+run=$(date +%s)
+for c in "${levels[@]}"; do
+    run=$((run + 1))
+    before=$(cpu_secs)
+    # Requests go out for $secs s; wrk runs 5 s longer so that every request sent is answered
+    # (bench/collector.lua), and nothing is in flight when it stops.
+    out=$(RUN_ID=$run /usr/bin/time -f "WRKCPU %U %S" wrk -t1 -c"$c" -d"$((secs + 5))s" --timeout 10s \
+        -s bench/collector.lua "http://$addr" 2>&1)
+    after=$(cpu_secs)
+    line=$(grep '^RESULT' <<< "$out") || { echo "wrk failed: $out" >&2; exit 1; }
+    read -r _ wrk_user wrk_sys < <(grep '^WRKCPU' <<< "$out")
+    declare -A r=()
+    for kv in ${line#RESULT }; do r[${kv%%=*}]=${kv#*=}; done
+    total_ok=$((total_ok + r[ok]))
+    cpu=$(echo "$after - $before" | bc)
+    events=$((r[ok] * 100))
+    printf '| %d | %.0f | %.0f | %.1f | %.1f | %.1f | %d | %.2f | %.2f | %.2f |\n' "$c" \
+        "$(echo "${r[ok]} * 1000000 / ${r[window_us]}" | bc -l)" \
+        "$(echo "$events * 1000000 / ${r[window_us]}" | bc -l)" \
+        "$(echo "${r[p50_us]} / 1000" | bc -l)" "$(echo "${r[p99_us]} / 1000" | bc -l)" \
+        "$(echo "${r[p999_us]} / 1000" | bc -l)" \
+        "$((r[non2xx] + r[errors]))" "$cpu" \
+        "$(echo "$cpu * 1000000 / ($events + 1)" | bc -l)" "$(echo "$wrk_user + $wrk_sys" | bc)"
+done
+rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+accepted=$(curl -s "http://$addr/metrics" | awk '/^shoplake_collector_events_accepted_total / {print $2}')
+kill -TERM "$pid"
+wait "$pid" || true
+pid=
+
+# The stream must hold exactly what was answered 200: every request carries new event ids and
+# none was in flight when wrk stopped, so the records the stage reads back equal the 200s × 100
+# (a lost or doubled write shows here).
+drained=$("$bin" --data-dir "$data" stream --drain | tail -1)
+records=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["records"])' "$drained")
+echo
+printf 'Answered 200: %d requests = %d events; the collector counted %s accepted; the stream holds %d records; collector peak RSS %.0f MiB.\n' \
+    "$total_ok" "$((total_ok * 100))" "$accepted" "$records" "$(echo "$rss_kib / 1024" | bc -l)"
+if [ "$records" -ne $((total_ok * 100)) ] || [ "$accepted" -ne "$records" ]; then
+    echo "MISMATCH: the stream holds $records records; $((total_ok * 100)) events were answered 200" >&2
+    exit 1
+fi
+"$bin" --data-dir "$data" batch compact > /dev/null
+lake=$("$bin" --data-dir "$data" sql "select count(*) as n, count(distinct event_id) as ids from events" --format csv | tail -1)
+bad=$("$bin" --data-dir "$data" sql "select count(*) as n from bad_rows" --format csv | tail -1)
+echo "After staging and compaction: events, distinct event ids = $lake; bad rows = $bad."
+if [ "$lake" != "$records,$records" ] || [ "$bad" != 0 ]; then
+    echo "MISMATCH: the lake holds $lake (events, distinct ids) and $bad bad rows for $records records" >&2
+    exit 1
+fi
