@@ -236,7 +236,7 @@ fn delta_err(table: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
 }
 
 /// Casts batches to `schema` column by column (DataFusion may hand back equivalent types).
-fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+pub(crate) fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
     batches
         .into_iter()
         .map(|b| {

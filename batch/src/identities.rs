@@ -249,29 +249,9 @@ async fn derive(lake: &Lake, only: Option<Vec<String>>) -> Result<Vec<RecordBatc
         .collect()
         .await
         .map_err(qe)?;
-    conform(batches)
-}
-
-/// Casts the SQL's result to the table's schema (DataFusion may hand back equivalent types).
-fn conform(batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-    let schema = identities_schema();
-    batches
-        .into_iter()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| {
-            let columns = schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    let c = b.column_by_name(f.name()).ok_or_else(|| Error::Lake {
-                        message: format!("sql/batch/identities.sql has no column {}", f.name()),
-                    })?;
-                    Ok(arrow::compute::cast(c, f.data_type())?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(RecordBatch::try_new(schema.clone(), columns)?)
-        })
-        .collect()
+    let mut batches = crate::compact::conform(batches, &identities_schema())?;
+    batches.retain(|b| b.num_rows() > 0);
+    Ok(batches)
 }
 
 /// Derives the links of `only` (or all) and merges them into `table` on (anonymous_id, user_id):

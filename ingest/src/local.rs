@@ -24,12 +24,6 @@ const CACHE_BYTES: usize = 64 << 20;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// Kinesis' limits, enforced here too so that code tested locally works on Kinesis.
-pub const MAX_RECORDS_PER_PUT: usize = 500;
-pub const MAX_RECORD_BYTES: usize = 1 << 20;
-pub const MAX_PUT_BYTES: usize = 5 << 20;
-pub const MAX_PARTITION_KEY_CHARS: usize = 256;
-
 fn table_name(shard: u32) -> String {
     format!("shard-{shard:012}")
 }
@@ -368,19 +362,10 @@ impl LocalLog {
         }
         let mut total = 0;
         for (i, r) in records.iter().enumerate() {
-            let chars = r.partition_key.chars().count();
-            if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
-                return limit(format!(
-                    "record {i}: partition key must have 1 to {MAX_PARTITION_KEY_CHARS} characters, got {chars}"
-                ));
+            match check_record(i, r) {
+                Ok(size) => total += size,
+                Err(message) => return limit(message),
             }
-            let size = r.data.len() + r.partition_key.len();
-            if size > MAX_RECORD_BYTES {
-                return limit(format!(
-                    "record {i} is {size} bytes, the limit is {MAX_RECORD_BYTES}"
-                ));
-            }
-            total += size;
         }
         if total > MAX_PUT_BYTES {
             return limit(format!(

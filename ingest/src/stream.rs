@@ -83,6 +83,34 @@ impl fmt::Display for SequenceNumber {
     }
 }
 
+/// Kinesis' limits on a put, enforced by every backend so that code tested on the local log works
+/// on Kinesis: records per put,
+pub const MAX_RECORDS_PER_PUT: usize = 500;
+/// data plus partition key of one record,
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// data plus partition keys of one put,
+pub const MAX_PUT_BYTES: usize = 5 << 20;
+/// and characters of a partition key.
+pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+
+/// Checks record number `i` of a put against the per-record limits; returns its size (data plus
+/// partition key), or why it is refused.
+pub fn check_record(i: usize, r: &Record) -> std::result::Result<usize, String> {
+    let chars = r.partition_key.chars().count();
+    if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
+        return Err(format!(
+            "record {i}: partition key must have 1 to {MAX_PARTITION_KEY_CHARS} characters, got {chars}"
+        ));
+    }
+    let size = r.data.len() + r.partition_key.len();
+    if size > MAX_RECORD_BYTES {
+        return Err(format!(
+            "record {i} is {size} bytes with its partition key, the limit is {MAX_RECORD_BYTES}"
+        ));
+    }
+    Ok(size)
+}
+
 /// A record to put.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {

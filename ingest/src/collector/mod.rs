@@ -43,6 +43,7 @@ pub mod limit;
 pub mod metrics;
 pub mod segment;
 
+use crate::stream::MAX_RECORDS_PER_PUT;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -71,9 +72,6 @@ use crate::{Error as StreamError, Record, StreamProducer};
 use enrich::{GeoIp, Scrub};
 use limit::RateLimiter;
 use segment::{Call, Edge, Mapped, RequestContext};
-
-/// Most records in one put (the stream's limit).
-const MAX_RECORDS_PER_PUT: usize = 500;
 
 /// Errors building a collector.
 #[derive(Debug, thiserror::Error)]

@@ -25,6 +25,7 @@
 //! Products keep the contract's fields (`id` becomes `product_id`); other product fields (`url`,
 //! `image_url`) are not part of the contract and are not kept. Currency codes are upper-cased.
 
+use crate::stream::MAX_PARTITION_KEY_CHARS;
 use std::borrow::Cow;
 use std::net::IpAddr;
 
@@ -46,9 +47,6 @@ use super::enrich::{GeoIp, Scrub, parse_user_agent, truncate_ip};
 
 /// The namespace of event ids derived from messages (UUID v5).
 const NAMESPACE: Uuid = Uuid::from_u128(0x5f0c_2a1e_8b7d_4c39_9e61_2d4b_7a8c_1f03);
-
-/// Longest partition key the stream takes.
-const MAX_PARTITION_KEY_CHARS: usize = 256;
 
 /// A call of the tracking API.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

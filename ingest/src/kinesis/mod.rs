@@ -78,13 +78,11 @@ pub use metrics::KinesisMetrics;
 use crate::stream::ShardId;
 use crate::{Error, Result};
 
-/// Kinesis' limits on PutRecords.
-pub const MAX_RECORDS_PER_REQUEST: usize = 500;
-/// Data plus partition key of one record.
-pub const MAX_RECORD_BYTES: usize = 1 << 20;
-/// Data plus partition keys of one request.
-pub const MAX_REQUEST_BYTES: usize = 5 << 20;
-pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+/// Kinesis' limits on PutRecords (one definition for every backend, in [`crate::stream`]).
+pub use crate::stream::{
+    MAX_PARTITION_KEY_CHARS, MAX_PUT_BYTES as MAX_REQUEST_BYTES, MAX_RECORD_BYTES,
+    MAX_RECORDS_PER_PUT as MAX_RECORDS_PER_REQUEST,
+};
 
 /// One Kinesis data stream, as producer and consumer. Cheap to clone (shared state).
 #[derive(Clone)]

@@ -17,8 +17,8 @@ use tracing::{debug, warn};
 
 use super::aggregation::Aggregator;
 use super::{
-    Backoff, Failure, Inner, KinesisStream, MAX_PARTITION_KEY_CHARS, MAX_RECORD_BYTES,
-    MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES, ShardMap, classify, hash_key, is_throttling_code,
+    Backoff, Failure, Inner, KinesisStream, MAX_RECORDS_PER_REQUEST, MAX_REQUEST_BYTES, ShardMap,
+    classify, hash_key, is_throttling_code,
 };
 use crate::stream::*;
 use crate::{Error, Result};
@@ -59,17 +59,8 @@ impl KinesisStream {
             })
         };
         for (i, r) in records.iter().enumerate() {
-            let chars = r.partition_key.chars().count();
-            if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
-                return limit(format!(
-                    "record {i}: partition key must have 1 to {MAX_PARTITION_KEY_CHARS} characters, got {chars}"
-                ));
-            }
-            let size = r.data.len() + r.partition_key.len();
-            if size > MAX_RECORD_BYTES {
-                return limit(format!(
-                    "record {i} is {size} bytes with its partition key, the limit is {MAX_RECORD_BYTES}"
-                ));
+            if let Err(message) = check_record(i, r) {
+                return limit(message);
             }
         }
         Ok(())
