@@ -22,6 +22,8 @@
 
 pub mod config;
 pub mod enrich;
+pub mod fraud;
+pub mod recs;
 pub mod stage;
 pub mod staging;
 pub mod state;

@@ -1,0 +1,1 @@
+//! Real-time fraud scoring (being built).

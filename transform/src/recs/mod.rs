@@ -1,0 +1,1 @@
+//! Live product recommendations (being built).
