@@ -174,6 +174,53 @@ pub fn is_email(s: &str) -> bool {
         && !domain.ends_with('.')
 }
 
+/// Whether `s` may contain an e-mail address, plain or percent-encoded (`%40`).
+pub fn may_hold_email(s: &str) -> bool {
+    s.contains('@') || s.contains("%40")
+}
+
+/// `s` with every e-mail address inside it hashed. Addresses are the pieces between URL and text
+/// delimiters (`?&=/#;:,` quotes, brackets, spaces); a percent-encoded `@` counts, and the hash is
+/// of the decoded address, so `jane%40shop.example` and `jane@shop.example` hash alike.
+fn hash_embedded_emails(s: &str) -> Cow<'_, str> {
+    let mut out = String::with_capacity(s.len());
+    let mut changed = false;
+    for piece in s.split_inclusive(is_delimiter) {
+        let (token, delimiter) = match piece.char_indices().last() {
+            Some((i, c)) if is_delimiter(c) => piece.split_at(i),
+            _ => (piece, ""),
+        };
+        let decoded = if token.contains("%40") {
+            Cow::Owned(
+                url::form_urlencoded::parse(format!("x={token}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default(),
+            )
+        } else {
+            Cow::Borrowed(token)
+        };
+        if decoded.contains('@') && is_email(&decoded) {
+            out.push_str(&hash_email(&decoded));
+            changed = true;
+        } else {
+            out.push_str(token);
+        }
+        out.push_str(delimiter);
+    }
+    if changed { Cow::Owned(out) } else { Cow::Borrowed(s) }
+}
+
+/// What separates an e-mail address from the text around it in URLs and prose.
+fn is_delimiter(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '?' | '&' | '=' | '/' | '#' | ';' | ':' | ',' | '"' | '\'' | '<' | '>' | '(' | ')' | '['
+                | ']'
+        )
+}
+
 /// The hex SHA-256 of an e-mail address, trimmed and lower-cased.
 pub fn hash_email(s: &str) -> String {
     hex(&Sha256::digest(s.trim().to_lowercase().as_bytes()))
@@ -191,10 +238,16 @@ impl Scrub {
         !self.hash_emails && !self.truncate_ips
     }
 
-    /// A string value after the options: an e-mail hashed, an IP address truncated.
+    /// A string value after the options: an e-mail hashed (also one inside a longer string, such
+    /// as a page URL's `?email=jane%40shop.example`), an IP address truncated.
     pub fn string<'s>(self, s: &'s str) -> Cow<'s, str> {
-        if self.hash_emails && is_email(s) {
-            return Cow::Owned(hash_email(s));
+        if self.hash_emails {
+            if is_email(s) && !s.trim().contains(is_delimiter) {
+                return Cow::Owned(hash_email(s));
+            }
+            if may_hold_email(s) {
+                return hash_embedded_emails(s);
+            }
         }
         if self.truncate_ips
             && let Ok(ip) = s.trim().parse::<IpAddr>()
@@ -207,7 +260,7 @@ impl Scrub {
     /// JSON text after the options, applied to every string in it (keys are left alone); the
     /// input itself when nothing in it can change.
     pub fn json<'j>(self, json: &'j str) -> Cow<'j, str> {
-        let may_email = self.hash_emails && json.contains('@');
+        let may_email = self.hash_emails && may_hold_email(json);
         let may_ip = self.truncate_ips && json.bytes().any(|b| b == b'.' || b == b':');
         if !may_email && !may_ip {
             return Cow::Borrowed(json);
@@ -310,5 +363,27 @@ mod tests {
         assert_eq!(v["n"], 1);
         assert!(matches!(scrub.json(r#"{"n":1}"#), Cow::Borrowed(_)));
         assert!(Scrub::default().is_off());
+    }
+
+    #[test]
+    fn emails_inside_urls_are_hashed() {
+        let scrub = Scrub {
+            hash_emails: true,
+            truncate_ips: false,
+        };
+        let h = hash_email("jane@shop.example");
+        assert_eq!(
+            scrub.string("https://shop.example/welcome?email=Jane%40Shop.example&utm_source=mail"),
+            format!("https://shop.example/welcome?email={h}&utm_source=mail")
+        );
+        assert_eq!(
+            scrub.string("mailto:jane@shop.example"),
+            format!("mailto:{h}")
+        );
+        // Nothing that is not an address changes.
+        let plain = "https://shop.example/@brand/p/1?q=a%40";
+        assert!(matches!(scrub.string(plain), Cow::Borrowed(_)));
+        let out = scrub.json(r#"{"url":"/account?u=jane%40shop.example"}"#);
+        assert_eq!(out, format!(r#"{{"url":"/account?u={h}"}}"#));
     }
 }

@@ -434,6 +434,9 @@ struct BatchBody<'a> {
     sent_at: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "writeKey")]
     write_key: Option<&'a RawValue>,
+    /// Context shared by every message of the batch (a message's own context wins, key by key).
+    #[serde(borrow, default)]
+    context: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -502,8 +505,9 @@ async fn ingest(c: &Collector, endpoint: Endpoint, req: Request) -> Result<usize
     }
 
     // The messages, and the key from the body when there was none in the header.
-    let (messages, body_key, batch_sent_at): (
+    let (messages, body_key, batch_sent_at, batch_context): (
         Vec<&RawValue>,
+        Option<&RawValue>,
         Option<&RawValue>,
         Option<&RawValue>,
     ) = match endpoint {
@@ -521,12 +525,12 @@ async fn ingest(c: &Collector, endpoint: Endpoint, req: Request) -> Result<usize
                     "`batch` must be an array of messages",
                 )
             })?;
-            (items, b.write_key, b.sent_at)
+            (items, b.write_key, b.sent_at, b.context)
         }
         Endpoint::One(_) => {
             let raw: &RawValue = serde_json::from_str(text).map_err(malformed)?;
             let k: WriteKeyOnly<'_> = serde_json::from_str(text).map_err(malformed)?;
-            (vec![raw], k.write_key, None)
+            (vec![raw], k.write_key, None, None)
         }
     };
     let events = messages.len();
@@ -583,6 +587,7 @@ async fn ingest(c: &Collector, endpoint: Endpoint, req: Request) -> Result<usize
         received_at: &received_at,
         received_micros,
         batch_sent_at,
+        batch_context,
         source: &key.source,
         key_id: &key.key_id,
         client_ip: ip,

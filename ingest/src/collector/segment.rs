@@ -16,6 +16,7 @@
 //! | `group` | `group`: `groupId` → `properties.group_id`, `traits` kept |
 //! | `messageId` | `event_id`: the UUID itself, or a UUID v5 of the write key and the id (the id kept as `properties.message_id`); without one, a UUID v5 of the key and the message's bytes, so a retried message keeps its id |
 //! | `originalTimestamp` (else `timestamp`, else `sentAt`) / `sentAt` (the message's, else the batch's) | `occurred_at` / `sent_at`; `received_at` is the server's clock |
+//! | a batch's own `context` (analytics-ios and others send the shared part once) | under each message's `context`, key by key (the message's wins) |
 //! | `anonymousId`, `userId` (numbers become strings) | `anonymous_id`, `user_id` |
 //! | `context.page`, `context.campaign` (or the page URL's `utm_*`), `gclid` / `fbclid` / `msclkid` of the page URL, `userAgent`, `ip` (else the client's address), `locale`, `device.id`, `sessionId` | `context.page`, `context.campaign`, `context.click_ids`, `user_agent`, `ip`, `locale`, `device_id`, `session_id` |
 //! | single-product events: `product_id` (or `id`), `sku`, `name`, `category`, `brand`, `variant`, `price`, `quantity`, `position`, `coupon` | `products[0]` |
@@ -43,7 +44,7 @@ use shoplake_events::fields::{
 use shoplake_events::wire::keys;
 use uuid::Uuid;
 
-use super::enrich::{GeoIp, Scrub, parse_user_agent, truncate_ip};
+use super::enrich::{GeoIp, Scrub, may_hold_email, parse_user_agent, truncate_ip};
 
 /// The namespace of event ids derived from messages (UUID v5).
 const NAMESPACE: Uuid = Uuid::from_u128(0x5f0c_2a1e_8b7d_4c39_9e61_2d4b_7a8c_1f03);
@@ -150,6 +151,21 @@ struct SegContext<'a> {
     device: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "sessionId")]
     session_id: Option<&'a RawValue>,
+}
+
+impl<'a> SegContext<'a> {
+    /// This context with `under`'s values where it has none.
+    fn over(self, under: SegContext<'a>) -> SegContext<'a> {
+        SegContext {
+            ip: self.ip.or(under.ip),
+            user_agent: self.user_agent.or(under.user_agent),
+            locale: self.locale.or(under.locale),
+            page: self.page.or(under.page),
+            campaign: self.campaign.or(under.campaign),
+            device: self.device.or(under.device),
+            session_id: self.session_id.or(under.session_id),
+        }
+    }
 }
 
 #[derive(Default, Deserialize)]
@@ -335,6 +351,8 @@ pub struct RequestContext<'r> {
     pub received_micros: i64,
     /// The batch's `sentAt`, for messages without their own.
     pub batch_sent_at: Option<&'r RawValue>,
+    /// The batch's `context`, under each message's own (a message's key wins).
+    pub batch_context: Option<&'r RawValue>,
     /// The write key's source and id.
     pub source: &'r str,
     pub key_id: &'r str,
@@ -717,9 +735,18 @@ pub fn map(
         }
     }
 
-    // Context.
+    // Context: the message's, over the batch's key by key.
     let ctx: Option<Result<SegContext<'_>, &RawValue>> =
-        msg.context.map(|c| object::<SegContext<'_>>(c).ok_or(c));
+        match (msg.context, request.batch_context.and_then(object::<SegContext<'_>>)) {
+            (Some(c), shared) => Some(match object::<SegContext<'_>>(c) {
+                Some(own) => Ok(match shared {
+                    Some(shared) => own.over(shared),
+                    None => own,
+                }),
+                None => Err(c),
+            }),
+            (None, shared) => shared.map(Ok),
+        };
     let empty = SegContext::default();
     let c = match &ctx {
         Some(Err(raw)) => {
@@ -775,7 +802,7 @@ pub fn map(
                     for (k, v) in fields {
                         if let Some(v) = v {
                             match string(v) {
-                                Some(s) if scrub.hash_emails && s.contains('@') => {
+                                Some(s) if scrub.hash_emails && may_hold_email(&s) => {
                                     j.str(k, &scrub.string(&s))
                                 }
                                 _ => j.raw(k, v.get()),

@@ -9,6 +9,7 @@ fn request(source: &'static str) -> RequestContext<'static> {
         received_at: RECEIVED,
         received_micros: parse_timestamp(RECEIVED).unwrap(),
         batch_sent_at: None,
+        batch_context: None,
         source,
         key_id: "0123456789abcdef",
         client_ip: Some("81.2.69.160".parse().unwrap()),
@@ -455,6 +456,53 @@ fn privacy_options_apply_before_storage() {
     assert!(!text.contains('@') && !text.contains("69.160"), "{text}");
     // The partition key is the stored (hashed) id.
     assert_eq!(m.partition_key, v["user_id"].as_str().unwrap());
+
+    // An address in the page URL (a newsletter link) is hashed too, percent-encoded or not.
+    let (m, v) = mapped(
+        Some(Call::Page),
+        json!({"anonymousId": "a-1", "properties": {"url": "https://shop.example/welcome?email=jane%40shop.example&utm_source=newsletter",
+               "referrer": "https://mail.example/?to=jane@shop.example"}}),
+        &edge,
+    );
+    let hashed = super::super::enrich::hash_email("jane@shop.example");
+    assert_eq!(
+        v["context"]["page"]["url"],
+        format!("https://shop.example/welcome?email={hashed}&utm_source=newsletter")
+    );
+    assert_eq!(
+        v["context"]["page"]["referrer"],
+        format!("https://mail.example/?to={hashed}")
+    );
+    assert_eq!(v["context"]["campaign"]["source"], "newsletter");
+    let text = String::from_utf8(m.data).unwrap();
+    assert!(!text.contains("jane"), "{text}");
+}
+
+#[test]
+fn a_batch_context_applies_under_each_message_context() {
+    let shared: Box<RawValue> = RawValue::from_string(
+        json!({"userAgent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
+               "locale": "fr-FR", "ip": "81.2.69.160", "library": {"name": "analytics-ios"}})
+        .to_string(),
+    )
+    .unwrap();
+    let mut req = request("ios");
+    req.batch_context = Some(&shared);
+    let map_one = |msg: Value| {
+        let raw: Box<RawValue> = RawValue::from_string(msg.to_string()).unwrap();
+        let m = map(&raw, None, &req, &Edge::default());
+        serde_json::from_slice::<Value>(&m.data).unwrap()
+    };
+    // No context of its own: the batch's.
+    let v = map_one(json!({"type": "track", "event": "Cart Viewed", "anonymousId": "a-1"}));
+    assert_eq!(v["context"]["locale"], "fr-FR");
+    assert_eq!(v["context"]["ip"], "81.2.69.160");
+    assert_eq!(v["context"]["os"], "iPhone");
+    // Its own locale wins; the rest comes from the batch.
+    let v = map_one(json!({"type": "track", "event": "Cart Viewed", "anonymousId": "a-1",
+                           "context": {"locale": "de-DE"}}));
+    assert_eq!(v["context"]["locale"], "de-DE");
+    assert_eq!(v["context"]["os"], "iPhone");
 }
 
 #[test]
