@@ -7,6 +7,8 @@
 # answered 200.
 # Usage: bench/collector.sh [SECONDS_PER_LEVEL] [CONNECTIONS...]   (prints Markdown)
 #   e.g. bench/collector.sh 20 1 2 4 8 16 32
+# SHOPLAKE_BENCH_STREAM=kinesis puts onto Kinesis instead: kinesalite (the emulator the tests use,
+# installed and started by scripts/emulators.sh) with SHOPLAKE_BENCH_SHARDS shards (default 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-20}"
@@ -30,6 +32,19 @@ cleanup() {
 trap cleanup EXIT
 export SHOPLAKE_LOG=warn
 data="$work/data"
+stream=local
+if [ "${SHOPLAKE_BENCH_STREAM:-local}" = kinesis ]; then
+    # shellcheck source=scripts/emulators.sh
+    . scripts/emulators.sh
+    emulators_install
+    emulators_start
+    trap 'cleanup; emulators_stop' EXIT
+    export AWS_ENDPOINT_URL="$SHOPLAKE_TEST_KINESALITE" AWS_ACCESS_KEY_ID=test \
+        AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+    node scripts/emulators.js create-stream "$AWS_ENDPOINT_URL" bench "${SHOPLAKE_BENCH_SHARDS:-4}"
+    stream="kinesis://bench"
+fi
+export SHOPLAKE_STREAM="$stream"
 # The per-key rate limit (20,000 events/s by default) would cap the measurement: lift it.
 cat > "$work/pipeline.toml" << 'EOF'
 [collector]
@@ -52,7 +67,12 @@ done
 hz=$(getconf CLK_TCK)
 cpu_secs() { awk -v hz="$hz" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat"; }
 
-echo "### Collector: POST /v1/batch, 100 events per request, local stream, $(nproc) cores"
+if [ "$stream" = local ]; then
+    where="local stream"
+else
+    where="Kinesis (kinesalite, ${SHOPLAKE_BENCH_SHARDS:-4} shards)"
+fi
+echo "### Collector: POST /v1/batch, 100 events per request, $where, $(nproc) cores"
 echo
 echo "| connections | requests/s | accepted events/s | p50 ms | p99 ms | p99.9 ms | non-200 | collector CPU s | collector CPU s per million events | wrk CPU s |"
 echo "|---|---|---|---|---|---|---|---|---|---|"

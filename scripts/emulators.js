@@ -2,6 +2,8 @@
 //   node scripts/emulators.js free-port          prints a free TCP port of 127.0.0.1
 //   node scripts/emulators.js kinesalite PORT    runs kinesalite on 127.0.0.1:PORT until killed
 //   node scripts/emulators.js wait URL SECONDS   waits until a Kinesis endpoint answers ListStreams
+//   node scripts/emulators.js create-stream URL NAME SHARDS
+//                                                creates a Kinesis stream and waits until it is ACTIVE
 // NODE_PATH must point at .emulators/node_modules.
 'use strict'
 const http = require('http')
@@ -66,6 +68,53 @@ if (command === 'free-port') {
     req.end('{}')
   }
   attempt()
+} else if (command === 'create-stream') {
+  // The emulators check that a request is signed, not the signature: a well-formed SigV4 header
+  // with test credentials is enough (benchmarks only; the Rust code signs with the AWS SDK).
+  const [endpoint, name, shards] = args
+  const url = new URL(endpoint)
+  const call = (target, body) =>
+    new Promise((resolve, reject) => {
+      const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+/, '')
+      const req = http.request(
+        {
+          host: url.hostname,
+          port: url.port,
+          path: '/',
+          method: 'POST',
+          headers: {
+            'Content-Type': 'application/x-amz-json-1.1',
+            'X-Amz-Target': `Kinesis_20131202.${target}`,
+            'X-Amz-Date': stamp,
+            Authorization: `AWS4-HMAC-SHA256 Credential=test/${stamp.slice(0, 8)}/us-east-1/kinesis/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=0000`,
+          },
+        },
+        (res) => {
+          let text = ''
+          res.on('data', (d) => (text += d))
+          res.on('end', () =>
+            res.statusCode === 200
+              ? resolve(text ? JSON.parse(text) : {})
+              : reject(new Error(`${target}: HTTP ${res.statusCode} ${text}`)),
+          )
+        },
+      )
+      req.on('error', reject)
+      req.end(JSON.stringify(body))
+    })
+  const main = async () => {
+    await call('CreateStream', { StreamName: name, ShardCount: Number(shards) })
+    for (let i = 0; i < 300; i++) {
+      const d = await call('DescribeStreamSummary', { StreamName: name })
+      if (d.StreamDescriptionSummary.StreamStatus === 'ACTIVE') return
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    throw new Error(`stream ${name} did not become ACTIVE`)
+  }
+  main().catch((e) => {
+    console.error(e.message)
+    process.exit(1)
+  })
 } else {
   console.error(`unknown command ${command}`)
   process.exit(2)
