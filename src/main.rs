@@ -5,6 +5,7 @@
 
 mod commands;
 mod config;
+mod live;
 mod ops;
 mod sink;
 

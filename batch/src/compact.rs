@@ -22,7 +22,8 @@ use shoplake_events::fields::{
     BAD_ROW_ID, EVENT_DATE, EVENT_ID, EVENT_TIME, ORDER_ID, RECEIVED_AT,
 };
 use shoplake_events::lake::{
-    BAD_ROWS_TABLE, EVENTS_TABLE, ORDERS_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS,
+    BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, ORDERS_TABLE, STAGING_BAD_ROWS,
+    STAGING_EVENTS, STAGING_FRAUD_DECISIONS,
 };
 use tracing::{debug, info};
 
@@ -70,6 +71,8 @@ pub struct CompactReport {
     /// Events the lake already held (a re-run after a crash, or a re-read of the stream).
     pub already_in_lake: u64,
     pub bad_rows_written: u64,
+    /// Rows appended to `fraud_decisions`.
+    pub fraud_decisions_written: u64,
     /// Orders re-derived from their events (merged into the table, or all of it when rebuilt).
     pub orders: Option<u64>,
     /// Identity links re-derived from their events and merged into `identities` (all of them
@@ -85,6 +88,7 @@ impl CompactReport {
         self.duplicates_in_staging += o.duplicates_in_staging;
         self.already_in_lake += o.already_in_lake;
         self.bad_rows_written += o.bad_rows_written;
+        self.fraud_decisions_written += o.fraud_decisions_written;
         self.orders = match (self.orders, o.orders) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
@@ -551,8 +555,13 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
         opts,
         &mut budget,
     );
+    let decision_files = take_round(
+        &mut list_staging(lake, STAGING_FRAUD_DECISIONS).await?,
+        opts,
+        &mut budget,
+    );
     let mut report = CompactReport {
-        staged_files: events_files.len() + bad_files.len(),
+        staged_files: events_files.len() + bad_files.len() + decision_files.len(),
         ..Default::default()
     };
     if report.staged_files == 0 {
@@ -592,6 +601,22 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     .await?;
     report.bad_rows_written = bad_written;
 
+    // Fraud decisions: one per scored order_completed event, de-duplicated like the events (a
+    // stage that re-reads records after a crash decides on them again).
+    let decisions = read_staging(lake, &decision_files).await?;
+    let (decisions, _) = dedup_first(decisions, EVENT_ID)?;
+    let (decisions_written, _) = append_new(
+        lake,
+        FRAUD_DECISIONS_TABLE,
+        decisions,
+        EVENT_ID,
+        shoplake_events::fraud_decisions_schema(),
+        opts,
+        "compact",
+    )
+    .await?;
+    report.fraud_decisions_written = decisions_written;
+
     // Orders this round's events belong to are re-derived and merged; the whole table is rebuilt
     // when it is missing (a new lake, or a crash between the first events commit and this step).
     match lake.table(ORDERS_TABLE).await? {
@@ -608,7 +633,7 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     report.identities = crate::identities::update_identities(lake, &events_files, opts).await?;
 
     let store = lake.store();
-    for f in events_files.iter().chain(&bad_files) {
+    for f in events_files.iter().chain(&bad_files).chain(&decision_files) {
         match store.delete(&f.location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(source) => {

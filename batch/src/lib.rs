@@ -34,6 +34,7 @@ pub mod identities;
 mod lake;
 pub mod optimize;
 pub mod orders;
+pub mod replay;
 
 pub use compact::{CompactOptions, CompactReport, compact, compact_all};
 pub use lake::Lake;

@@ -94,3 +94,12 @@ pub const STAGE: &str = "stage";
 pub const FIELD: &str = "field";
 pub const MESSAGE: &str = "message";
 pub const RAW: &str = "raw";
+
+// Fraud decisions (the `fraud_decisions` table).
+pub const SCORE: &str = "score";
+pub const DECISION: &str = "decision";
+pub const REASONS: &str = "reasons";
+pub const SHADOW_REASONS: &str = "shadow_reasons";
+pub const FEATURES: &str = "features";
+pub const RULES_VERSION: &str = "rules_version";
+pub const DECIDED_AT: &str = "decided_at";

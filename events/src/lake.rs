@@ -10,9 +10,20 @@ pub const ORDERS_TABLE: &str = "orders";
 pub const IDENTITIES_TABLE: &str = "identities";
 /// The `bad_rows` Delta table, partitioned by `event_date` (the date received).
 pub const BAD_ROWS_TABLE: &str = "bad_rows";
+/// The `fraud_decisions` Delta table, partitioned by `event_date`: one row per order_completed
+/// event the stage scored.
+pub const FRAUD_DECISIONS_TABLE: &str = "fraud_decisions";
+/// Fraud decisions waiting for compaction (Parquet files).
+pub const STAGING_FRAUD_DECISIONS: &str = "_staging/fraud_decisions";
 /// Enriched events waiting for compaction (Parquet files).
 pub const STAGING_EVENTS: &str = "_staging/events";
 /// Bad rows waiting for compaction (Parquet files).
 pub const STAGING_BAD_ROWS: &str = "_staging/bad_rows";
 /// Every table, in the order compaction writes them.
-pub const TABLES: &[&str] = &[EVENTS_TABLE, BAD_ROWS_TABLE, ORDERS_TABLE, IDENTITIES_TABLE];
+pub const TABLES: &[&str] = &[
+    EVENTS_TABLE,
+    BAD_ROWS_TABLE,
+    ORDERS_TABLE,
+    IDENTITIES_TABLE,
+    FRAUD_DECISIONS_TABLE,
+];

@@ -1,4 +1,5 @@
-//! Arrow schemas of the lake tables owned by the contract: `events` and `bad_rows`.
+//! Arrow schemas of the lake tables owned by the contract: `events`, `bad_rows` and
+//! `fraud_decisions`.
 //!
 //! Money is `Decimal128(18, 2)` in the event's currency, with the currency code beside it; times are
 //! UTC microsecond timestamps; `event_date` (the date of the corrected event time) partitions the
@@ -157,4 +158,58 @@ static BAD_ROWS: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// Schema of the `bad_rows` table: each input that failed, with its reason and original bytes.
 pub fn bad_rows_schema() -> SchemaRef {
     BAD_ROWS.clone()
+}
+
+/// Names of a map column's entries, as Parquet and Delta write them (`key_value`, `key`, `value`).
+pub const MAP_ENTRIES: &str = "key_value";
+pub const MAP_KEY: &str = "key";
+pub const MAP_VALUE: &str = "value";
+
+/// The type of `features`: feature name → value.
+pub fn features_type() -> DataType {
+    DataType::Map(
+        Arc::new(Field::new(
+            MAP_ENTRIES,
+            DataType::Struct(Fields::from(vec![
+                Field::new(MAP_KEY, DataType::Utf8, false),
+                Field::new(MAP_VALUE, DataType::Float64, true),
+            ])),
+            false,
+        )),
+        false,
+    )
+}
+
+fn text_list() -> DataType {
+    DataType::List(Arc::new(Field::new(LIST_ELEMENT, DataType::Utf8, true)))
+}
+
+static FRAUD_DECISIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        // The order_completed event decided on (the key: one decision per event).
+        Field::new(EVENT_ID, DataType::Utf8, false),
+        Field::new(ORDER_ID, DataType::Utf8, true),
+        Field::new(USER_ID, DataType::Utf8, true),
+        Field::new(ANONYMOUS_ID, DataType::Utf8, true),
+        Field::new(EVENT_TIME, timestamp(), false),
+        Field::new(RECEIVED_AT, timestamp(), false),
+        Field::new(TOTAL, money(), true),
+        Field::new(CURRENCY, DataType::Utf8, true),
+        Field::new(SCORE, DataType::Float64, false),
+        // allow | review | block
+        Field::new(DECISION, DataType::Utf8, false),
+        Field::new(REASONS, text_list(), false),
+        Field::new(SHADOW_REASONS, text_list(), false),
+        Field::new(FEATURES, features_type(), false),
+        Field::new(RULES_VERSION, DataType::Utf8, false),
+        // When the stage decided (processing time).
+        Field::new(DECIDED_AT, timestamp(), false),
+        Field::new(EVENT_DATE, DataType::Date32, false),
+    ]))
+});
+
+/// Schema of the `fraud_decisions` table: the streaming stage's decision on every order, with the
+/// score, the reasons, every feature's value and the version of the rules that decided.
+pub fn fraud_decisions_schema() -> SchemaRef {
+    FRAUD_DECISIONS.clone()
 }

@@ -13,7 +13,9 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use shoplake_batch::Lake;
-use shoplake_events::lake::{BAD_ROWS_TABLE, EVENTS_TABLE, IDENTITIES_TABLE, ORDERS_TABLE};
+use shoplake_events::lake::{
+    BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, IDENTITIES_TABLE, ORDERS_TABLE, TABLES,
+};
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
@@ -91,13 +93,12 @@ pub struct QueryService {
     metrics: QueryMetrics,
 }
 
-const TABLES: [&str; 4] = [EVENTS_TABLE, ORDERS_TABLE, BAD_ROWS_TABLE, IDENTITIES_TABLE];
-
 fn empty_schema(table: &str) -> SchemaRef {
     match table {
         EVENTS_TABLE => shoplake_events::events_schema(),
         BAD_ROWS_TABLE => shoplake_events::bad_rows_schema(),
         IDENTITIES_TABLE => shoplake_batch::identities::identities_schema(),
+        FRAUD_DECISIONS_TABLE => shoplake_events::fraud_decisions_schema(),
         _ => shoplake_batch::orders::orders_schema(),
     }
 }
@@ -171,7 +172,7 @@ impl QueryService {
             return Ok(());
         }
         let mut changed = force;
-        for name in TABLES {
+        for &name in TABLES {
             let table = self.lake.table(name).await?;
             let version = table.as_ref().and_then(|t| t.version());
             if !force && refresh.versions.get(name) == Some(&version) {

@@ -13,7 +13,8 @@ pub struct Args {
     /// Process until the stream is caught up, then exit (instead of running until Ctrl-C).
     #[arg(long)]
     pub drain: bool,
-    /// Address of /metrics, /health and /ready.
+    /// Address of /metrics, /health and /ready, and of the live endpoints: POST /v1/fraud/score,
+    /// GET /v1/recommendations/{shopper}, GET /v1/products/{id}/related.
     #[arg(long, env = "SHOPLAKE_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: std::net::SocketAddr,
 }
@@ -22,12 +23,15 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let config = data.pipeline_config()?;
     let stream = Arc::new(data.open_stream(&config)?);
     let lake = data.open_lake()?;
-    let mut stage = Stage::open(
+    let live = Arc::new(config.stage.live()?);
+    let stage = Stage::open(
         stream,
         lake.store(),
         &data.stage_state_path(),
         config.stage.clone(),
     )?;
+    let mut stage =
+        crate::live::attach(stage, &live, &lake, config.stage.live_rebuild_hours).await?;
     if args.drain {
         let report = stage.drain().await?;
         info!(
@@ -38,16 +42,21 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         );
         println!(
             "{}",
-            serde_json::json!({"records": report.records, "events": report.events, "bad_rows": report.bad_rows})
+            serde_json::json!({"records": report.records, "events": report.events, "bad_rows": report.bad_rows, "fraud_decisions": report.decisions})
         );
         return Ok(());
     }
     let metrics = stage.metrics();
     let listener = ops::bind(args.metrics_addr).await?;
     info!(addr = %args.metrics_addr, "metrics on /metrics");
-    let router = ops::ops_router(Arc::new(move || metrics.render_prometheus()));
+    let live_metrics = live.clone();
+    let router = shoplake_transform::live::router(live.clone()).merge(ops::ops_router(Arc::new(
+        move || metrics.render_prometheus() + &live_metrics.render_prometheus(),
+    )));
+    let rules = tokio::spawn(live.watch_rules());
     let server = tokio::spawn(ops::serve_http(listener, router, ops::shutdown_signal()));
     stage.run(ops::shutdown_signal()).await?;
+    rules.abort();
     server.await??;
     Ok(())
 }

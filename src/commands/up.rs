@@ -120,33 +120,45 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     // Streaming stage: re-opened from its checkpoint after a failure (nothing is lost: the
     // checkpoint only moves after staging is durable).
     let stage_metrics = Arc::new(shoplake_transform::StageMetrics::default());
+    // Fraud scoring and recommendations: fed by the stage, served on the HTTP address.
+    let live = Arc::new(config.stage.live()?);
+    let rules_watch = tokio::spawn(live.clone().watch_rules());
     let stage_task = {
-        let (rx, stream, store, state_path, stage_config, metrics) = (
+        let (rx, stream, lake, state_path, stage_config, metrics, live) = (
             stop_rx.clone(),
             stream.clone(),
-            lake.store(),
+            lake.clone(),
             data.stage_state_path(),
             config.stage.clone(),
             stage_metrics.clone(),
+            live.clone(),
         );
         tokio::spawn(async move {
             loop {
                 let attempt = async {
-                    let mut stage = Stage::open(
+                    let stage = Stage::open(
                         stream.clone(),
-                        store.clone(),
+                        lake.store(),
                         &state_path,
                         stage_config.clone(),
                     )?
                     .with_metrics(metrics.clone());
-                    stage.run(stopped(rx.clone())).await
+                    let mut stage = crate::live::attach(
+                        stage,
+                        &live,
+                        &lake,
+                        stage_config.live_rebuild_hours,
+                    )
+                    .await?;
+                    stage.run(stopped(rx.clone())).await?;
+                    anyhow::Ok(())
                 };
                 match attempt.await {
                     Ok(()) => return Ok::<(), anyhow::Error>(()),
                     Err(e) => {
-                        error!(error = %e, retryable = e.is_retryable(), "the streaming stage failed; restarting it from its checkpoint in 5 s");
+                        error!(error = %e, "the streaming stage failed; restarting it from its checkpoint in 5 s");
                         if *rx.borrow() {
-                            return Err(e.into());
+                            return Err(e);
                         }
                         tokio::time::sleep(Duration::from_secs(5)).await;
                     }
@@ -210,19 +222,22 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 
     // SQL API, collector and operations endpoints on one address.
     let service = Arc::new(QueryService::open(&data.lake_root(), Default::default()).await?);
-    let (metrics, query, collected, ready) = (
+    let (metrics, query, collected, ready, live_metrics) = (
         stage_metrics.clone(),
         service.clone(),
         collector.metrics(),
         collector.clone(),
+        live.clone(),
     );
     let router = shoplake_query::router(service)
         .merge(shoplake_ingest::collector::router(collector))
+        .merge(shoplake_transform::live::router(live.clone()))
         .merge(ops::ops_router_with_readiness(
             Arc::new(move || {
                 metrics.render_prometheus()
                     + &query.render_prometheus()
                     + &collected.render_prometheus()
+                    + &live_metrics.render_prometheus()
             }),
             Arc::new(move || ready.ready()),
         ));
@@ -235,7 +250,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 
     let addr = args.http_addr;
     eprintln!(
-        "\nshoplake is up (data in {}).\n  SQL over HTTP:  curl -s http://{addr}/v1/sql -d '{{\"sql\": \"select event_name, count(*) from events group by 1\"}}'\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Collector:      POST http://{addr}/v1/batch (Segment tracking API; a write key: shoplake keys create --source web)\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health\n  Stop with Ctrl-C; start again to continue.\n",
+        "\nshoplake is up (data in {}).\n  SQL over HTTP:  curl -s http://{addr}/v1/sql -d '{{\"sql\": \"select event_name, count(*) from events group by 1\"}}'\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Collector:      POST http://{addr}/v1/batch (Segment tracking API; a write key: shoplake keys create --source web)\n  Storefront:     GET http://{addr}/v1/recommendations/SHOPPER_ID   GET http://{addr}/v1/products/PRODUCT_ID/related   POST http://{addr}/v1/fraud/score\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health\n  Stop with Ctrl-C; start again to continue.\n",
         data.data_dir.display()
     );
 
@@ -269,6 +284,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         }
     }
     stage_task.await??;
+    rules_watch.abort();
     compaction.await?;
     let r = shoplake_batch::compact_all(&lake, &config.compaction.options()).await?;
     info!(events = r.events_written, "final compaction done");

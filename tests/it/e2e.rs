@@ -99,6 +99,25 @@ fn assert_lake_matches(data: &Path, stats: &Value) {
     }
     let orders = stats["orders"].as_u64().unwrap();
     assert!(orders > 0);
+    // One fraud decision per order_completed event, through crashes and reruns.
+    let order_events = count(
+        data,
+        "select count(*) from events where event_name = 'order_completed'",
+    );
+    assert_eq!(
+        count(data, "select count(*) from fraud_decisions"),
+        order_events,
+        "one fraud decision per order event"
+    );
+    assert_eq!(
+        count(
+            data,
+            "select count(*) from fraud_decisions d join events e using (event_id) \
+             where e.event_name = 'order_completed'"
+        ),
+        order_events,
+        "each decision is about an order event"
+    );
     assert_eq!(
         count(data, "select count(*) from orders"),
         count(

@@ -5,3 +5,4 @@
 mod collector_sdk;
 mod e2e;
 mod kinesis;
+mod live;

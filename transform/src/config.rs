@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shoplake_events::Limits;
 
+use crate::live::{FraudConfig, RecommendationsConfig};
+
 /// Settings of the streaming stage. Every field has a default; a config file sets only what it
 /// changes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -33,6 +35,13 @@ pub struct StageConfig {
     pub max_event_bytes: usize,
     /// How late an event may arrive, in days.
     pub max_lateness_days: u64,
+    /// When the live state (fraud windows, recommendations) has no saved copy, it is rebuilt from
+    /// this many hours of the lake's events before the stage starts reading the stream.
+    pub live_rebuild_hours: u64,
+    /// Real-time fraud scoring (`[stage.fraud]`).
+    pub fraud: FraudConfig,
+    /// Live recommendations (`[stage.recommendations]`).
+    pub recommendations: RecommendationsConfig,
 }
 
 impl Default for StageConfig {
@@ -49,11 +58,28 @@ impl Default for StageConfig {
             dedup_max_entries: 5_000_000,
             max_event_bytes: Limits::default().max_event_bytes,
             max_lateness_days: 30,
+            live_rebuild_hours: 72,
+            fraud: FraudConfig::default(),
+            recommendations: RecommendationsConfig::default(),
         }
     }
 }
 
 impl StageConfig {
+    /// The reporting currency's conversion rates this config sets (or the built-in table).
+    pub fn fx_rates(&self) -> crate::Result<crate::enrich::fx::FxRates> {
+        if self.fx.is_empty() {
+            crate::enrich::fx::FxRates::defaults(&self.reporting_currency)
+        } else {
+            crate::enrich::fx::FxRates::new(&self.reporting_currency, &self.fx_base, &self.fx)
+        }
+    }
+
+    /// The live engines this config switches on (fraud scoring, recommendations).
+    pub fn live(&self) -> crate::Result<crate::Live> {
+        crate::Live::new(&self.fraud, &self.recommendations, self.fx_rates()?)
+    }
+
     /// The validation limits this config implies.
     pub fn limits(&self) -> Limits {
         Limits {

@@ -21,15 +21,18 @@
 //! into 128-bit dedup keys and derives inferred session ids (v5).
 
 pub mod config;
+pub mod decisions;
 pub mod enrich;
 pub mod fraud;
+pub mod live;
 pub mod recs;
 pub mod stage;
 pub mod staging;
 pub mod state;
 
 pub use config::StageConfig;
-pub use stage::{FlushReport, Stage, StageMetrics};
+pub use live::Live;
+pub use stage::{FlushReport, Probe, Stage, StageMetrics};
 
 /// Result of the stage.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

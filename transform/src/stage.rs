@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
-use shoplake_events::lake::{STAGING_BAD_ROWS, STAGING_EVENTS};
+use shoplake_events::lake::{STAGING_BAD_ROWS, STAGING_EVENTS, STAGING_FRAUD_DECISIONS};
 use shoplake_events::{
-    BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, Limits, Reason, decode,
+    BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, Limits, Reason, ValidEvent, decode,
 };
 use shoplake_ingest::{
     SequenceNumber, ShardId, ShardReader, StartPosition, StreamConsumer, StreamRecord,
@@ -18,6 +18,8 @@ use shoplake_ingest::{
 use tracing::{debug, info, warn};
 
 use crate::config::StageConfig;
+use crate::decisions::DecisionRows;
+use crate::live::Live;
 use crate::enrich::bots::is_bot;
 use crate::enrich::channel::{Touch, classify};
 use crate::enrich::fx::FxRates;
@@ -106,6 +108,11 @@ impl StageMetrics {
     }
 }
 
+/// Called with every event the live engines are about to see (valid, unique, not a bot) and the
+/// engines before they see it: how an evaluation asks the engines what they would have answered
+/// just before an order.
+pub type Probe = Box<dyn FnMut(&ValidEvent<'_>, &str, &Live) + Send>;
+
 /// What one drain or flush did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FlushReport {
@@ -113,6 +120,8 @@ pub struct FlushReport {
     pub events: u64,
     pub duplicates: u64,
     pub bad_rows: u64,
+    /// Fraud decisions staged.
+    pub decisions: u64,
     pub files: Vec<String>,
 }
 
@@ -147,6 +156,13 @@ pub struct Stage {
     max_received: i64,
     metrics: Arc<StageMetrics>,
     last_shard_scan: Option<Instant>,
+    /// Fraud scoring and recommendations, fed by every valid, unique, non-bot event.
+    live: Option<Arc<Live>>,
+    probe: Option<Probe>,
+    /// Fraud decisions of the batch being built.
+    decisions: DecisionRows,
+    /// Latest event time of a live event (for the live state's expiry).
+    max_event_time: i64,
 }
 
 impl Stage {
@@ -157,11 +173,7 @@ impl Stage {
         state_path: &Path,
         config: StageConfig,
     ) -> Result<Self> {
-        let fx = if config.fx.is_empty() {
-            FxRates::defaults(&config.reporting_currency)?
-        } else {
-            FxRates::new(&config.reporting_currency, &config.fx_base, &config.fx)?
-        };
+        let fx = config.fx_rates()?;
         let state = StateStore::open(state_path)?;
         let loaded = state.load()?;
         let finished = loaded
@@ -205,8 +217,31 @@ impl Stage {
             max_received,
             metrics,
             last_shard_scan: None,
+            live: None,
+            probe: None,
+            decisions: DecisionRows::default(),
+            max_event_time: i64::MIN,
             config,
         })
+    }
+
+    /// Feeds `live` with the stream, saving its state with each checkpoint; the state saved by
+    /// an earlier run is loaded into it first. Returns how many saved entities were loaded.
+    pub fn with_live(mut self, live: Arc<Live>) -> Result<(Self, usize)> {
+        let loaded = if live.is_enabled() {
+            live.reset();
+            live.restore(self.state.load_live()?)?
+        } else {
+            0
+        };
+        self.live = live.is_enabled().then_some(live);
+        Ok((self, loaded))
+    }
+
+    /// Calls `probe` before each event reaches the live engines.
+    pub fn with_probe(mut self, probe: Probe) -> Self {
+        self.probe = Some(probe);
+        self
     }
 
     pub fn metrics(&self) -> Arc<StageMetrics> {
@@ -360,6 +395,15 @@ impl Stage {
                             (self.sessions.assign(shopper, valid.event_time), true)
                         }
                     };
+                    if !bot && let Some(live) = &self.live {
+                        if let Some(probe) = &mut self.probe {
+                            probe(&valid, session_id, live);
+                        }
+                        self.max_event_time = self.max_event_time.max(valid.event_time);
+                        if let Some(decision) = live.observe(&valid, session_id) {
+                            self.decisions.push(decision, valid.received_at);
+                        }
+                    }
                     self.events.append(
                         &valid,
                         &Enrichment {
@@ -432,6 +476,19 @@ impl Stage {
             .await?;
             report.files.push(path.to_string());
         }
+        if !self.decisions.is_empty() {
+            let batch = self.decisions.finish(chrono::Utc::now().timestamp_micros())?;
+            let data = encode_parquet(&batch)?;
+            let path = put(
+                &self.store,
+                STAGING_FRAUD_DECISIONS,
+                &format!("{flush_id}.parquet"),
+                data,
+            )
+            .await?;
+            report.decisions = batch.num_rows() as u64;
+            report.files.push(path.to_string());
+        }
         if !self.bad.is_empty() {
             let batch = self.bad.finish()?;
             report.bad_rows = batch.num_rows() as u64;
@@ -477,6 +534,19 @@ impl Stage {
             .sessions
             .expire(self.max_received.saturating_sub(2 * 3_600_000_000));
         let sessions = self.sessions.take_dirty();
+        let live = match &self.live {
+            Some(live) => {
+                // Expiry walks the whole state: every 20 flushes (a minute or two) is enough for
+                // windows of ten minutes and more.
+                if self.max_event_time > i64::MIN
+                    && self.metrics.flushes.load(Ordering::Relaxed) % 20 == 19
+                {
+                    live.expire(self.max_event_time);
+                }
+                live.take_dirty()
+            }
+            None => Vec::new(),
+        };
 
         let mut checkpoints: Vec<(String, String)> = Vec::new();
         let mut ended = Vec::new();
@@ -500,6 +570,7 @@ impl Stage {
                 .map(|(k, t, s)| (k.as_str(), *t, s.as_str()))
                 .collect(),
             expired_sessions,
+            live,
         };
         self.state.commit(&delta)?;
         self.dedup.extend(delta.new_ids.iter().copied());
@@ -545,6 +616,7 @@ impl Stage {
                 total.records += r.records;
                 total.events += r.events;
                 total.bad_rows += r.bad_rows;
+                total.decisions += r.decisions;
                 total.duplicates = r.duplicates;
                 total.files.extend(r.files);
             }

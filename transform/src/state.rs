@@ -1,6 +1,7 @@
-//! The stage's durable state in one redb database: stream checkpoints, the de-duplication window
-//! and inferred sessions. All three are written in one transaction per flush, after the staged
-//! files they cover are durable, so a crash at any moment leaves them consistent with each other.
+//! The stage's durable state in one redb database: stream checkpoints, the de-duplication window,
+//! inferred sessions and the live state of fraud scoring and recommendations ([`crate::live`]).
+//! All are written in one transaction per flush, after the staged files they cover are durable,
+//! so a crash at any moment leaves them consistent with each other.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,6 +13,8 @@ use crate::{Error, Result};
 const CHECKPOINTS: TableDefinition<&str, &str> = TableDefinition::new("checkpoints");
 const DEDUP: TableDefinition<u128, i64> = TableDefinition::new("dedup");
 const SESSIONS: TableDefinition<&str, (i64, &str)> = TableDefinition::new("sessions");
+/// Entities of the live engines (`fraud/…`, `recs/…`), each serialized by its engine.
+const LIVE: TableDefinition<&str, &[u8]> = TableDefinition::new("live");
 
 /// Checkpoint value of a shard that was read to its end (closed by resharding).
 pub const SHARD_END: &str = "SHARD_END";
@@ -31,6 +34,8 @@ pub struct StateDelta<'a> {
     pub expired_ids: Vec<u128>,
     pub sessions: Vec<(&'a str, i64, &'a str)>,
     pub expired_sessions: Vec<String>,
+    /// Live entities changed since the last flush: Some(bytes) to write, None to delete.
+    pub live: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// Everything loaded at start.
@@ -40,6 +45,9 @@ pub struct LoadedState {
     pub dedup: HashMap<u128, i64>,
     pub sessions: HashMap<String, (i64, String)>,
 }
+
+/// Every live entity saved, in key order (for [`crate::live::Live::restore`]).
+pub type LiveEntries = Vec<(String, Vec<u8>)>;
 
 /// The redb database of one stage.
 pub struct StateStore {
@@ -96,6 +104,20 @@ impl StateStore {
         Ok(out)
     }
 
+    /// The saved live entities (read once at start, separately from [`Self::load`], so that a
+    /// stage without live engines never reads them).
+    pub fn load_live(&self) -> Result<LiveEntries> {
+        let err = db_err(&self.path);
+        let tx = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let t = tx.open_table(LIVE).map_err(|e| err(e.into()))?;
+        let mut out = Vec::with_capacity(t.len().map_err(|e| err(e.into()))? as usize);
+        for row in t.iter().map_err(|e| err(e.into()))? {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Writes one flush's changes in a single durable transaction.
     pub fn commit(&self, delta: &StateDelta<'_>) -> Result<()> {
         let err = db_err(&self.path);
@@ -119,6 +141,14 @@ impl StateStore {
             for key in &delta.expired_sessions {
                 t.remove(key.as_str()).map_err(|e| err(e.into()))?;
             }
+            let mut t = tx.open_table(LIVE).map_err(|e| err(e.into()))?;
+            for (key, value) in &delta.live {
+                match value {
+                    Some(v) => t.insert(key.as_str(), v.as_slice()),
+                    None => t.remove(key.as_str()),
+                }
+                .map_err(|e| err(e.into()))?;
+            }
         }
         tx.commit().map_err(|e| err(e.into()))?;
         Ok(())
@@ -141,10 +171,15 @@ mod tests {
                 expired_ids: vec![],
                 sessions: vec![("anon-1", 5000, "s-1")],
                 expired_sessions: vec![],
+                live: vec![
+                    ("fraud/card/1".into(), Some(vec![1, 2])),
+                    ("recs/p/1".into(), Some(vec![3])),
+                ],
             })
             .unwrap();
             s.commit(&StateDelta {
                 expired_ids: vec![7],
+                live: vec![("recs/p/1".into(), None)],
                 ..Default::default()
             })
             .unwrap();
@@ -158,5 +193,9 @@ mod tests {
         assert_eq!(loaded.dedup.len(), 1);
         assert_eq!(loaded.dedup[&8], 2000);
         assert_eq!(loaded.sessions["anon-1"], (5000, "s-1".to_owned()));
+        assert_eq!(
+            s.load_live().unwrap(),
+            vec![("fraud/card/1".to_owned(), vec![1, 2])]
+        );
     }
 }

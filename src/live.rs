@@ -1,0 +1,63 @@
+//! Wiring of the stage's live engines (fraud scoring, recommendations): made from the config,
+//! loaded from the stage's saved state, or rebuilt from the lake when there is none.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use futures::StreamExt;
+use shoplake_transform::{Live, Stage};
+use tracing::info;
+
+/// Attaches `live` to `stage`. When nothing was saved (a new stage state, or one from before the
+/// live engines existed) and the lake has events, the engines are first fed the last
+/// `stage.live_rebuild_hours` of them, so that fraud windows and recommendations do not start
+/// empty.
+pub async fn attach(
+    stage: Stage,
+    live: &Arc<Live>,
+    lake: &shoplake_batch::Lake,
+    rebuild_hours: u64,
+) -> anyhow::Result<Stage> {
+    let (stage, loaded) = stage.with_live(live.clone())?;
+    if !live.is_enabled() {
+        return Ok(stage);
+    }
+    if loaded > 0 {
+        info!(entities = loaded, "live state loaded");
+        return Ok(stage);
+    }
+    rebuild(live, lake, rebuild_hours).await?;
+    Ok(stage)
+}
+
+/// Feeds `live` the lake's last `hours` of events (oldest first); returns how many.
+pub async fn rebuild(
+    live: &Live,
+    lake: &shoplake_batch::Lake,
+    hours: u64,
+) -> anyhow::Result<usize> {
+    if hours == 0 {
+        return Ok(0);
+    }
+    let Some(latest) = shoplake_batch::replay::latest_event_time(lake).await? else {
+        return Ok(0);
+    };
+    let since = latest.saturating_sub(hours as i64 * 3_600_000_000);
+    let Some(mut stream) = shoplake_batch::replay::recent_events(lake, since).await? else {
+        return Ok(0);
+    };
+    let started = std::time::Instant::now();
+    let mut fed = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.context("reading the lake's events to rebuild the live state")?;
+        fed += tokio::task::block_in_place(|| live.replay(&batch))?;
+    }
+    info!(
+        events = fed,
+        hours,
+        entities = live.entities(),
+        secs = started.elapsed().as_secs_f64(),
+        "live state rebuilt from the lake"
+    );
+    Ok(fed)
+}

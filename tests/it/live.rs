@@ -1,0 +1,311 @@
+//! Fraud scoring and recommendations served by `shoplake stream`: the answers the storefront gets,
+//! hot reload of the rules, and the state kept across a restart.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::e2e::{block_on, free_port, http_get, run, shoplake, sql, terminate};
+
+fn start_stream(data: &Path, config: &str, addr: &str) -> Child {
+    shoplake(
+        data,
+        &["--config", config, "stream", "--metrics-addr", addr],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap()
+}
+
+/// A metric's value from /metrics.
+fn metric(addr: &str, name: &str) -> Option<f64> {
+    let (status, text) = http_get(addr, "/metrics")?;
+    (status == 200).then_some(())?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until the stage has read `records` records and flushed them.
+fn wait_caught_up(child: &mut Child, addr: &str, records: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "the stage exited early");
+        let read = metric(addr, "shoplake_stage_records_read_total").unwrap_or(0.0);
+        let staged = metric(addr, "shoplake_stage_events_staged_total").unwrap_or(0.0);
+        if read as u64 >= records && staged > 0.0 {
+            // The last flush comes at most max_batch_age_ms after the last read.
+            std::thread::sleep(Duration::from_millis(800));
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stage read {read} of {records} records in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn get_json(addr: &str, path: &str) -> (u16, Value) {
+    let (status, body) = http_get(addr, path).unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
+}
+
+fn post_json(addr: &str, path: &str, body: &str) -> (u16, Value) {
+    block_on(async {
+        let resp = reqwest::Client::new()
+            .post(format!("http://{addr}{path}"))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+        )
+    })
+}
+
+const REASONS: &[&str] = &[
+    "bought_together",
+    "viewed_together",
+    "trending",
+    "buy_again",
+    "recently_viewed",
+    "popular",
+];
+
+fn order(card: &str, total: f64) -> String {
+    json!({
+        "anonymous_id": "a-checkout-1", "user_id": "u-checkout-1",
+        "context": {"ip": "81.2.69.160", "device": {"id": "d-checkout-1"}},
+        "properties": {"total": total, "currency": "USD", "payment_method": "card",
+                       "card_fingerprint": card, "billing_country": "US", "shipping_country": "US",
+                       "products": [{"product_id": "p-1", "price": total, "quantity": 1}]}
+    })
+    .to_string()
+}
+
+#[test]
+fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let rules = data.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "version = \"test-1\"\n[thresholds]\nreview = 50\nblock = 90\n\n[[rule]]\nreason = \"big_amount\"\ncondition = \"amount >= 5000\"\nscore = 60\n",
+    )
+    .unwrap();
+    let config = data.join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[stage]\nmax_batch_age_ms = 300\n[stage.fraud]\nrules_file = {:?}\nreload_interval_ms = 200\n",
+            rules.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let stats: Value = serde_json::from_str(
+        run(
+            data,
+            &[
+                "emit",
+                "--seed",
+                "11",
+                "--sessions",
+                "1200",
+                "--start",
+                "2026-03-01T00:00:00Z",
+                "--stats-json",
+            ],
+        )
+        .lines()
+        .last()
+        .unwrap(),
+    )
+    .unwrap();
+    let records = stats["records"].as_u64().unwrap();
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut stage = start_stream(data, &config, &addr);
+    wait_caught_up(&mut stage, &addr, records);
+
+    // A shopper who bought something, and a product sold, from the lake.
+    run(data, &["--config", &config, "batch", "compact"]);
+    let row = &sql(
+        data,
+        "select coalesce(user_id, anonymous_id) as shopper, products[1]['product_id'] as product \
+         from events where event_name = 'order_completed' order by event_time desc limit 1",
+    )[0];
+    let shopper = row["shopper"].as_str().unwrap().to_owned();
+    let product = row["product"].as_str().unwrap().to_owned();
+
+    // Every order in the stream was decided, once.
+    let orders = sql(
+        data,
+        "select count(*) as n from events where event_name = 'order_completed'",
+    )[0]["n"]
+        .as_u64()
+        .unwrap();
+    let decided = sql(
+        data,
+        "select count(*) as n, count(distinct event_id) as ids, \
+         count(*) filter (where rules_version = 'test-1') as v, \
+         count(*) filter (where features['amount'] is not null) as with_amount \
+         from fraud_decisions",
+    );
+    assert!(orders > 20, "{orders} orders");
+    assert_eq!(decided[0]["n"].as_u64(), Some(orders), "{decided:?}");
+    assert_eq!(decided[0]["ids"].as_u64(), Some(orders));
+    assert_eq!(decided[0]["v"].as_u64(), Some(orders));
+    assert_eq!(decided[0]["with_amount"].as_u64(), Some(orders));
+
+    // Recommendations for a known shopper: known, with a reason per item, at most k.
+    let (status, recs) = get_json(&addr, &format!("/v1/recommendations/{shopper}?k=5"));
+    assert_eq!(status, 200, "{recs}");
+    assert_eq!(recs["known"], true, "{recs}");
+    let items = recs["items"].as_array().unwrap();
+    assert!(!items.is_empty() && items.len() <= 5, "{recs}");
+    for item in items {
+        assert!(REASONS.contains(&item["reason"].as_str().unwrap()), "{item}");
+        assert!(item["product_id"].as_str().is_some_and(|p| !p.is_empty()));
+    }
+    // An unknown shopper still gets something to see, marked as such.
+    let (status, unknown) = get_json(&addr, "/v1/recommendations/nobody-we-know?k=3");
+    assert_eq!(status, 200);
+    assert_eq!(unknown["known"], false);
+    let items = unknown["items"].as_array().unwrap();
+    assert!(!items.is_empty() && items.len() <= 3, "{unknown}");
+    assert!(
+        items
+            .iter()
+            .all(|i| matches!(i["reason"].as_str(), Some("trending" | "popular"))),
+        "{unknown}"
+    );
+    // Related products of a product sold, and of one never seen.
+    let (status, related) = get_json(&addr, &format!("/v1/products/{product}/related"));
+    assert_eq!(status, 200);
+    assert_eq!(related["known"], true, "{related}");
+    assert!(
+        related["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["product_id"] != product.as_str()),
+        "a product is not its own relative: {related}"
+    );
+    let (status, unknown) = get_json(&addr, "/v1/products/no-such-product/related?k=4");
+    assert_eq!((status, &unknown["known"]), (200, &Value::Bool(false)));
+    // Malformed requests: 400 with a message.
+    for path in [
+        "/v1/recommendations/x?k=0",
+        "/v1/recommendations/x?k=abc",
+        "/v1/products/p-1/related?k=1000",
+    ] {
+        let (status, body) = get_json(&addr, path);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"], "invalid k", "{path}");
+        assert!(body["detail"].as_str().unwrap().contains("1 to 100"));
+    }
+
+    // Fraud scoring at checkout: the same features and rules, synchronously.
+    let (status, small) = post_json(&addr, "/v1/fraud/score", &order("card-1", 40.0));
+    assert_eq!(status, 200, "{small}");
+    assert_eq!(small["verdict"], "allow", "{small}");
+    assert_eq!(small["rules_version"], "test-1");
+    assert_eq!(small["order_id"], "", "an order not placed yet has no id");
+    let (status, big) = post_json(&addr, "/v1/fraud/score", &order("card-1", 9000.0));
+    assert_eq!(status, 200, "{big}");
+    assert_eq!(big["verdict"], "review", "{big}");
+    assert_eq!(big["reasons"], json!(["big_amount"]));
+    let (status, err) = post_json(&addr, "/v1/fraud/score", "{not json");
+    assert_eq!((status, err["error"].as_str()), (400, Some("invalid JSON")));
+    let (status, err) = post_json(
+        &addr,
+        "/v1/fraud/score",
+        r#"{"anonymous_id":"a","properties":{"total":"lots","currency":"USD"}}"#,
+    );
+    assert_eq!(status, 400, "{err}");
+    assert!(
+        err["detail"].as_str().unwrap().contains("properties.total"),
+        "{err}"
+    );
+    let (status, err) = post_json(
+        &addr,
+        "/v1/fraud/score",
+        r#"{"event_name":"product_viewed","anonymous_id":"a"}"#,
+    );
+    assert_eq!(status, 400, "{err}");
+
+    // Hot reload: a bad file is refused and the running rules stay; a good one is taken.
+    std::fs::write(&rules, "version = \"test-2\"\n[[rule]]\nreason = \"x\"\ncondition = \"no_such_feature > 1\"\nscore = 10\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&addr, "shoplake_fraud_rules_refused_total").unwrap_or(0.0) < 1.0 {
+        assert!(Instant::now() < deadline, "the bad rules file was not noticed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, still) = post_json(&addr, "/v1/fraud/score", &order("card-1", 9000.0));
+    assert_eq!(still["rules_version"], "test-1");
+    std::fs::write(
+        &rules,
+        "version = \"test-3\"\n[thresholds]\nreview = 50\nblock = 90\n\n[[rule]]\nreason = \"big_amount\"\ncondition = \"amount >= 5000\"\nscore = 95\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, now) = post_json(&addr, "/v1/fraud/score", &order("card-1", 9000.0));
+        if now["rules_version"] == "test-3" {
+            assert_eq!(now["verdict"], "block", "{now}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new rules were not taken");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A restart keeps the state: the same answers before and after.
+    let before = get_json(&addr, &format!("/v1/recommendations/{shopper}?k=10")).1;
+    let related_before = get_json(&addr, &format!("/v1/products/{product}/related")).1;
+    assert!(terminate(stage).success());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut stage = start_stream(data, &config, &addr);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(&addr, "/health").is_none() {
+        assert!(Instant::now() < deadline, "the stage did not come back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(stage.try_wait().unwrap().is_none());
+    // Serving lists are refreshed every few seconds of event time, and a restart rebuilds them
+    // from the saved counts: the same products for the same reasons (the order of near-equal
+    // scores may differ).
+    let items = |v: &Value| {
+        let mut items: Vec<(String, String)> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["product_id"].as_str().unwrap().to_owned(),
+                    i["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        items.sort();
+        items
+    };
+    let after = get_json(&addr, &format!("/v1/recommendations/{shopper}?k=10")).1;
+    assert_eq!(after["known"], true);
+    assert_eq!(items(&after), items(&before), "{after}\n{before}");
+    let related_after = get_json(&addr, &format!("/v1/products/{product}/related")).1;
+    assert_eq!(items(&related_after), items(&related_before));
+    assert!(terminate(stage).success());
+}
