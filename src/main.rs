@@ -48,6 +48,8 @@ enum Command {
     Collect(commands::collect::Args),
     /// Create, list and revoke the collector's write keys.
     Keys(commands::keys::Args),
+    /// Measure fraud decisions and recommendations on a seeded simulation's ground truth.
+    Eval(commands::eval::Args),
     /// Check a pipeline config file.
     Config(commands::config::Args),
 }
@@ -69,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             Command::Query(args) => commands::query::run(args, data).await,
             Command::Collect(args) => commands::collect::run(args, data).await,
             Command::Keys(args) => commands::keys::run(args, data),
+            Command::Eval(args) => commands::eval::run(args, data).await,
             Command::Config(args) => commands::config::run(args),
         }
     })

@@ -14,7 +14,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use shoplake_batch::Lake;
 use shoplake_events::lake::{
-    BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, IDENTITIES_TABLE, ORDERS_TABLE, TABLES,
+    BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, IDENTITIES_TABLE, TABLES,
 };
 use tokio::sync::Mutex;
 use tracing::{debug, info};

@@ -143,13 +143,9 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                         stage_config.clone(),
                     )?
                     .with_metrics(metrics.clone());
-                    let mut stage = crate::live::attach(
-                        stage,
-                        &live,
-                        &lake,
-                        stage_config.live_rebuild_hours,
-                    )
-                    .await?;
+                    let mut stage =
+                        crate::live::attach(stage, &live, &lake, stage_config.live_rebuild_hours)
+                            .await?;
                     stage.run(stopped(rx.clone())).await?;
                     anyhow::Ok(())
                 };

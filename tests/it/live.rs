@@ -32,7 +32,10 @@ fn metric(addr: &str, name: &str) -> Option<f64> {
 fn wait_caught_up(child: &mut Child, addr: &str, records: u64) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        assert!(child.try_wait().unwrap().is_none(), "the stage exited early");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the stage exited early"
+        );
         let read = metric(addr, "shoplake_stage_records_read_total").unwrap_or(0.0);
         let staged = metric(addr, "shoplake_stage_events_staged_total").unwrap_or(0.0);
         if read as u64 >= records && staged > 0.0 {
@@ -177,7 +180,10 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     let items = recs["items"].as_array().unwrap();
     assert!(!items.is_empty() && items.len() <= 5, "{recs}");
     for item in items {
-        assert!(REASONS.contains(&item["reason"].as_str().unwrap()), "{item}");
+        assert!(
+            REASONS.contains(&item["reason"].as_str().unwrap()),
+            "{item}"
+        );
         assert!(item["product_id"].as_str().is_some_and(|p| !p.is_empty()));
     }
     // An unknown shopper still gets something to see, marked as such.
@@ -251,7 +257,10 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     std::fs::write(&rules, "version = \"test-2\"\n[[rule]]\nreason = \"x\"\ncondition = \"no_such_feature > 1\"\nscore = 10\n").unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while metric(&addr, "shoplake_fraud_rules_refused_total").unwrap_or(0.0) < 1.0 {
-        assert!(Instant::now() < deadline, "the bad rules file was not noticed");
+        assert!(
+            Instant::now() < deadline,
+            "the bad rules file was not noticed"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (_, still) = post_json(&addr, "/v1/fraud/score", &order("card-1", 9000.0));
@@ -308,4 +317,59 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     let related_after = get_json(&addr, &format!("/v1/products/{product}/related")).1;
     assert_eq!(items(&related_after), items(&related_before));
     assert!(terminate(stage).success());
+}
+
+/// `shoplake eval` on two seeds and two fraud mixes meets the targets: fraud recall ≥ 0.9
+/// at precision ≥ 0.8 over all patterns (each pattern recalled too), and recommendations asked
+/// before each order hit at least twice as often as the most-bought products.
+#[test]
+fn eval_meets_the_quality_targets_on_two_seeds_and_mixes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (seed, mix, share) in [("1", "1,1,1", "0.02"), ("2", "3,1,0.5", "0.03")] {
+        let out = run(
+            dir.path(),
+            &[
+                "eval",
+                "--seed",
+                seed,
+                "--sessions",
+                "2500",
+                "--fraud-mix",
+                mix,
+                "--fraud-share",
+                share,
+                "--json",
+            ],
+        );
+        let r: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let fraud = &r["fraud"];
+        assert!(fraud["fraud_orders"].as_u64().unwrap() > 50, "{fraud}");
+        assert_eq!(fraud["labels_without_decision"], 0, "{fraud}");
+        let overall = &fraud["overall"];
+        assert!(
+            overall["recall"].as_f64().unwrap() >= 0.9,
+            "seed {seed}: {overall}"
+        );
+        assert!(
+            overall["precision"].as_f64().unwrap() >= 0.8,
+            "seed {seed}: {overall}"
+        );
+        for p in fraud["per_pattern"].as_array().unwrap() {
+            if p["orders"].as_u64().unwrap() > 0 {
+                assert!(p["recall"].as_f64().unwrap() >= 0.8, "seed {seed}: {p}");
+            }
+        }
+        // The rules beat the best single amount threshold.
+        assert!(
+            overall["f1"].as_f64().unwrap() > fraud["baseline"]["figures"]["f1"].as_f64().unwrap(),
+            "{fraud}"
+        );
+        let recs = &r["recommendations"];
+        assert!(recs["served"]["cases"].as_u64().unwrap() > 300, "{recs}");
+        assert!(
+            recs["hit_rate_vs_baseline"].as_f64().unwrap() >= 2.0,
+            "seed {seed}: {recs}"
+        );
+        assert!(recs["mrr_vs_baseline"].as_f64().unwrap() >= 2.0, "{recs}");
+    }
 }
