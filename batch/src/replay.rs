@@ -28,7 +28,9 @@ pub async fn recent_events(lake: &Lake, since: i64) -> Result<Option<SendableRec
         Some(since),
         Some("UTC".into()),
     ));
-    let day = lit(ScalarValue::Date32(Some(since.div_euclid(MICROS_PER_DAY) as i32)));
+    let day = lit(ScalarValue::Date32(Some(
+        since.div_euclid(MICROS_PER_DAY) as i32
+    )));
     let stream = ctx
         .read_table(provider)
         .and_then(|t| {
@@ -63,7 +65,9 @@ pub async fn latest_event_time(lake: &Lake) -> Result<Option<i64>> {
         .and_then(|t| {
             t.aggregate(
                 vec![],
-                vec![datafusion::functions_aggregate::expr_fn::max(col(EVENT_TIME))],
+                vec![datafusion::functions_aggregate::expr_fn::max(col(
+                    EVENT_TIME,
+                ))],
             )
         })
         .map_err(qe)?
@@ -73,12 +77,7 @@ pub async fn latest_event_time(lake: &Lake) -> Result<Option<i64>> {
     let v = batches
         .first()
         .filter(|b| b.num_rows() > 0)
-        .map(|b| {
-            arrow::compute::cast(
-                b.column(0),
-                &arrow::datatypes::DataType::Int64,
-            )
-        })
+        .map(|b| arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64))
         .transpose()?
         .and_then(|a| {
             use arrow::array::{Array, AsArray};

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, Float64Builder, ListBuilder, MapArray,
-    RecordBatch, StringArray, StringBuilder, StructArray, TimestampMicrosecondBuilder,
+    ArrayRef, Date32Builder, Decimal128Builder, Float64Builder, ListBuilder, MapArray, RecordBatch,
+    StringArray, StringBuilder, StructArray, TimestampMicrosecondBuilder,
 };
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field};
@@ -52,10 +52,16 @@ impl DecisionRows {
         let mut currency = StringBuilder::new();
         let mut score = Float64Builder::with_capacity(n);
         let mut decision = StringBuilder::new();
-        let mut reasons = ListBuilder::new(StringBuilder::new())
-            .with_field(Field::new(shoplake_events::schema::LIST_ELEMENT, DataType::Utf8, true));
-        let mut shadow = ListBuilder::new(StringBuilder::new())
-            .with_field(Field::new(shoplake_events::schema::LIST_ELEMENT, DataType::Utf8, true));
+        let mut reasons = ListBuilder::new(StringBuilder::new()).with_field(Field::new(
+            shoplake_events::schema::LIST_ELEMENT,
+            DataType::Utf8,
+            true,
+        ));
+        let mut shadow = ListBuilder::new(StringBuilder::new()).with_field(Field::new(
+            shoplake_events::schema::LIST_ELEMENT,
+            DataType::Utf8,
+            true,
+        ));
         let mut rules_version = StringBuilder::new();
         let mut decided = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
         let mut event_date = Date32Builder::with_capacity(n);

@@ -356,9 +356,16 @@ impl Live {
     }
 
     /// Recommendations for a shopper (None: recommendations are off).
-    pub fn recommend(&self, shopper: &str, query: &RecsQuery<'_>) -> Option<(bool, Vec<Recommendation>)> {
+    pub fn recommend(
+        &self,
+        shopper: &str,
+        query: &RecsQuery<'_>,
+    ) -> Option<(bool, Vec<Recommendation>)> {
         let recs = self.recs.as_ref()?.read();
-        Some((recs.knows_shopper(shopper), recs.recommend(shopper, query, self.now())))
+        Some((
+            recs.knows_shopper(shopper),
+            recs.recommend(shopper, query, self.now()),
+        ))
     }
 
     /// Products related to a product (None: recommendations are off).
@@ -569,7 +576,9 @@ async fn related(
         let (known, items) = live
             .related(id, k)
             .ok_or_else(|| ApiError::off("recommendations"))?;
-        live.metrics.related_requests.fetch_add(1, Ordering::Relaxed);
+        live.metrics
+            .related_requests
+            .fetch_add(1, Ordering::Relaxed);
         Ok(Json(RelatedAnswer {
             product_id: id,
             known,
@@ -633,7 +642,9 @@ async fn score(State(live): State<Arc<Live>>, body: axum::body::Bytes) -> Respon
             .map_err(|e| ApiError::bad("invalid order", e.to_string()))?;
         let valid = decode(&bytes, now, &Limits::default())
             .map_err(|r| ApiError::bad("invalid order", r.to_string()))?;
-        let mut decision = live.score(&valid).ok_or_else(|| ApiError::off("fraud scoring"))?;
+        let mut decision = live
+            .score(&valid)
+            .ok_or_else(|| ApiError::off("fraud scoring"))?;
         if invented_order_id {
             decision.order_id.clear();
         }

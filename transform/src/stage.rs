@@ -19,11 +19,11 @@ use tracing::{debug, info, warn};
 
 use crate::config::StageConfig;
 use crate::decisions::DecisionRows;
-use crate::live::Live;
 use crate::enrich::bots::is_bot;
 use crate::enrich::channel::{Touch, classify};
 use crate::enrich::fx::FxRates;
 use crate::enrich::sessions::Sessions;
+use crate::live::Live;
 use crate::staging::{encode_parquet, put};
 use crate::state::{SHARD_END, StateDelta, StateStore};
 use crate::{Error, Result};
@@ -477,7 +477,9 @@ impl Stage {
             report.files.push(path.to_string());
         }
         if !self.decisions.is_empty() {
-            let batch = self.decisions.finish(chrono::Utc::now().timestamp_micros())?;
+            let batch = self
+                .decisions
+                .finish(chrono::Utc::now().timestamp_micros())?;
             let data = encode_parquet(&batch)?;
             let path = put(
                 &self.store,

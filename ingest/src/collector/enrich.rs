@@ -208,7 +208,11 @@ fn hash_embedded_emails(s: &str) -> Cow<'_, str> {
         }
         out.push_str(delimiter);
     }
-    if changed { Cow::Owned(out) } else { Cow::Borrowed(s) }
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// What separates an e-mail address from the text around it in URLs and prose.
@@ -216,7 +220,20 @@ fn is_delimiter(c: char) -> bool {
     c.is_whitespace()
         || matches!(
             c,
-            '?' | '&' | '=' | '/' | '#' | ';' | ':' | ',' | '"' | '\'' | '<' | '>' | '(' | ')' | '['
+            '?' | '&'
+                | '='
+                | '/'
+                | '#'
+                | ';'
+                | ':'
+                | ','
+                | '"'
+                | '\''
+                | '<'
+                | '>'
+                | '('
+                | ')'
+                | '['
                 | ']'
         )
 }

@@ -736,17 +736,19 @@ pub fn map(
     }
 
     // Context: the message's, over the batch's key by key.
-    let ctx: Option<Result<SegContext<'_>, &RawValue>> =
-        match (msg.context, request.batch_context.and_then(object::<SegContext<'_>>)) {
-            (Some(c), shared) => Some(match object::<SegContext<'_>>(c) {
-                Some(own) => Ok(match shared {
-                    Some(shared) => own.over(shared),
-                    None => own,
-                }),
-                None => Err(c),
+    let ctx: Option<Result<SegContext<'_>, &RawValue>> = match (
+        msg.context,
+        request.batch_context.and_then(object::<SegContext<'_>>),
+    ) {
+        (Some(c), shared) => Some(match object::<SegContext<'_>>(c) {
+            Some(own) => Ok(match shared {
+                Some(shared) => own.over(shared),
+                None => own,
             }),
-            (None, shared) => shared.map(Ok),
-        };
+            None => Err(c),
+        }),
+        (None, shared) => shared.map(Ok),
+    };
     let empty = SegContext::default();
     let c = match &ctx {
         Some(Err(raw)) => {

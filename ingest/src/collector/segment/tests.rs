@@ -499,8 +499,10 @@ fn a_batch_context_applies_under_each_message_context() {
     assert_eq!(v["context"]["ip"], "81.2.69.160");
     assert_eq!(v["context"]["os"], "iPhone");
     // Its own locale wins; the rest comes from the batch.
-    let v = map_one(json!({"type": "track", "event": "Cart Viewed", "anonymousId": "a-1",
-                           "context": {"locale": "de-DE"}}));
+    let v = map_one(
+        json!({"type": "track", "event": "Cart Viewed", "anonymousId": "a-1",
+                           "context": {"locale": "de-DE"}}),
+    );
     assert_eq!(v["context"]["locale"], "de-DE");
     assert_eq!(v["context"]["os"], "iPhone");
 }
