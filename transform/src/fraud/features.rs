@@ -24,8 +24,8 @@ use evalexpr::{Context, EvalexprError, EvalexprResult, Value};
 use shoplake_events::wire::Str;
 use shoplake_events::{EventName, ValidEvent};
 
-use super::state::{Entity, Key, Kind, Store};
-use super::windows::{DAY, HOUR, TEN_MINUTES};
+use super::state::{Activity, Entity, Key, Kind, Store};
+use super::windows::{DAY, HOUR, TEN_MINUTES, Window};
 use crate::enrich::fx::FxRates;
 
 /// Extra property holding a hash of the normalised shipping address (not yet in the contract).
@@ -95,12 +95,14 @@ features! {
     UserFailed10m = "user_failed_10m", Count, "Failed payments (payment_failed) of the account's orders in the last 10 minutes.";
     UserFailed1h = "user_failed_1h", Count, "Failed payments of the account's orders in the last hour.";
     UserFailed1d = "user_failed_1d", Count, "Failed payments of the account's orders in the last day.";
+    UserAmount1d = "user_amount_1d", Number, "Amount of the account's orders in the last day, this one included (reporting currency).";
     CardOrders10m = "card_orders_10m", Count, "Orders paid with the card in the last 10 minutes, this one included.";
     CardOrders1h = "card_orders_1h", Count, "Orders paid with the card in the last hour, this one included.";
     CardOrders1d = "card_orders_1d", Count, "Orders paid with the card in the last day, this one included.";
     CardFailed10m = "card_failed_10m", Count, "Failed payments with the card in the last 10 minutes.";
     CardFailed1h = "card_failed_1h", Count, "Failed payments with the card in the last hour.";
     CardFailed1d = "card_failed_1d", Count, "Failed payments with the card in the last day.";
+    CardAmount1d = "card_amount_1d", Number, "Amount of the orders paid with the card in the last day, this one included.";
     CardAccounts1d = "card_accounts_1d", Count, "Accounts that used the card in the last day, this one included.";
     DeviceOrders10m = "device_orders_10m", Count, "Orders from the device in the last 10 minutes, this one included.";
     DeviceOrders1h = "device_orders_1h", Count, "Orders from the device in the last hour, this one included.";
@@ -111,6 +113,7 @@ features! {
     DeviceFailed10m = "device_failed_10m", Count, "Failed payments of orders from the device in the last 10 minutes.";
     DeviceFailed1h = "device_failed_1h", Count, "Failed payments of orders from the device in the last hour.";
     DeviceFailed1d = "device_failed_1d", Count, "Failed payments of orders from the device in the last day.";
+    DeviceAmount1d = "device_amount_1d", Number, "Amount of the orders from the device in the last day, this one included.";
     DeviceAccounts1d = "device_accounts_1d", Count, "Accounts seen on the device (sign-up, login, order) in the last day, this one included.";
     DeviceCards1d = "device_cards_1d", Count, "Cards used on the device in the last day, this order's included.";
     DeviceViews1h = "device_views_1h", Count, "Products viewed (product_viewed) on the device in the last hour.";
@@ -123,6 +126,7 @@ features! {
     IpFailed10m = "ip_failed_10m", Count, "Failed payments of orders from the IP in the last 10 minutes.";
     IpFailed1h = "ip_failed_1h", Count, "Failed payments of orders from the IP in the last hour.";
     IpFailed1d = "ip_failed_1d", Count, "Failed payments of orders from the IP in the last day.";
+    IpAmount1d = "ip_amount_1d", Number, "Amount of the orders from the IP in the last day, this one included.";
     IpAccounts1d = "ip_accounts_1d", Count, "Accounts seen on the IP in the last day, this one included.";
     IpCards1d = "ip_cards_1d", Count, "Cards used from the IP in the last day, this order's included.";
     AddressOrders10m = "address_orders_10m", Count, "Orders to the shipping address in the last 10 minutes, this one included.";
@@ -347,7 +351,7 @@ impl<'e> OrderFacts<'e> {
 const WINDOWS: [i64; 3] = [TEN_MINUTES, HOUR, DAY];
 
 /// Computes every feature of an order as if it were placed now, from the state before it.
-pub fn compute<'s>(store: &'s Store, order: &OrderFacts<'_>) -> FeatureValues {
+pub fn compute(store: &Store, order: &OrderFacts<'_>) -> FeatureValues {
     use Feature::*;
     let mut f = FeatureValues::default();
     let t = order.time;
@@ -395,59 +399,56 @@ pub fn compute<'s>(store: &'s Store, order: &OrderFacts<'_>) -> FeatureValues {
         );
     }
 
-    type Families = (
-        Option<[Feature; 3]>,
-        Option<[Feature; 3]>,
-        Option<[Feature; 3]>,
-    );
-    let windows =
-        |e: Option<&'s Entity>, (orders, attempts, failed): Families| (e, orders, attempts, failed);
-    for (entity, orders, attempts, failed) in [
-        windows(
-            user,
-            (
-                Some([UserOrders10m, UserOrders1h, UserOrders1d]),
-                Some([UserAttempts10m, UserAttempts1h, UserAttempts1d]),
-                Some([UserFailed10m, UserFailed1h, UserFailed1d]),
-            ),
+    // Per entity the order names: (key, orders, attempts, failures, amount); a family the entity
+    // does not have is None. An entity the order does not name leaves its features at 0.
+    let own_amount = if this == 1 { amount } else { 0.0 };
+    let families = [
+        (
+            k.user,
+            Some([UserOrders10m, UserOrders1h, UserOrders1d]),
+            Some([UserAttempts10m, UserAttempts1h, UserAttempts1d]),
+            [UserFailed10m, UserFailed1h, UserFailed1d],
+            UserAmount1d,
         ),
-        windows(
-            store.get(k.card),
-            (
-                Some([CardOrders10m, CardOrders1h, CardOrders1d]),
-                None,
-                Some([CardFailed10m, CardFailed1h, CardFailed1d]),
-            ),
+        (
+            k.card,
+            Some([CardOrders10m, CardOrders1h, CardOrders1d]),
+            None,
+            [CardFailed10m, CardFailed1h, CardFailed1d],
+            CardAmount1d,
         ),
-        windows(
-            store.get(k.device),
-            (
-                Some([DeviceOrders10m, DeviceOrders1h, DeviceOrders1d]),
-                Some([DeviceAttempts10m, DeviceAttempts1h, DeviceAttempts1d]),
-                Some([DeviceFailed10m, DeviceFailed1h, DeviceFailed1d]),
-            ),
+        (
+            k.device,
+            Some([DeviceOrders10m, DeviceOrders1h, DeviceOrders1d]),
+            Some([DeviceAttempts10m, DeviceAttempts1h, DeviceAttempts1d]),
+            [DeviceFailed10m, DeviceFailed1h, DeviceFailed1d],
+            DeviceAmount1d,
         ),
-        windows(
-            store.get(k.ip),
-            (
-                Some([IpOrders10m, IpOrders1h, IpOrders1d]),
-                Some([IpAttempts10m, IpAttempts1h, IpAttempts1d]),
-                Some([IpFailed10m, IpFailed1h, IpFailed1d]),
-            ),
+        (
+            k.ip,
+            Some([IpOrders10m, IpOrders1h, IpOrders1d]),
+            Some([IpAttempts10m, IpAttempts1h, IpAttempts1d]),
+            [IpFailed10m, IpFailed1h, IpFailed1d],
+            IpAmount1d,
         ),
-    ] {
+    ];
+    for (key, orders, attempts, failed, amount_1d) in families {
+        if key.is_none() {
+            continue;
+        }
+        let activity = store.get(key).map(Entity::activity);
+        let count = |w: fn(&Activity) -> &Window, len| activity.map_or(0, |a| w(a).count(t, len));
         for (i, len) in WINDOWS.into_iter().enumerate() {
             if let Some(fs) = orders {
-                let n = entity.map_or(0, |e| e.activity().orders.count(t, len));
-                f.set_count(fs[i], n + this);
+                f.set_count(fs[i], count(|a| &a.orders, len) + this);
             }
-            if let (Some(fs), Some(e)) = (attempts, entity) {
-                f.set_count(fs[i], e.activity().attempts.count(t, len));
+            if let Some(fs) = attempts {
+                f.set_count(fs[i], count(|a| &a.attempts, len));
             }
-            if let (Some(fs), Some(e)) = (failed, entity) {
-                f.set_count(fs[i], e.activity().failed.count(t, len));
-            }
+            f.set_count(failed[i], count(|a| &a.failed, len));
         }
+        let earlier = activity.map_or(0.0, |a| a.orders.sum(t, DAY));
+        f.set_number(amount_1d, earlier + own_amount);
     }
     if k.address.is_some() {
         let address = store.get(k.address);

@@ -313,12 +313,13 @@ impl FraudEngine {
             }));
         }
         let card_id = k.card.map(|c| c.id);
+        let amount = facts.amount.unwrap_or(0.0);
         for key in [k.user, k.card, k.device, k.ip, k.address]
             .into_iter()
             .flatten()
         {
             let entity = self.store.touch(key, t).activity_mut();
-            entity.orders.add(t, 1);
+            entity.orders.add_amount(t, 1, amount);
             if let (Some(account), true) = (k.account, key.kind != Kind::User) {
                 entity.accounts.add(account, t);
             }
@@ -327,7 +328,6 @@ impl FraudEngine {
             }
         }
         if let Some(user) = k.user {
-            let amount = facts.amount.unwrap_or(0.0);
             let profile = self
                 .store
                 .touch(user, t)

@@ -224,6 +224,20 @@ fn amounts_are_compared_in_the_reporting_currency() {
     let d = browse_and_order(&mut e, T0 + MINUTE * 5, &ALICE, &odd);
     assert_eq!(f(&d, "unknown_currency"), 1.0);
     assert_eq!(f(&d, "amount"), 0.0);
+    // Paid without a card: no card features.
+    let paypal = Order {
+        id: "o-3",
+        card: None,
+        ..ORDER
+    };
+    let d = browse_and_order(&mut e, T0 + MINUTE * 6, &ALICE, &paypal);
+    assert_eq!(f(&d, "card_payment"), 0.0);
+    assert_eq!(f(&d, "card_orders_10m"), 0.0);
+    assert_eq!(f(&d, "card_amount_1d"), 0.0);
+    assert_eq!(f(&d, "card_accounts_1d"), 0.0);
+    assert_eq!(f(&d, "device_orders_10m"), 3.0);
+    assert_eq!(f(&d, "device_cards_1d"), 1.0, "the earlier card");
+    assert!((f(&d, "device_amount_1d") - (108.0 + 40.0)).abs() < 1e-3);
 }
 
 #[test]
@@ -495,6 +509,8 @@ fn shared_cards_and_addresses_count_accounts() {
     let d = last.unwrap();
     assert_eq!(f(&d, "card_accounts_1d"), 3.0);
     assert_eq!(f(&d, "card_orders_1d"), 3.0);
+    assert_eq!(f(&d, "card_amount_1d"), 120.0);
+    assert_eq!(f(&d, "user_amount_1d"), 40.0);
     assert_eq!(f(&d, "card_orders_1h"), 1.0);
     assert_eq!(f(&d, "address_accounts_1d"), 3.0);
     assert_eq!(f(&d, "address_orders_1d"), 3.0);
@@ -729,6 +745,14 @@ fn restart_from_dirty_state_gives_the_same_decision() {
 }
 
 #[test]
+fn the_engine_can_be_shared_between_the_stage_and_the_endpoint() {
+    fn shared<T: Send + Sync>() {}
+    shared::<FraudEngine>();
+    shared::<Arc<RuleSet>>();
+    shared::<Decision>();
+}
+
+#[test]
 fn decisions_serialize_for_the_endpoint_and_the_table() {
     let mut e = engine();
     let d = e.observe(&order_event(T0, &ALICE, &ORDER)).unwrap();
@@ -931,6 +955,10 @@ fn rules_file_hot_reload() {
     assert_eq!(new.version(), "test-4");
     assert!(file.check().unwrap().is_none());
 
+    // Rewritten with the same content: nothing to do.
+    std::fs::write(&path, GOOD.replace("test-3", "test-4")).unwrap();
+    assert!(file.check().unwrap().is_none());
+
     // A bad change is reported once; the caller keeps test-4.
     let broken = GOOD
         .replace("test-3", "test-5")
@@ -988,8 +1016,8 @@ mod simulated {
     fn run(seed: u64, mix: FraudMix) -> (Vec<Decision>, HashMap<String, String>) {
         let mut sim = Simulator::new(SimConfig {
             seed,
-            max_sessions: Some(3_000),
-            fraud_share: 0.02,
+            // The simulator's own fraud share (1% of sessions): about a quarter of orders.
+            max_sessions: Some(5_000),
             fraud_mix: mix,
             ..SimConfig::default()
         });
@@ -1020,7 +1048,7 @@ mod simulated {
             latest = latest.max(event.event_time);
             decisions.extend(engine.observe(&event));
             n += 1;
-            if n % 2_000 == 0 {
+            if n.is_multiple_of(2_000) {
                 engine.expire(latest);
             }
         }
@@ -1074,5 +1102,89 @@ mod simulated {
             let report = evaluate(&decisions, &labels);
             check(&format!("seed {seed}, {mix_name} mix"), &report);
         }
+    }
+
+    /// Cost of the engine in the stage's loop and of `score`, in whatever build runs it (prints,
+    /// asserts nothing: timing belongs to benchmarks). Run with
+    /// `cargo test --workspace --lib fraud::tests::simulated::speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "prints timings"]
+    fn speed() {
+        use std::time::Instant;
+        let mut sim = Simulator::new(SimConfig {
+            seed: 11,
+            max_sessions: Some(3_000),
+            fraud_share: 0.02,
+            ..SimConfig::default()
+        });
+        let mut records = Vec::new();
+        while let Some(r) = sim.next() {
+            records.push(r);
+        }
+        let limits = Limits::default();
+        // Decode only: a lower bound of what the stage does per record without fraud.
+        let start = Instant::now();
+        let mut valid = 0;
+        for r in &records {
+            valid += usize::from(decode(&r.payload, r.server_time_micros, &limits).is_ok());
+        }
+        let decode_only = start.elapsed();
+        let mut engine = engine();
+        let mut observe = std::time::Duration::ZERO;
+        let mut score_times = Vec::new();
+        let mut latest = i64::MIN;
+        let (mut checkpoint, mut written, mut bytes) = (std::time::Duration::ZERO, 0, 0);
+        for (i, r) in records.iter().enumerate() {
+            if i.is_multiple_of(5_000) {
+                // What the stage does at each checkpoint.
+                let t = Instant::now();
+                let dirty = engine.take_dirty();
+                checkpoint += t.elapsed();
+                written += dirty.len();
+                bytes += dirty
+                    .iter()
+                    .filter_map(|(_, v)| v.as_ref())
+                    .map(Vec::len)
+                    .sum::<usize>();
+            }
+            let Ok(event) = decode(&r.payload, r.server_time_micros, &limits) else {
+                continue;
+            };
+            if event.name == EventName::OrderCompleted {
+                let t = Instant::now();
+                std::hint::black_box(engine.score(&event));
+                score_times.push(t.elapsed());
+            }
+            latest = latest.max(event.event_time);
+            let t = Instant::now();
+            std::hint::black_box(engine.observe(&event));
+            if i.is_multiple_of(2_000) {
+                engine.expire(latest);
+            }
+            observe += t.elapsed();
+        }
+        score_times.sort();
+        let pct = |p: f64| score_times[((score_times.len() - 1) as f64 * p) as usize];
+        println!(
+            "{} records ({valid} valid): decode {:?} ({:.2} µs/record), observe {:?} ({:.2} µs/record, {:.1}% of decode)",
+            records.len(),
+            decode_only,
+            decode_only.as_secs_f64() * 1e6 / records.len() as f64,
+            observe,
+            observe.as_secs_f64() * 1e6 / valid as f64,
+            100.0 * observe.as_secs_f64() / decode_only.as_secs_f64()
+        );
+        println!(
+            "checkpoints every 5,000 records: {written} entities written, {bytes} bytes, {checkpoint:?} in take_dirty ({:.1}% of decode)",
+            100.0 * checkpoint.as_secs_f64() / decode_only.as_secs_f64()
+        );
+        println!(
+            "score over {} orders: p50 {:?}, p99 {:?}, max {:?}; {} entities at the end",
+            score_times.len(),
+            pct(0.5),
+            pct(0.99),
+            pct(1.0),
+            engine.entities()
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! Sliding event-time windows: counts ([`Window`]) and distinct values ([`Distinct`]).
+//! Sliding event-time windows: counts and sums ([`Window`]) and distinct values ([`Distinct`]).
 //!
 //! An entry at event time `e` counts at time `t` in a window of length `w` when `t - w < e ≤ t`:
 //! an order placed exactly ten minutes ago has left the ten-minute window. Entries may arrive out
@@ -27,12 +27,15 @@ pub const TEN_MINUTES: i64 = 10 * MINUTE;
 /// The longest window: nothing older than this (plus the allowed lateness) is ever counted.
 pub const LONGEST: i64 = DAY;
 
-/// Counts of events over sliding event-time windows.
+/// Counts of events, and sums of an amount they carry, over sliding event-time windows.
+///
+/// Sums are kept as `f32` (it fits in the entry's padding): about seven significant digits, plenty
+/// for comparing spend with a threshold.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Window {
-    /// (event time in UTC micros, events at that time), sorted by time.
-    entries: Vec<(i64, u32)>,
+    /// (event time in UTC micros, events at that time, their amounts' sum), sorted by time.
+    entries: Vec<(i64, u32, f32)>,
 }
 
 impl Window {
@@ -47,29 +50,47 @@ impl Window {
 
     /// Records `n` events at time `t`.
     pub fn add(&mut self, t: i64, n: u32) {
-        let at = self.entries.partition_point(|&(e, _)| e <= t);
+        self.add_amount(t, n, 0.0);
+    }
+
+    /// Records `n` events at time `t` carrying `amount` in all.
+    pub fn add_amount(&mut self, t: i64, n: u32, amount: f64) {
+        let at = self.entries.partition_point(|&(e, ..)| e <= t);
         match self.entries.get_mut(at.wrapping_sub(1)) {
-            Some((e, count)) if *e == t => *count = count.saturating_add(n),
-            _ => self.entries.insert(at, (t, n)),
+            Some((e, count, sum)) if *e == t => {
+                *count = count.saturating_add(n);
+                *sum += amount as f32;
+            }
+            _ => self.entries.insert(at, (t, n, amount as f32)),
         }
         if self.entries.len() > Self::COMPACT_AT {
             self.compact();
         }
     }
 
-    /// Events in the window of length `len` ending at `now`: entries with `now - len < e ≤ now`.
-    pub fn count(&self, now: i64, len: i64) -> u32 {
-        let end = self.entries.partition_point(|&(e, _)| e <= now);
+    /// The entries in the window of length `len` ending at `now`: `now - len < e ≤ now`.
+    fn in_window(&self, now: i64, len: i64) -> impl Iterator<Item = &(i64, u32, f32)> {
+        let end = self.entries.partition_point(|&(e, ..)| e <= now);
         self.entries[..end]
             .iter()
             .rev()
-            .take_while(|&&(e, _)| e > now - len)
-            .fold(0u32, |acc, &(_, n)| acc.saturating_add(n))
+            .take_while(move |&&(e, ..)| e > now - len)
+    }
+
+    /// Events in the window of length `len` ending at `now`.
+    pub fn count(&self, now: i64, len: i64) -> u32 {
+        self.in_window(now, len)
+            .fold(0u32, |acc, &(_, n, _)| acc.saturating_add(n))
+    }
+
+    /// Sum of the amounts in the window of length `len` ending at `now`.
+    pub fn sum(&self, now: i64, len: i64) -> f64 {
+        self.in_window(now, len).map(|&(.., a)| f64::from(a)).sum()
     }
 
     /// Forgets entries at or before `horizon`; true when something was forgotten.
     pub fn expire(&mut self, horizon: i64) -> bool {
-        let stale = self.entries.partition_point(|&(e, _)| e <= horizon);
+        let stale = self.entries.partition_point(|&(e, ..)| e <= horizon);
         self.entries.drain(..stale);
         stale > 0
     }
@@ -85,7 +106,7 @@ impl Window {
 
     /// Time of the newest entry.
     pub fn newest(&self) -> Option<i64> {
-        self.entries.last().map(|&(e, _)| e)
+        self.entries.last().map(|&(e, ..)| e)
     }
 
     /// Merges old entries: per second in the last ten minutes, per minute up to an hour, per
@@ -104,16 +125,17 @@ impl Window {
             };
             (g, e.div_euclid(g))
         };
-        let mut merged: Vec<(i64, u32)> = Vec::with_capacity(self.entries.len());
+        let mut merged: Vec<(i64, u32, f32)> = Vec::with_capacity(self.entries.len());
         let mut last_bucket = None;
-        for &(e, n) in &self.entries {
+        for &(e, n, a) in &self.entries {
             let bucket = granule(e);
             match merged.last_mut() {
-                Some((t, count)) if last_bucket == Some(bucket) => {
+                Some((t, count, sum)) if last_bucket == Some(bucket) => {
                     *t = e;
                     *count = count.saturating_add(n);
+                    *sum += a;
                 }
-                _ => merged.push((e, n)),
+                _ => merged.push((e, n, a)),
             }
             last_bucket = Some(bucket);
         }
@@ -243,6 +265,28 @@ mod tests {
         late.add(T0, 2);
         assert_eq!(late.len(), 5);
         assert_eq!(late.count(T0, 1), 3);
+    }
+
+    #[test]
+    fn sums_follow_the_same_window() {
+        let mut w = Window::default();
+        w.add_amount(T0, 1, 10.5);
+        w.add_amount(T0 + 5 * MINUTE, 1, 20.25);
+        w.add_amount(T0 + 5 * MINUTE, 2, 4.0);
+        assert_eq!(w.count(T0 + 5 * MINUTE, TEN_MINUTES), 4);
+        assert_eq!(w.sum(T0 + 5 * MINUTE, TEN_MINUTES), 34.75);
+        assert_eq!(
+            w.sum(T0 + 10 * MINUTE, TEN_MINUTES),
+            24.25,
+            "the first left"
+        );
+        assert_eq!(w.sum(T0 - 1, TEN_MINUTES), 0.0);
+        // Compaction keeps the total.
+        for i in 0..200 {
+            w.add_amount(T0 + HOUR + i * MINUTE, 1, 1.0);
+        }
+        let total = w.sum(T0 + HOUR + 199 * MINUTE, DAY);
+        assert!((total - 234.75).abs() < 1e-3, "{total}");
     }
 
     #[test]
