@@ -16,9 +16,16 @@
 //! re-reads records rather than losing them; duplicate copies that reach staging are dropped by the
 //! compactor, which de-duplicates by event_id against the lake.
 //!
+//! Beside staging, every valid, unique, non-bot event feeds the live engines ([`live`]): fraud
+//! scoring ([`fraud`], a decision per order staged for the `fraud_decisions` table) and
+//! recommendations ([`recs`]), served over HTTP by [`live::router`] and saved with the checkpoint.
+//!
 //! Why these dependencies: `redb` holds the durable state (embedded, ACID, pure Rust; the same
 //! engine as the local stream); `object_store` + `parquet` write staging; `uuid` parses event ids
-//! into 128-bit dedup keys and derives inferred session ids (v5).
+//! into 128-bit dedup keys and derives inferred session ids (v5); `evalexpr` parses and evaluates
+//! the fraud rules' conditions (a small, well-kept expression language, so rules are data, not
+//! code) and `toml` reads the rules files; `parking_lot` gives the live engines read-write locks
+//! that the stage and the HTTP handlers share without poisoning; `axum` serves the live endpoints.
 
 pub mod config;
 pub mod decisions;
