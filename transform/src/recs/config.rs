@@ -125,9 +125,13 @@ pub struct Weights {
     pub bought_together: f64,
     /// Weight of viewed-together neighbours.
     pub viewed_together: f64,
-    /// Weight of the most recently viewed product itself, decaying by `seed_decay` per position;
-    /// a product added to the cart counts 1.5 times.
+    /// Weight of a product the shopper has just viewed, itself a candidate; it halves every
+    /// `recently_viewed_half_life_hours` of event time since the view (time, not list position:
+    /// the products of the ongoing session all count nearly fully).
     pub recently_viewed: f64,
+    pub recently_viewed_half_life_hours: f64,
+    /// Factor of a recently viewed product that was added to the cart.
+    pub cart_factor: f64,
     /// Weight of a due buy-again product with the highest repurchase rate of the shopper's.
     pub buy_again: f64,
     /// Weight of the top trending product of the shopper's favourite category.
@@ -144,8 +148,10 @@ impl Default for Weights {
             bought_together: 1.0,
             viewed_together: 0.6,
             recently_viewed: 0.5,
+            recently_viewed_half_life_hours: 24.0,
+            cart_factor: 1.5,
             buy_again: 1.0,
-            trending: 0.3,
+            trending: 0.6,
         }
     }
 }

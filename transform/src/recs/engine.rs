@@ -67,6 +67,8 @@ pub struct RecsStats {
     pub categories: usize,
     /// Products ignored because the engine held `max_products` when they first appeared.
     pub products_refused: u64,
+    /// Refreshes of the serving lists so far.
+    pub refreshes: u64,
 }
 
 /// Live recommendation state. See the module docs for what it keeps and how it answers.
@@ -93,6 +95,7 @@ pub struct RecsEngine {
     /// The shoppers' LRU list is in restore order, not recency order.
     pub(super) lru_unsorted: bool,
     pub(super) products_refused: u64,
+    pub(super) refreshes: u64,
 }
 
 impl std::fmt::Debug for RecsEngine {
@@ -179,6 +182,7 @@ impl RecsEngine {
             next_product_sweep: i64::MIN,
             lru_unsorted: false,
             products_refused: 0,
+            refreshes: 0,
         }
     }
 
@@ -192,6 +196,7 @@ impl RecsEngine {
             shoppers: self.shoppers.count,
             categories: self.categories.names.len(),
             products_refused: self.products_refused,
+            refreshes: self.refreshes,
         }
     }
 
@@ -761,6 +766,7 @@ impl RecsEngine {
     /// lists, repeat-buying statistics. Runs every `refresh_secs` of event time from `observe`,
     /// and from `expire`.
     pub(super) fn refresh(&mut self) {
+        self.refreshes += 1;
         self.needs_refresh = false;
         self.next_refresh = self
             .clock
@@ -785,6 +791,8 @@ impl RecsEngine {
         let mut popular: Vec<Vec<Edge>> = vec![Vec::new(); cats];
         let mut trending_all = Vec::new();
         let mut popular_all = Vec::new();
+        // Products without any activity yet (known from stock updates only): popular last.
+        let mut idle = Vec::new();
         let mut repeat = vec![RepeatStats::default(); cats];
         let mut repeat_all = RepeatStats::default();
         for (pid, p) in self.products.iter() {
@@ -793,7 +801,11 @@ impl RecsEngine {
             if trend > 0.0 {
                 trending_all.push((pid, trend));
             }
-            popular_all.push((pid, pop));
+            if pop > 0.0 {
+                popular_all.push((pid, pop));
+            } else {
+                idle.push((pid, 0.0));
+            }
             repeat_all.add(p);
             if let Some(c) = (p.category != NO_CATEGORY).then_some(usize::from(p.category))
                 && c < cats
@@ -801,7 +813,9 @@ impl RecsEngine {
                 if trend > 0.0 {
                     trending[c].push((pid, trend));
                 }
-                popular[c].push((pid, pop));
+                if pop > 0.0 {
+                    popular[c].push((pid, pop));
+                }
                 repeat[c].add(p);
             }
         }
@@ -812,6 +826,10 @@ impl RecsEngine {
             .chain([&mut trending_all, &mut popular_all])
         {
             top_n(list, n, &self.products);
+        }
+        if popular_all.len() < n && !idle.is_empty() {
+            top_n(&mut idle, n - popular_all.len(), &self.products);
+            popular_all.extend(idle);
         }
         self.lists = Lists {
             trending,
@@ -1022,18 +1040,19 @@ impl RecsEngine {
         }
         if let Some(s) = s {
             let mut seed_w = w.recent_seed;
-            let mut rv_w = w.recently_viewed;
+            let half_life = w.recently_viewed_half_life_hours.max(1e-6) * 3.6e9;
             for (i, v) in s.views.iter().enumerate() {
                 if i < self.config.seeds {
                     self.add_neighbours(&mut c, v.pid, seed_w, true);
                     seed_w *= w.seed_decay;
                 }
+                let age = (now_micros - v.at).max(0) as f64;
+                let cart = if v.carted { w.cart_factor } else { 1.0 };
                 c.add(
                     v.pid,
-                    rv_w * if v.carted { 1.5 } else { 1.0 },
+                    w.recently_viewed * cart * (-age / half_life).exp2(),
                     Reason::RecentlyViewed,
                 );
-                rv_w *= w.seed_decay;
             }
             for b in s.bought.iter().rev().take(3) {
                 self.add_neighbours(&mut c, b.pid, w.purchase_seed, false);

@@ -17,9 +17,11 @@
 //! The baseline is the k most-bought products so far (exact counts), minus the products the first
 //! engine would exclude for that shopper (bought recently and not due, out of stock).
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::time::Instant;
 
 use shoplake_events::{EventName, Limits, ValidEvent, decode};
 
@@ -182,6 +184,13 @@ pub struct EvalReport {
     pub k: usize,
     pub counts: FeedCounts,
     pub rows: Vec<Row>,
+    /// Wall time of the first engine per `observe` (without the calls that refreshed the
+    /// serving lists), per refresh, and per `recommend`, in microseconds, in whatever build ran
+    /// the evaluation (information, not a benchmark: one thread, no lock).
+    pub observe_micros: f64,
+    pub refresh_micros: f64,
+    pub refreshes: u64,
+    pub recommend_micros: f64,
 }
 
 impl EvalReport {
@@ -200,6 +209,11 @@ impl fmt::Display for EvalReport {
             f,
             "events used {}, orders {}, rejected {}, duplicates {}, bots {}",
             c.used, c.orders, c.rejected, c.duplicates, c.bots
+        )?;
+        writeln!(
+            f,
+            "first engine, this build: {:.2} µs per observe, {:.2} µs per recommend, {} refreshes of {:.0} µs",
+            self.observe_micros, self.recommend_micros, self.refreshes, self.refresh_micros
         )?;
         writeln!(
             f,
@@ -239,6 +253,13 @@ pub struct Evaluation {
     limits: Limits,
     clock: i64,
     next_cleanup: i64,
+    /// Time spent in the first engine's observe (calls without and with a refresh) and recommend,
+    /// and how many recommends.
+    observe_nanos: u128,
+    observe_calls: u64,
+    refresh_nanos: u128,
+    recommend_nanos: Cell<u128>,
+    recommends: Cell<u64>,
 }
 
 /// Inactivity that ends an inferred session (the stage's default).
@@ -268,6 +289,11 @@ impl Evaluation {
             limits: Limits::default(),
             clock: i64::MIN,
             next_cleanup: i64::MIN,
+            observe_nanos: 0,
+            observe_calls: 0,
+            refresh_nanos: 0,
+            recommend_nanos: Cell::new(0),
+            recommends: Cell::new(0),
         }
     }
 
@@ -387,8 +413,17 @@ impl Evaluation {
             }
             self.baseline.record_order(relevant.iter().copied());
         }
-        for (_, engine) in &mut self.engines {
+        for (i, (_, engine)) in self.engines.iter_mut().enumerate() {
+            let refreshes = engine.stats().refreshes;
+            let started = Instant::now();
             engine.observe(event, session_id);
+            let spent = started.elapsed().as_nanos();
+            if i == 0 && engine.stats().refreshes == refreshes {
+                self.observe_nanos += spent;
+                self.observe_calls += 1;
+            } else if i == 0 {
+                self.refresh_nanos += spent;
+            }
         }
         if t >= self.next_cleanup {
             self.next_cleanup = t + 600 * 1_000_000;
@@ -413,11 +448,16 @@ impl Evaluation {
         let mut lists: Vec<Vec<String>> = self
             .engines
             .iter()
-            .map(|(_, e)| {
-                e.recommend(shopper, &query, t)
-                    .into_iter()
-                    .map(|r| r.product_id)
-                    .collect()
+            .enumerate()
+            .map(|(i, (_, e))| {
+                let started = Instant::now();
+                let recs = e.recommend(shopper, &query, t);
+                if i == 0 {
+                    let spent = started.elapsed().as_nanos();
+                    self.recommend_nanos.set(self.recommend_nanos.get() + spent);
+                    self.recommends.set(self.recommends.get() + 1);
+                }
+                recs.into_iter().map(|r| r.product_id).collect()
             })
             .collect();
         let first = self.engines.first().map(|(_, e)| e);
@@ -458,10 +498,22 @@ impl Evaluation {
                 });
             }
         }
+        let refreshes = self.engines.first().map_or(0, |(_, e)| e.stats().refreshes);
+        let per = |nanos: u128, n: u64| {
+            if n == 0 {
+                0.0
+            } else {
+                nanos as f64 / n as f64 / 1e3
+            }
+        };
         EvalReport {
             k: self.k,
             counts: self.counts,
             rows,
+            observe_micros: per(self.observe_nanos, self.observe_calls),
+            refresh_micros: per(self.refresh_nanos, refreshes),
+            refreshes,
+            recommend_micros: per(self.recommend_nanos.get(), self.recommends.get()),
         }
     }
 }
