@@ -115,9 +115,14 @@ pub struct Weights {
     /// Seed weight of the product on the page (`context_product`).
     pub context: f64,
     /// Seed weight of the most recently viewed product; each older seed gets `seed_decay` times
-    /// the weight of the one before.
+    /// the weight of the one before, and every seed halves per `recency_half_life_hours` since
+    /// it was viewed.
     pub recent_seed: f64,
     pub seed_decay: f64,
+    /// Half-life of the shopper's own views as seeds and as candidates, in hours of event time
+    /// since the view (time, not list position: the ongoing session's products all count nearly
+    /// fully, last week's little).
+    pub recency_half_life_hours: f64,
     /// Seed weight of each of the shopper's three latest purchases (their bought-together
     /// neighbours only: complements of what they own).
     pub purchase_seed: f64,
@@ -125,12 +130,10 @@ pub struct Weights {
     pub bought_together: f64,
     /// Weight of viewed-together neighbours.
     pub viewed_together: f64,
-    /// Weight of a product the shopper has just viewed, itself a candidate; it halves every
-    /// `recently_viewed_half_life_hours` of event time since the view (time, not list position:
-    /// the products of the ongoing session all count nearly fully).
+    /// Weight of a product the shopper has just viewed, itself a candidate (halving per
+    /// `recency_half_life_hours` since the view).
     pub recently_viewed: f64,
-    pub recently_viewed_half_life_hours: f64,
-    /// Factor of a recently viewed product that was added to the cart.
+    /// Factor of a recently viewed product that is in the cart.
     pub cart_factor: f64,
     /// Weight of a due buy-again product with the highest repurchase rate of the shopper's.
     pub buy_again: f64,
@@ -144,11 +147,11 @@ impl Default for Weights {
             context: 2.0,
             recent_seed: 1.0,
             seed_decay: 0.7,
+            recency_half_life_hours: 24.0,
             purchase_seed: 0.4,
             bought_together: 1.0,
             viewed_together: 0.6,
             recently_viewed: 0.5,
-            recently_viewed_half_life_hours: 24.0,
             cart_factor: 1.5,
             buy_again: 1.0,
             trending: 0.6,

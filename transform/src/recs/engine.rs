@@ -204,7 +204,7 @@ impl RecsEngine {
     /// inferred) session.
     ///
     /// Uses product views, clicks, cart and wishlist adds (recently viewed, viewed together,
-    /// trending), orders (bought together, popularity, buy again, exclusions), any event carrying
+    /// trending), cart removals, orders (bought together, popularity, buy again, exclusions), any event carrying
     /// both ids and `identify` / `alias` (identity links), and custom "Inventory Updated" events
     /// (stock). Everything else returns at once.
     pub fn observe(&mut self, event: &ValidEvent<'_>, session_id: &str) {
@@ -216,6 +216,7 @@ impl RecsEngine {
             | EventName::ProductClicked
             | EventName::WishlistProductAdded => self.on_view(e, t, session_id, false),
             EventName::ProductAdded => self.on_view(e, t, session_id, true),
+            EventName::ProductRemoved => self.on_cart_removal(e, t),
             EventName::OrderCompleted => self.on_order(e, t),
             EventName::Custom => {
                 if e.custom_event_name
@@ -309,6 +310,10 @@ impl RecsEngine {
 
     /// The shopper of an event, linking its anonymous id and user id. A shopper is created only
     /// when `create` (events with products); otherwise only known shoppers are linked.
+    ///
+    /// Every id names one shopper at most, and a shopper's first id (its stored key) always names
+    /// it: ids join a shopper (or a whole anonymous shopper folds into a user's) and leave it only
+    /// when it holds `ids_per_shopper`, which drops its oldest anonymous id other than the key.
     fn resolve(&mut self, e: &Event<'_>, create: bool, t: i64) -> Option<u32> {
         let anon = e.anonymous_id.as_deref();
         let user = e.user_id.as_deref();
@@ -317,14 +322,9 @@ impl RecsEngine {
         let slot = match (by_user, by_anon) {
             (Some(u), Some(a)) if u == a => u,
             (Some(u), Some(a)) => {
-                let anon_has_user = self.shoppers.get(a).is_some_and(|s| s.user.is_some());
-                if anon_has_user {
-                    // A device shared by two accounts: its future events count for this user,
-                    // the other account keeps its history.
-                    if let Some(id) = anon {
-                        self.move_id(id, a, u);
-                    }
-                } else {
+                // A device shared by two accounts keeps its anonymous id with the first; each
+                // user's own events count for that user.
+                if self.shoppers.get(a).is_some_and(|s| s.user.is_none()) {
                     self.merge(a, u);
                 }
                 u
@@ -342,11 +342,7 @@ impl RecsEngine {
                         self.add_id(a, uid, true);
                         a
                     } else {
-                        let slot = self.create_shopper(uid, None, true, t);
-                        if let Some(id) = anon {
-                            self.move_id(id, a, slot);
-                        }
-                        slot
+                        self.create_shopper(uid, None, true, t)
                     }
                 }
             },
@@ -423,17 +419,6 @@ impl RecsEngine {
         self.shoppers.mark_dirty(slot);
     }
 
-    /// Re-points one id from shopper `from` to shopper `to`.
-    fn move_id(&mut self, id: &str, from: u32, to: u32) {
-        if let Some(s) = self.shoppers.get_mut(from)
-            && s.key() != id
-        {
-            s.ids.retain(|x| &**x != id);
-            self.shoppers.mark_dirty(from);
-        }
-        self.add_id(to, id, false);
-    }
-
     /// Folds shopper `from` (anonymous) into `into`: its history counts for `into` from now on.
     fn merge(&mut self, from: u32, into: u32) {
         let Some(old) = self.shoppers.remove(from) else {
@@ -449,7 +434,7 @@ impl RecsEngine {
         };
         let mut views = std::mem::take(&mut s.views);
         views.extend(old.views);
-        views.sort_by(|a, b| b.at.cmp(&a.at));
+        views.sort_by_key(|v| std::cmp::Reverse(v.at));
         let mut merged: Vec<View> = Vec::with_capacity(cfg.recently_viewed);
         for v in views {
             match merged.iter().position(|m| m.pid == v.pid) {
@@ -555,6 +540,30 @@ impl RecsEngine {
         };
         s.views.insert(0, View { pid, at: t, carted });
         s.views.truncate(self.config.recently_viewed);
+    }
+
+    /// A product taken out of the cart is only viewed again.
+    fn on_cart_removal(&mut self, e: &Event<'_>, t: i64) {
+        let pid = e
+            .properties
+            .as_ref()
+            .and_then(|p| p.products.as_deref())
+            .and_then(|p| p.first())
+            .and_then(|p| p.product_id.as_deref())
+            .and_then(|id| self.products.lookup(id));
+        let Some(pid) = pid else {
+            return;
+        };
+        let Some(slot) = self.resolve(e, false, t) else {
+            return;
+        };
+        if let Some(v) = self
+            .shoppers
+            .get_mut(slot)
+            .and_then(|s| s.views.iter_mut().find(|v| v.pid == pid))
+        {
+            v.carted = false;
+        }
     }
 
     fn on_order(&mut self, e: &Event<'_>, t: i64) {
@@ -1040,17 +1049,18 @@ impl RecsEngine {
         }
         if let Some(s) = s {
             let mut seed_w = w.recent_seed;
-            let half_life = w.recently_viewed_half_life_hours.max(1e-6) * 3.6e9;
+            let half_life = w.recency_half_life_hours.max(1e-6) * 3.6e9;
             for (i, v) in s.views.iter().enumerate() {
+                let age = (now_micros - v.at).max(0) as f64;
+                let recency = (-age / half_life).exp2();
                 if i < self.config.seeds {
-                    self.add_neighbours(&mut c, v.pid, seed_w, true);
+                    self.add_neighbours(&mut c, v.pid, seed_w * recency, true);
                     seed_w *= w.seed_decay;
                 }
-                let age = (now_micros - v.at).max(0) as f64;
                 let cart = if v.carted { w.cart_factor } else { 1.0 };
                 c.add(
                     v.pid,
-                    w.recently_viewed * cart * (-age / half_life).exp2(),
+                    w.recently_viewed * cart * recency,
                     Reason::RecentlyViewed,
                 );
             }

@@ -37,10 +37,11 @@
 //!   "inventory_updated") whose `properties.products[].quantity` is the units in stock.
 //!
 //! How `recommend` answers: seeds are the page's product (weight `context`), the shopper's
-//! latest `seeds` viewed products (`recent_seed`, decaying by `seed_decay`) and latest three
+//! latest `seeds` viewed products (`recent_seed`, decaying by `seed_decay` per position and
+//! halving per `recency_half_life_hours` since the view) and latest three
 //! purchases (`purchase_seed`, bought-together only); their serving lists give bought-together and
-//! viewed-together candidates. Recently viewed products themselves (halving per
-//! `recently_viewed_half_life_hours` since the view), due buy-again products and
+//! viewed-together candidates. Recently viewed products themselves (halving likewise, ×
+//! `cart_factor` while in the cart), due buy-again products and
 //! the trending products of the shopper's two favourite categories are candidates too. Scores add
 //! up per product; the reason is the signal that contributed most. Out-of-stock products, the
 //! context product and products bought within `exclude_bought_days` (unless due) are left out;

@@ -291,21 +291,22 @@ impl RecsEngine {
                 })
             })
             .collect();
-        // An id already held by another restored shopper stays with that one.
+        // The engine never gives one id to two shoppers; should a damaged store do so, the
+        // shopper restored first keeps it.
         let ids: Vec<std::sync::Arc<str>> = r
             .ids
             .iter()
-            .enumerate()
-            .filter(|(i, id)| *i == 0 || self.shoppers.lookup(id).is_none())
-            .map(|(_, id)| std::sync::Arc::from(id.as_str()))
+            .filter(|id| self.shoppers.lookup(id).is_none())
+            .map(|id| std::sync::Arc::from(id.as_str()))
             .collect();
+        if ids.first().map(|k| &**k) != r.ids.first().map(String::as_str) {
+            tracing::warn!(key = %r.ids[0], "a stored shopper's key belongs to another; skipped");
+            return;
+        }
         let user = r
             .user
             .as_deref()
             .and_then(|u| ids.iter().find(|i| &***i == u).cloned());
-        if let Some(old) = ids.first().and_then(|k| self.shoppers.lookup(k)) {
-            self.shoppers.remove(old);
-        }
         let mut shopper = Shopper::new(ids, user, r.last_seen);
         shopper.session = r.session;
         shopper.session_items = session_items;

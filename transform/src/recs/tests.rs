@@ -382,6 +382,18 @@ fn recently_viewed_order_and_cap() {
     let recs = e.recommend("v", &top(3), T0 + 11_000_000);
     assert_eq!(ids(&recs), ["C", "B", "D"]);
     assert!(close(recs[0].score, 0.75));
+    // Taken out of the cart, it is only viewed.
+    let removed = event(
+        EventName::ProductRemoved,
+        Some("v"),
+        None,
+        T0 + 11_000_000,
+        vec![product("C", "cat")],
+    );
+    e.observe(&removed, "session");
+    let recs = e.recommend("v", &top(1), T0 + 11_000_000);
+    assert_eq!(recs[0].product_id, "C");
+    assert!(close(recs[0].score, 0.5));
 }
 
 #[test]
@@ -604,7 +616,26 @@ fn anonymous_history_counts_after_login() {
         dirty.contains(&("s/a4".to_owned(), None)),
         "the anonymous shopper is folded in"
     );
-    // A page view without ids both set links nothing new.
+    // A device shared by two accounts: the anonymous id stays with the first account, each
+    // user's own events count for that user.
+    let first = event(
+        EventName::ProductViewed,
+        Some("a5"),
+        Some("u5"),
+        T0,
+        vec![product("P7", "x")],
+    );
+    e.observe(&first, "s5");
+    let second = event(
+        EventName::ProductViewed,
+        Some("a5"),
+        Some("u6"),
+        T0 + 1,
+        vec![product("P8", "x")],
+    );
+    e.observe(&second, "s6");
+    assert!(linked(&e, "u6", "P8") && !linked(&e, "u6", "P7"));
+    assert!(linked(&e, "a5", "P7") && !linked(&e, "a5", "P8"));
     assert!(!e.knows_shopper("u9"));
 }
 
