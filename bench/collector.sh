@@ -8,7 +8,8 @@
 # Usage: bench/collector.sh [SECONDS_PER_LEVEL] [CONNECTIONS...]   (prints Markdown)
 #   e.g. bench/collector.sh 20 1 2 4 8 16 32
 # SHOPLAKE_BENCH_STREAM=kinesis puts onto Kinesis instead: kinesalite (the emulator the tests use,
-# installed and started by scripts/emulators.sh) with SHOPLAKE_BENCH_SHARDS shards (default 4).
+# installed and started by scripts/emulators.sh) with SHOPLAKE_BENCH_SHARDS shards (default 4);
+# SHOPLAKE_BENCH_AGGREGATE=1 turns on KPL aggregation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-20}"
@@ -51,6 +52,10 @@ cat > "$work/pipeline.toml" << 'EOF'
 rate_limit_events_per_sec = 1e9
 rate_limit_burst = 1e9
 EOF
+if [ -n "${SHOPLAKE_BENCH_AGGREGATE:-}" ]; then
+    # KPL aggregation: many events per Kinesis record, past the 1,000 records/s of a shard.
+    printf '[stream.kinesis]\naggregate = true\n' >> "$work/pipeline.toml"
+fi
 export SHOPLAKE_CONFIG="$work/pipeline.toml"
 WRITE_KEY="$("$bin" --data-dir "$data" keys create --source web 2> /dev/null | tr -d '[:space:]')"
 export WRITE_KEY
@@ -70,7 +75,7 @@ cpu_secs() { awk -v hz="$hz" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/sta
 if [ "$stream" = local ]; then
     where="local stream"
 else
-    where="Kinesis (kinesalite, ${SHOPLAKE_BENCH_SHARDS:-4} shards)"
+    where="Kinesis (kinesalite, ${SHOPLAKE_BENCH_SHARDS:-4} shards${SHOPLAKE_BENCH_AGGREGATE:+, KPL aggregation})"
 fi
 echo "### Collector: POST /v1/batch, 100 events per request, $where, $(nproc) cores"
 echo
