@@ -44,8 +44,8 @@ impl Normalization {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecsConfig {
-    /// How co-occurrence counts become scores. Cosine is the default because it did best on the
-    /// simulator's held-out purchases (see `recs::eval` and the module docs for the figures).
+    /// How co-occurrence counts become scores. Cosine is the default: of the normalised scores it
+    /// did best on the simulator's held-out purchases (figures in the `recs` module docs).
     pub normalization: Normalization,
     /// Half-life of every decayed count (co-occurrences, products' session and order counts,
     /// popularity), in hours of event time.

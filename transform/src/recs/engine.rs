@@ -244,7 +244,10 @@ impl RecsEngine {
             self.decay.t_ref = t;
             self.globals_dirty = true;
         }
-        self.clock = self.clock.max(t);
+        if t > self.clock {
+            self.clock = t;
+            self.globals_dirty = true;
+        }
         if self.decay.exponent(self.clock) > Decay::MAX_EXPONENT {
             self.rescale();
         }
@@ -771,10 +774,11 @@ impl RecsEngine {
         scored
     }
 
-    /// Recomputes what serving reads: stale products' neighbour lists, trending and popular
-    /// lists, repeat-buying statistics. Runs every `refresh_secs` of event time from `observe`,
-    /// and from `expire`.
-    pub(super) fn refresh(&mut self) {
+    /// Recomputes what serving reads, as of the latest event time: stale products' neighbour
+    /// lists, trending and popular lists, repeat-buying statistics. `observe` runs it every
+    /// `refresh_secs` of event time and `expire` each time; call it after restoring, before
+    /// serving.
+    pub fn refresh(&mut self) {
         self.refreshes += 1;
         self.needs_refresh = false;
         self.next_refresh = self

@@ -54,10 +54,32 @@
 //! `order_pair_limit²` per order, and a bounded prune when a list doubles; `recommend` reads at
 //! most (1 + `seeds` + 3) × 2 × `serve_neighbours` precomputed entries.
 //!
+//! Quality, on the simulator's held-out purchases ([`eval`]; hit rate@10 / MRR; 20,000 sessions,
+//! 1,500 users; seed 1 with the default fraud mix, seed 2 with 3% fraud, card testing ×4;
+//! `SHOPLAKE_RECS_EVAL_SESSIONS=20000 cargo test --workspace --lib recs::tests::offline --
+//! --nocapture`):
+//!
+//! | protocol | seed | cosine (default) | lift | PMI | raw | popularity |
+//! |---|---|---|---|---|---|---|
+//! | before order (the target) | 1 | .958 / .441 | .963 / .443 | .886 / .408 | .903 / .429 | .101 / .033 |
+//! | | 2 | .924 / .357 | .937 / .370 | .811 / .322 | .826 / .332 | .051 / .017 |
+//! | product page | 1 | .333 / .186 | .329 / .178 | .313 / .179 | .344 / .185 | .101 / .035 |
+//! | | 2 | .315 / .174 | .310 / .162 | .298 / .171 | .322 / .175 | .064 / .020 |
+//! | session start | 1 | .105 / .037 | .103 / .036 | .099 / .036 | .109 / .040 | .100 / .033 |
+//! | | 2 | .057 / .021 | .056 / .020 | .054 / .020 | .060 / .022 | .050 / .017 |
+//!
+//! Cosine is the default: of the normalised scores it is best on the product page (the direct
+//! test of item to item) on every seed measured (also 3 and 4), and within 1.3 points of lift
+//! just before an order. Raw counts do as well here because the simulated shoppers choose by
+//! popularity within their categories; a real catalogue's long tail is what normalisation is for.
+//! Before an order, the session's views and cart are known, which is why the target protocol
+//! scores so high; at a session's start the engine is barely better than popularity.
+//!
 //! Persistence: entities are `p/{product_id}`, `s/{first id of the shopper}` and `g` (decay
 //! reference and totals), JSON. [`RecsEngine::take_dirty`] returns those changed since the last
 //! call (and deletions); [`RecsEngine::restore`] loads them in any order. After restoring, call
-//! [`RecsEngine::expire`] (or feed an event) so that the serving lists are rebuilt.
+//! [`RecsEngine::refresh`] (or feed an event) so that the trending and popular lists are rebuilt;
+//! products' serving lists are stored, so a restored engine answers as the saved one did.
 
 mod config;
 mod engine;

@@ -177,7 +177,8 @@ impl RecsEngine {
     }
 
     /// Loads one entity written by [`RecsEngine::take_dirty`]. Entities may come in any order;
-    /// call [`RecsEngine::expire`] once all are loaded, before serving.
+    /// call [`RecsEngine::refresh`] once all are loaded, before serving (until then, answers
+    /// lack the trending and popular fallbacks).
     pub fn restore(&mut self, key: &str, value: &[u8]) -> Result<(), RecsError> {
         if key == GLOBALS {
             let g: GlobalsRecord = serde_json::from_slice(value).map_err(corrupt(key))?;

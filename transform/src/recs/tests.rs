@@ -820,7 +820,7 @@ fn restored_engine_answers_the_same() {
     for (k, v) in &saved {
         restored.restore(k, v).unwrap();
     }
-    restored.expire(f.now);
+    restored.refresh();
     assert_eq!(restored.entities(), live.entities());
     let sizes = |e: &RecsEngine| {
         let s = e.stats();
