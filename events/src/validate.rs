@@ -205,7 +205,8 @@ pub fn to_minor_units(amount: f64) -> i128 {
 ///   `max_lateness` after it; the corrected event time within [received − max_lateness,
 ///   received + max_future];
 /// - currency ISO 4217 (and required when an amount is present), countries ISO 3166-1 alpha-2;
-///   amounts and prices finite, ≥ 0, ≤ `max_amount`; quantity 1..=max_quantity; rating 1..=5;
+///   amounts and prices finite, ≥ 0, ≤ `max_amount`; quantity 1..=max_quantity (0..2^31 on
+///   `custom` events, where it may be a stock level); rating 1..=5;
 ///   checkout_step 1..=100; ≤ `max_products` products;
 /// - per event type: single-product events need one product with `product_id`; product_added /
 ///   removed need a quantity; products_searched needs `query`; product_list_viewed needs `list_id`
@@ -404,7 +405,9 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn product(&self, i: usize, p: &Product<'_>) -> Result<(), Rejection> {
+    /// One product. On a `custom` event a quantity may be a stock level (an "Inventory Updated"
+    /// event that says a product ran out): 0 and up to 2^31 − 1 are accepted there.
+    fn product(&self, i: usize, p: &Product<'_>, custom: bool) -> Result<(), Rejection> {
         let f = |name: &str| format!("properties.products[{i}].{name}");
         self.id(&f("product_id"), p.product_id.as_ref())?;
         self.id(&f("sku"), p.sku.as_ref())?;
@@ -418,7 +421,12 @@ impl Checker<'_> {
             self.text(&f(name), v.as_ref())?;
         }
         self.amount(&f("price"), p.price)?;
-        self.range(&f("quantity"), p.quantity, 1, self.limits.max_quantity)?;
+        let (least, most) = if custom {
+            (0, i64::from(i32::MAX))
+        } else {
+            (1, self.limits.max_quantity)
+        };
+        self.range(&f("quantity"), p.quantity, least, most)?;
         self.range(&f("position"), p.position, 0, 1_000_000)?;
         Ok(())
     }
@@ -581,7 +589,7 @@ impl Checker<'_> {
             ));
         }
         for (i, product) in products.iter().enumerate() {
-            self.product(i, product)?;
+            self.product(i, product, name == EventName::Custom)?;
         }
         for (f, v) in [
             ("properties.order_id", &p.order_id),

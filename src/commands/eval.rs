@@ -198,8 +198,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 
     // Decisions as the lake holds them.
     shoplake_batch::compact_all(&lake, &config.compaction.options()).await?;
-    let service =
-        shoplake_query::QueryService::open(&lake.root().to_string(), HashMap::new()).await?;
+    let service = shoplake_query::QueryService::open(lake.root().as_str(), HashMap::new()).await?;
     let rows = service
         .sql(
             "select order_id, event_id, decision, score, reasons, shadow_reasons, \

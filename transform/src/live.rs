@@ -298,6 +298,7 @@ impl Live {
             && let Some(r) = recs.as_mut()
         {
             r.expire(self.now());
+            r.refresh();
         }
         Ok(loaded)
     }

@@ -334,3 +334,20 @@ fn tracking_api_calls_and_custom_events() {
     e["context"]["os"] = json!("x".repeat(5000));
     rejected(&e, Reason::TooLarge, Some("context.os"));
 }
+
+#[test]
+fn a_custom_event_may_carry_stock_levels() {
+    // "Inventory Updated": 0 units means out of stock; stock levels go past an order's limit.
+    let mut e = base("custom");
+    e["custom_event_name"] = json!("Inventory Updated");
+    e["properties"] = json!({"products": [{"product_id": "p-1", "quantity": 0},
+                                          {"product_id": "p-2", "quantity": 250_000}]});
+    let v = run(&e).unwrap();
+    assert_eq!(v.name, EventName::Custom);
+    e["properties"]["products"][0]["quantity"] = json!(-1);
+    rejected(
+        &e,
+        Reason::OutOfRange,
+        Some("properties.products[0].quantity"),
+    );
+}
