@@ -118,7 +118,10 @@ async fn tables_and_query_counters() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["events", "orders", "bad_rows", "identities"]);
+    assert_eq!(
+        names,
+        ["events", "bad_rows", "orders", "identities", "fraud_decisions"]
+    );
     assert!(tables["tables"][0]["delta_version"].is_u64());
 
     post(&base, "select 1".into(), false).await;
