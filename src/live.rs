@@ -26,12 +26,15 @@ pub async fn attach(
         info!(entities = loaded, "live state loaded");
         return Ok(stage);
     }
-    rebuild(live, lake, rebuild_hours).await?;
+    let mut stage = stage;
+    rebuild(&mut stage, live, lake, rebuild_hours).await?;
     Ok(stage)
 }
 
-/// Feeds `live` the lake's last `hours` of events (oldest first); returns how many.
-pub async fn rebuild(
+/// Feeds the stage's live engines the lake's last `hours` of events (oldest first), which also
+/// join its de-duplication window; returns how many.
+async fn rebuild(
+    stage: &mut Stage,
     live: &Live,
     lake: &shoplake_batch::Lake,
     hours: u64,
@@ -50,7 +53,7 @@ pub async fn rebuild(
     let mut fed = 0;
     while let Some(batch) = stream.next().await {
         let batch = batch.context("reading the lake's events to rebuild the live state")?;
-        fed += tokio::task::block_in_place(|| live.replay(&batch))?;
+        fed += tokio::task::block_in_place(|| stage.seed_from_lake(&batch))?;
     }
     info!(
         events = fed,

@@ -4,15 +4,14 @@
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{SessionContext, col, lit};
 use datafusion::scalar::ScalarValue;
-use shoplake_events::fields::{EVENT_DATE, EVENT_TIME, IS_BOT};
+use shoplake_events::fields::{EVENT_DATE, EVENT_TIME};
 use shoplake_events::lake::EVENTS_TABLE;
 
 use crate::{Error, Lake, Result};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// The events of the lake with an event time from `since` (UTC micros), bots left out, oldest
-/// first, as a stream of batches (memory stays bounded by the sort's spilling, not the history).
+/// The events of the lake with an event time from `since` (UTC micros), oldest first, as a stream of batches (memory stays bounded by the sort's spilling, not the history).
 /// None when the lake has no events table.
 pub async fn recent_events(lake: &Lake, since: i64) -> Result<Option<SendableRecordBatchStream>> {
     let Some(table) = lake.table(EVENTS_TABLE).await? else {
@@ -33,15 +32,21 @@ pub async fn recent_events(lake: &Lake, since: i64) -> Result<Option<SendableRec
     )));
     let stream = ctx
         .read_table(provider)
+        .and_then(|t| t.filter(col(EVENT_DATE).gt_eq(day).and(col(EVENT_TIME).gt_eq(ts))))
+        .and_then(|t| t.sort(vec![col(EVENT_TIME).sort(true, false)]))
+        // In the contract's types (the scan may hand back string views).
         .and_then(|t| {
-            t.filter(
-                col(EVENT_DATE)
-                    .gt_eq(day)
-                    .and(col(EVENT_TIME).gt_eq(ts))
-                    .and(col(IS_BOT).is_not_true()),
+            t.select(
+                shoplake_events::events_schema()
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        datafusion::prelude::cast(col(f.name()), f.data_type().clone())
+                            .alias(f.name())
+                    })
+                    .collect::<Vec<_>>(),
             )
         })
-        .and_then(|t| t.sort(vec![col(EVENT_TIME).sort(true, false)]))
         .map_err(qe)?
         .execute_stream()
         .await

@@ -51,6 +51,28 @@ fn wait_caught_up(child: &mut Child, addr: &str, records: u64) {
     }
 }
 
+/// Waits until a stage started without state has read the whole stream again (nothing staged).
+fn wait_caught_up_again(child: &mut Child, addr: &str, records: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the stage exited early"
+        );
+        let read = metric(addr, "shoplake_stage_records_read_total").unwrap_or(0.0);
+        let flushes = metric(addr, "shoplake_stage_flushes_total").unwrap_or(0.0);
+        if read as u64 >= records && flushes > 0.0 {
+            std::thread::sleep(Duration::from_millis(800));
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stage read {read} of {records} records in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn get_json(addr: &str, path: &str) -> (u16, Value) {
     let (status, body) = http_get(addr, path).unwrap();
     (
@@ -112,7 +134,7 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     std::fs::write(
         &config,
         format!(
-            "[stage]\nmax_batch_age_ms = 300\n[stage.fraud]\nrules_file = {:?}\nreload_interval_ms = 200\n",
+            "[stage]\nmax_batch_age_ms = 300\nlive_rebuild_hours = 2400\n[stage.fraud]\nrules_file = {:?}\nreload_interval_ms = 200\n",
             rules.display().to_string()
         ),
     )
@@ -317,6 +339,37 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     let related_after = get_json(&addr, &format!("/v1/products/{product}/related")).1;
     assert_eq!(items(&related_after), items(&related_before));
     assert!(terminate(stage).success());
+
+    // The stage's state is lost (a new disk): the live state is rebuilt from the lake, and the
+    // stream, read again from its start, neither stages nor feeds what the lake already holds.
+    std::fs::remove_file(data.join("state").join("stage.redb")).unwrap();
+    let events_before = sql(data, "select count(*) as n from events")[0]["n"].clone();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut stage = start_stream(data, &config, &addr);
+    wait_caught_up_again(&mut stage, &addr, records);
+    assert_eq!(
+        metric(&addr, "shoplake_stage_events_staged_total"),
+        Some(0.0),
+        "every record re-read is a duplicate of the lake"
+    );
+    let rebuilt = get_json(&addr, &format!("/v1/recommendations/{shopper}?k=10")).1;
+    assert_eq!(rebuilt["known"], true, "{rebuilt}");
+    assert!(
+        !rebuilt["items"].as_array().unwrap().is_empty(),
+        "{rebuilt}"
+    );
+    let related_rebuilt = get_json(&addr, &format!("/v1/products/{product}/related")).1;
+    assert_eq!(related_rebuilt["known"], true, "{related_rebuilt}");
+    assert!(terminate(stage).success());
+    run(data, &["--config", &config, "batch", "compact"]);
+    assert_eq!(
+        sql(data, "select count(*) as n from events")[0]["n"],
+        events_before
+    );
+    assert_eq!(
+        sql(data, "select count(*) as n from fraud_decisions")[0]["n"].as_u64(),
+        Some(orders)
+    );
 }
 
 /// `shoplake eval` on two seeds and two fraud mixes meets the targets: fraud recall ≥ 0.9

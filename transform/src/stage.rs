@@ -238,6 +238,56 @@ impl Stage {
         Ok((self, loaded))
     }
 
+    /// Rebuilds the live state from events read back from the lake (a batch of the `events`
+    /// table, oldest first), when no saved copy was loaded. Their ids also join the
+    /// de-duplication window: a stage that starts without any state re-reads its stream, and the
+    /// records the lake already holds must neither be staged again nor feed the engines twice.
+    /// Returns how many events were fed.
+    pub fn seed_from_lake(&mut self, batch: &arrow::array::RecordBatch) -> Result<usize> {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::TimestampMicrosecondType;
+        let Some(live) = &self.live else {
+            return Ok(0);
+        };
+        // Bots never feed the engines; their ids are remembered all the same.
+        let humans = match batch
+            .column_by_name(shoplake_events::fields::IS_BOT)
+            .and_then(|c| c.as_boolean_opt())
+        {
+            Some(bot) => arrow::compute::filter_record_batch(
+                batch,
+                &arrow::compute::not(
+                    &arrow::compute::is_not_null(bot)
+                        .and_then(|known| arrow::compute::and(&known, bot))?,
+                )?,
+            )?,
+            None => batch.clone(),
+        };
+        let fed = live.replay(&humans)?;
+        let ids = batch
+            .column_by_name(shoplake_events::fields::EVENT_ID)
+            .and_then(|c| c.as_string_opt::<i32>());
+        let received = batch
+            .column_by_name(shoplake_events::fields::RECEIVED_AT)
+            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
+        if let (Some(ids), Some(received)) = (ids, received) {
+            for i in 0..batch.num_rows() {
+                if ids.is_null(i) || received.is_null(i) {
+                    continue;
+                }
+                let Ok(id) = uuid::Uuid::try_parse(ids.value(i)) else {
+                    continue;
+                };
+                let id = id.as_u128();
+                if !self.dedup.contains_key(&id) && self.pending_set.insert(id) {
+                    self.pending_ids.push((id, received.value(i)));
+                    self.max_received = self.max_received.max(received.value(i));
+                }
+            }
+        }
+        Ok(fed)
+    }
+
     /// Calls `probe` before each event reaches the live engines.
     pub fn with_probe(mut self, probe: Probe) -> Self {
         self.probe = Some(probe);
