@@ -120,7 +120,13 @@ async fn tables_and_query_counters() {
         .collect();
     assert_eq!(
         names,
-        ["events", "bad_rows", "orders", "identities", "fraud_decisions"]
+        [
+            "events",
+            "bad_rows",
+            "orders",
+            "identities",
+            "fraud_decisions"
+        ]
     );
     assert!(tables["tables"][0]["delta_version"].is_u64());
 
