@@ -136,7 +136,10 @@ struct Cursor {
 pub struct Stage {
     consumer: Arc<dyn StreamConsumer>,
     store: Arc<dyn ObjectStore>,
-    state: StateStore,
+    state: Arc<StateStore>,
+    /// The previous flush's state commit, running on a blocking thread while the next batch is
+    /// read and processed (awaited before the next commit and before returning).
+    committing: Option<tokio::task::JoinHandle<Result<()>>>,
     config: StageConfig,
     limits: Limits,
     fx: FxRates,
@@ -203,7 +206,8 @@ impl Stage {
             events: EventBatchBuilder::with_capacity(config.max_batch_records.min(65_536)),
             consumer,
             store,
-            state,
+            state: Arc::new(state),
+            committing: None,
             fx,
             dedup: loaded.dedup,
             pending_ids: Vec::new(),
@@ -610,26 +614,27 @@ impl Stage {
                 checkpoints.push((id.0.clone(), seq.0));
             }
         }
+        let new_ids = std::mem::take(&mut self.pending_ids);
+        self.dedup.extend(new_ids.iter().copied());
+        self.pending_set.clear();
+        for (shard, seq) in &checkpoints {
+            self.checkpoints.insert(shard.clone(), seq.clone());
+        }
         let delta = StateDelta {
-            checkpoints: checkpoints
-                .iter()
-                .map(|(a, b)| (a.as_str(), b.as_str()))
-                .collect(),
-            new_ids: std::mem::take(&mut self.pending_ids),
+            checkpoints,
+            new_ids,
             expired_ids,
-            sessions: sessions
-                .iter()
-                .map(|(k, t, s)| (k.as_str(), *t, s.as_str()))
-                .collect(),
+            sessions,
             expired_sessions,
             live,
         };
-        self.state.commit(&delta)?;
-        self.dedup.extend(delta.new_ids.iter().copied());
-        self.pending_set.clear();
-        for (shard, seq) in checkpoints {
-            self.checkpoints.insert(shard, seq);
-        }
+        // One commit at a time, in order: the previous one must have landed before this one
+        // starts. This one then runs while the stage reads and processes the next batch: the
+        // checkpoint is durable once it completes, and until then a crash re-reads the records
+        // (whose staged files are already written), as before.
+        self.wait_for_commit().await?;
+        let state = self.state.clone();
+        self.committing = Some(tokio::task::spawn_blocking(move || state.commit(&delta)));
         for id in ended {
             self.cursors.remove(&id);
             info!(shard_id = %id.0, "shard finished");
@@ -658,6 +663,17 @@ impl Stage {
         Ok(report)
     }
 
+    /// Waits for the state commit in flight, if any.
+    async fn wait_for_commit(&mut self) -> Result<()> {
+        match self.committing.take() {
+            Some(handle) => handle.await.map_err(|e| Error::State {
+                path: "state commit".into(),
+                source: Box::new(e),
+            })?,
+            None => Ok(()),
+        }
+    }
+
     /// Reads until every shard is caught up, flushing as batches fill, then flushes the rest.
     pub async fn drain(&mut self) -> Result<FlushReport> {
         let mut total = FlushReport::default();
@@ -675,6 +691,7 @@ impl Stage {
             // A flush that finished a closed shard (resharding) makes its children readable:
             // the drain goes on to them instead of stopping at the parent's end.
             if read == 0 && self.last_shard_scan.is_some() {
+                self.wait_for_commit().await?;
                 return Ok(total);
             }
         }
@@ -713,6 +730,7 @@ impl Stage {
             }
         }
         let r = self.flush().await?;
+        self.wait_for_commit().await?;
         info!(
             records = r.records,
             events = r.events,

@@ -28,11 +28,11 @@ fn db_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
 
 /// What one flush writes.
 #[derive(Debug, Default)]
-pub struct StateDelta<'a> {
-    pub checkpoints: Vec<(&'a str, &'a str)>,
+pub struct StateDelta {
+    pub checkpoints: Vec<(String, String)>,
     pub new_ids: Vec<(u128, i64)>,
     pub expired_ids: Vec<u128>,
-    pub sessions: Vec<(&'a str, i64, &'a str)>,
+    pub sessions: Vec<(String, i64, String)>,
     pub expired_sessions: Vec<String>,
     /// Live entities changed since the last flush: Some(bytes) to write, None to delete.
     pub live: Vec<(String, Option<Vec<u8>>)>,
@@ -119,13 +119,14 @@ impl StateStore {
     }
 
     /// Writes one flush's changes in a single durable transaction.
-    pub fn commit(&self, delta: &StateDelta<'_>) -> Result<()> {
+    pub fn commit(&self, delta: &StateDelta) -> Result<()> {
         let err = db_err(&self.path);
         let tx = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
             let mut t = tx.open_table(CHECKPOINTS).map_err(|e| err(e.into()))?;
             for (shard, seq) in &delta.checkpoints {
-                t.insert(*shard, *seq).map_err(|e| err(e.into()))?;
+                t.insert(shard.as_str(), seq.as_str())
+                    .map_err(|e| err(e.into()))?;
             }
             let mut t = tx.open_table(DEDUP).map_err(|e| err(e.into()))?;
             for (id, seen) in &delta.new_ids {
@@ -136,7 +137,8 @@ impl StateStore {
             }
             let mut t = tx.open_table(SESSIONS).map_err(|e| err(e.into()))?;
             for (key, last, id) in &delta.sessions {
-                t.insert(*key, (*last, *id)).map_err(|e| err(e.into()))?;
+                t.insert(key.as_str(), (*last, id.as_str()))
+                    .map_err(|e| err(e.into()))?;
             }
             for key in &delta.expired_sessions {
                 t.remove(key.as_str()).map_err(|e| err(e.into()))?;
@@ -166,10 +168,10 @@ mod tests {
         {
             let s = StateStore::open(&path).unwrap();
             s.commit(&StateDelta {
-                checkpoints: vec![("shardId-000000000000", "00000000000000000042")],
+                checkpoints: vec![("shardId-000000000000".into(), "00000000000000000042".into())],
                 new_ids: vec![(7, 1000), (8, 2000)],
                 expired_ids: vec![],
-                sessions: vec![("anon-1", 5000, "s-1")],
+                sessions: vec![("anon-1".into(), 5000, "s-1".into())],
                 expired_sessions: vec![],
                 live: vec![
                     ("fraud/card/1".into(), Some(vec![1, 2])),
