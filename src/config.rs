@@ -127,6 +127,18 @@ pub enum Stream {
     Kinesis(shoplake_ingest::KinesisStream),
 }
 
+impl Stream {
+    /// The backend's own counters in the Prometheus text format (Kinesis: records put and read,
+    /// retries, throttling, iterator renewals, milliseconds behind the tip per shard); empty for
+    /// the embedded log, whose figures are the stage's and the collector's.
+    pub fn render_prometheus(&self) -> String {
+        match self {
+            Stream::Local(_) => String::new(),
+            Stream::Kinesis(s) => s.metrics().render_prometheus(StreamConsumer::name(s)),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl StreamProducer for Stream {
     async fn put_records(&self, records: Vec<Record>) -> shoplake_ingest::Result<Vec<PutResult>> {

@@ -29,10 +29,11 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             "shoplake collect: no write key yet; every request will be refused with 401. Create one with `shoplake keys create --source web`."
         );
     }
+    let backend = stream.clone();
     let collector = Arc::new(Collector::new(stream, keys, config.collector.clone())?);
     let (metrics, ready) = (collector.metrics(), collector.clone());
     let router = collector::router(collector).merge(ops::ops_router_with_readiness(
-        Arc::new(move || metrics.render_prometheus()),
+        Arc::new(move || metrics.render_prometheus() + &backend.render_prometheus()),
         Arc::new(move || ready.ready()),
     ));
     let listener = ops::bind(args.http_addr).await?;

@@ -22,6 +22,7 @@ pub struct Args {
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let config = data.pipeline_config()?;
     let stream = Arc::new(data.open_stream(&config)?);
+    let stream_handle = stream.clone();
     let lake = data.open_lake()?;
     let live = Arc::new(config.stage.live()?);
     let stage = Stage::open(
@@ -32,6 +33,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     )?;
     let mut stage =
         crate::live::attach(stage, &live, &lake, config.stage.live_rebuild_hours).await?;
+    let backend = stream_handle;
     if args.drain {
         let report = stage.drain().await?;
         info!(
@@ -51,7 +53,11 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     info!(addr = %args.metrics_addr, "metrics on /metrics");
     let live_metrics = live.clone();
     let router = shoplake_transform::live::router(live.clone()).merge(ops::ops_router(Arc::new(
-        move || metrics.render_prometheus() + &live_metrics.render_prometheus(),
+        move || {
+            metrics.render_prometheus()
+                + &live_metrics.render_prometheus()
+                + &backend.render_prometheus()
+        },
     )));
     let rules = tokio::spawn(live.watch_rules());
     let server = tokio::spawn(ops::serve_http(listener, router, ops::shutdown_signal()));

@@ -218,12 +218,13 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 
     // SQL API, collector and operations endpoints on one address.
     let service = Arc::new(QueryService::open(&data.lake_root(), Default::default()).await?);
-    let (metrics, query, collected, ready, live_metrics) = (
+    let (metrics, query, collected, ready, live_metrics, backend) = (
         stage_metrics.clone(),
         service.clone(),
         collector.metrics(),
         collector.clone(),
         live.clone(),
+        stream.clone(),
     );
     let router = shoplake_query::router(service)
         .merge(shoplake_ingest::collector::router(collector))
@@ -234,6 +235,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                     + &query.render_prometheus()
                     + &collected.render_prometheus()
                     + &live_metrics.render_prometheus()
+                    + &backend.render_prometheus()
             }),
             Arc::new(move || ready.ready()),
         ));

@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 use shoplake_ingest::{KinesisConfig, KinesisStream};
 
-use crate::e2e::{count, ok, shoplake};
+use crate::e2e::{count, free_port, http_get, ok, shoplake, terminate};
 
 fn kinesalite() -> Option<String> {
     match std::env::var("SHOPLAKE_TEST_KINESALITE") {
@@ -180,4 +180,36 @@ fn simulator_to_kinesis_to_lake(aggregate: bool) {
     assert_eq!(again["records"], 0, "{again}");
     ok(shoplake(data, &["batch", "compact"]).output().unwrap());
     check(data);
+
+    // A running stage shows the Kinesis client's own counters on /metrics.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = on_kinesis(
+        data,
+        &endpoint,
+        &stream,
+        &["stream", "--metrics-addr", &addr],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let calls = format!("shoplake_kinesis_get_records_calls_total{{stream=\"{stream}\"}} ");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let n = http_get(&addr, "/metrics")
+            .and_then(|(_, text)| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(calls.as_str())?.parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        if n > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Kinesis counters on /metrics of the running stage"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(terminate(child).success());
 }
