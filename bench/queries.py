@@ -28,7 +28,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
 
 con = duckdb.connect()
-threads = con.execute("select current_setting('threads')").fetchone()[0]
+threads = con.execute("select current_setting('threads')").fetchall()[0][0]
 for table in ["events", "orders", "identities"]:
     files = deltalake.DeltaTable(os.path.join(lake, table)).file_uris()
     con.execute(
@@ -43,11 +43,11 @@ for view in ["sessions", "funnel_steps", "daily_campaign_performance"]:
 (hour_start,) = con.execute(
     "select epoch(date_trunc('hour', event_time)) as h from events "
     "where event_name = 'product_viewed' group by 1 order by count(*) desc, 1 limit 1"
-).fetchone()
+).fetchall()[0]
 shopper = con.execute(
     "select anonymous_id from events where anonymous_id is not null group by 1 "
-    "having count(distinct session_id) >= 2 order by count(*) desc, 1 limit 1 offset 10"
-).fetchone()[0]
+    "order by count(distinct session_id) >= 2 desc, hash(anonymous_id) limit 1"
+).fetchall()[0][0]
 utc = lambda t, f="%Y-%m-%dT%H:%M:%SZ": time.strftime(f, time.gmtime(t))
 params = {
     "hour_start": utc(hour_start),
@@ -55,7 +55,7 @@ params = {
     "day": utc(hour_start, "%Y-%m-%d"),
     "shopper": shopper,
 }
-events = con.execute("select count(*) from events").fetchone()[0]
+events = con.execute("select count(*) from events").fetchall()[0][0]
 
 
 def shoplake(sql):
