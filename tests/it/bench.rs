@@ -27,7 +27,10 @@ fn the_query_benchmark_produces_its_table() {
         .unwrap()
         .count();
     assert!(queries >= 12, "{queries} queries");
-    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("| 0") || l.starts_with("| 1")).collect();
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("| 0") || l.starts_with("| 1"))
+        .collect();
     assert_eq!(rows.len(), queries, "{out}");
     for row in &rows {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
