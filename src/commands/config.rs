@@ -22,6 +22,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.action {
         Action::Check { file } => {
             let config = PipelineConfig::load(&file)?;
+            // The fraud rules it names are checked too (relative paths from the working folder,
+            // as the stage reads them), with the rule file's line on a mistake.
+            if let Some(rules) = &config.stage.fraud.rules_file {
+                let (_, set) = shoplake_transform::fraud::RulesFile::open(rules).map_err(|e| {
+                    anyhow::anyhow!(
+                        "in config file {}: stage.fraud.rules_file {}: {e}",
+                        file.display(),
+                        rules.display()
+                    )
+                })?;
+                println!(
+                    "{}: {} fraud rules, version {}",
+                    rules.display(),
+                    set.rules().len(),
+                    set.version()
+                );
+            }
             println!("{} is valid. Effective config:\n", file.display());
             println!("{}", toml::to_string_pretty(&config)?);
         }

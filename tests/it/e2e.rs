@@ -253,6 +253,45 @@ fn config_check_reports_the_bad_field() {
         err.contains("session_timeout") && err.contains("bad.toml"),
         "{err}"
     );
+
+    // A fraud rules file the config names is checked too, down to its line.
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nreason = \"x\"\ncondition = \"device_cards_1d >= 2\"\nscore = 10\n\n[[rule]]\nreason = \"y\"\ncondition = \"devise_cards_1d >= 2\"\nscore = 10\n\n[thresholds]\nreview = 50\nblock = 80\n",
+    )
+    .unwrap();
+    let file = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[stage.fraud]\nrules_file = {:?}\n",
+            rules.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rules.toml") && err.contains("line 8") && err.contains("devise_cards_1d"),
+        "{err}"
+    );
+    std::fs::write(
+        &rules,
+        "version = \"v7\"\n[thresholds]\nreview = 50\nblock = 80\n[[rule]]\nreason = \"x\"\ncondition = \"device_cards_1d >= 2\"\nscore = 10\n",
+    )
+    .unwrap();
+    let out = ok(Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .unwrap());
+    assert!(out.contains("1 fraud rules, version v7"), "{out}");
 }
 
 /// A free port on 127.0.0.1 (released for the child to take).
