@@ -9,15 +9,41 @@ use serde_json::{Value, json};
 
 use crate::e2e::{block_on, free_port, http_get, run, shoplake, sql, terminate};
 
-fn start_stream(data: &Path, config: &str, addr: &str) -> Child {
-    shoplake(
-        data,
-        &["--config", config, "stream", "--metrics-addr", addr],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap()
+/// A running `shoplake stream`, killed when the test ends however it ends (a failed assertion
+/// must not leave it running).
+struct Running(Option<Child>);
+
+impl Running {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+
+    /// Stops it with SIGTERM, as an operator would.
+    fn stop(mut self) -> std::process::ExitStatus {
+        terminate(self.0.take().expect("running"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_stream(data: &Path, config: &str, addr: &str) -> Running {
+    Running(Some(
+        shoplake(
+            data,
+            &["--config", config, "stream", "--metrics-addr", addr],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    ))
 }
 
 /// A metric's value from /metrics.
@@ -163,7 +189,7 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
 
     let addr = format!("127.0.0.1:{}", free_port());
     let mut stage = start_stream(data, &config, &addr);
-    wait_caught_up(&mut stage, &addr, records);
+    wait_caught_up(stage.child(), &addr, records);
 
     // A shopper who bought something, and a product sold, from the lake.
     run(data, &["--config", &config, "batch", "compact"]);
@@ -306,7 +332,7 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     // A restart keeps the state: the same answers before and after.
     let before = get_json(&addr, &format!("/v1/recommendations/{shopper}?k=10")).1;
     let related_before = get_json(&addr, &format!("/v1/products/{product}/related")).1;
-    assert!(terminate(stage).success());
+    assert!(stage.stop().success());
     let addr = format!("127.0.0.1:{}", free_port());
     let mut stage = start_stream(data, &config, &addr);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -314,7 +340,7 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
         assert!(Instant::now() < deadline, "the stage did not come back");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(stage.try_wait().unwrap().is_none());
+    assert!(stage.child().try_wait().unwrap().is_none());
     // Serving lists are refreshed every few seconds of event time, and a restart rebuilds them
     // from the saved counts: the same products for the same reasons (the order of near-equal
     // scores may differ).
@@ -338,7 +364,7 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     assert_eq!(items(&after), items(&before), "{after}\n{before}");
     let related_after = get_json(&addr, &format!("/v1/products/{product}/related")).1;
     assert_eq!(items(&related_after), items(&related_before));
-    assert!(terminate(stage).success());
+    assert!(stage.stop().success());
 
     // The stage's state is lost (a new disk): the live state is rebuilt from the lake, and the
     // stream, read again from its start, neither stages nor feeds what the lake already holds.
@@ -346,7 +372,7 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     let events_before = sql(data, "select count(*) as n from events")[0]["n"].clone();
     let addr = format!("127.0.0.1:{}", free_port());
     let mut stage = start_stream(data, &config, &addr);
-    wait_caught_up_again(&mut stage, &addr, records);
+    wait_caught_up_again(stage.child(), &addr, records);
     assert_eq!(
         metric(&addr, "shoplake_stage_events_staged_total"),
         Some(0.0),
@@ -360,7 +386,7 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     );
     let related_rebuilt = get_json(&addr, &format!("/v1/products/{product}/related")).1;
     assert_eq!(related_rebuilt["known"], true, "{related_rebuilt}");
-    assert!(terminate(stage).success());
+    assert!(stage.stop().success());
     run(data, &["--config", &config, "batch", "compact"]);
     assert_eq!(
         sql(data, "select count(*) as n from events")[0]["n"],
