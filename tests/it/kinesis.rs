@@ -7,19 +7,24 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use shoplake_ingest::{KinesisConfig, KinesisStream};
+use shoplake_ingest::{KinesisConfig, KinesisStream, StreamConsumer};
 
 use crate::e2e::{count, free_port, http_get, ok, shoplake, terminate};
 
 fn kinesalite() -> Option<String> {
-    match std::env::var("SHOPLAKE_TEST_KINESALITE") {
+    emulator("SHOPLAKE_TEST_KINESALITE")
+}
+
+/// The endpoint an emulator of ./scripts/test was started on (`var`).
+fn emulator(var: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
         _ if std::env::var("SHOPLAKE_SKIP_EMULATORS").as_deref() == Ok("1") => {
-            eprintln!("skipped: SHOPLAKE_TEST_KINESALITE is not set and SHOPLAKE_SKIP_EMULATORS=1");
+            eprintln!("skipped: {var} is not set and SHOPLAKE_SKIP_EMULATORS=1");
             None
         }
         _ => panic!(
-            "SHOPLAKE_TEST_KINESALITE is not set: this test needs the AWS emulators that \
+            "{var} is not set: this test needs the AWS emulators that \
              ./scripts/test installs and starts; run ./scripts/test (or set \
              SHOPLAKE_SKIP_EMULATORS=1 to skip it)"
         ),
@@ -212,4 +217,107 @@ fn simulator_to_kinesis_to_lake(aggregate: bool) {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert!(terminate(child).success());
+}
+
+/// Resharding while the stage consumes (kinesis-local): the stage reads a shard, the shard is
+/// split, its children are merged, events keep coming in between, and a stage run after each
+/// step ends with every valid event in the lake exactly once: it finishes a parent before its
+/// children and goes on to the merged shard.
+#[test]
+fn the_stage_follows_splits_and_merges_and_the_lake_ends_exact() {
+    let Some(endpoint) = emulator("SHOPLAKE_TEST_KINESIS_MOCK") else {
+        return;
+    };
+    let stream = format!("reshard-{}", std::process::id());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = emulator_client(&endpoint);
+    let s = KinesisStream::with_client(&client, &stream, KinesisConfig::default()).unwrap();
+    runtime.block_on(async { s.create(1).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    std::fs::write(data.join("pipeline.toml"), "").unwrap();
+    let mut valid = 0;
+    let mut emit = |seed: &str| {
+        let out = on_kinesis(
+            data,
+            &endpoint,
+            &stream,
+            &[
+                "emit",
+                "--seed",
+                seed,
+                "--sessions",
+                "40",
+                "--start",
+                "2026-03-01T00:00:00Z",
+                "--stats-json",
+            ],
+        )
+        .output()
+        .unwrap();
+        let stats: Value = serde_json::from_str(ok(out).lines().last().unwrap()).unwrap();
+        valid += stats["valid_unique"].as_u64().unwrap();
+    };
+    let drain = || {
+        ok(on_kinesis(data, &endpoint, &stream, &["stream", "--drain"])
+            .output()
+            .unwrap())
+    };
+    let parent = "shardId-000000000000";
+
+    emit("21");
+    drain();
+    runtime.block_on(async {
+        client
+            .split_shard()
+            .stream_name(&stream)
+            .shard_to_split(parent)
+            .new_starting_hash_key((1u128 << 127).to_string())
+            .send()
+            .await
+            .unwrap();
+        s.wait_until_active(std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
+    });
+    emit("22");
+    drain();
+    let children: Vec<String> = runtime.block_on(async {
+        s.list_shards()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.parent_shard_ids.iter().any(|p| p.0 == parent))
+            .map(|x| x.shard_id.0)
+            .collect()
+    });
+    assert_eq!(children.len(), 2, "{children:?}");
+    runtime.block_on(async {
+        client
+            .merge_shards()
+            .stream_name(&stream)
+            .shard_to_merge(&children[0])
+            .adjacent_shard_to_merge(&children[1])
+            .send()
+            .await
+            .unwrap();
+        s.wait_until_active(std::time::Duration::from_secs(30))
+            .await
+            .unwrap();
+    });
+    emit("23");
+    drain();
+    ok(shoplake(data, &["batch", "compact"]).output().unwrap());
+    assert!(valid > 500, "{valid}");
+    assert_eq!(count(data, "select count(*) from events"), valid);
+    assert_eq!(
+        count(data, "select count(distinct event_id) from events"),
+        valid
+    );
+    // The merged shard's events are in: the stage went on past both generations of parents.
+    assert_eq!(
+        count(data, "select count(distinct stream_shard) from events"),
+        4,
+        "events from the parent, both children and the merged shard"
+    );
 }
