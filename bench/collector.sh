@@ -17,21 +17,9 @@ shift || true
 levels=("$@")
 [ ${#levels[@]} -gt 0 ] || levels=(1 2 4 8 16 32 64)
 
-# SHOPLAKE_BENCH_BIN runs another build (a dry run of the script with a debug binary).
-bin="${SHOPLAKE_BENCH_BIN:-target/release/shoplake}"
-[ -n "${SHOPLAKE_BENCH_BIN:-}" ] || cargo build --release --quiet
-command -v wrk > /dev/null || apt-get install -y wrk > /dev/null || {
-    apt-get update > /dev/null && apt-get install -y wrk > /dev/null
-}
-
-work="$(mktemp -d)"
-pid=
-cleanup() {
-    [ -n "$pid" ] && kill -TERM "$pid" 2> /dev/null && wait "$pid" 2> /dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-export SHOPLAKE_LOG=warn
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_wrk
 data="$work/data"
 stream=local
 if [ "${SHOPLAKE_BENCH_STREAM:-local}" = kinesis ]; then
@@ -60,17 +48,10 @@ export SHOPLAKE_CONFIG="$work/pipeline.toml"
 WRITE_KEY="$("$bin" --data-dir "$data" keys create --source web 2> /dev/null | tr -d '[:space:]')"
 export WRITE_KEY
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-addr="127.0.0.1:$port"
+addr="127.0.0.1:$(free_port)"
 "$bin" --data-dir "$data" collect --http-addr "$addr" > /dev/null 2> "$work/collect.err" &
 pid=$!
-for _ in $(seq 100); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$addr/ready")" = 200 ] && break
-    sleep 0.1
-done
-
-hz=$(getconf CLK_TCK)
-cpu_secs() { awk -v hz="$hz" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat"; }
+wait_ok "http://$addr/ready"
 
 if [ "$stream" = local ]; then
     where="local stream"

@@ -15,21 +15,9 @@ shift 2 || shift $# || true
 levels=("$@")
 [ ${#levels[@]} -gt 0 ] || levels=(4 16 64)
 
-# SHOPLAKE_BENCH_BIN runs another build (a dry run of the script with a debug binary).
-bin="${SHOPLAKE_BENCH_BIN:-target/release/shoplake}"
-[ -n "${SHOPLAKE_BENCH_BIN:-}" ] || cargo build --release --workspace --bins --quiet
-command -v wrk > /dev/null || apt-get install -y wrk > /dev/null || {
-    apt-get update > /dev/null && apt-get install -y wrk > /dev/null
-}
-
-work="$(mktemp -d)"
-pid=
-cleanup() {
-    [ -n "$pid" ] && kill -TERM "$pid" 2> /dev/null && wait "$pid" 2> /dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-export SHOPLAKE_LOG=warn
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_wrk
 
 # One seeded stream, copied so that both runs read the same records.
 "$bin" --data-dir "$work/on" emit --seed 7 --sessions "$sessions" --start 2026-03-01T00:00:00Z \
@@ -71,16 +59,10 @@ printf '\nWith the engines on, the stage reads %.0f%% fewer records per second a
 "$bin" --data-dir "$work/on" sql "select distinct coalesce(user_id, anonymous_id) as id from events where event_name = 'order_completed' limit 2000" --format csv | tail -n +2 > "$work/shoppers"
 "$bin" --data-dir "$work/on" sql "select distinct products[1]['product_id'] as id from events where event_name = 'product_viewed' limit 2000" --format csv | tail -n +2 > "$work/products"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-addr="127.0.0.1:$port"
+addr="127.0.0.1:$(free_port)"
 "$bin" --data-dir "$work/on" stream --metrics-addr "$addr" > /dev/null 2> "$work/stream.err" &
 pid=$!
-for _ in $(seq 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$addr/health")" = 200 ] && break
-    sleep 0.1
-done
-hz=$(getconf CLK_TCK)
-cpu_secs() { awk -v hz="$hz" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat"; }
+wait_ok "http://$addr/health"
 
 echo "### Storefront endpoints over loopback (wrk, 1 thread, $(nproc) cores shared with the server)"
 echo

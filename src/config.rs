@@ -188,15 +188,7 @@ impl PipelineConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let config: PipelineConfig = toml::from_str(text)?;
         // Building the stage's fx table checks the currencies and rates.
-        if config.stage.fx.is_empty() {
-            shoplake_transform::enrich::fx::FxRates::defaults(&config.stage.reporting_currency)?;
-        } else {
-            shoplake_transform::enrich::fx::FxRates::new(
-                &config.stage.reporting_currency,
-                &config.stage.fx_base,
-                &config.stage.fx,
-            )?;
-        }
+        config.stage.fx_rates()?;
         anyhow::ensure!(
             config.stream.shards >= 1,
             "stream.shards must be at least 1"

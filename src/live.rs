@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use futures::StreamExt;
 use shoplake_transform::{Live, Stage};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Attaches `live` to `stage`. When nothing was saved (a new stage state, or one from before the
 /// live engines existed) and the lake has events, the engines are first fed the last
@@ -42,18 +42,23 @@ async fn rebuild(
     if hours == 0 {
         return Ok(0);
     }
-    let Some(latest) = shoplake_batch::replay::latest_event_time(lake).await? else {
-        return Ok(0);
-    };
-    let since = latest.saturating_sub(hours as i64 * 3_600_000_000);
-    let Some(mut stream) = shoplake_batch::replay::recent_events(lake, since).await? else {
+    let window = (hours as i64).saturating_mul(3_600_000_000);
+    let Some(mut stream) = shoplake_batch::replay::recent_events(lake, window).await? else {
         return Ok(0);
     };
     let started = std::time::Instant::now();
-    let mut fed = 0;
+    let (mut fed, mut refused) = (0, 0);
     while let Some(batch) = stream.next().await {
         let batch = batch.context("reading the lake's events to rebuild the live state")?;
-        fed += tokio::task::block_in_place(|| stage.seed_from_lake(&batch))?;
+        let (f, r) = tokio::task::block_in_place(|| stage.seed_from_lake(&batch))?;
+        fed += f;
+        refused += r;
+    }
+    if refused > 0 {
+        warn!(
+            rows = refused,
+            "events of the lake no longer pass the contract; the live state was rebuilt without them"
+        );
     }
     info!(
         events = fed,

@@ -406,27 +406,20 @@ async fn append_new(
 /// Runs the orders SQL over `events` — all of it, or only the events of `only` orders — and
 /// returns the rows in the orders schema.
 async fn derive_orders(lake: &Lake, only: Option<Vec<String>>) -> Result<Vec<RecordBatch>> {
-    let Some(events) = lake.table(EVENTS_TABLE).await? else {
-        return Ok(Vec::new());
-    };
     let qe = query_err(ORDERS_TABLE);
     let ctx = SessionContext::new();
-    events
-        .update_datafusion_session(&ctx.state())
-        .map_err(delta_err(EVENTS_TABLE))?;
-    let provider = events.table_provider().await.map_err(&qe)?;
-    match only {
-        None => {
-            ctx.register_table(EVENTS_TABLE, provider).map_err(&qe)?;
-        }
+    let Some(events) = lake.scan(&ctx, EVENTS_TABLE).await? else {
+        return Ok(Vec::new());
+    };
+    let events = match only {
+        None => events,
         Some(ids) => {
             // `events` is the lake's events of these orders only: a semi-join on order_id.
             let ids = arrow::array::StringArray::from(ids);
             let ids = RecordBatch::try_from_iter([("touched_order_id", Arc::new(ids) as _)])?;
             let touched = ctx.read_batch(ids).map_err(&qe)?;
-            let scoped = ctx
-                .read_table(provider)
-                .and_then(|t| t.filter(col(ORDER_ID).is_not_null()))
+            events
+                .filter(col(ORDER_ID).is_not_null())
                 .and_then(|t| {
                     t.join_on(
                         touched,
@@ -434,11 +427,11 @@ async fn derive_orders(lake: &Lake, only: Option<Vec<String>>) -> Result<Vec<Rec
                         [col(ORDER_ID).eq(col("touched_order_id"))],
                     )
                 })
-                .map_err(&qe)?;
-            ctx.register_table(EVENTS_TABLE, scoped.into_view())
-                .map_err(&qe)?;
+                .map_err(&qe)?
         }
-    }
+    };
+    ctx.register_table(EVENTS_TABLE, events.into_view())
+        .map_err(&qe)?;
     let batches = ctx
         .sql(ORDERS_SQL)
         .await

@@ -204,27 +204,20 @@ async fn create(lake: &Lake, opts: &CompactOptions) -> Result<deltalake::DeltaTa
 /// Runs the identities SQL over the lake's identity events — all of them, or only those of the
 /// anonymous ids in `only` — and returns the rows in the table's schema.
 async fn derive(lake: &Lake, only: Option<Vec<String>>) -> Result<Vec<RecordBatch>> {
-    let Some(events) = lake.table(EVENTS_TABLE).await? else {
-        return Ok(Vec::new());
-    };
     let qe = |source| Error::query(IDENTITIES_TABLE, source);
     let ctx = SessionContext::new();
-    events
-        .update_datafusion_session(&ctx.state())
-        .map_err(|source| Error::delta(EVENTS_TABLE, source))?;
-    let provider = events.table_provider().await.map_err(qe)?;
+    let Some(events) = lake.scan(&ctx, EVENTS_TABLE).await? else {
+        return Ok(Vec::new());
+    };
     let names = link_event_names().map(lit).collect();
-    let mut links = ctx
-        .read_table(provider)
-        .and_then(|t| {
-            t.filter(
-                col(EVENT_NAME)
-                    .in_list(names, false)
-                    .and(col(ANONYMOUS_ID).is_not_null())
-                    .and(col(USER_ID).is_not_null())
-                    .and(col(ANONYMOUS_ID).not_eq(col(USER_ID))),
-            )
-        })
+    let mut links = events
+        .filter(
+            col(EVENT_NAME)
+                .in_list(names, false)
+                .and(col(ANONYMOUS_ID).is_not_null())
+                .and(col(USER_ID).is_not_null())
+                .and(col(ANONYMOUS_ID).not_eq(col(USER_ID))),
+        )
         .map_err(qe)?;
     if let Some(ids) = only {
         let ids = RecordBatch::try_from_iter([(

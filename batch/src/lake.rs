@@ -106,6 +106,28 @@ impl Lake {
         Ok(Some(table))
     }
 
+    /// A DataFrame over the current version of table `name` in `ctx`; `None` when it was never
+    /// written.
+    pub async fn scan(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        name: &str,
+    ) -> Result<Option<datafusion::dataframe::DataFrame>> {
+        let Some(table) = self.table(name).await? else {
+            return Ok(None);
+        };
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|source| Error::delta(name, source))?;
+        let provider = table
+            .table_provider()
+            .await
+            .map_err(|source| Error::query(name, source))?;
+        ctx.read_table(provider)
+            .map(Some)
+            .map_err(|source| Error::query(name, source))
+    }
+
     /// The table handle for writing: loaded when it exists, uninitialised (created by the first
     /// write) otherwise.
     pub async fn table_for_write(&self, name: &str) -> Result<DeltaTable> {

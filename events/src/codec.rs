@@ -21,6 +21,11 @@ use crate::wire::{Campaign, ClickIds, Context, Event, Page, Product, Properties,
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
+/// The `event_date` partition value of a UTC microsecond time: days since 1970-01-01.
+pub fn date_of(micros: i64) -> i32 {
+    micros.div_euclid(MICROS_PER_DAY) as i32
+}
+
 /// What the streaming stage adds to a valid event before it is stored.
 #[derive(Clone, Debug)]
 pub struct Enrichment<'e> {
@@ -377,8 +382,7 @@ impl EventBatchBuilder {
         }
         self.stream_shard.append_value(x.stream_shard);
         self.stream_sequence.append_value(x.stream_sequence);
-        self.event_date
-            .append_value(v.event_time.div_euclid(MICROS_PER_DAY) as i32);
+        self.event_date.append_value(date_of(v.event_time));
         self.len += 1;
     }
 
@@ -559,8 +563,7 @@ impl BadRowBatchBuilder {
         self.raw.append_value(b.raw);
         self.stream_shard.append_value(b.stream_shard);
         self.stream_sequence.append_value(b.stream_sequence);
-        self.event_date
-            .append_value(b.received_at.div_euclid(MICROS_PER_DAY) as i32);
+        self.event_date.append_value(date_of(b.received_at));
     }
 
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {

@@ -201,8 +201,9 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let service = shoplake_query::QueryService::open(lake.root().as_str(), HashMap::new()).await?;
     let rows = service
         .sql(
-            "select order_id, event_id, decision, score, reasons, shadow_reasons, \
-             features['amount'] as amount, rules_version from fraud_decisions",
+            "select order_id, event_id, user_id, anonymous_id, event_time, \
+             cast(total as double) as total, currency, decision, score, reasons, \
+             shadow_reasons, features['amount'] as amount, rules_version from fraud_decisions",
         )
         .await?;
     let rows: Vec<Value> = serde_json::from_str(&shoplake_query::render(
@@ -256,9 +257,11 @@ fn metrics_json(m: &Metrics) -> Value {
     json!({"cases": m.cases, "hits": m.hits, "hit_rate": m.hit_rate(), "mrr": m.mrr()})
 }
 
-/// A decision read back from the `fraud_decisions` table (the columns the evaluation uses).
+/// A decision read back from the `fraud_decisions` table; of the features, the `amount` the
+/// baseline ranks by.
 fn decision_of(row: &Value) -> Decision {
     let text = |k: &str| row[k].as_str().unwrap_or_default().to_owned();
+    let optional = |k: &str| row[k].as_str().map(str::to_owned);
     let list = |k: &str| {
         row[k]
             .as_array()
@@ -272,11 +275,14 @@ fn decision_of(row: &Value) -> Decision {
     Decision {
         order_id: text("order_id"),
         event_id: text("event_id"),
-        user_id: None,
-        anonymous_id: None,
-        event_time: 0,
-        total: None,
-        currency: None,
+        user_id: optional("user_id"),
+        anonymous_id: optional("anonymous_id"),
+        event_time: row["event_time"]
+            .as_str()
+            .and_then(shoplake_events::parse_timestamp)
+            .unwrap_or_default(),
+        total: row["total"].as_f64(),
+        currency: optional("currency"),
         score: row["score"].as_f64().unwrap_or_default(),
         verdict: match row["decision"].as_str() {
             Some("block") => Verdict::Block,

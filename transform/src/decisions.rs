@@ -15,8 +15,6 @@ use shoplake_events::schema::{MAP_ENTRIES, MONEY_PRECISION, MONEY_SCALE, feature
 use crate::Result;
 use crate::fraud::Decision;
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
-
 /// Decisions of one flush, with the received time of the event each was made on.
 #[derive(Default)]
 pub struct DecisionRows {
@@ -103,7 +101,7 @@ impl DecisionRows {
             offsets.push(names.len() as i32);
             rules_version.append_value(&d.rules_version);
             decided.append_value(decided_at);
-            event_date.append_value(d.event_time.div_euclid(MICROS_PER_DAY) as i32);
+            event_date.append_value(shoplake_events::codec::date_of(d.event_time));
         }
 
         let DataType::Map(entries_field, _) = features_type() else {

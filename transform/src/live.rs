@@ -161,16 +161,18 @@ impl Live {
 
     /// Feeds events read back from the `events` table (rebuilding the state when its saved copy
     /// is missing); their fraud decisions are already in the lake and are dropped. Returns how
-    /// many events were fed.
-    pub fn replay(&self, batch: &arrow::array::RecordBatch) -> Result<usize> {
+    /// many events were fed, and how many rows no longer pass the contract (left out; the
+    /// caller reports them).
+    pub fn replay(&self, batch: &arrow::array::RecordBatch) -> Result<(usize, usize)> {
         let limits = Limits {
             // History is as late as it is: only the shape is checked again.
             max_lateness_micros: i64::MAX / 2,
             ..Limits::default()
         };
-        let mut fed = 0;
+        let (mut fed, mut refused) = (0, 0);
         for event in shoplake_events::events_from_batch(batch)? {
             let Ok(bytes) = serde_json::to_vec(&event) else {
+                refused += 1;
                 continue;
             };
             let received = event
@@ -179,13 +181,14 @@ impl Live {
                 .and_then(shoplake_events::parse_timestamp)
                 .unwrap_or_else(|| self.now());
             let Ok(valid) = decode(&bytes, received, &limits) else {
+                refused += 1;
                 continue;
             };
             let session = event.session_id.as_deref().unwrap_or_default();
             self.feed(&valid, session, false);
             fed += 1;
         }
-        Ok(fed)
+        Ok((fed, refused))
     }
 
     /// Whether either engine is on.
@@ -286,11 +289,13 @@ impl Live {
                     f.restore(k, &value).map_err(|e| bad(&key, &e))?;
                     loaded += 1;
                 }
-            } else if let Some(k) = key.strip_prefix(RECS_PREFIX)
-                && let Some(r) = recs.as_mut()
-            {
-                r.restore(k, &value).map_err(|e| bad(&key, &e))?;
-                loaded += 1;
+            } else if let Some(k) = key.strip_prefix(RECS_PREFIX) {
+                if let Some(r) = recs.as_mut() {
+                    r.restore(k, &value).map_err(|e| bad(&key, &e))?;
+                    loaded += 1;
+                }
+            } else {
+                return Err(bad(&key, &"not a key of the live engines"));
             }
         }
         // The recommendation engine builds its serving lists once everything is in.

@@ -246,47 +246,46 @@ impl Stage {
     /// table, oldest first), when no saved copy was loaded. Their ids also join the
     /// de-duplication window: a stage that starts without any state re-reads its stream, and the
     /// records the lake already holds must neither be staged again nor feed the engines twice.
-    /// Returns how many events were fed.
-    pub fn seed_from_lake(&mut self, batch: &arrow::array::RecordBatch) -> Result<usize> {
-        use arrow::array::{Array, AsArray};
+    /// Returns how many events were fed, and how many rows no longer pass the contract.
+    pub fn seed_from_lake(&mut self, batch: &arrow::array::RecordBatch) -> Result<(usize, usize)> {
+        use arrow::array::AsArray;
         use arrow::datatypes::TimestampMicrosecondType;
         let Some(live) = &self.live else {
-            return Ok(0);
+            return Ok((0, 0));
+        };
+        use shoplake_events::fields::{EVENT_ID, IS_BOT, RECEIVED_AT};
+        let column = |name: &str| {
+            batch.column_by_name(name).ok_or_else(|| {
+                Error::Encode(format!(
+                    "events read back from the lake have no {name} column"
+                ))
+            })
+        };
+        let (ids, received, bot) = (column(EVENT_ID)?, column(RECEIVED_AT)?, column(IS_BOT)?);
+        let (Some(ids), Some(received), Some(bot)) = (
+            ids.as_string_opt::<i32>(),
+            received.as_primitive_opt::<TimestampMicrosecondType>(),
+            bot.as_boolean_opt(),
+        ) else {
+            return Err(Error::Encode(
+                "events read back from the lake are not in the contract's types".into(),
+            ));
         };
         // Bots never feed the engines; their ids are remembered all the same.
-        let humans = match batch
-            .column_by_name(shoplake_events::fields::IS_BOT)
-            .and_then(|c| c.as_boolean_opt())
-        {
-            Some(bot) => arrow::compute::filter_record_batch(
-                batch,
-                &arrow::compute::not(
-                    &arrow::compute::is_not_null(bot)
-                        .and_then(|known| arrow::compute::and(&known, bot))?,
-                )?,
-            )?,
-            None => batch.clone(),
-        };
-        let fed = live.replay(&humans)?;
-        let ids = batch
-            .column_by_name(shoplake_events::fields::EVENT_ID)
-            .and_then(|c| c.as_string_opt::<i32>());
-        let received = batch
-            .column_by_name(shoplake_events::fields::RECEIVED_AT)
-            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
-        if let (Some(ids), Some(received)) = (ids, received) {
-            for i in 0..batch.num_rows() {
-                if ids.is_null(i) || received.is_null(i) {
-                    continue;
-                }
-                let Ok(id) = uuid::Uuid::try_parse(ids.value(i)) else {
-                    continue;
-                };
-                let id = id.as_u128();
-                if !self.dedup.contains_key(&id) && self.pending_set.insert(id) {
-                    self.pending_ids.push((id, received.value(i)));
-                    self.max_received = self.max_received.max(received.value(i));
-                }
+        let humans: arrow::array::BooleanArray =
+            bot.iter().map(|b| Some(b != Some(true))).collect();
+        let fed = live.replay(&arrow::compute::filter_record_batch(batch, &humans)?)?;
+        // Event ids are UUIDs (the contract checked them before they were staged).
+        for (id, received) in ids.iter().zip(received.iter()) {
+            let (Some(id), Some(received)) = (id, received) else {
+                continue;
+            };
+            let Ok(id) = uuid::Uuid::try_parse(id).map(|u| u.as_u128()) else {
+                continue;
+            };
+            if !self.dedup.contains_key(&id) && self.pending_set.insert(id) {
+                self.pending_ids.push((id, received));
+                self.max_received = self.max_received.max(received);
             }
         }
         Ok(fed)
@@ -438,17 +437,7 @@ impl Stage {
                             .unknown_currency
                             .fetch_add(1, Ordering::Relaxed);
                     }
-                    let (session_id, inferred) = match e.session_id.as_deref() {
-                        Some(s) => (s, false),
-                        None => {
-                            let shopper = e
-                                .anonymous_id
-                                .as_deref()
-                                .or(e.user_id.as_deref())
-                                .unwrap_or_default();
-                            (self.sessions.assign(shopper, valid.event_time), true)
-                        }
-                    };
+                    let (session_id, inferred) = self.sessions.of(&valid);
                     if !bot && let Some(live) = &self.live {
                         if let Some(probe) = &mut self.probe {
                             probe(&valid, session_id, live);

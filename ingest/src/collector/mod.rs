@@ -587,7 +587,7 @@ async fn ingest(c: &Collector, endpoint: Endpoint, req: Request) -> Result<usize
         received_at: &received_at,
         received_micros,
         batch_sent_at,
-        batch_context,
+        batch_context: batch_context.and_then(segment::SharedContext::parse),
         source: &key.source,
         key_id: &key.key_id,
         client_ip: ip,

@@ -135,7 +135,7 @@ struct Message<'a> {
     traits: Option<&'a RawValue>,
 }
 
-#[derive(Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
 struct SegContext<'a> {
     #[serde(borrow, default)]
     ip: Option<&'a RawValue>,
@@ -151,6 +151,17 @@ struct SegContext<'a> {
     device: Option<&'a RawValue>,
     #[serde(borrow, default, rename = "sessionId")]
     session_id: Option<&'a RawValue>,
+}
+
+/// A batch's own `context`, read once per request and applied under each of its messages'.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedContext<'a>(SegContext<'a>);
+
+impl<'a> SharedContext<'a> {
+    /// The batch's context, when it is a JSON object (anything else is not applied).
+    pub fn parse(raw: &'a RawValue) -> Option<Self> {
+        object::<SegContext<'_>>(raw).map(SharedContext)
+    }
 }
 
 impl<'a> SegContext<'a> {
@@ -352,7 +363,7 @@ pub struct RequestContext<'r> {
     /// The batch's `sentAt`, for messages without their own.
     pub batch_sent_at: Option<&'r RawValue>,
     /// The batch's `context`, under each message's own (a message's key wins).
-    pub batch_context: Option<&'r RawValue>,
+    pub batch_context: Option<SharedContext<'r>>,
     /// The write key's source and id.
     pub source: &'r str,
     pub key_id: &'r str,
@@ -736,18 +747,16 @@ pub fn map(
     }
 
     // Context: the message's, over the batch's key by key.
-    let ctx: Option<Result<SegContext<'_>, &RawValue>> = match (
-        msg.context,
-        request.batch_context.and_then(object::<SegContext<'_>>),
-    ) {
+    let ctx: Option<Result<SegContext<'_>, &RawValue>> = match (msg.context, request.batch_context)
+    {
         (Some(c), shared) => Some(match object::<SegContext<'_>>(c) {
             Some(own) => Ok(match shared {
-                Some(shared) => own.over(shared),
+                Some(SharedContext(shared)) => own.over(shared),
                 None => own,
             }),
             None => Err(c),
         }),
-        (None, shared) => shared.map(Ok),
+        (None, shared) => shared.map(|SharedContext(c)| Ok(c)),
     };
     let empty = SegContext::default();
     let c = match &ctx {

@@ -25,6 +25,23 @@ impl Sessions {
         }
     }
 
+    /// The session of an event, and whether it was inferred: the client's `session_id`, else the
+    /// inferred session of its shopper (anonymous id, else user id) at its event time.
+    pub fn of<'a>(&'a mut self, event: &'a shoplake_events::ValidEvent<'_>) -> (&'a str, bool) {
+        let e = &event.event;
+        match e.session_id.as_deref() {
+            Some(s) => (s, false),
+            None => {
+                let shopper = e
+                    .anonymous_id
+                    .as_deref()
+                    .or(e.user_id.as_deref())
+                    .unwrap_or_default();
+                (self.assign(shopper, event.event_time), true)
+            }
+        }
+    }
+
     /// The session of `shopper`'s event at `event_time`.
     pub fn assign(&mut self, shopper: &str, event_time: i64) -> &str {
         let timeout = self.timeout_micros;

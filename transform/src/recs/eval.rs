@@ -328,17 +328,7 @@ impl Evaluation {
             self.counts.bots += 1;
             return Fed::Bot;
         }
-        let session = match e.session_id.as_deref() {
-            Some(s) => s.to_owned(),
-            None => {
-                let shopper = e
-                    .anonymous_id
-                    .as_deref()
-                    .or(e.user_id.as_deref())
-                    .unwrap_or_default();
-                self.sessions.assign(shopper, valid.event_time).to_owned()
-            }
-        };
+        let session = self.sessions.of(&valid).0.to_owned();
         self.feed(&valid, &session);
         Fed::Used
     }

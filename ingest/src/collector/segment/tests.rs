@@ -487,7 +487,7 @@ fn a_batch_context_applies_under_each_message_context() {
     )
     .unwrap();
     let mut req = request("ios");
-    req.batch_context = Some(&shared);
+    req.batch_context = SharedContext::parse(&shared);
     let map_one = |msg: Value| {
         let raw: Box<RawValue> = RawValue::from_string(msg.to_string()).unwrap();
         let m = map(&raw, None, &req, &Edge::default());
