@@ -33,6 +33,10 @@ pub struct CompactionConfig {
     pub interval_secs: u64,
     /// Seconds between OPTIMIZE runs (small files → large) in `shoplake up`; 0 turns them off.
     pub optimize_interval_secs: u64,
+    /// Seconds between rebuilds of the `product_affinity` table (item-to-item over the whole
+    /// history, which seeds the live recommendations on a cold start) in `shoplake up`; 0 turns
+    /// them off.
+    pub affinity_interval_secs: u64,
     /// Most bytes of staging read per round.
     pub max_bytes: u64,
     /// Target size of lake files, bytes.
@@ -47,6 +51,7 @@ impl Default for CompactionConfig {
         CompactionConfig {
             interval_secs: 15,
             optimize_interval_secs: 3600,
+            affinity_interval_secs: 6 * 3600,
             max_bytes: d.max_bytes,
             target_file_size: d.target_file_size,
             zstd_level: d.zstd_level,

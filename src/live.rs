@@ -5,18 +5,23 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use futures::StreamExt;
+use shoplake_batch::CompactOptions;
+use shoplake_batch::affinity::{self, AffinityOptions};
+use shoplake_transform::recs::{Affinity, RecsConfig};
 use shoplake_transform::{Live, Stage};
 use tracing::{info, warn};
 
 /// Attaches `live` to `stage`. When nothing was saved (a new stage state, or one from before the
-/// live engines existed) and the lake has events, the engines are first fed the last
-/// `stage.live_rebuild_hours` of them, so that fraud windows and recommendations do not start
-/// empty.
+/// live engines existed) and the lake has events, the recommendations are first seeded with the
+/// lake's whole item-to-item history (`product_affinity`, rebuilt first when it does not reach the
+/// replayed window), then both engines are fed the last `rebuild_hours` of events, so that fraud
+/// windows and recommendations do not start empty.
 pub async fn attach(
     stage: Stage,
     live: &Arc<Live>,
     lake: &shoplake_batch::Lake,
     rebuild_hours: u64,
+    write: &CompactOptions,
 ) -> anyhow::Result<Stage> {
     let (stage, loaded) = stage.with_live(live.clone())?;
     if !live.is_enabled() {
@@ -26,9 +31,79 @@ pub async fn attach(
         info!(entities = loaded, "live state loaded");
         return Ok(stage);
     }
+    let window = (rebuild_hours as i64).saturating_mul(3_600_000_000);
+    if let Err(e) = seed(live, lake, window, write).await {
+        // The replay below still gives the engines the recent days.
+        warn!(error = %e, "live recommendations could not be seeded from product_affinity");
+    }
     let mut stage = stage;
     rebuild(&mut stage, live, lake, rebuild_hours).await?;
     Ok(stage)
+}
+
+/// The `product_affinity` job's options for counting as the engine configured by `recs` does.
+pub fn affinity_options(recs: &RecsConfig) -> AffinityOptions {
+    AffinityOptions {
+        half_life_hours: recs.half_life_hours,
+        session_window: recs.session_window,
+        order_pair_limit: recs.order_pair_limit,
+        neighbours: 2 * recs.neighbours,
+        shrinkage: recs.shrinkage,
+        until: None,
+    }
+}
+
+/// Seeds the recommendations from `product_affinity`, rebuilding it first when it is missing or
+/// ends before the replayed window (`window_micros` before the lake's latest event) begins.
+async fn seed(
+    live: &Live,
+    lake: &shoplake_batch::Lake,
+    window_micros: i64,
+    write: &CompactOptions,
+) -> anyhow::Result<usize> {
+    let Some(config) = live.recs_config() else {
+        return Ok(0);
+    };
+    let Some(latest) = shoplake_batch::replay::latest(lake).await? else {
+        return Ok(0);
+    };
+    let read = || async {
+        let batches = affinity::read_table(lake).await?.unwrap_or_default();
+        anyhow::Ok(Affinity::from_batches(&batches)?)
+    };
+    let mut table = read().await?;
+    if table
+        .as_ref()
+        .is_none_or(|a| a.as_of < latest.saturating_sub(window_micros))
+    {
+        let report = affinity::rebuild(lake, &affinity_options(config), write).await?;
+        info!(
+            rows = report.rows,
+            products = report.products,
+            sessions = report.sessions,
+            orders = report.orders,
+            secs = report.read_secs + report.compute_secs + report.write_secs,
+            "product_affinity rebuilt from the lake's history"
+        );
+        table = read().await?;
+    }
+    let Some(table) = table else {
+        return Ok(0);
+    };
+    if (table.half_life_hours - config.half_life_hours).abs() > 1e-9 {
+        warn!(
+            table = table.half_life_hours,
+            engine = config.half_life_hours,
+            "product_affinity was decayed with another half-life than the engine's; loaded as it is"
+        );
+    }
+    let pairs = live.seed_affinity(&table);
+    info!(
+        pairs,
+        as_of = %chrono::DateTime::from_timestamp_micros(table.as_of).unwrap_or_default(),
+        "live recommendations seeded from product_affinity"
+    );
+    Ok(pairs)
 }
 
 /// Feeds the stage's live engines the lake's last `hours` of events (oldest first), which also

@@ -221,7 +221,7 @@ fn received_range(batches: &[RecordBatch]) -> Option<(i64, i64)> {
     range
 }
 
-fn writer_properties(opts: &CompactOptions) -> Result<WriterProperties> {
+pub(crate) fn writer_properties(opts: &CompactOptions) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| Error::Lake {
         message: format!("zstd level {}: {e}", opts.zstd_level),
     })?;

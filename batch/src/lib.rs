@@ -10,7 +10,9 @@
 //!   (`sql/batch/orders.sql`), then the `identities` table ([`identities`]: which user each
 //!   anonymous id is linked to) merged from the round's identity events; consumed staging files
 //!   are deleted only after every commit;
-//! - [`optimize`]: small files → large ones (Delta `OPTIMIZE`, bin-packing) and vacuum.
+//! - [`optimize`]: small files → large ones (Delta `OPTIMIZE`, bin-packing) and vacuum;
+//! - [`affinity`]: the `product_affinity` table (item to item over the whole history, in
+//!   polars), which seeds the live recommendations on a cold start.
 //!
 //! ## Exactly once
 //! Each compaction step is idempotent by construction: rows whose id is already in the table
@@ -25,10 +27,12 @@
 //!
 //! Why these dependencies: `deltalake` writes and reads the Delta log (atomic commits, the format
 //! other engines read); `datafusion` runs the anti-join and the orders SQL; `object_store` and
-//! `parquet` read the staging files.
+//! `parquet` read the staging files; `polars` runs the product-affinity job's self-joins and
+//! group-bys (lazy API only, no polars I/O: see [`affinity`] for why data crosses column by column).
 
 use deltalake::kernel::transaction::TransactionError;
 
+pub mod affinity;
 pub mod compact;
 pub mod identities;
 mod lake;

@@ -11,6 +11,39 @@ use shoplake_events::lake::EVENTS_TABLE;
 
 use crate::{Error, Lake, Result};
 
+/// The latest event time (µs) of the lake's events; None when it has none.
+pub async fn latest(lake: &Lake) -> Result<Option<i64>> {
+    let ctx = SessionContext::new();
+    match lake.scan(&ctx, EVENTS_TABLE).await? {
+        Some(events) => latest_event_time(&events).await,
+        None => Ok(None),
+    }
+}
+
+/// The latest event time (µs) of `events`; None when it has no rows.
+pub(crate) async fn latest_event_time(
+    events: &datafusion::dataframe::DataFrame,
+) -> Result<Option<i64>> {
+    let qe = |source| Error::query(EVENTS_TABLE, source);
+    let latest = events
+        .clone()
+        .aggregate(vec![], vec![max(col(EVENT_TIME))])
+        .map_err(qe)?
+        .collect()
+        .await
+        .map_err(qe)?;
+    match latest
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| ScalarValue::try_from_array(b.column(0), 0))
+        .transpose()
+        .map_err(qe)?
+    {
+        Some(ScalarValue::TimestampMicrosecond(Some(latest), _)) => Ok(Some(latest)),
+        _ => Ok(None),
+    }
+}
+
 /// The events of the lake's last `window_micros` of event time (up to its latest event), oldest
 /// first, in the contract's types, as a stream of batches (memory stays bounded by the sort's
 /// spilling, not the history). None when the lake has no events.
@@ -23,20 +56,7 @@ pub async fn recent_events(
     let Some(events) = lake.scan(&ctx, EVENTS_TABLE).await? else {
         return Ok(None);
     };
-    let latest = events
-        .clone()
-        .aggregate(vec![], vec![max(col(EVENT_TIME))])
-        .map_err(qe)?
-        .collect()
-        .await
-        .map_err(qe)?;
-    let Some(ScalarValue::TimestampMicrosecond(Some(latest), _)) = latest
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| ScalarValue::try_from_array(b.column(0), 0))
-        .transpose()
-        .map_err(qe)?
-    else {
+    let Some(latest) = latest_event_time(&events).await? else {
         return Ok(None);
     };
     let since = latest.saturating_sub(window_micros);

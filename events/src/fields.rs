@@ -103,3 +103,15 @@ pub const SHADOW_REASONS: &str = "shadow_reasons";
 pub const FEATURES: &str = "features";
 pub const RULES_VERSION: &str = "rules_version";
 pub const DECIDED_AT: &str = "decided_at";
+
+// Product affinity (the `product_affinity` table; `product_id` and `score` as above).
+pub const RELATED_PRODUCT_ID: &str = "related_product_id";
+pub const RELATION: &str = "relation";
+pub const TOGETHER: &str = "together";
+pub const PRODUCT_COUNT: &str = "product_count";
+pub const RELATED_COUNT: &str = "related_count";
+pub const RELATION_TOTAL: &str = "relation_total";
+pub const RANK: &str = "rank";
+pub const AS_OF: &str = "as_of";
+pub const HALF_LIFE_HOURS: &str = "half_life_hours";
+pub const COMPUTED_AT: &str = "computed_at";

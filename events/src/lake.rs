@@ -13,17 +13,21 @@ pub const BAD_ROWS_TABLE: &str = "bad_rows";
 /// The `fraud_decisions` Delta table, partitioned by `event_date`: one row per order_completed
 /// event the stage scored.
 pub const FRAUD_DECISIONS_TABLE: &str = "fraud_decisions";
+/// The `product_affinity` Delta table: per product, its strongest neighbours viewed and bought
+/// together over the lake's history (rewritten whole by `shoplake batch affinity`).
+pub const PRODUCT_AFFINITY_TABLE: &str = "product_affinity";
 /// Fraud decisions waiting for compaction (Parquet files).
 pub const STAGING_FRAUD_DECISIONS: &str = "_staging/fraud_decisions";
 /// Enriched events waiting for compaction (Parquet files).
 pub const STAGING_EVENTS: &str = "_staging/events";
 /// Bad rows waiting for compaction (Parquet files).
 pub const STAGING_BAD_ROWS: &str = "_staging/bad_rows";
-/// Every table, in the order compaction writes them.
+/// Every table: those compaction writes, in its order, then the batch jobs' own.
 pub const TABLES: &[&str] = &[
     EVENTS_TABLE,
     BAD_ROWS_TABLE,
     ORDERS_TABLE,
     IDENTITIES_TABLE,
     FRAUD_DECISIONS_TABLE,
+    PRODUCT_AFFINITY_TABLE,
 ];

@@ -45,7 +45,7 @@ pub mod wire;
 
 pub use codec::{BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, events_from_batch};
 pub use names::EventName;
-pub use schema::{bad_rows_schema, events_schema, fraud_decisions_schema};
+pub use schema::{bad_rows_schema, events_schema, fraud_decisions_schema, product_affinity_schema};
 pub use validate::{
     Limits, Reason, Rejection, SCHEMA_VERSION, ValidEvent, decode, format_timestamp,
     parse_timestamp, to_minor_units,

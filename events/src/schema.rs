@@ -213,3 +213,34 @@ static FRAUD_DECISIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
 pub fn fraud_decisions_schema() -> SchemaRef {
     FRAUD_DECISIONS.clone()
 }
+
+static PRODUCT_AFFINITY: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new(PRODUCT_ID, DataType::Utf8, false),
+        Field::new(RELATED_PRODUCT_ID, DataType::Utf8, false),
+        // viewed_together | bought_together (the live recommendations' reasons)
+        Field::new(RELATION, DataType::Utf8, false),
+        // Sessions (viewed) or orders (bought) with both products, decayed to `as_of`.
+        Field::new(TOGETHER, DataType::Float64, false),
+        // Sessions or orders with the product, with the related product, and in all; decayed.
+        Field::new(PRODUCT_COUNT, DataType::Float64, false),
+        Field::new(RELATED_COUNT, DataType::Float64, false),
+        Field::new(RELATION_TOTAL, DataType::Float64, false),
+        // together / sqrt(product_count · related_count), shrunk by evidence.
+        Field::new(SCORE, DataType::Float64, false),
+        // 1 = the product's strongest neighbour of this relation.
+        Field::new(RANK, DataType::Int32, false),
+        // The latest event time counted, the half-life of the decay, and when the job ran.
+        Field::new(AS_OF, timestamp(), false),
+        Field::new(HALF_LIFE_HOURS, DataType::Float64, false),
+        Field::new(COMPUTED_AT, timestamp(), false),
+    ]))
+});
+
+/// Schema of the `product_affinity` table: per product, its strongest neighbours viewed together
+/// in a session and bought together in an order over the lake's whole history, with the decayed
+/// counts behind each score (written by `shoplake_batch::affinity`; seeds the live
+/// recommendations on a cold start).
+pub fn product_affinity_schema() -> SchemaRef {
+    PRODUCT_AFFINITY.clone()
+}

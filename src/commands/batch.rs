@@ -20,6 +20,10 @@ enum Job {
         #[arg(long, default_value_t = 256 << 20)]
         target_size: u64,
     },
+    /// Rewrite `product_affinity`: per product, its strongest neighbours viewed in the same
+    /// session and bought in the same order over the whole history, counted as the live
+    /// recommendations count (the `[stage.recommendations.model]` settings).
+    Affinity,
 }
 
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
@@ -36,6 +40,16 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                     "bad_rows_written": r.bad_rows_written, "fraud_decisions_written": r.fraud_decisions_written, "orders": r.orders, "identities": r.identities,
                 })
             );
+        }
+        Job::Affinity => {
+            let model = &config.stage.recommendations.model;
+            let r = shoplake_batch::affinity::rebuild(
+                &lake,
+                &crate::live::affinity_options(model),
+                &config.compaction.options(),
+            )
+            .await?;
+            println!("{}", serde_json::to_string(&r)?);
         }
         Job::Optimize { target_size } => {
             for table in TABLES {

@@ -31,8 +31,14 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         &data.stage_state_path(),
         config.stage.clone(),
     )?;
-    let mut stage =
-        crate::live::attach(stage, &live, &lake, config.stage.live_rebuild_hours).await?;
+    let mut stage = crate::live::attach(
+        stage,
+        &live,
+        &lake,
+        config.stage.live_rebuild_hours,
+        &config.compaction.options(),
+    )
+    .await?;
     let backend = stream_handle;
     if args.drain {
         let report = stage.drain().await?;

@@ -124,7 +124,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let live = Arc::new(config.stage.live()?);
     let rules_watch = tokio::spawn(live.clone().watch_rules());
     let stage_task = {
-        let (rx, stream, lake, state_path, stage_config, metrics, live) = (
+        let (rx, stream, lake, state_path, stage_config, metrics, live, write) = (
             stop_rx.clone(),
             stream.clone(),
             lake.clone(),
@@ -132,6 +132,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             config.stage.clone(),
             stage_metrics.clone(),
             live.clone(),
+            config.compaction.options(),
         );
         tokio::spawn(async move {
             loop {
@@ -143,9 +144,14 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                         stage_config.clone(),
                     )?
                     .with_metrics(metrics.clone());
-                    let mut stage =
-                        crate::live::attach(stage, &live, &lake, stage_config.live_rebuild_hours)
-                            .await?;
+                    let mut stage = crate::live::attach(
+                        stage,
+                        &live,
+                        &lake,
+                        stage_config.live_rebuild_hours,
+                        &write,
+                    )
+                    .await?;
                     stage.run(stopped(rx.clone())).await?;
                     anyhow::Ok(())
                 };
@@ -174,8 +180,14 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         );
         let every = Duration::from_secs(config.compaction.interval_secs.max(1));
         let optimize_every = Duration::from_secs(config.compaction.optimize_interval_secs);
+        let affinity_every = Duration::from_secs(config.compaction.affinity_interval_secs);
+        let affinity = live
+            .recs_config()
+            .map(crate::live::affinity_options)
+            .filter(|_| !affinity_every.is_zero());
         tokio::spawn(async move {
             let mut last_optimize = std::time::Instant::now();
+            let mut last_affinity = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
@@ -209,6 +221,21 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                             Err(e) => {
                                 warn!(table, error = %e, "optimize failed; it is retried at the next interval")
                             }
+                        }
+                    }
+                }
+                if let Some(affinity) = &affinity
+                    && last_affinity.elapsed() >= affinity_every
+                {
+                    last_affinity = std::time::Instant::now();
+                    match shoplake_batch::affinity::rebuild(&lake, affinity, &opts).await {
+                        Ok(r) => info!(
+                            rows = r.rows,
+                            products = r.products,
+                            "product_affinity rebuilt"
+                        ),
+                        Err(e) => {
+                            warn!(error = %e, "product_affinity failed; it is retried at the next interval")
                         }
                     }
                 }

@@ -159,6 +159,20 @@ impl Live {
         self.saved_now.store(i64::MIN, Ordering::Relaxed);
     }
 
+    /// Loads the lake's item-to-item history into the recommendation engine (see
+    /// [`RecsEngine::seed`]); returns the pairs loaded (0 when recommendations are off).
+    pub fn seed_affinity(&self, affinity: &crate::recs::Affinity) -> usize {
+        match &self.recs {
+            Some(r) => r.write().seed(affinity),
+            None => 0,
+        }
+    }
+
+    /// The recommendation engine's settings (the batch job that seeds it counts alike).
+    pub fn recs_config(&self) -> Option<&RecsConfig> {
+        self.recs.as_ref().map(|_| &self.recs_config)
+    }
+
     /// Feeds events read back from the `events` table (rebuilding the state when its saved copy
     /// is missing); their fraud decisions are already in the lake and are dropped. Returns how
     /// many events were fed, and how many rows no longer pass the contract (left out; the

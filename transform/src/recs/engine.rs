@@ -96,6 +96,9 @@ pub struct RecsEngine {
     pub(super) lru_unsorted: bool,
     pub(super) products_refused: u64,
     pub(super) refreshes: u64,
+    /// Co-occurrences and the counts behind them (sessions, orders) up to this event time came
+    /// from [`RecsEngine::seed`]: events up to it feed everything else only.
+    pub(super) history_until: i64,
 }
 
 impl std::fmt::Debug for RecsEngine {
@@ -183,6 +186,7 @@ impl RecsEngine {
             lru_unsorted: false,
             products_refused: 0,
             refreshes: 0,
+            history_until: i64::MIN,
         }
     }
 
@@ -507,15 +511,17 @@ impl RecsEngine {
             s.session_items.clear();
         }
         if !s.session_items.contains(&pid) {
-            if s.session_items.is_empty() {
+            // Seeded history already counts this view: it only joins the session's products.
+            let counted = t > self.history_until;
+            if counted && s.session_items.is_empty() {
                 self.total_sessions += w;
                 self.globals_dirty = true;
             }
-            if let Some(p) = self.products.get_mut(pid) {
+            if counted && let Some(p) = self.products.get_mut(pid) {
                 p.view_sessions += w;
             }
             let mut grown = Vec::new();
-            for &q in &s.session_items {
+            for &q in s.session_items.iter().filter(|_| counted) {
                 for (a, b) in [(pid, q), (q, pid)] {
                     if let Some(p) = self.products.get_mut(a) {
                         if bump(&mut p.viewed, b, w as f32) && p.viewed.len() > 2 * cfg.neighbours {
@@ -587,15 +593,23 @@ impl RecsEngine {
         }
         let w = self.decay.weight(t);
         let bucket = self.bucket(t);
+        // Seeded history already counts this order's co-occurrences and popularity.
+        let counted = t > self.history_until;
         for &pid in &pids {
             if let Some(p) = self.products.get_mut(pid) {
-                p.orders += w;
+                if counted {
+                    p.orders += w;
+                }
                 p.last_seen = p.last_seen.max(t);
                 p.add_trend(bucket, TREND_ORDER);
             }
             self.products.mark_dirty(pid);
         }
-        let paired = &pids[..pids.len().min(self.config.order_pair_limit)];
+        let paired = if counted {
+            &pids[..pids.len().min(self.config.order_pair_limit)]
+        } else {
+            &[]
+        };
         let mut grown = Vec::new();
         for (i, &a) in paired.iter().enumerate() {
             for (j, &b) in paired.iter().enumerate() {
@@ -614,8 +628,10 @@ impl RecsEngine {
         for a in grown {
             self.prune(a, true);
         }
-        self.total_orders += w;
-        self.globals_dirty = true;
+        if counted {
+            self.total_orders += w;
+            self.globals_dirty = true;
+        }
 
         let Some(slot) = self.resolve(e, true, t) else {
             return;
@@ -772,6 +788,69 @@ impl RecsEngine {
         scored.sort_unstable_by(|a, b| best_first(&self.products, a, b));
         normalise(&mut scored);
         scored
+    }
+
+    /// Loads item-to-item history (the lake's `product_affinity`): co-occurrence counts and the
+    /// session and order counts behind them, as of `affinity.as_of`. From then on, events up to
+    /// `as_of` (a replay of the lake's recent days) feed everything but those counts, so nothing
+    /// is counted twice. Returns the pairs loaded. Call before feeding events; the serving lists
+    /// are rebuilt at the next refresh.
+    ///
+    /// Counts decayed with another half-life than the engine's are loaded as they are (the
+    /// difference fades as the stream adds its own); the caller is told by the returned
+    /// [`Affinity::half_life_hours`].
+    pub fn seed(&mut self, affinity: &super::Affinity) -> usize {
+        if affinity.pairs.is_empty() {
+            return 0;
+        }
+        self.advance(affinity.as_of);
+        let scale = self.decay.weight(affinity.as_of);
+        self.total_sessions += affinity.sessions * scale;
+        self.total_orders += affinity.orders * scale;
+        self.globals_dirty = true;
+        let mut counted: std::collections::HashSet<(Pid, bool)> = Default::default();
+        let mut loaded = 0;
+        let mut grown = Vec::new();
+        for pair in &affinity.pairs {
+            let (Some(a), Some(b)) = (
+                self.intern_product(&pair.product, None, affinity.as_of),
+                self.intern_product(&pair.related, None, affinity.as_of),
+            ) else {
+                continue;
+            };
+            for (pid, count) in [(a, pair.product_count), (b, pair.related_count)] {
+                if counted.insert((pid, pair.bought))
+                    && let Some(p) = self.products.get_mut(pid)
+                {
+                    if pair.bought {
+                        p.orders += count * scale;
+                    } else {
+                        p.view_sessions += count * scale;
+                    }
+                }
+            }
+            if let Some(p) = self.products.get_mut(a) {
+                let list = if pair.bought {
+                    &mut p.bought
+                } else {
+                    &mut p.viewed
+                };
+                if bump(list, b, (pair.together * scale) as f32)
+                    && list.len() > 2 * self.config.neighbours
+                {
+                    grown.push((a, pair.bought));
+                }
+                loaded += 1;
+            }
+            self.products.mark_dirty(a);
+            self.products.mark_stale(a);
+        }
+        for (pid, bought) in grown {
+            self.prune(pid, bought);
+        }
+        self.history_until = self.history_until.max(affinity.as_of);
+        self.needs_refresh = true;
+        loaded
     }
 
     /// Recomputes what serving reads, as of the latest event time: stale products' neighbour

@@ -80,7 +80,14 @@
 //! call (and deletions); [`RecsEngine::restore`] loads them in any order. After restoring, call
 //! [`RecsEngine::refresh`] (or feed an event) so that the trending and popular lists are rebuilt;
 //! products' serving lists are stored, so a restored engine answers as the saved one did.
+//!
+//! Cold start (no saved state): [`RecsEngine::seed`] loads the lake's `product_affinity` table
+//! ([`Affinity`], written by the polars job in `shoplake_batch::affinity`, which counts as this
+//! engine does), so item to item starts from the whole history; events up to the table's `as_of`
+//! (the replay of the lake's recent days) then feed everything but the co-occurrences and the
+//! counts behind them, which the table already holds.
 
+mod affinity;
 mod config;
 mod engine;
 pub mod eval;
@@ -90,6 +97,7 @@ mod persist;
 #[cfg(test)]
 mod tests;
 
+pub use affinity::{Affinity, AffinityPair};
 pub use config::{Normalization, RecsConfig, Weights};
 pub use engine::{RecsEngine, RecsStats};
 
@@ -160,6 +168,9 @@ pub enum RecsError {
         #[source]
         source: serde_json::Error,
     },
+    /// The lake's `product_affinity` table could not be read as item-to-item history.
+    #[error("{message}")]
+    Affinity { message: String },
     /// A stored key of no kind this engine writes (`p/…`, `s/…`, `g`).
     #[error("recommendation state key {key:?} is not one this engine writes (p/…, s/… or g)")]
     UnknownKey { key: String },
