@@ -125,7 +125,8 @@ async fn tables_and_query_counters() {
             "bad_rows",
             "orders",
             "identities",
-            "fraud_decisions"
+            "fraud_decisions",
+            "product_affinity"
         ]
     );
     assert!(tables["tables"][0]["delta_version"].is_u64());
