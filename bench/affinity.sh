@@ -15,13 +15,7 @@ data="${3:-}"
 # shellcheck source=bench/common.sh
 source bench/common.sh
 [ -n "$data" ] || data="$work/data"
-if [ ! -d "$data/lake/events" ]; then
-    "$bin" --data-dir "$data" emit --seed 1 --sessions "$sessions" --start 2026-03-01T00:00:00Z > /dev/null
-    "$bin" --data-dir "$data" stream --drain > /dev/null
-    "$bin" --data-dir "$data" batch compact > /dev/null
-    "$bin" --data-dir "$data" batch optimize > /dev/null
-    rm -rf "$data/stream"
-fi
+bench_lake "$data" "$sessions"
 events="$("$bin" --data-dir "$data" sql "select count(*) as n from events" --format csv | tail -1)"
 
 for i in $(seq "$runs"); do

@@ -7,6 +7,7 @@
 #   free_port      prints a free TCP port of 127.0.0.1
 #   wait_ok URL    waits until URL answers 200 (a server's /health or /ready)
 #   cpu_secs       user + system CPU seconds of the process in $pid so far
+#   bench_lake DATA SESSIONS  makes the seeded, compacted lake in DATA (seed 1) unless it is there
 bin="${SHOPLAKE_BENCH_BIN:-target/release/shoplake}"
 [ -n "${SHOPLAKE_BENCH_BIN:-}" ] || cargo build --release --workspace --bins --quiet
 export SHOPLAKE_LOG=warn
@@ -46,4 +47,13 @@ wait_ok() {
 
 cpu_secs() {
     awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat"
+}
+
+bench_lake() {
+    [ -d "$1/lake/events" ] && return 0
+    "$bin" --data-dir "$1" emit --seed 1 --sessions "$2" --start 2026-03-01T00:00:00Z > /dev/null
+    "$bin" --data-dir "$1" stream --drain > /dev/null
+    "$bin" --data-dir "$1" batch compact > /dev/null
+    "$bin" --data-dir "$1" batch optimize > /dev/null
+    rm -rf "$1/stream"
 }

@@ -17,13 +17,7 @@ source bench/common.sh
 # The peer, DuckDB, from PyPI into the virtual environment of the test tools.
 bench_python
 [ -n "$data" ] || data="$work/data"
-if [ ! -d "$data/lake/events" ]; then
-    "$bin" --data-dir "$data" emit --seed 1 --sessions "$sessions" --start 2026-03-01T00:00:00Z > /dev/null
-    "$bin" --data-dir "$data" stream --drain > /dev/null
-    "$bin" --data-dir "$data" batch compact > /dev/null
-    "$bin" --data-dir "$data" batch optimize > /dev/null
-    rm -rf "$data/stream"
-fi
+bench_lake "$data" "$sessions"
 
 addr="127.0.0.1:$(free_port)"
 "$bin" --data-dir "$data" query --http-addr "$addr" > /dev/null 2> "$work/query.err" &

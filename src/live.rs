@@ -67,16 +67,16 @@ async fn seed(
     let Some(latest) = shoplake_batch::replay::latest(lake).await? else {
         return Ok(0);
     };
-    let read = || async {
-        let batches = affinity::read_table(lake).await?.unwrap_or_default();
-        anyhow::Ok(Affinity::from_batches(&batches)?)
-    };
-    let mut table = read().await?;
+    let mut table = Affinity::from_batches(&affinity::read_table(lake).await?.unwrap_or_default())?;
     if table
         .as_ref()
         .is_none_or(|a| a.as_of < latest.saturating_sub(window_micros))
     {
-        let report = affinity::rebuild(lake, &affinity_options(config), write).await?;
+        let options = AffinityOptions {
+            until: Some(latest),
+            ..affinity_options(config)
+        };
+        let (report, rows) = affinity::rebuild_rows(lake, &options, write).await?;
         info!(
             rows = report.rows,
             products = report.products,
@@ -85,7 +85,7 @@ async fn seed(
             secs = report.read_secs + report.compute_secs + report.write_secs,
             "product_affinity rebuilt from the lake's history"
         );
-        table = read().await?;
+        table = Affinity::from_batches(&rows)?;
     }
     let Some(table) = table else {
         return Ok(0);

@@ -59,8 +59,9 @@ pub const VIEWED_TOGETHER: &str = "viewed_together";
 /// Relation of a row: products bought in the same order.
 pub const BOUGHT_TOGETHER: &str = "bought_together";
 
-/// How the job counts; the defaults are the live engine's (`shoplake_transform::recs::RecsConfig`:
-/// `half_life_hours`, `session_window`, `order_pair_limit`, 2 × `neighbours`, `shrinkage`).
+/// How the job counts: the live engine's settings (`shoplake_transform::recs::RecsConfig`:
+/// `half_life_hours`, `session_window`, `order_pair_limit`, 2 × `neighbours`, `shrinkage`), which
+/// the binary passes in.
 #[derive(Clone, Debug)]
 pub struct AffinityOptions {
     /// Half-life of every count, in hours of event time.
@@ -75,19 +76,6 @@ pub struct AffinityOptions {
     pub shrinkage: f64,
     /// Count events up to this event time (µs) only; None: up to the lake's latest.
     pub until: Option<i64>,
-}
-
-impl Default for AffinityOptions {
-    fn default() -> Self {
-        AffinityOptions {
-            half_life_hours: 14.0 * 24.0,
-            session_window: 10,
-            order_pair_limit: 20,
-            neighbours: 60,
-            shrinkage: 1.0,
-            until: None,
-        }
-    }
 }
 
 /// What a run of the job did.
@@ -125,10 +113,20 @@ pub async fn rebuild(
     opts: &AffinityOptions,
     write: &CompactOptions,
 ) -> Result<AffinityReport> {
+    Ok(rebuild_rows(lake, opts, write).await?.0)
+}
+
+/// [`rebuild`], also returning the rows written, in the table's schema (none when the lake has
+/// no events).
+pub async fn rebuild_rows(
+    lake: &Lake,
+    opts: &AffinityOptions,
+    write: &CompactOptions,
+) -> Result<(AffinityReport, Vec<RecordBatch>)> {
     let mut report = AffinityReport::default();
     let started = Instant::now();
     let Some(input) = read(lake, opts.until).await? else {
-        return Ok(report);
+        return Ok((report, Vec::new()));
     };
     report.as_of = Some(input.as_of);
     report.views = input.views.height() as u64;
@@ -157,7 +155,7 @@ pub async fn rebuild(
     let table = lake
         .table_for_write(PRODUCT_AFFINITY_TABLE)
         .await?
-        .write(vec![batch])
+        .write(vec![batch.clone()])
         .with_save_mode(SaveMode::Overwrite)
         .with_writer_properties(writer_properties(write)?)
         .with_target_file_size(NonZeroU64::new(write.target_file_size))
@@ -172,7 +170,7 @@ pub async fn rebuild(
         .map_err(|e| Error::delta(PRODUCT_AFFINITY_TABLE, e))?;
     report.version = table.version();
     report.write_secs = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok((report, vec![batch]))
 }
 
 /// The job's input, in polars: `views` (key = session, product, t) and `lines` (key = order
@@ -222,19 +220,21 @@ async fn read(lake: &Lake, until: Option<i64>) -> Result<Option<Input>> {
          WHERE line['product_id'] IS NOT NULL",
         EventName::OrderCompleted.as_str()
     );
-    let mut frames = Vec::with_capacity(2);
-    for sql in [views, lines] {
-        let batches = ctx
-            .sql(&sql)
-            .await
-            .map_err(qe)?
-            .collect()
-            .await
-            .map_err(qe)?;
-        frames.push(to_polars(&batches)?);
-    }
-    let lines = frames.pop().unwrap_or_default();
-    let views = frames.pop().unwrap_or_default();
+    let query = |sql: String| {
+        let ctx = &ctx;
+        async move {
+            let batches = ctx
+                .sql(&sql)
+                .await
+                .map_err(qe)?
+                .collect()
+                .await
+                .map_err(qe)?;
+            to_polars(&batches)
+        }
+    };
+    let views = query(views).await?;
+    let lines = query(lines).await?;
     Ok(Some(Input {
         as_of,
         views,
@@ -271,13 +271,16 @@ fn to_polars(batches: &[RecordBatch]) -> Result<PlFrame> {
                 message: "product_affinity: the events query returned unexpected types".into(),
             });
         };
-        for i in 0..k.len() {
-            if k.is_valid(i) && p.is_valid(i) && t.is_valid(i) {
-                keys.push(k.value(i));
-                products.push(p.value(i));
-                times.push(t.value(i));
-            }
+        // The queries filter nulls out; one here is a bug, not a row to drop.
+        if k.null_count() + p.null_count() + t.null_count() > 0 {
+            return Err(Error::Lake {
+                message: "product_affinity: the events query returned a null key, product or time"
+                    .into(),
+            });
         }
+        keys.extend(k.iter().flatten());
+        products.extend(p.iter().flatten());
+        times.extend(t.values().iter().copied());
     }
     PlFrame::new(
         keys.len(),
@@ -474,34 +477,22 @@ fn to_arrow(frame: &PlFrame, half_life_hours: f64) -> Result<RecordBatch> {
             .column(name)
             .and_then(|c| c.str().cloned())
             .map_err(e)?;
-        Ok(Arc::new(
-            c.iter()
-                .map(|v| Some(v.unwrap_or_default()))
-                .collect::<StringArray>(),
-        ))
+        // A null meets the table's non-null schema and fails the batch: no row turns into "".
+        Ok(Arc::new(c.iter().collect::<StringArray>()))
     };
     let float = |name: &str| -> Result<ArrayRef> {
         let c = frame
             .column(name)
             .and_then(|c| c.f64().cloned())
             .map_err(e)?;
-        Ok(Arc::new(
-            c.iter()
-                .map(|v| v.unwrap_or_default())
-                .collect::<Float64Array>(),
-        ))
+        Ok(Arc::new(c.iter().collect::<Float64Array>()))
     };
     let rows = frame.height();
     let rank = frame
         .column("rank")
         .and_then(|c| c.cast(&PlType::Int32))
         .map_err(e)?;
-    let rank: Int32Array = rank
-        .i32()
-        .map_err(e)?
-        .iter()
-        .map(|v| v.unwrap_or_default())
-        .collect();
+    let rank: Int32Array = rank.i32().map_err(e)?.iter().collect();
     let as_of = frame
         .column("as_of")
         .and_then(|c| c.i64().map(|c| c.get(0)))
@@ -547,6 +538,18 @@ mod tests {
     use super::*;
 
     const HOUR: i64 = 3_600_000_000;
+
+    /// The live engine's default settings.
+    fn engine_defaults() -> AffinityOptions {
+        AffinityOptions {
+            half_life_hours: 14.0 * 24.0,
+            session_window: 10,
+            order_pair_limit: 20,
+            neighbours: 60,
+            shrinkage: 1.0,
+            until: None,
+        }
+    }
 
     fn frame(rows: &[(&str, &str, i64)]) -> PlFrame {
         PlFrame::new(
@@ -622,7 +625,7 @@ mod tests {
     fn counts_decay_normalise_and_rank_as_the_engine_does() {
         let opts = AffinityOptions {
             half_life_hours: 1.0,
-            ..AffinityOptions::default()
+            ..engine_defaults()
         };
         // Session 1 an hour before as_of (weight 1/2), A viewed twice; session 2 at as_of (1).
         let views = [
@@ -677,7 +680,7 @@ mod tests {
             session_window: 1,
             order_pair_limit: 2,
             neighbours: 1,
-            ..AffinityOptions::default()
+            ..engine_defaults()
         };
         let t = 10 * HOUR;
         // At the same time, the session meets them in id order.

@@ -242,13 +242,7 @@ fn config_check_reports_the_bad_field() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[stage]\nsession_timeout = 10\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "check"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = config_check_refuses(&file);
     assert!(
         err.contains("session_timeout") && err.contains("bad.toml"),
         "{err}"
@@ -270,13 +264,7 @@ fn config_check_reports_the_bad_field() {
         ),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "check"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = config_check_refuses(&file);
     assert!(
         err.contains("rules.toml") && err.contains("line 8") && err.contains("devise_cards_1d"),
         "{err}"
@@ -292,6 +280,17 @@ fn config_check_reports_the_bad_field() {
         .output()
         .unwrap());
     assert!(out.contains("1 fraud rules, version v7"), "{out}");
+}
+
+/// Runs `shoplake config check FILE`, asserts it fails, and returns what it said.
+fn config_check_refuses(file: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A free port on 127.0.0.1 (released for the child to take).

@@ -86,7 +86,7 @@ impl Affinity {
                     }
                 };
                 if product.is_null(i) || related.is_null(i) {
-                    continue;
+                    return Err(bad(format!("product_affinity row {i}: no product id")));
                 }
                 out.as_of = out.as_of.max(as_of.value(i));
                 out.half_life_hours = half_life.value(i);

@@ -521,7 +521,8 @@ impl RecsEngine {
                 p.view_sessions += w;
             }
             let mut grown = Vec::new();
-            for &q in s.session_items.iter().filter(|_| counted) {
+            let partners: &[Pid] = if counted { &s.session_items } else { &[] };
+            for &q in partners {
                 for (a, b) in [(pid, q), (q, pid)] {
                     if let Some(p) = self.products.get_mut(a) {
                         if bump(&mut p.viewed, b, w as f32) && p.viewed.len() > 2 * cfg.neighbours {
