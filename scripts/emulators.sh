@@ -1,13 +1,18 @@
 # The AWS emulators the tests talk to over the wire (DESIGN.md, "AWS in tests"), sourced by
 # scripts/test:
 #   emulators_install   npm packages into .emulators/node_modules (pinned; reinstalled only when
-#                       the pins change)
-#   emulators_start     starts them on free ports of 127.0.0.1, waits until they answer, exports
-#                       their endpoints (SHOPLAKE_TEST_KINESALITE, SHOPLAKE_TEST_KINESIS_MOCK) and
+#                       the pins change) and the Python tools, moto among them
+#   emulators_start     starts them and moto server (from the Python tools' venv, $venv) on free
+#                       ports of 127.0.0.1, waits until they answer, exports their endpoints
+#                       (SHOPLAKE_TEST_KINESALITE, SHOPLAKE_TEST_KINESIS_MOCK, SHOPLAKE_TEST_MOTO) and
 #                       arranges for emulators_stop to run when the calling script exits
 #   emulators_stop      stops what emulators_start started, by PID
 # Logs: .emulators/logs/.
-# Needs node and npm (node 20 here) and the npm registry.
+# Needs node and npm (node 20 here), python3 with venv, and the npm and PyPI registries.
+
+# moto server comes from PyPI, in the Python tools' virtual environment.
+# shellcheck source=scripts/python-tools.sh
+source scripts/python-tools.sh
 
 EMULATORS_DIR=.emulators
 # kinesalite: the Kinesis data path (fast, enforces AWS limits). kinesis-local (kinesis-mock):
@@ -16,6 +21,7 @@ EMULATORS_NPM_PINS="kinesalite@3.3.3 kinesis-local@0.6.2"
 EMULATOR_PIDS=()
 
 emulators_install() {
+    python_tools_install
     local stamp="$EMULATORS_DIR/node_modules/.shoplake-pins"
     if [ "$(cat "$stamp" 2>/dev/null)" = "$EMULATORS_NPM_PINS" ]; then
         return 0
@@ -76,10 +82,17 @@ emulators_start() {
         node "$pkg/main.js" > "$logs/kinesis-local.log" 2>&1 &
     EMULATOR_PIDS+=($!)
 
+    # moto server (S3, Firehose, DynamoDB), from the Python tools' virtual environment.
+    local moto_port
+    moto_port=$(node "$helper" free-port)
+    "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" > "$logs/moto.log" 2>&1 &
+    EMULATOR_PIDS+=($!)
+
     export SHOPLAKE_TEST_KINESALITE="http://127.0.0.1:$kinesalite_port"
     export SHOPLAKE_TEST_KINESIS_MOCK="http://127.0.0.1:$mock_port"
+    export SHOPLAKE_TEST_MOTO="http://127.0.0.1:$moto_port"
     local url
-    for url in "$SHOPLAKE_TEST_KINESALITE" "$SHOPLAKE_TEST_KINESIS_MOCK"; do
+    for url in "$SHOPLAKE_TEST_KINESALITE" "$SHOPLAKE_TEST_KINESIS_MOCK" "$SHOPLAKE_TEST_MOTO"; do
         if ! node "$helper" wait "$url" 60; then
             echo "scripts/test: an emulator did not start; logs in $logs:" >&2
             tail -n 20 "$logs"/*.log >&2
@@ -96,5 +109,5 @@ emulators_start() {
             return 1
         fi
     done
-    echo "scripts/test: kinesalite on $SHOPLAKE_TEST_KINESALITE, kinesis-local on $SHOPLAKE_TEST_KINESIS_MOCK" >&2
+    echo "scripts/test: kinesalite on $SHOPLAKE_TEST_KINESALITE, kinesis-local on $SHOPLAKE_TEST_KINESIS_MOCK, moto on $SHOPLAKE_TEST_MOTO" >&2
 }

@@ -1,5 +1,10 @@
 //! The lake: a root (local folder or `s3://bucket/prefix`) holding the Delta tables and the staging
 //! area, and the object store that reaches it.
+//!
+//! On S3 the configuration is the AWS SDKs' own: the `AWS_*` environment (credentials, region,
+//! `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_S3`), or the same keys passed as storage options.
+//! Commits are safe against concurrent writers without a lock table: deltalake writes each log
+//! entry with a conditional put (`If-None-Match: *`), which S3 has supported since 2024.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +27,7 @@ pub struct Lake {
 impl Lake {
     /// Opens the lake at `root`: a local path (created if missing) or a URL. `storage_options` are
     /// passed to deltalake and object_store (endpoint, region, credentials for S3).
-    pub fn open(root: &str, storage_options: HashMap<String, String>) -> Result<Self> {
+    pub fn open(root: &str, mut storage_options: HashMap<String, String>) -> Result<Self> {
         let root =
             deltalake::ensure_table_uri(root).map_err(|source| Error::delta(root, source))?;
         let store: Arc<dyn ObjectStore> = match root.scheme() {
@@ -39,10 +44,18 @@ impl Lake {
                     )?,
                 )
             }
+            "s3" | "s3a" => {
+                storage_options = s3_options(storage_options);
+                // deltalake's own S3 store (its factory is registered when the crate loads), so
+                // that staging, checkpoints and the Delta log share one configuration: the
+                // credential chain, region, endpoint and conditional puts.
+                deltalake::logstore::store_for(&root, storage_options.clone())
+                    .map_err(|source| Error::delta(root.as_str(), source))?
+            }
             other => {
                 return Err(Error::Lake {
                     message: format!(
-                        "lake scheme {other}:// is not supported by this build (use a local path)"
+                        "lake scheme {other}:// is not supported (use a local path or s3://bucket/prefix)"
                     ),
                 });
             }
@@ -149,4 +162,33 @@ impl Lake {
             .and_then(|b| b.with_storage_options(self.storage_options.clone()).build())
             .map_err(|source| Error::delta(name, source))
     }
+}
+
+/// The S3 storage options: `options` completed from the environment's endpoint. An `http://`
+/// endpoint (a local emulator) is allowed as such, as the AWS SDKs allow it; object_store would
+/// otherwise refuse plain HTTP. Buckets are addressed by path, which emulators need and AWS
+/// accepts, unless `aws_virtual_hosted_style_request` says otherwise.
+fn s3_options(mut options: HashMap<String, String>) -> HashMap<String, String> {
+    let endpoint = [
+        "aws_endpoint_url_s3",
+        "aws_endpoint_url",
+        "aws_endpoint",
+        "endpoint",
+    ]
+    .iter()
+    .find_map(|k| {
+        options
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+    })
+    .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+    if let Some(endpoint) = endpoint.filter(|e| e.starts_with("http://")) {
+        options.entry("aws_endpoint_url".into()).or_insert(endpoint);
+        options
+            .entry("aws_allow_http".into())
+            .or_insert("true".into());
+    }
+    options
 }

@@ -34,15 +34,77 @@ fn emulator(var: &str) -> Option<String> {
 /// `shoplake ARGS` on the Kinesis stream `stream` of the emulator at `endpoint`.
 fn on_kinesis(data: &Path, endpoint: &str, stream: &str, args: &[&str]) -> Command {
     let mut cmd = shoplake(data, args);
+    aws_env(&mut cmd);
     cmd.env("SHOPLAKE_STREAM", format!("kinesis://{stream}"))
         .env("SHOPLAKE_CONFIG", data.join("pipeline.toml"))
-        .env("AWS_ENDPOINT_URL_KINESIS", endpoint)
-        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL_KINESIS", endpoint);
+    cmd
+}
+
+/// The standard AWS environment a user would set, with the emulators' any-will-do credentials.
+fn aws_env(cmd: &mut Command) {
+    cmd.env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE");
-    cmd
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL");
+}
+
+/// A lake on S3 (moto): `s3://BUCKET/lake` in a bucket of its own.
+struct S3Lake {
+    endpoint: String,
+    url: String,
+}
+
+impl S3Lake {
+    /// Creates the bucket `bucket` on the moto server of ./scripts/test.
+    fn create(runtime: &tokio::runtime::Runtime, bucket: &str) -> Option<S3Lake> {
+        let endpoint = emulator("SHOPLAKE_TEST_MOTO")?;
+        // moto takes an unsigned CreateBucket, as it takes any credentials.
+        let status = runtime.block_on(async {
+            reqwest::Client::new()
+                .put(format!("{endpoint}/{bucket}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert!(status.is_success(), "creating bucket {bucket}: {status}");
+        Some(S3Lake {
+            url: format!("s3://{bucket}/lake"),
+            endpoint,
+        })
+    }
+
+    /// `cmd` on this lake, found as a user's would: `--lake` and `AWS_ENDPOINT_URL_S3`.
+    fn on(&self, cmd: &mut Command) {
+        aws_env(cmd);
+        cmd.env("SHOPLAKE_LAKE", &self.url)
+            .env("AWS_ENDPOINT_URL_S3", &self.endpoint);
+    }
+
+    /// Keys under the lake's prefix that start with `under`.
+    fn keys(&self, runtime: &tokio::runtime::Runtime, under: &str) -> Vec<String> {
+        let (bucket, prefix) = self.url["s3://".len()..].split_once('/').unwrap();
+        let body = runtime.block_on(async {
+            reqwest::Client::new()
+                .get(format!(
+                    "{}/{bucket}?list-type=2&prefix={prefix}/{under}",
+                    self.endpoint
+                ))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        });
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_owned()))
+            .collect()
+    }
 }
 
 fn emulator_client(endpoint: &str) -> aws_sdk_kinesis::Client {
@@ -96,22 +158,60 @@ async fn raw_records(client: &aws_sdk_kinesis::Client, stream: &str) -> usize {
 
 #[test]
 fn simulator_to_kinesis_to_lake_is_exact() {
-    simulator_to_kinesis_to_lake(false);
+    simulator_to_kinesis_to_lake(false, false);
 }
 
 /// The same with KPL aggregation: the stage's checkpoints fall inside aggregates (`S.K`), and a
 /// second drain from them reads nothing.
 #[test]
 fn simulator_to_aggregated_kinesis_to_lake_is_exact() {
-    simulator_to_kinesis_to_lake(true);
+    simulator_to_kinesis_to_lake(true, false);
 }
 
-fn simulator_to_kinesis_to_lake(aggregate: bool) {
+/// The whole AWS path: simulator → Kinesis (kinesalite) → stream stage → S3 staging →
+/// compaction → Delta on S3 (moto) → SQL, with nothing of the lake on the local disk.
+#[test]
+fn simulator_to_kinesis_to_s3_lake_is_exact() {
+    simulator_to_kinesis_to_lake(false, true);
+}
+
+fn simulator_to_kinesis_to_lake(aggregate: bool, on_s3: bool) {
     let Some(endpoint) = kinesalite() else {
         return;
     };
-    let stream = format!("e2e-{}-{aggregate}", std::process::id());
+    let stream = format!("e2e-{}-{aggregate}-{on_s3}", std::process::id());
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lake = if on_s3 {
+        let Some(lake) = S3Lake::create(&runtime, &format!("e2e-{}", std::process::id())) else {
+            return;
+        };
+        Some(lake)
+    } else {
+        None
+    };
+    // Every command of the test, on the S3 lake when there is one.
+    let on_lake = |mut cmd: Command| {
+        if let Some(lake) = &lake {
+            lake.on(&mut cmd);
+        }
+        cmd
+    };
+    let count = |data: &Path, query: &str| -> u64 {
+        let out = on_lake(shoplake(data, &["sql", query, "--format", "json"]))
+            .output()
+            .unwrap();
+        let rows: Value = serde_json::from_str(ok(out).trim()).unwrap();
+        rows[0]
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_u64)
+            .expect("a count")
+    };
+    let compact = |data: &Path| {
+        ok(on_lake(shoplake(data, &["batch", "compact"]))
+            .output()
+            .unwrap())
+    };
     let client = emulator_client(&endpoint);
     runtime.block_on(async {
         KinesisStream::with_client(&client, &stream, KinesisConfig::default())
@@ -150,7 +250,7 @@ fn simulator_to_kinesis_to_lake(aggregate: bool) {
         "the embedded log was not used"
     );
     let drain = |data: &Path| -> Value {
-        let out = on_kinesis(data, &endpoint, &stream, &["stream", "--drain"])
+        let out = on_lake(on_kinesis(data, &endpoint, &stream, &["stream", "--drain"]))
             .output()
             .unwrap();
         serde_json::from_str(ok(out).trim()).unwrap()
@@ -167,7 +267,11 @@ fn simulator_to_kinesis_to_lake(aggregate: bool) {
     } else {
         assert_eq!(raw, records);
     }
-    ok(shoplake(data, &["batch", "compact"]).output().unwrap());
+    if let Some(lake) = &lake {
+        let staged = lake.keys(&runtime, "_staging/");
+        assert!(!staged.is_empty(), "the stage wrote its files to S3");
+    }
+    compact(data);
     let valid = stats["valid_unique"].as_u64().unwrap();
     let bad = stats["bad"].as_u64().unwrap();
     assert!(valid > 500 && bad > 0, "{stats}");
@@ -183,8 +287,24 @@ fn simulator_to_kinesis_to_lake(aggregate: bool) {
     // From its checkpoints, a second drain reads nothing new and the lake stays exact.
     let again = drain(data);
     assert_eq!(again["records"], 0, "{again}");
-    ok(shoplake(data, &["batch", "compact"]).output().unwrap());
+    compact(data);
     check(data);
+    if let Some(lake) = &lake {
+        assert!(
+            !data.join("lake").exists(),
+            "nothing of the lake on the local disk"
+        );
+        let log = lake.keys(&runtime, "events/_delta_log/");
+        assert!(
+            log.iter().any(|k| k.ends_with("00000000000000000000.json")),
+            "the events table is a Delta table on S3: {log:?}"
+        );
+        assert!(
+            lake.keys(&runtime, "_staging/events/").is_empty(),
+            "compaction removed the staged files it committed"
+        );
+        return;
+    }
 
     // A running stage shows the Kinesis client's own counters on /metrics.
     let addr = format!("127.0.0.1:{}", free_port());
