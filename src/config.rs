@@ -2,6 +2,7 @@
 //! the process runs). Every flag reads a `SHOPLAKE_…` environment variable.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,56 @@ pub struct StreamConfig {
     /// and endpoint come from the standard AWS environment (`AWS_REGION`, `AWS_PROFILE`,
     /// `AWS_ENDPOINT_URL_KINESIS`, …) unless set here.
     pub kinesis: shoplake_ingest::KinesisConfig,
+    /// How `shoplake stream` workers share a Kinesis stream's shards (`[stream.leases]`).
+    pub leases: LeaseConfig,
+}
+
+/// `[stream.leases]`: shard leases and checkpoints in the lake's object store
+/// (`_checkpoints/STREAM/`), used on Kinesis so that several workers share one stream.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    /// Seconds without renewal after which another worker takes a lease over (the time a dead
+    /// worker's shards wait). Leases are renewed every third of it.
+    pub ttl_secs: f64,
+    /// This worker's name in the leases; empty: host name, process id and a random suffix.
+    pub worker_id: String,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            ttl_secs: 10.0,
+            worker_id: String::new(),
+        }
+    }
+}
+
+impl LeaseConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(self.ttl_secs.is_finite() && self.ttl_secs >= 0.3) {
+            return Err(format!(
+                "stream.leases.ttl_secs must be at least 0.3 seconds, got {}",
+                self.ttl_secs
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configured worker id, or host name, process id and a random suffix.
+    pub fn worker_id(&self) -> String {
+        if !self.worker_id.is_empty() {
+            return self.worker_id.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "worker".into());
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+    }
 }
 
 impl Default for StreamConfig {
@@ -94,6 +145,7 @@ impl Default for StreamConfig {
             shards: 4,
             retention_hours: 24,
             kinesis: Default::default(),
+            leases: Default::default(),
         }
     }
 }
@@ -205,6 +257,11 @@ impl PipelineConfig {
             .validate()
             .map_err(|message| anyhow::anyhow!(message))?;
         config
+            .stream
+            .leases
+            .validate()
+            .map_err(|message| anyhow::anyhow!(message))?;
+        config
             .collector
             .validate()
             .map_err(|message| anyhow::anyhow!(message))?;
@@ -272,6 +329,25 @@ impl DataArgs {
         let root = self.lake_root();
         shoplake_batch::Lake::open(&root, Default::default())
             .with_context(|| format!("opening the lake at {root}"))
+    }
+
+    /// The shard leases a stage uses on this stream: on Kinesis, where several `shoplake stream`
+    /// workers may share it, leases and checkpoints in the lake's object store; none on the
+    /// embedded log, which one process owns.
+    pub fn leases(
+        &self,
+        config: &PipelineConfig,
+        lake: &shoplake_batch::Lake,
+    ) -> anyhow::Result<Option<shoplake_transform::leases::Leases>> {
+        Ok(match self.stream_uri(config)? {
+            StreamUri::Local => None,
+            StreamUri::Kinesis(name) => Some(shoplake_transform::leases::Leases::new(
+                lake.store(),
+                &name,
+                config.stream.leases.worker_id(),
+                Duration::from_secs_f64(config.stream.leases.ttl_secs),
+            )),
+        })
     }
 
     /// Which stream: `--stream`, else the config's `stream.uri`.

@@ -25,12 +25,16 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let stream_handle = stream.clone();
     let lake = data.open_lake()?;
     let live = Arc::new(config.stage.live()?);
-    let stage = Stage::open(
+    let mut stage = Stage::open(
         stream,
         lake.store(),
         &data.stage_state_path(),
         config.stage.clone(),
     )?;
+    if let Some(leases) = data.leases(&config, &lake)? {
+        stage = stage.with_leases(leases);
+    }
+    let lease_metrics = stage.lease_metrics();
     let mut stage = crate::live::attach(
         stage,
         &live,
@@ -61,6 +65,10 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let router = shoplake_transform::live::router(live.clone()).merge(ops::ops_router(Arc::new(
         move || {
             metrics.render_prometheus()
+                + &lease_metrics
+                    .as_ref()
+                    .map(|m| m.render_prometheus())
+                    .unwrap_or_default()
                 + &live_metrics.render_prometheus()
                 + &backend.render_prometheus()
         },

@@ -123,7 +123,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     // Fraud scoring and recommendations: fed by the stage, served on the HTTP address.
     let live = Arc::new(config.stage.live()?);
     let rules_watch = tokio::spawn(live.clone().watch_rules());
+    // On Kinesis, the stage shares the stream through leases, under one worker id for every
+    // restart, so that a restarted stage takes its own leases back at once.
+    let mut lease_config = config.clone();
+    lease_config.stream.leases.worker_id = config.stream.leases.worker_id();
     let stage_task = {
+        let (data, lease_config) = (data.clone(), lease_config);
         let (rx, stream, lake, state_path, stage_config, metrics, live, write) = (
             stop_rx.clone(),
             stream.clone(),
@@ -137,13 +142,16 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             loop {
                 let attempt = async {
-                    let stage = Stage::open(
+                    let mut stage = Stage::open(
                         stream.clone(),
                         lake.store(),
                         &state_path,
                         stage_config.clone(),
                     )?
                     .with_metrics(metrics.clone());
+                    if let Some(leases) = data.leases(&lease_config, &lake)? {
+                        stage = stage.with_leases(leases);
+                    }
                     let mut stage = crate::live::attach(
                         stage,
                         &live,

@@ -16,6 +16,11 @@
 //! re-reads records rather than losing them; duplicate copies that reach staging are dropped by the
 //! compactor, which de-duplicates by event_id against the lake.
 //!
+//! Workers sharing a stream ([`leases`], on Kinesis): the shards are leased to `shoplake stream`
+//! workers through conditional puts in the lake's object store, and each lease carries its
+//! shard's checkpoint, written after the staged files it covers. A worker that dies, or loses its
+//! disk, is replaced from those checkpoints; the redb state then only speeds de-duplication up.
+//!
 //! Beside staging, every valid, unique, non-bot event feeds the live engines ([`live`]): fraud
 //! scoring ([`fraud`], a decision per order staged for the `fraud_decisions` table) and
 //! recommendations ([`recs`]), served over HTTP by [`live::router`] and saved with the checkpoint.
@@ -31,6 +36,7 @@ pub mod config;
 pub mod decisions;
 pub mod enrich;
 pub mod fraud;
+pub mod leases;
 pub mod live;
 pub mod recs;
 pub mod stage;

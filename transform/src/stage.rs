@@ -13,7 +13,7 @@ use shoplake_events::{
     BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, Limits, Reason, ValidEvent, decode,
 };
 use shoplake_ingest::{
-    SequenceNumber, ShardId, ShardReader, StartPosition, StreamConsumer, StreamRecord,
+    SequenceNumber, ShardId, ShardInfo, ShardReader, StartPosition, StreamConsumer, StreamRecord,
 };
 use tracing::{debug, info, warn};
 
@@ -23,6 +23,7 @@ use crate::enrich::bots::is_bot;
 use crate::enrich::channel::{Touch, classify};
 use crate::enrich::fx::FxRates;
 use crate::enrich::sessions::Sessions;
+use crate::leases::{LeaseMetrics, Leases};
 use crate::live::Live;
 use crate::staging::{encode_parquet, put};
 use crate::state::{SHARD_END, StateDelta, StateStore};
@@ -166,6 +167,11 @@ pub struct Stage {
     decisions: DecisionRows,
     /// Latest event time of a live event (for the live state's expiry).
     max_event_time: i64,
+    /// Shared reading (see [`crate::leases`]): which shards this worker reads and from where.
+    leases: Option<Leases>,
+    /// The stream's shards as last listed (for the leases).
+    shards: Vec<ShardInfo>,
+    shards_listed: Option<Instant>,
 }
 
 impl Stage {
@@ -225,8 +231,76 @@ impl Stage {
             probe: None,
             decisions: DecisionRows::default(),
             max_event_time: i64::MIN,
+            leases: None,
+            shards: Vec::new(),
+            shards_listed: None,
             config,
         })
+    }
+
+    /// Reads only the shards `leases` gives this worker, from the checkpoints kept in them
+    /// (which then take the place of the ones in the state database), and writes each
+    /// checkpoint into its lease.
+    pub fn with_leases(mut self, leases: Leases) -> Self {
+        info!(
+            worker = leases.worker(),
+            "stage shares the stream's shards through leases"
+        );
+        self.checkpoints.clear();
+        self.finished.clear();
+        self.leases = Some(leases);
+        self
+    }
+
+    /// The leases' counters, when the stage uses leases.
+    pub fn lease_metrics(&self) -> Option<Arc<LeaseMetrics>> {
+        self.leases.as_ref().map(Leases::metrics)
+    }
+
+    /// Hands the held leases back (after the last flush), so that other workers go on at once.
+    async fn release_leases(&mut self) {
+        if let Some(leases) = &mut self.leases
+            && let Err(e) = leases.release_all().await
+        {
+            warn!(error = %e, "releasing the shard leases failed; they expire instead");
+        }
+    }
+
+    /// A lease round: renews, takes and drops shards, and opens readers for the new ones.
+    async fn coordinate(&mut self) -> Result<()> {
+        if self
+            .shards_listed
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+        {
+            self.shards = self.consumer.list_shards().await?;
+            self.shards_listed = Some(Instant::now());
+        }
+        let Some(leases) = &mut self.leases else {
+            return Ok(());
+        };
+        let assignment = leases.balance(&self.shards).await?;
+        self.finished = leases.finished();
+        for shard in assignment.lost {
+            self.cursors.remove(&shard);
+        }
+        for (shard, checkpoint) in assignment.acquired {
+            let from = match checkpoint {
+                Some(seq) => StartPosition::AfterSequenceNumber(SequenceNumber(seq)),
+                None => StartPosition::TrimHorizon,
+            };
+            debug!(shard_id = %shard.0, ?from, "opening leased shard");
+            let reader = self.consumer.open_shard(&shard, from).await?;
+            self.cursors.insert(
+                shard,
+                Cursor {
+                    reader,
+                    pending: None,
+                    end_reached: false,
+                },
+            );
+        }
+        self.last_shard_scan = Some(Instant::now());
+        Ok(())
     }
 
     /// Feeds `live` with the stream, saving its state with each checkpoint; the state saved by
@@ -312,6 +386,9 @@ impl Stage {
 
     /// Opens readers for shards not yet read; a child shard waits until its parents are finished.
     async fn discover_shards(&mut self) -> Result<()> {
+        if self.leases.is_some() {
+            return self.coordinate().await;
+        }
         let shards = self.consumer.list_shards().await?;
         for shard in shards {
             if self.cursors.contains_key(&shard.shard_id) || self.finished.contains(&shard.shard_id)
@@ -350,11 +427,18 @@ impl Stage {
 
     /// Reads each shard once and processes what it got; returns the number of records read.
     pub async fn poll(&mut self) -> Result<usize> {
-        if self
-            .last_shard_scan
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
-            || self.cursors.is_empty()
-        {
+        let rescan = match &self.leases {
+            // Renewals keep the leases alive: every third of their time.
+            Some(leases) => self
+                .last_shard_scan
+                .is_none_or(|t| t.elapsed() >= leases.renew_interval()),
+            None => {
+                self.last_shard_scan
+                    .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+                    || self.cursors.is_empty()
+            }
+        };
+        if rescan {
             self.discover_shards().await?;
         }
         let mut read = 0;
@@ -603,6 +687,13 @@ impl Stage {
                 checkpoints.push((id.0.clone(), seq.0));
             }
         }
+        if let Some(leases) = &mut self.leases {
+            // The staged files are durable: the checkpoints can go into the leases.
+            for shard in leases.checkpoint(&checkpoints).await {
+                self.cursors.remove(&shard);
+                ended.retain(|s| *s != shard);
+            }
+        }
         let new_ids = std::mem::take(&mut self.pending_ids);
         self.dedup.extend(new_ids.iter().copied());
         self.pending_set.clear();
@@ -629,6 +720,7 @@ impl Stage {
             info!(shard_id = %id.0, "shard finished");
             self.finished.insert(id);
             self.last_shard_scan = None;
+            self.shards_listed = None;
         }
 
         report.duplicates = self.metrics.duplicates.load(Ordering::Relaxed);
@@ -681,6 +773,7 @@ impl Stage {
             // the drain goes on to them instead of stopping at the parent's end.
             if read == 0 && self.last_shard_scan.is_some() {
                 self.wait_for_commit().await?;
+                self.release_leases().await;
                 return Ok(total);
             }
         }
@@ -720,6 +813,7 @@ impl Stage {
         }
         let r = self.flush().await?;
         self.wait_for_commit().await?;
+        self.release_leases().await;
         info!(
             records = r.records,
             events = r.events,

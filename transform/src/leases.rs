@@ -1,0 +1,637 @@
+//! Shard leases and checkpoints in the object store beside the lake, so that several `shoplake
+//! stream` workers share one stream's shards without two reading the same shard, a dead worker's
+//! shards are taken over, and a worker that loses its disk resumes where the stream was durably
+//! staged.
+//!
+//! ## Layout
+//!
+//! Every shard has a folder `_checkpoints/STREAM/SHARD/` of JSON objects named by an epoch
+//! (`00000000000000000007.json`); the highest epoch is the shard's current lease: its owner
+//! (`None` once released) and its checkpoint (the last sequence number whose record is durable in
+//! staging, or `SHARD_END`). Objects are only ever created, never overwritten: every change
+//! (renewal, checkpoint, takeover, release) creates epoch N + 1 with a conditional put
+//! (`If-None-Match: *` on S3, an exclusive create on a local folder). Of two workers racing for
+//! the same epoch exactly one wins; the other learns that the lease moved on. Older epochs are
+//! deleted as new ones are written.
+//!
+//! ## Rules (those of the Kinesis Client Library, on an object store instead of DynamoDB)
+//!
+//! - A lease is expired when its epoch has not moved for `ttl`, as this worker's own clock
+//!   observes it: no comparison of clocks between machines.
+//! - A worker renews what it holds every `ttl / 3` (a checkpoint is a renewal), and aims at
+//!   `ceil(shards / live workers)` leases: it takes free and expired leases first, then steals one
+//!   lease per round from the busiest worker when that one holds more than its share.
+//! - A child shard is taken only when its parents are at `SHARD_END`.
+//! - A checkpoint is written only after the staged files it covers are durable; a worker that
+//!   finds its lease taken stops reading that shard. The records it read since its last
+//!   checkpoint are read again by the new owner: staged twice, kept once by compaction.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use shoplake_ingest::{ShardId, ShardInfo};
+use tracing::{info, warn};
+
+use crate::state::SHARD_END;
+use crate::{Error, Result};
+
+/// Folder of the leases, under the lake root.
+pub const CHECKPOINTS_DIR: &str = "_checkpoints";
+
+/// One epoch of a shard's lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// The worker holding the shard; `None` once released.
+    pub owner: Option<String>,
+    /// Last sequence number durable downstream, or `SHARD_END`; `None`: nothing read yet.
+    pub checkpoint: Option<String>,
+    /// When it was written (UTC milliseconds), for people reading the objects; expiry does not
+    /// use it.
+    pub written_at_ms: i64,
+}
+
+/// What changed in a round of [`Leases::balance`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// Shards this worker now holds, with the checkpoint to resume after.
+    pub acquired: Vec<(ShardId, Option<String>)>,
+    /// Shards another worker took.
+    pub lost: Vec<ShardId>,
+}
+
+/// Counters of the leases (Prometheus names in [`Leases::render_prometheus`]).
+#[derive(Debug, Default)]
+pub struct LeaseMetrics {
+    pub held: AtomicU64,
+    pub acquired: AtomicU64,
+    pub stolen: AtomicU64,
+    pub lost: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+impl LeaseMetrics {
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut line = |name: &str, kind: &str, help: &str, v: u64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        line(
+            "shoplake_stage_leases_held",
+            "gauge",
+            "Shard leases this worker holds.",
+            get(&self.held),
+        );
+        line(
+            "shoplake_stage_leases_acquired_total",
+            "counter",
+            "Shard leases taken (free, expired or stolen).",
+            get(&self.acquired),
+        );
+        line(
+            "shoplake_stage_leases_stolen_total",
+            "counter",
+            "Shard leases taken from a busier live worker.",
+            get(&self.stolen),
+        );
+        line(
+            "shoplake_stage_leases_lost_total",
+            "counter",
+            "Shard leases another worker took from this one.",
+            get(&self.lost),
+        );
+        line(
+            "shoplake_stage_lease_writes_total",
+            "counter",
+            "Lease objects written (renewals, checkpoints, takeovers, releases).",
+            get(&self.writes),
+        );
+        out
+    }
+}
+
+struct Held {
+    epoch: u64,
+    checkpoint: Option<String>,
+    /// When the lease was last written; `None`: a write failed, renew at the next round.
+    written: Option<Instant>,
+}
+
+struct Seen {
+    epoch: u64,
+    since: Instant,
+    record: LeaseRecord,
+}
+
+/// This worker's view of a stream's leases.
+pub struct Leases {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    worker: String,
+    ttl: Duration,
+    held: BTreeMap<ShardId, Held>,
+    seen: HashMap<ShardId, Seen>,
+    metrics: Arc<LeaseMetrics>,
+}
+
+fn store_err(path: &Path) -> impl Fn(object_store::Error) -> Error + '_ {
+    move |source| Error::Staging {
+        path: path.to_string(),
+        source,
+    }
+}
+
+impl Leases {
+    /// The leases of `stream` under `store` (rooted at the lake), for worker `worker`.
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        stream: &str,
+        worker: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
+        Leases {
+            store,
+            prefix: format!("{CHECKPOINTS_DIR}/{stream}"),
+            worker: worker.into(),
+            ttl,
+            held: BTreeMap::new(),
+            seen: HashMap::new(),
+            metrics: Arc::default(),
+        }
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    pub fn metrics(&self) -> Arc<LeaseMetrics> {
+        self.metrics.clone()
+    }
+
+    /// How often [`Leases::balance`] should run: a third of the lease time.
+    pub fn renew_interval(&self) -> Duration {
+        self.ttl / 3
+    }
+
+    /// Shards read to their end (by any worker).
+    pub fn finished(&self) -> HashSet<ShardId> {
+        self.seen
+            .iter()
+            .filter(|(_, s)| s.record.checkpoint.as_deref() == Some(SHARD_END))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The current lease of every shard that has one, as last read.
+    pub fn records(&self) -> BTreeMap<ShardId, LeaseRecord> {
+        self.seen
+            .iter()
+            .map(|(id, s)| (id.clone(), s.record.clone()))
+            .collect()
+    }
+
+    fn path(&self, shard: &ShardId, epoch: u64) -> Path {
+        Path::from(format!("{}/{}/{epoch:020}.json", self.prefix, shard.0))
+    }
+
+    /// Reads the current epoch of every shard (one listing, and one read per changed lease);
+    /// deletes epochs older than the previous one.
+    async fn scan(&mut self) -> Result<()> {
+        let prefix = Path::from(self.prefix.as_str());
+        let objects: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(store_err(&prefix))?;
+        let mut latest: HashMap<ShardId, u64> = HashMap::new();
+        let mut stale = Vec::new();
+        let mut epochs: Vec<(ShardId, u64, Path)> = Vec::new();
+        for o in objects {
+            let mut parts = o.location.parts().collect::<Vec<_>>().into_iter().rev();
+            let (Some(file), Some(shard)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Some(epoch) = file
+                .as_ref()
+                .strip_suffix(".json")
+                .and_then(|e| e.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let shard = ShardId(shard.as_ref().to_owned());
+            let max = latest.entry(shard.clone()).or_default();
+            *max = (*max).max(epoch);
+            epochs.push((shard, epoch, o.location));
+        }
+        for (shard, epoch, path) in epochs {
+            if epoch + 1 < latest[&shard] {
+                stale.push(path);
+            }
+        }
+        for (shard, epoch) in latest {
+            if self.seen.get(&shard).is_some_and(|s| s.epoch == epoch) {
+                continue;
+            }
+            let path = self.path(&shard, epoch);
+            let record = match self.store.get(&path).await {
+                Ok(r) => r.bytes().await.map_err(store_err(&path))?,
+                // Replaced and deleted since the listing: the next round sees the new one.
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(store_err(&path)(e)),
+            };
+            let record: LeaseRecord =
+                serde_json::from_slice(&record).map_err(|e| Error::State {
+                    path: path.to_string(),
+                    source: Box::new(e),
+                })?;
+            self.seen.insert(
+                shard,
+                Seen {
+                    epoch,
+                    since: Instant::now(),
+                    record,
+                },
+            );
+        }
+        for path in stale {
+            // Best effort: a leftover epoch is ignored and deleted again next round.
+            let _ = self.store.delete(&path).await;
+        }
+        Ok(())
+    }
+
+    /// Creates epoch `epoch` of `shard`; false when another worker created it first.
+    async fn create(&self, shard: &ShardId, epoch: u64, record: &LeaseRecord) -> Result<bool> {
+        let path = self.path(shard, epoch);
+        let body = serde_json::to_vec(record).map_err(|e| Error::Encode(e.to_string()))?;
+        self.metrics.writes.fetch_add(1, Ordering::Relaxed);
+        match self
+            .store
+            .put_opts(
+                &path,
+                PutPayload::from(body),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => {
+                if epoch >= 2 {
+                    let _ = self.store.delete(&self.path(shard, epoch - 2)).await;
+                }
+                Ok(true)
+            }
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(store_err(&path)(e)),
+        }
+    }
+
+    fn record(&self, owner: bool, checkpoint: Option<String>) -> LeaseRecord {
+        LeaseRecord {
+            owner: owner.then(|| self.worker.clone()),
+            checkpoint,
+            written_at_ms: chrono::Utc::now().timestamp_millis(),
+        }
+    }
+
+    /// Writes the next epoch of a held lease; on losing the race the lease is dropped.
+    async fn advance(&mut self, shard: &ShardId, checkpoint: Option<String>) -> Result<bool> {
+        let Some(held) = self.held.get(shard) else {
+            return Ok(false);
+        };
+        let epoch = held.epoch + 1;
+        let record = self.record(true, checkpoint.clone());
+        match self.create(shard, epoch, &record).await {
+            Ok(true) => {
+                self.seen.insert(
+                    shard.clone(),
+                    Seen {
+                        epoch,
+                        since: Instant::now(),
+                        record,
+                    },
+                );
+                if checkpoint.as_deref() == Some(SHARD_END) {
+                    // Finished: nothing left to hold.
+                    self.held.remove(shard);
+                } else {
+                    self.held.insert(
+                        shard.clone(),
+                        Held {
+                            epoch,
+                            checkpoint,
+                            written: Some(Instant::now()),
+                        },
+                    );
+                }
+                self.metrics
+                    .held
+                    .store(self.held.len() as u64, Ordering::Relaxed);
+                Ok(true)
+            }
+            Ok(false) => {
+                self.lose(shard);
+                Ok(false)
+            }
+            Err(e) => {
+                if let Some(held) = self.held.get_mut(shard) {
+                    // Written at the next round, with this checkpoint.
+                    held.checkpoint = checkpoint;
+                    held.written = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn lose(&mut self, shard: &ShardId) {
+        if self.held.remove(shard).is_some() {
+            warn!(shard_id = %shard.0, worker = %self.worker, "shard lease taken by another worker");
+            self.metrics.lost.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .held
+                .store(self.held.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Records checkpoints of held shards (after what they cover is durable). Returns the shards
+    /// whose lease another worker took: stop reading them. A failed write is retried at the next
+    /// round and does not stop the others.
+    pub async fn checkpoint(&mut self, checkpoints: &[(String, String)]) -> Vec<ShardId> {
+        let mut lost = Vec::new();
+        for (shard, seq) in checkpoints {
+            let shard = ShardId(shard.clone());
+            match self.advance(&shard, Some(seq.clone())).await {
+                Ok(true) => {}
+                Ok(false) => lost.push(shard),
+                Err(e) => {
+                    warn!(shard_id = %shard.0, error = %e, "checkpoint write failed; retried at the next lease round")
+                }
+            }
+        }
+        lost
+    }
+
+    /// One round: reads the leases, renews what this worker holds, and takes its share of
+    /// `shards` (free, expired, then one stolen from the busiest worker).
+    pub async fn balance(&mut self, shards: &[ShardInfo]) -> Result<Assignment> {
+        self.scan().await?;
+        let mut out = Assignment::default();
+        let mine: Vec<ShardId> = self.held.keys().cloned().collect();
+        for shard in mine {
+            let epoch = self.held[&shard].epoch;
+            if self.seen.get(&shard).is_some_and(|s| s.epoch != epoch) {
+                self.lose(&shard);
+                out.lost.push(shard);
+                continue;
+            }
+            let held = &self.held[&shard];
+            if held
+                .written
+                .is_none_or(|t| t.elapsed() >= self.renew_interval())
+            {
+                let checkpoint = held.checkpoint.clone();
+                if !self.advance(&shard, checkpoint).await? {
+                    out.lost.push(shard);
+                }
+            }
+        }
+
+        let finished = self.finished();
+        let listed: HashSet<&ShardId> = shards.iter().map(|s| &s.shard_id).collect();
+        let eligible: Vec<&ShardInfo> = shards
+            .iter()
+            .filter(|s| !finished.contains(&s.shard_id))
+            .filter(|s| {
+                s.parent_shard_ids.iter().all(|p| {
+                    finished.contains(p) || !(listed.contains(p) || self.seen.contains_key(p))
+                })
+            })
+            .collect();
+        let live_owner = |s: &Seen| {
+            s.record
+                .owner
+                .clone()
+                .filter(|_| s.since.elapsed() < self.ttl)
+        };
+        let mut by_owner: HashMap<String, Vec<ShardId>> = HashMap::new();
+        let mut free = Vec::new();
+        for s in &eligible {
+            match self.seen.get(&s.shard_id).and_then(live_owner) {
+                // Held by this worker before it restarted (the same id): take it back at once.
+                Some(owner) if owner == self.worker && !self.held.contains_key(&s.shard_id) => {
+                    free.push(s.shard_id.clone())
+                }
+                Some(owner) => by_owner.entry(owner).or_default().push(s.shard_id.clone()),
+                None => free.push(s.shard_id.clone()),
+            }
+        }
+        let workers = by_owner.len() + usize::from(!by_owner.contains_key(&self.worker));
+        let target = eligible.len().div_ceil(workers.max(1));
+        for shard in free {
+            if self.held.len() >= target {
+                break;
+            }
+            if let Some(checkpoint) = self.take(&shard).await? {
+                out.acquired.push((shard, checkpoint));
+            }
+        }
+        if self.held.len() < target
+            && let Some((owner, theirs)) = by_owner
+                .iter()
+                .filter(|(o, v)| **o != self.worker && v.len() > target)
+                .max_by_key(|(o, v)| (v.len(), (*o).clone()))
+        {
+            let shard = theirs.iter().max().cloned();
+            let owner = owner.clone();
+            if let Some(shard) = shard
+                && let Some(checkpoint) = self.take(&shard).await?
+            {
+                info!(shard_id = %shard.0, from = %owner, worker = %self.worker, "shard lease stolen to balance the workers");
+                self.metrics.stolen.fetch_add(1, Ordering::Relaxed);
+                out.acquired.push((shard, checkpoint));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes `shard`'s lease; its checkpoint when won.
+    async fn take(&mut self, shard: &ShardId) -> Result<Option<Option<String>>> {
+        let (epoch, checkpoint) = match self.seen.get(shard) {
+            Some(s) => (s.epoch + 1, s.record.checkpoint.clone()),
+            None => (1, None),
+        };
+        let record = self.record(true, checkpoint.clone());
+        if !self.create(shard, epoch, &record).await? {
+            return Ok(None);
+        }
+        info!(shard_id = %shard.0, worker = %self.worker, checkpoint = ?checkpoint, "shard lease taken");
+        self.seen.insert(
+            shard.clone(),
+            Seen {
+                epoch,
+                since: Instant::now(),
+                record,
+            },
+        );
+        self.held.insert(
+            shard.clone(),
+            Held {
+                epoch,
+                checkpoint: checkpoint.clone(),
+                written: Some(Instant::now()),
+            },
+        );
+        self.metrics.acquired.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .held
+            .store(self.held.len() as u64, Ordering::Relaxed);
+        Ok(Some(checkpoint))
+    }
+
+    /// Hands every held lease back (a clean stop): other workers take them at once, from the
+    /// last checkpoint, instead of waiting for them to expire.
+    pub async fn release_all(&mut self) -> Result<()> {
+        let held = std::mem::take(&mut self.held);
+        for (shard, h) in held {
+            let record = self.record(false, h.checkpoint);
+            if self.create(&shard, h.epoch + 1, &record).await? {
+                info!(shard_id = %shard.0, worker = %self.worker, "shard lease released");
+            }
+        }
+        self.metrics.held.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shards(n: u32) -> Vec<ShardInfo> {
+        (0..n)
+            .map(|i| ShardInfo {
+                shard_id: ShardId::from_index(i),
+                parent_shard_ids: vec![],
+                closed: false,
+            })
+            .collect()
+    }
+
+    fn held(a: &Assignment) -> Vec<String> {
+        a.acquired.iter().map(|(s, _)| s.0.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn workers_share_shards_checkpoint_and_take_over_a_dead_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let ttl = Duration::from_millis(600);
+        let four = shards(4);
+        let mut a = Leases::new(store.clone(), "s", "a", ttl);
+        let mut b = Leases::new(store.clone(), "s", "b", ttl);
+
+        // Alone, a takes every shard.
+        let first = a.balance(&four).await.unwrap();
+        assert_eq!(held(&first).len(), 4);
+        assert!(first.acquired.iter().all(|(_, c)| c.is_none()));
+        // b steals one per round until both hold two; a learns it lost them.
+        for _ in 0..2 {
+            assert_eq!(held(&b.balance(&four).await.unwrap()).len(), 1);
+        }
+        assert!(b.balance(&four).await.unwrap().acquired.is_empty());
+        let a_round = a.balance(&four).await.unwrap();
+        assert_eq!(a_round.lost.len(), 2, "{a_round:?}");
+        assert_eq!(a.held.len(), 2);
+        assert_eq!(b.held.len(), 2);
+        let a_shards: HashSet<_> = a.held.keys().cloned().collect();
+        assert!(b.held.keys().all(|s| !a_shards.contains(s)));
+
+        // a checkpoints its shards; writing to one of b's is refused.
+        let cps: Vec<(String, String)> = a
+            .held
+            .keys()
+            .map(|s| (s.0.clone(), format!("{}-seq", s.0)))
+            .collect();
+        assert!(a.checkpoint(&cps).await.is_empty());
+        let b_shard = b.held.keys().next().unwrap().clone();
+        assert_eq!(
+            a.checkpoint(&[(b_shard.0.clone(), "x".into())]).await,
+            vec![b_shard.clone()]
+        );
+        a.scan().await.unwrap();
+        assert_eq!(a.records()[&b_shard].owner.as_deref(), Some("b"));
+
+        // a dies: after the ttl, b takes a's shards with a's checkpoints.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        b.balance(&four).await.unwrap();
+        tokio::time::sleep(ttl).await;
+        let took = b.balance(&four).await.unwrap();
+        let mut got: Vec<_> = took.acquired.clone();
+        got.sort();
+        let mut want: Vec<_> = cps
+            .iter()
+            .map(|(s, c)| (ShardId(s.clone()), Some(c.clone())))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(b.held.len(), 4);
+
+        // A clean stop hands the leases over at once, checkpoints kept.
+        b.release_all().await.unwrap();
+        let mut c = Leases::new(store.clone(), "s", "c", ttl);
+        let c_round = c.balance(&four).await.unwrap();
+        assert_eq!(c_round.acquired.len(), 4);
+        assert!(c_round.acquired.contains(&want[0]));
+        // Old epochs are cleaned up: at most two objects per shard.
+        let objects: Vec<_> = store.list(None).try_collect().await.unwrap();
+        assert!(objects.len() <= 8, "{} lease objects", objects.len());
+    }
+
+    #[tokio::test]
+    async fn a_child_waits_for_its_parent_to_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let parent = ShardId::from_index(0);
+        let child = ShardInfo {
+            shard_id: ShardId::from_index(1),
+            parent_shard_ids: vec![parent.clone()],
+            closed: false,
+        };
+        let all = vec![
+            ShardInfo {
+                shard_id: parent.clone(),
+                parent_shard_ids: vec![],
+                closed: true,
+            },
+            child,
+        ];
+        let mut a = Leases::new(store, "s", "a", Duration::from_secs(10));
+        assert_eq!(
+            held(&a.balance(&all).await.unwrap()),
+            vec![parent.0.clone()]
+        );
+        assert!(
+            a.checkpoint(&[(parent.0.clone(), SHARD_END.into())])
+                .await
+                .is_empty()
+        );
+        assert!(a.finished().contains(&parent));
+        assert_eq!(
+            held(&a.balance(&all).await.unwrap()),
+            vec![ShardId::from_index(1).0]
+        );
+        assert_eq!(a.held.len(), 1, "a finished shard is not held");
+    }
+}
