@@ -441,3 +441,167 @@ fn the_stage_follows_splits_and_merges_and_the_lake_ends_exact() {
         "events from the parent, both children and the merged shard"
     );
 }
+
+/// The value of metric `name` on the /metrics of the stage at `addr`.
+fn metric(addr: &str, name: &str) -> Option<u64> {
+    let (_, text) = http_get(addr, "/metrics")?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    })
+}
+
+/// Waits until `ready` holds, or fails with `what`.
+fn wait_until(what: &str, secs: u64, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Two `shoplake stream` workers on one Kinesis stream and one S3 lake share its four shards
+/// (two each, never the same one); one is killed (SIGKILL) with a batch read but not staged; the
+/// other takes its shards over from their checkpoints once the leases expire, and the lake ends
+/// with every valid event exactly once.
+#[test]
+fn workers_share_shards_and_a_killed_one_is_taken_over() {
+    let Some(endpoint) = kinesalite() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let Some(lake) = S3Lake::create(&runtime, &format!("workers-{}", std::process::id())) else {
+        return;
+    };
+    let stream = format!("workers-{}", std::process::id());
+    let client = emulator_client(&endpoint);
+    runtime.block_on(async {
+        KinesisStream::with_client(&client, &stream, KinesisConfig::default())
+            .unwrap()
+            .create(4)
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[stream.leases]\nttl_secs = 2\n[stage]\nmax_batch_age_ms = 1500\n";
+    let dirs: Vec<_> = ["emit", "a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("pipeline.toml"), config).unwrap();
+            d
+        })
+        .collect();
+    let on = |data: &Path, args: &[&str]| {
+        let mut cmd = on_kinesis(data, &endpoint, &stream, args);
+        lake.on(&mut cmd);
+        cmd
+    };
+    let mut totals = (0, 0);
+    let mut emit = |seed: &str, start: &str| {
+        let out = on(
+            &dirs[0],
+            &[
+                "emit",
+                "--seed",
+                seed,
+                "--sessions",
+                "150",
+                "--start",
+                start,
+                "--stats-json",
+            ],
+        )
+        .output()
+        .unwrap();
+        let stats: Value = serde_json::from_str(ok(out).lines().last().unwrap()).unwrap();
+        totals.0 += stats["valid_unique"].as_u64().unwrap();
+        totals.1 += stats["bad"].as_u64().unwrap();
+    };
+    let worker = |data: &Path| {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = on(data, &["stream", "--metrics-addr", &addr])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        (child, addr)
+    };
+    const HELD: &str = "shoplake_stage_leases_held";
+    const READ: &str = "shoplake_stage_records_read_total";
+
+    emit("21", "2026-03-01T00:00:00Z");
+    let (mut a, a_addr) = worker(&dirs[1]);
+    wait_until("worker a holds every shard", 60, || {
+        metric(&a_addr, HELD) == Some(4)
+    });
+    let (b, b_addr) = worker(&dirs[2]);
+    wait_until("the workers hold two shards each", 60, || {
+        metric(&a_addr, HELD) == Some(2) && metric(&b_addr, HELD) == Some(2)
+    });
+    // Each shard has one owner in the lease objects, and they are the two workers.
+    let owners: Vec<String> = lake
+        .keys(&runtime, "_checkpoints/")
+        .iter()
+        .map(|k| k.split('/').nth_back(1).unwrap().to_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(owners.len(), 4, "one lease folder per shard: {owners:?}");
+
+    // More events; a reads its share and is killed before its 1.5 s batch is staged.
+    let before = metric(&a_addr, READ).unwrap();
+    emit("22", "2026-03-02T00:00:00Z");
+    wait_until("worker a reads the new events", 30, || {
+        metric(&a_addr, READ).unwrap_or(0) > before
+    });
+    a.kill().unwrap();
+    a.wait().unwrap();
+
+    // b takes a's shards over once their leases expire, and reads what comes next too.
+    wait_until("worker b takes the dead worker's shards", 30, || {
+        metric(&b_addr, HELD) == Some(4)
+    });
+    assert!(metric(&b_addr, "shoplake_stage_leases_acquired_total").unwrap() >= 4);
+    emit("23", "2026-03-03T00:00:00Z");
+    let read_total = || metric(&b_addr, READ).unwrap_or(0);
+    let mut last = read_total();
+    wait_until("worker b catches up", 60, || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let now = read_total();
+        let idle = now == last;
+        last = now;
+        idle
+    });
+    assert!(terminate(b).success());
+
+    // A new worker finds every lease released or at the stream's end: nothing left to read.
+    let out = on(&dirs[3], &["stream", "--drain"]).output().unwrap();
+    let drained: Value = serde_json::from_str(ok(out).trim()).unwrap();
+    assert_eq!(drained["records"], 0, "{drained}");
+
+    ok(on(&dirs[3], &["batch", "compact"]).output().unwrap());
+    let count = |query: &str| -> u64 {
+        let out = on(&dirs[3], &["sql", query, "--format", "json"])
+            .output()
+            .unwrap();
+        let rows: Value = serde_json::from_str(ok(out).trim()).unwrap();
+        rows[0]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_u64()
+            .unwrap()
+    };
+    let (valid, bad) = totals;
+    assert!(valid > 1000 && bad > 0, "{totals:?}");
+    assert_eq!(count("select count(*) from events"), valid);
+    assert_eq!(count("select count(distinct event_id) from events"), valid);
+    assert_eq!(count("select count(*) from bad_rows"), bad);
+}
