@@ -41,11 +41,12 @@
 //! Aggregation groups records by the shard their key maps to (from ListShards), so every key
 //! stays on the shard its hash selects; after a reshard the map is refreshed.
 //!
-//! ## Leases (not here yet)
+//! ## Leases
 //!
-//! A lease layer (several workers sharing a stream's shards) wraps `list_shards` / `open_shard`:
-//! readers hold no state beyond their shard, position and iterator, and every position they return
-//! is a checkpoint that another worker can open after a lease changes hands.
+//! Several workers share a stream's shards through leases kept beside the lake
+//! (`shoplake_transform::leases`), above `list_shards` / `open_shard`: readers hold no state
+//! beyond their shard, position and iterator, and every position they return is a checkpoint that
+//! another worker can open after a lease changes hands.
 //!
 //! ## Dependencies
 //!
