@@ -64,7 +64,10 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
-    let config = data.pipeline_config()?;
+    let mut config = data.pipeline_config()?;
+    // On Kinesis, the stage shares the stream through leases under one worker id for every
+    // restart, so that a restarted stage takes its own leases back at once.
+    config.stream.leases.worker_id = config.stream.leases.worker_id();
     std::fs::create_dir_all(&data.data_dir)
         .with_context(|| format!("creating {}", data.data_dir.display()))?;
     let stream = Arc::new(data.open_stream(&config)?);
@@ -123,12 +126,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     // Fraud scoring and recommendations: fed by the stage, served on the HTTP address.
     let live = Arc::new(config.stage.live()?);
     let rules_watch = tokio::spawn(live.clone().watch_rules());
-    // On Kinesis, the stage shares the stream through leases, under one worker id for every
-    // restart, so that a restarted stage takes its own leases back at once.
-    let mut lease_config = config.clone();
-    lease_config.stream.leases.worker_id = config.stream.leases.worker_id();
     let stage_task = {
-        let (data, lease_config) = (data.clone(), lease_config);
+        let (data, pipeline) = (data.clone(), config.clone());
         let (rx, stream, lake, state_path, stage_config, metrics, live, write) = (
             stop_rx.clone(),
             stream.clone(),
@@ -149,7 +148,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                         stage_config.clone(),
                     )?
                     .with_metrics(metrics.clone());
-                    if let Some(leases) = data.leases(&lease_config, &lake)? {
+                    if let Some(leases) = data.leases(&pipeline, &lake)? {
                         stage = stage.with_leases(leases);
                     }
                     let mut stage = crate::live::attach(

@@ -51,10 +51,22 @@ fn aws_env(cmd: &mut Command) {
         .env_remove("AWS_ENDPOINT_URL");
 }
 
+/// The count a `shoplake sql … --format json` command answers.
+fn count_of(mut sql: Command) -> u64 {
+    let rows: Value = serde_json::from_str(ok(sql.output().unwrap()).trim()).unwrap();
+    rows[0]
+        .as_object()
+        .and_then(|o| o.values().next())
+        .and_then(Value::as_u64)
+        .expect("a count")
+}
+
 /// A lake on S3 (moto): `s3://BUCKET/lake` in a bucket of its own.
 struct S3Lake {
     endpoint: String,
     url: String,
+    /// The bucket, for reading back what the binary wrote.
+    bucket: object_store::aws::AmazonS3,
 }
 
 impl S3Lake {
@@ -71,9 +83,19 @@ impl S3Lake {
                 .status()
         });
         assert!(status.is_success(), "creating bucket {bucket}: {status}");
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .unwrap();
         Some(S3Lake {
             url: format!("s3://{bucket}/lake"),
             endpoint,
+            bucket: store,
         })
     }
 
@@ -84,26 +106,30 @@ impl S3Lake {
             .env("AWS_ENDPOINT_URL_S3", &self.endpoint);
     }
 
-    /// Keys under the lake's prefix that start with `under`.
+    /// Keys (from the bucket's root) under the lake that start with `under`.
     fn keys(&self, runtime: &tokio::runtime::Runtime, under: &str) -> Vec<String> {
-        let (bucket, prefix) = self.url["s3://".len()..].split_once('/').unwrap();
-        let body = runtime.block_on(async {
-            reqwest::Client::new()
-                .get(format!(
-                    "{}/{bucket}?list-type=2&prefix={prefix}/{under}",
-                    self.endpoint
-                ))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        });
-        body.split("<Key>")
-            .skip(1)
-            .filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_owned()))
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let prefix = object_store::path::Path::from(format!("lake/{under}"));
+        let objects: Vec<_> = runtime
+            .block_on(self.bucket.list(Some(&prefix)).try_collect())
+            .unwrap();
+        objects
+            .into_iter()
+            .map(|o| o.location.to_string())
             .collect()
+    }
+
+    /// The object at `key`; `None` when it is gone.
+    fn get(&self, runtime: &tokio::runtime::Runtime, key: &str) -> Option<bytes::Bytes> {
+        use object_store::ObjectStoreExt;
+        runtime.block_on(async {
+            match self.bucket.get(&key.into()).await {
+                Ok(object) => Some(object.bytes().await.unwrap()),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(e) => panic!("reading {key} from S3: {e}"),
+            }
+        })
     }
 }
 
@@ -197,15 +223,7 @@ fn simulator_to_kinesis_to_lake(aggregate: bool, on_s3: bool) {
         cmd
     };
     let count = |data: &Path, query: &str| -> u64 {
-        let out = on_lake(shoplake(data, &["sql", query, "--format", "json"]))
-            .output()
-            .unwrap();
-        let rows: Value = serde_json::from_str(ok(out).trim()).unwrap();
-        rows[0]
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_u64)
-            .expect("a count")
+        count_of(on_lake(shoplake(data, &["sql", query, "--format", "json"])))
     };
     let compact = |data: &Path| {
         ok(on_lake(shoplake(data, &["batch", "compact"]))
@@ -543,15 +561,36 @@ fn workers_share_shards_and_a_killed_one_is_taken_over() {
     wait_until("the workers hold two shards each", 60, || {
         metric(&a_addr, HELD) == Some(2) && metric(&b_addr, HELD) == Some(2)
     });
-    // Each shard has one owner in the lease objects, and they are the two workers.
-    let owners: Vec<String> = lake
-        .keys(&runtime, "_checkpoints/")
-        .iter()
-        .map(|k| k.split('/').nth_back(1).unwrap().to_owned())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    assert_eq!(owners.len(), 4, "one lease folder per shard: {owners:?}");
+    // In the lease objects, each of the four shards has one owner, and the two workers own two
+    // each. (Leases keep moving as the workers checkpoint: read until a listing and its reads
+    // agree.)
+    wait_until(
+        "the lease objects show two owners of two shards each",
+        30,
+        || {
+            let mut latest = std::collections::BTreeMap::<String, String>::new();
+            for key in lake.keys(&runtime, &format!("_checkpoints/{stream}/")) {
+                let (folder, _) = key.rsplit_once('/').unwrap();
+                let newest = latest.entry(folder.to_owned()).or_default();
+                if key > *newest {
+                    *newest = key;
+                }
+            }
+            let mut per_owner = std::collections::BTreeMap::<String, usize>::new();
+            for key in latest.values() {
+                // Replaced and deleted since the listing: read again.
+                let Some(lease) = lake.get(&runtime, key) else {
+                    return false;
+                };
+                let lease: Value = serde_json::from_slice(&lease).unwrap();
+                let Some(owner) = lease["owner"].as_str() else {
+                    return false;
+                };
+                *per_owner.entry(owner.to_owned()).or_default() += 1;
+            }
+            latest.len() == 4 && per_owner.len() == 2 && per_owner.values().all(|n| *n == 2)
+        },
+    );
 
     // More events; a reads its share and is killed before its 1.5 s batch is staged.
     let before = metric(&a_addr, READ).unwrap();
@@ -585,20 +624,7 @@ fn workers_share_shards_and_a_killed_one_is_taken_over() {
     assert_eq!(drained["records"], 0, "{drained}");
 
     ok(on(&dirs[3], &["batch", "compact"]).output().unwrap());
-    let count = |query: &str| -> u64 {
-        let out = on(&dirs[3], &["sql", query, "--format", "json"])
-            .output()
-            .unwrap();
-        let rows: Value = serde_json::from_str(ok(out).trim()).unwrap();
-        rows[0]
-            .as_object()
-            .unwrap()
-            .values()
-            .next()
-            .unwrap()
-            .as_u64()
-            .unwrap()
-    };
+    let count = |query: &str| count_of(on(&dirs[3], &["sql", query, "--format", "json"]));
     let (valid, bad) = totals;
     assert!(valid > 1000 && bad > 0, "{totals:?}");
     assert_eq!(count("select count(*) from events"), valid);

@@ -31,18 +31,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use shoplake_ingest::{ShardId, ShardInfo};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::state::SHARD_END;
 use crate::{Error, Result};
 
 /// Folder of the leases, under the lake root.
 pub const CHECKPOINTS_DIR: &str = "_checkpoints";
+
+/// Lease reads or writes in flight at once.
+const CONCURRENT_REQUESTS: usize = 16;
 
 /// One epoch of a shard's lease.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,44 +80,44 @@ pub struct LeaseMetrics {
 
 impl LeaseMetrics {
     pub fn render_prometheus(&self) -> String {
-        let mut out = String::new();
-        let mut line = |name: &str, kind: &str, help: &str, v: u64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
-            ));
-        };
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        line(
-            "shoplake_stage_leases_held",
-            "gauge",
-            "Shard leases this worker holds.",
-            get(&self.held),
-        );
-        line(
-            "shoplake_stage_leases_acquired_total",
-            "counter",
-            "Shard leases taken (free, expired or stolen).",
-            get(&self.acquired),
-        );
-        line(
-            "shoplake_stage_leases_stolen_total",
-            "counter",
-            "Shard leases taken from a busier live worker.",
-            get(&self.stolen),
-        );
-        line(
-            "shoplake_stage_leases_lost_total",
-            "counter",
-            "Shard leases another worker took from this one.",
-            get(&self.lost),
-        );
-        line(
-            "shoplake_stage_lease_writes_total",
-            "counter",
-            "Lease objects written (renewals, checkpoints, takeovers, releases).",
-            get(&self.writes),
-        );
-        out
+        [
+            (
+                "shoplake_stage_leases_held",
+                "gauge",
+                "Shard leases this worker holds.",
+                &self.held,
+            ),
+            (
+                "shoplake_stage_leases_acquired_total",
+                "counter",
+                "Shard leases taken (free, expired or stolen).",
+                &self.acquired,
+            ),
+            (
+                "shoplake_stage_leases_stolen_total",
+                "counter",
+                "Shard leases taken from a busier live worker.",
+                &self.stolen,
+            ),
+            (
+                "shoplake_stage_leases_lost_total",
+                "counter",
+                "Shard leases another worker took from this one.",
+                &self.lost,
+            ),
+            (
+                "shoplake_stage_lease_writes_total",
+                "counter",
+                "Lease objects written (renewals, checkpoints, takeovers, releases).",
+                &self.writes,
+            ),
+        ]
+        .iter()
+        .map(|(name, kind, help, v)| {
+            let v = v.load(Ordering::Relaxed);
+            format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n")
+        })
+        .collect()
     }
 }
 
@@ -237,22 +240,31 @@ impl Leases {
                 stale.push(path);
             }
         }
-        for (shard, epoch) in latest {
-            if self.seen.get(&shard).is_some_and(|s| s.epoch == epoch) {
-                continue;
-            }
-            let path = self.path(&shard, epoch);
-            let record = match self.store.get(&path).await {
+        // Read the changed leases concurrently: a round costs one round trip, not one per shard.
+        let changed: Vec<(ShardId, u64)> = latest
+            .into_iter()
+            .filter(|(shard, epoch)| self.seen.get(shard).is_none_or(|s| s.epoch != *epoch))
+            .collect();
+        let this = &*self;
+        let reads = changed.into_iter().map(|(shard, epoch)| async move {
+            let path = this.path(&shard, epoch);
+            let bytes = match this.store.get(&path).await {
                 Ok(r) => r.bytes().await.map_err(store_err(&path))?,
                 // Replaced and deleted since the listing: the next round sees the new one.
-                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(store_err(&path)(e)),
             };
-            let record: LeaseRecord =
-                serde_json::from_slice(&record).map_err(|e| Error::State {
-                    path: path.to_string(),
-                    source: Box::new(e),
-                })?;
+            let record: LeaseRecord = serde_json::from_slice(&bytes).map_err(|e| Error::State {
+                path: path.to_string(),
+                source: Box::new(e),
+            })?;
+            Ok(Some((shard, epoch, record)))
+        });
+        let read: Vec<_> = futures::stream::iter(reads)
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .try_collect()
+            .await?;
+        for (shard, epoch, record) in read.into_iter().flatten() {
             self.seen.insert(
                 shard,
                 Seen {
@@ -263,10 +275,17 @@ impl Leases {
             );
         }
         for path in stale {
-            // Best effort: a leftover epoch is ignored and deleted again next round.
-            let _ = self.store.delete(&path).await;
+            self.delete(&path).await;
         }
         Ok(())
+    }
+
+    /// Deletes an epoch that a newer one replaced. Best effort: a leftover is ignored by readers
+    /// and deleted again at the next round's listing.
+    async fn delete(&self, path: &Path) {
+        if let Err(e) = self.store.delete(path).await {
+            debug!(path = %path, error = %e, "old lease epoch not deleted; retried next round");
+        }
     }
 
     /// Creates epoch `epoch` of `shard`; false when another worker created it first.
@@ -285,7 +304,7 @@ impl Leases {
         {
             Ok(_) => {
                 if epoch >= 2 {
-                    let _ = self.store.delete(&self.path(shard, epoch - 2)).await;
+                    self.delete(&self.path(shard, epoch - 2)).await;
                 }
                 Ok(true)
             }
@@ -303,63 +322,81 @@ impl Leases {
         }
     }
 
-    /// Writes the next epoch of a held lease; on losing the race the lease is dropped.
-    async fn advance(&mut self, shard: &ShardId, checkpoint: Option<String>) -> Result<bool> {
-        let Some(held) = self.held.get(shard) else {
-            return Ok(false);
-        };
-        let epoch = held.epoch + 1;
-        let record = self.record(true, checkpoint.clone());
-        match self.create(shard, epoch, &record).await {
-            Ok(true) => {
-                self.seen.insert(
-                    shard.clone(),
-                    Seen {
-                        epoch,
-                        since: Instant::now(),
-                        record,
-                    },
-                );
-                if checkpoint.as_deref() == Some(SHARD_END) {
-                    // Finished: nothing left to hold.
-                    self.held.remove(shard);
-                } else {
-                    self.held.insert(
+    /// Writes the next epoch of each held lease in `updates` (with its new checkpoint),
+    /// concurrently. A lease another worker took is dropped and returned; a failed write keeps
+    /// the checkpoint for the next round's renewal and is logged. Shards not held are returned as
+    /// lost.
+    async fn advance_all(&mut self, updates: Vec<(ShardId, Option<String>)>) -> Vec<ShardId> {
+        let this = &*self;
+        let writes = updates.into_iter().map(|(shard, checkpoint)| {
+            let next = this.held.get(&shard).map(|h| h.epoch + 1);
+            let record = this.record(true, checkpoint.clone());
+            async move {
+                let won = match next {
+                    Some(epoch) => this.create(&shard, epoch, &record).await,
+                    None => Ok(false),
+                };
+                (shard, next.unwrap_or(0), checkpoint, record, won)
+            }
+        });
+        let results: Vec<_> = futures::stream::iter(writes)
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .collect()
+            .await;
+        let mut lost = Vec::new();
+        for (shard, epoch, checkpoint, record, won) in results {
+            match won {
+                Ok(true) => {
+                    self.seen.insert(
                         shard.clone(),
-                        Held {
+                        Seen {
                             epoch,
-                            checkpoint,
-                            written: Some(Instant::now()),
+                            since: Instant::now(),
+                            record,
                         },
                     );
+                    if checkpoint.as_deref() == Some(SHARD_END) {
+                        // Finished: nothing left to hold.
+                        self.held.remove(&shard);
+                    } else {
+                        self.held.insert(
+                            shard,
+                            Held {
+                                epoch,
+                                checkpoint,
+                                written: Some(Instant::now()),
+                            },
+                        );
+                    }
                 }
-                self.metrics
-                    .held
-                    .store(self.held.len() as u64, Ordering::Relaxed);
-                Ok(true)
-            }
-            Ok(false) => {
-                self.lose(shard);
-                Ok(false)
-            }
-            Err(e) => {
-                if let Some(held) = self.held.get_mut(shard) {
-                    // Written at the next round, with this checkpoint.
-                    held.checkpoint = checkpoint;
-                    held.written = None;
+                Ok(false) => {
+                    self.lose(&shard);
+                    lost.push(shard);
                 }
-                Err(e)
+                Err(e) => {
+                    warn!(shard_id = %shard.0, error = %e, "lease write failed; retried at the next lease round");
+                    if let Some(held) = self.held.get_mut(&shard) {
+                        held.checkpoint = checkpoint;
+                        held.written = None;
+                    }
+                }
             }
         }
+        self.count_held();
+        lost
+    }
+
+    fn count_held(&self) {
+        self.metrics
+            .held
+            .store(self.held.len() as u64, Ordering::Relaxed);
     }
 
     fn lose(&mut self, shard: &ShardId) {
         if self.held.remove(shard).is_some() {
             warn!(shard_id = %shard.0, worker = %self.worker, "shard lease taken by another worker");
             self.metrics.lost.fetch_add(1, Ordering::Relaxed);
-            self.metrics
-                .held
-                .store(self.held.len() as u64, Ordering::Relaxed);
+            self.count_held();
         }
     }
 
@@ -367,18 +404,11 @@ impl Leases {
     /// whose lease another worker took: stop reading them. A failed write is retried at the next
     /// round and does not stop the others.
     pub async fn checkpoint(&mut self, checkpoints: &[(String, String)]) -> Vec<ShardId> {
-        let mut lost = Vec::new();
-        for (shard, seq) in checkpoints {
-            let shard = ShardId(shard.clone());
-            match self.advance(&shard, Some(seq.clone())).await {
-                Ok(true) => {}
-                Ok(false) => lost.push(shard),
-                Err(e) => {
-                    warn!(shard_id = %shard.0, error = %e, "checkpoint write failed; retried at the next lease round")
-                }
-            }
-        }
-        lost
+        let updates = checkpoints
+            .iter()
+            .map(|(shard, seq)| (ShardId(shard.clone()), Some(seq.clone())))
+            .collect();
+        self.advance_all(updates).await
     }
 
     /// One round: reads the leases, renews what this worker holds, and takes its share of
@@ -386,25 +416,26 @@ impl Leases {
     pub async fn balance(&mut self, shards: &[ShardInfo]) -> Result<Assignment> {
         self.scan().await?;
         let mut out = Assignment::default();
-        let mine: Vec<ShardId> = self.held.keys().cloned().collect();
-        for shard in mine {
-            let epoch = self.held[&shard].epoch;
-            if self.seen.get(&shard).is_some_and(|s| s.epoch != epoch) {
-                self.lose(&shard);
-                out.lost.push(shard);
-                continue;
-            }
-            let held = &self.held[&shard];
-            if held
-                .written
-                .is_none_or(|t| t.elapsed() >= self.renew_interval())
-            {
-                let checkpoint = held.checkpoint.clone();
-                if !self.advance(&shard, checkpoint).await? {
-                    out.lost.push(shard);
-                }
-            }
+        let overwritten: Vec<ShardId> = self
+            .held
+            .iter()
+            .filter(|(shard, h)| self.seen.get(*shard).is_some_and(|s| s.epoch != h.epoch))
+            .map(|(shard, _)| shard.clone())
+            .collect();
+        for shard in overwritten {
+            self.lose(&shard);
+            out.lost.push(shard);
         }
+        let due = self
+            .held
+            .iter()
+            .filter(|(_, h)| {
+                h.written
+                    .is_none_or(|t| t.elapsed() >= self.renew_interval())
+            })
+            .map(|(shard, h)| (shard.clone(), h.checkpoint.clone()))
+            .collect();
+        out.lost.extend(self.advance_all(due).await);
 
         let finished = self.finished();
         let listed: HashSet<&ShardId> = shards.iter().map(|s| &s.shard_id).collect();
@@ -492,9 +523,7 @@ impl Leases {
             },
         );
         self.metrics.acquired.fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .held
-            .store(self.held.len() as u64, Ordering::Relaxed);
+        self.count_held();
         Ok(Some(checkpoint))
     }
 
@@ -508,7 +537,7 @@ impl Leases {
                 info!(shard_id = %shard.0, worker = %self.worker, "shard lease released");
             }
         }
-        self.metrics.held.store(0, Ordering::Relaxed);
+        self.count_held();
         Ok(())
     }
 }

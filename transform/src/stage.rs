@@ -284,22 +284,28 @@ impl Stage {
             self.cursors.remove(&shard);
         }
         for (shard, checkpoint) in assignment.acquired {
-            let from = match checkpoint {
-                Some(seq) => StartPosition::AfterSequenceNumber(SequenceNumber(seq)),
-                None => StartPosition::TrimHorizon,
-            };
-            debug!(shard_id = %shard.0, ?from, "opening leased shard");
-            let reader = self.consumer.open_shard(&shard, from).await?;
-            self.cursors.insert(
-                shard,
-                Cursor {
-                    reader,
-                    pending: None,
-                    end_reached: false,
-                },
-            );
+            self.open_cursor(shard, checkpoint).await?;
         }
         self.last_shard_scan = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Opens a reader on `shard` just after `checkpoint` (from its start without one).
+    async fn open_cursor(&mut self, shard: ShardId, checkpoint: Option<String>) -> Result<()> {
+        let from = match checkpoint {
+            Some(seq) => StartPosition::AfterSequenceNumber(SequenceNumber(seq)),
+            None => StartPosition::TrimHorizon,
+        };
+        debug!(shard_id = %shard.0, ?from, "opening shard");
+        let reader = self.consumer.open_shard(&shard, from).await?;
+        self.cursors.insert(
+            shard,
+            Cursor {
+                reader,
+                pending: None,
+                end_reached: false,
+            },
+        );
         Ok(())
     }
 
@@ -402,20 +408,8 @@ impl Stage {
             {
                 continue;
             }
-            let from = match self.checkpoints.get(&shard.shard_id.0) {
-                Some(seq) => StartPosition::AfterSequenceNumber(SequenceNumber(seq.clone())),
-                None => StartPosition::TrimHorizon,
-            };
-            debug!(shard_id = %shard.shard_id.0, ?from, "opening shard");
-            let reader = self.consumer.open_shard(&shard.shard_id, from).await?;
-            self.cursors.insert(
-                shard.shard_id,
-                Cursor {
-                    reader,
-                    pending: None,
-                    end_reached: false,
-                },
-            );
+            let checkpoint = self.checkpoints.get(&shard.shard_id.0).cloned();
+            self.open_cursor(shard.shard_id, checkpoint).await?;
         }
         self.last_shard_scan = Some(Instant::now());
         Ok(())
