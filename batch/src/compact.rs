@@ -15,7 +15,6 @@ use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use shoplake_events::fields::{
@@ -28,6 +27,7 @@ use shoplake_events::lake::{
 use tracing::{debug, info};
 
 use crate::orders::{ORDERS_SQL, orders_schema};
+use crate::staged::{self, Encoding};
 use crate::{Error, Lake, Result};
 
 /// The Delta application id of compaction commits (see [`append_new`]).
@@ -100,7 +100,8 @@ impl CompactReport {
     }
 }
 
-async fn list_staging(lake: &Lake, prefix: &str) -> Result<Vec<ObjectMeta>> {
+/// The staged objects under `prefix` of the encodings `accepted`, in name order.
+async fn list_staging(lake: &Lake, prefix: &str, accepted: &[Encoding]) -> Result<Vec<ObjectMeta>> {
     let store = lake.store();
     let listed: Vec<ObjectMeta> = match store.list(Some(&Path::from(prefix))).try_collect().await {
         Ok(v) => v,
@@ -114,7 +115,7 @@ async fn list_staging(lake: &Lake, prefix: &str) -> Result<Vec<ObjectMeta>> {
     };
     let mut files: Vec<ObjectMeta> = listed
         .into_iter()
-        .filter(|m| m.location.extension() == Some("parquet"))
+        .filter(|m| staged::accepts(m, accepted))
         .collect();
     files.sort_by(|a, b| a.location.cmp(&b.location));
     Ok(files)
@@ -134,9 +135,15 @@ fn take_round(
     files.drain(..n).collect()
 }
 
-async fn read_staging(lake: &Lake, files: &[ObjectMeta]) -> Result<Vec<RecordBatch>> {
+/// The rows of the staged `files` in `schema`, and the bad rows of NDJSON lines that did not decode.
+async fn read_staging(
+    lake: &Lake,
+    files: &[ObjectMeta],
+    schema: &SchemaRef,
+) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
     let store = lake.store();
     let mut batches = Vec::new();
+    let mut bad_rows = Vec::new();
     for f in files {
         let store_err = |source| Error::Store {
             path: f.location.to_string(),
@@ -153,17 +160,11 @@ async fn read_staging(lake: &Lake, files: &[ObjectMeta]) -> Result<Vec<RecordBat
             Err(source) => return Err(store_err(source)),
         };
         let bytes = got.bytes().await.map_err(store_err)?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .and_then(|b| b.with_batch_size(65_536).build())
-            .map_err(|source| Error::Staging {
-                path: f.location.to_string(),
-                source,
-            })?;
-        for batch in reader {
-            batches.push(batch?);
-        }
+        let decoded = tokio::task::block_in_place(|| staged::decode(f, bytes, schema))?;
+        batches.extend(decoded.rows);
+        bad_rows.extend(decoded.bad_rows);
     }
-    Ok(batches)
+    Ok((batches, bad_rows))
 }
 
 /// Keeps the first row of every key; returns the batches and how many rows were dropped.
@@ -539,17 +540,18 @@ fn order_ids(batches: &[RecordBatch]) -> Vec<String> {
 pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
     let mut budget = opts.max_bytes;
     let events_files = take_round(
-        &mut list_staging(lake, STAGING_EVENTS).await?,
+        // The stage's Parquet files, and what a Firehose events sink delivered.
+        &mut list_staging(lake, STAGING_EVENTS, &[Encoding::Parquet, Encoding::Ndjson]).await?,
         opts,
         &mut budget,
     );
     let bad_files = take_round(
-        &mut list_staging(lake, STAGING_BAD_ROWS).await?,
+        &mut list_staging(lake, STAGING_BAD_ROWS, &[Encoding::Parquet]).await?,
         opts,
         &mut budget,
     );
     let decision_files = take_round(
-        &mut list_staging(lake, STAGING_FRAUD_DECISIONS).await?,
+        &mut list_staging(lake, STAGING_FRAUD_DECISIONS, &[Encoding::Parquet]).await?,
         opts,
         &mut budget,
     );
@@ -561,12 +563,13 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
         return Ok(report);
     }
 
-    let events = read_staging(lake, &events_files).await?;
+    let events_schema = shoplake_events::events_schema();
+    let (events, undecodable) = read_staging(lake, &events_files, &events_schema).await?;
     report.events_read = events.iter().map(|b| b.num_rows() as u64).sum();
     let (events, dups) = dedup_first(events, EVENT_ID)?;
     report.duplicates_in_staging = dups;
     let touched_orders = order_ids(&events);
-    let events_schema = shoplake_events::events_schema();
+    let touched_identities = crate::identities::linked_anonymous_ids(&events)?;
     let (written, skipped) = append_new(
         lake,
         EVENTS_TABLE,
@@ -580,7 +583,9 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     report.events_written = written;
     report.already_in_lake = skipped;
 
-    let bad = read_staging(lake, &bad_files).await?;
+    let bad_schema = shoplake_events::bad_rows_schema();
+    let (mut bad, _) = read_staging(lake, &bad_files, &bad_schema).await?;
+    bad.extend(undecodable);
     let (bad, _) = dedup_first(bad, BAD_ROW_ID)?;
     let (bad_written, _) = append_new(
         lake,
@@ -596,7 +601,12 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
 
     // Fraud decisions: one per scored order_completed event, de-duplicated like the events (a
     // stage that re-reads records after a crash decides on them again).
-    let decisions = read_staging(lake, &decision_files).await?;
+    let (decisions, _) = read_staging(
+        lake,
+        &decision_files,
+        &shoplake_events::fraud_decisions_schema(),
+    )
+    .await?;
     let (decisions, _) = dedup_first(decisions, EVENT_ID)?;
     let (decisions_written, _) = append_new(
         lake,
@@ -623,7 +633,8 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     }
 
     // Anonymous ids this round's identity events link to users (the table made when missing).
-    report.identities = crate::identities::update_identities(lake, &events_files, opts).await?;
+    report.identities =
+        crate::identities::update_identities(lake, touched_identities, opts).await?;
 
     let store = lake.store();
     for f in events_files.iter().chain(&bad_files).chain(&decision_files) {

@@ -16,9 +16,9 @@
 //! `sql/batch/identities.sql`.
 //!
 //! ## Maintenance
-//! Compaction calls [`update_identities`] after each round's commits, with the staging files the
-//! round read. It reads only the identity columns of those files, finds the anonymous ids that
-//! identity events of the round touched, re-derives those ids' links from *all* their identity
+//! Compaction calls [`update_identities`] after each round's commits, with the anonymous ids that
+//! identity events of the round touched (found in the round's staged events before they were
+//! appended); it re-derives those ids' links from *all* their identity
 //! events in the lake, and merges them into the table on (anonymous_id, user_id) — a Delta MERGE,
 //! like the `orders` upsert: the work follows the round, not the lake's history, and a re-run
 //! derives the same rows. When the table is missing (a new lake, or one written before this table
@@ -38,9 +38,6 @@ use datafusion::prelude::{SessionContext, col, lit};
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
-use object_store::{ObjectMeta, ObjectStoreExt};
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use shoplake_events::EventName;
@@ -89,13 +86,13 @@ fn link_event_names() -> impl Iterator<Item = &'static str> {
 /// A table without it was created but never filled (a crash in between): it is filled again.
 pub const FILLED_APP_ID: &str = "shoplake-identities-filled";
 
-/// Brings the `identities` table up to date with a compaction round that read `staged_events`
-/// (whose events are in the lake by now); returns the rows merged, or `None` when the round
-/// touched no link. When the table is missing, or was never filled, it is created and filled from
+/// Brings the `identities` table up to date with a compaction round whose identity events linked
+/// the anonymous ids `touched` ([`linked_anonymous_ids`]; the events are in the lake by now);
+/// returns the rows merged, or `None` when the round touched no link. When the table is missing, or was never filled, it is created and filled from
 /// the whole events table instead.
 pub async fn update_identities(
     lake: &Lake,
-    staged_events: &[ObjectMeta],
+    touched: Vec<String>,
     opts: &CompactOptions,
 ) -> Result<Option<u64>> {
     let table = match lake.table(IDENTITIES_TABLE).await? {
@@ -113,71 +110,36 @@ pub async fn update_identities(
     if !filled {
         return Ok(Some(merge(lake, table, None, opts).await?));
     }
-    let touched = linked_anonymous_ids(lake, staged_events).await?;
     if touched.is_empty() {
         return Ok(None);
     }
     Ok(Some(merge(lake, table, Some(touched), opts).await?))
 }
 
-/// The anonymous ids that identity events of these staging files link to a user.
-///
-/// Decodes three columns of each file, not the events: a round's files are read again here
-/// because the events themselves were handed to the append.
-async fn linked_anonymous_ids(lake: &Lake, files: &[ObjectMeta]) -> Result<Vec<String>> {
+/// The anonymous ids that identity events among `events` (a round's staged events) link to a
+/// user.
+pub(crate) fn linked_anonymous_ids(events: &[RecordBatch]) -> Result<Vec<String>> {
     let links: BTreeSet<&str> = link_event_names().collect();
-    let store = lake.store();
     let mut ids = BTreeSet::new();
-    for f in files {
-        let store_err = |source| Error::Store {
-            path: f.location.to_string(),
-            source,
+    for batch in events {
+        let column = |name: &str| -> Result<StringArray> {
+            let c = batch.column_by_name(name).ok_or_else(|| Error::Lake {
+                message: format!("staged events have no column {name}"),
+            })?;
+            Ok(arrow::compute::cast(c, &DataType::Utf8)?
+                .as_string::<i32>()
+                .clone())
         };
-        let staging_err = |source| Error::Staging {
-            path: f.location.to_string(),
-            source,
-        };
-        let bytes = match store.get(&f.location).await {
-            Ok(got) => got.bytes().await.map_err(store_err)?,
-            // Deleted by another compactor since the listing: it committed the file's rows and
-            // merged their links before deleting it.
-            Err(object_store::Error::NotFound { .. }) => {
-                debug!(path = %f.location, "staging file already compacted by another run");
-                continue;
-            }
-            Err(source) => return Err(store_err(source)),
-        };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(staging_err)?;
-        let mask = ProjectionMask::columns(
-            builder.parquet_schema(),
-            [EVENT_NAME, ANONYMOUS_ID, USER_ID],
-        );
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(65_536)
-            .build()
-            .map_err(staging_err)?;
-        for batch in reader {
-            let batch = batch?;
-            let column = |name: &str| -> Result<StringArray> {
-                let c = batch.column_by_name(name).ok_or_else(|| Error::Lake {
-                    message: format!("staging file {} has no column {name}", f.location),
-                })?;
-                Ok(arrow::compute::cast(c, &DataType::Utf8)?
-                    .as_string::<i32>()
-                    .clone())
-            };
-            let (names, anonymous, users) =
-                (column(EVENT_NAME)?, column(ANONYMOUS_ID)?, column(USER_ID)?);
-            for i in 0..batch.num_rows() {
-                if names.is_valid(i)
-                    && links.contains(names.value(i))
-                    && anonymous.is_valid(i)
-                    && users.is_valid(i)
-                    && anonymous.value(i) != users.value(i)
-                {
-                    ids.insert(anonymous.value(i).to_owned());
-                }
+        let (names, anonymous, users) =
+            (column(EVENT_NAME)?, column(ANONYMOUS_ID)?, column(USER_ID)?);
+        for i in 0..batch.num_rows() {
+            if names.is_valid(i)
+                && links.contains(names.value(i))
+                && anonymous.is_valid(i)
+                && users.is_valid(i)
+                && anonymous.value(i) != users.value(i)
+            {
+                ids.insert(anonymous.value(i).to_owned());
             }
         }
     }

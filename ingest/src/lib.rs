@@ -23,14 +23,17 @@
 //! Parquet), `base64` (basic auth), `sha2` (hashed write keys and e-mails), `woothee` (user
 //! agents: see [`collector::enrich`] for why this parser), `maxminddb` (IP → country), `url`,
 //! `uuid` (v5 event ids), `rand` (key secrets). The Kinesis backend adds `aws-config`,
-//! `aws-sdk-kinesis` and `prost` (see [`kinesis`] for why each).
+//! `aws-sdk-kinesis` and `prost` (see [`kinesis`] for why each); the raw archive and the events
+//! sink add `aws-sdk-firehose` (see [`firehose`]).
 
 pub mod collector;
 pub mod conformance;
+pub mod firehose;
 pub mod kinesis;
 pub mod local;
 pub mod stream;
 
+pub use firehose::{Firehose, FirehoseConfig};
 pub use kinesis::{KinesisConfig, KinesisStream};
 pub use local::LocalLog;
 pub use stream::*;
@@ -79,6 +82,15 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A Firehose call failed (after the retries that could help, when `retryable`).
+    #[error("delivery stream {delivery_stream}: Firehose {operation} failed: {message}")]
+    Firehose {
+        delivery_stream: String,
+        operation: &'static str,
+        code: Option<String>,
+        retryable: bool,
+        message: String,
+    },
 }
 
 impl Error {
@@ -89,6 +101,10 @@ impl Error {
             Error::Unavailable { .. }
                 | Error::Storage { .. }
                 | Error::Kinesis {
+                    retryable: true,
+                    ..
+                }
+                | Error::Firehose {
                     retryable: true,
                     ..
                 }

@@ -68,6 +68,8 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    #[error("delivering to Firehose failed: {0}")]
+    Delivery(#[source] shoplake_ingest::Error),
     #[error("encoding a staged batch failed: {0}")]
     Encode(String),
     #[error("invalid stage config: {message}")]
@@ -78,7 +80,7 @@ impl Error {
     /// Whether retrying the same operation can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Stream(e) => e.is_retryable(),
+            Error::Stream(e) | Error::Delivery(e) => e.is_retryable(),
             Error::Staging { .. } => true,
             _ => false,
         }

@@ -1,5 +1,5 @@
-//! The streaming stage's loop: consume → decode → validate (bad rows aside) → dedup → enrich →
-//! stage Parquet → commit checkpoint.
+//! The streaming stage's loop: consume → (archive the raw records) → decode → validate (bad rows
+//! aside) → dedup → enrich → stage Parquet (or send the events to Firehose) → commit checkpoint.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -12,8 +12,10 @@ use shoplake_events::lake::{STAGING_BAD_ROWS, STAGING_EVENTS, STAGING_FRAUD_DECI
 use shoplake_events::{
     BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, Limits, Reason, ValidEvent, decode,
 };
+use shoplake_ingest::firehose::ArchivedRecord;
 use shoplake_ingest::{
-    SequenceNumber, ShardId, ShardInfo, ShardReader, StartPosition, StreamConsumer, StreamRecord,
+    Firehose, SequenceNumber, ShardId, ShardInfo, ShardReader, StartPosition, StreamConsumer,
+    StreamRecord,
 };
 use tracing::{debug, info, warn};
 
@@ -25,7 +27,7 @@ use crate::enrich::fx::FxRates;
 use crate::enrich::sessions::Sessions;
 use crate::leases::{LeaseMetrics, Leases};
 use crate::live::Live;
-use crate::staging::{encode_parquet, put};
+use crate::staging::{encode_ndjson, encode_parquet, put};
 use crate::state::{SHARD_END, StateDelta, StateStore};
 use crate::{Error, Result};
 
@@ -44,6 +46,9 @@ pub struct StageMetrics {
     /// Largest `millis_behind_latest` over the shards at the last read.
     pub lag_millis: AtomicI64,
     pub dedup_entries: AtomicU64,
+    /// Records too large for a Firehose record, left out of the raw archive (their payload is
+    /// over Kinesis' event limits, so they are bad rows and their bytes are kept there).
+    pub archive_skipped: AtomicU64,
 }
 
 impl StageMetrics {
@@ -84,6 +89,11 @@ impl StageMetrics {
             "shoplake_stage_unknown_currency_total",
             "Events whose currency has no reporting rate.",
             self.unknown_currency.load(Ordering::Relaxed),
+        );
+        counter(
+            "shoplake_stage_archive_skipped_total",
+            "Records too large for a Firehose record, left out of the raw archive.",
+            self.archive_skipped.load(Ordering::Relaxed),
         );
         counter(
             "shoplake_stage_bot_events_total",
@@ -172,6 +182,16 @@ pub struct Stage {
     /// The stream's shards as last listed (for the leases).
     shards: Vec<ShardInfo>,
     shards_listed: Option<Instant>,
+    /// The raw archive: every record read, sent to Firehose before its checkpoint moves.
+    archive: Option<Archive>,
+    /// Sends the enriched events to Firehose (NDJSON into staging) instead of writing Parquet.
+    events_sink: Option<Firehose>,
+}
+
+/// The raw archive's delivery stream and the lines of the batch being built.
+struct Archive {
+    firehose: Firehose,
+    lines: Vec<u8>,
 }
 
 impl Stage {
@@ -234,6 +254,8 @@ impl Stage {
             leases: None,
             shards: Vec::new(),
             shards_listed: None,
+            archive: None,
+            events_sink: None,
             config,
         })
     }
@@ -249,6 +271,32 @@ impl Stage {
         self.checkpoints.clear();
         self.finished.clear();
         self.leases = Some(leases);
+        self
+    }
+
+    /// Archives every record read through `firehose` (one [`ArchivedRecord`] a line), for
+    /// `shoplake replay`; a batch's checkpoint moves only once Firehose has accepted its records.
+    pub fn with_archive(mut self, firehose: Firehose) -> Self {
+        info!(
+            delivery_stream = firehose.name(),
+            "stage archives the raw stream through Firehose"
+        );
+        self.archive = Some(Archive {
+            firehose,
+            lines: Vec::new(),
+        });
+        self
+    }
+
+    /// Sends the enriched events through `firehose` as NDJSON (its S3 destination being the
+    /// lake's `_staging/events/`) instead of writing Parquet staging files; a batch's checkpoint
+    /// moves only once Firehose has accepted them.
+    pub fn with_events_firehose(mut self, firehose: Firehose) -> Self {
+        info!(
+            delivery_stream = firehose.name(),
+            "stage sends enriched events through Firehose"
+        );
+        self.events_sink = Some(firehose);
         self
     }
 
@@ -474,6 +522,15 @@ impl Stage {
         self.metrics
             .records_read
             .fetch_add(records.len() as u64, Ordering::Relaxed);
+        if let Some(archive) = &mut self.archive {
+            let stream = self.consumer.name();
+            for r in records {
+                if !ArchivedRecord::append_line(stream, r, &mut archive.lines) {
+                    self.metrics.archive_skipped.fetch_add(1, Ordering::Relaxed);
+                    warn!(shard_id = %r.shard_id.0, sequence_number = %r.sequence_number.0, bytes = r.data.len(), "record too large for a Firehose record: left out of the raw archive");
+                }
+            }
+        }
         for r in records {
             match decode(&r.data, r.arrival_micros, &self.limits) {
                 Ok(valid) => {
@@ -581,22 +638,56 @@ impl Stage {
             chrono::Utc::now().timestamp_micros(),
             uuid::Uuid::new_v4().simple()
         );
-        if !self.events.is_empty() {
+        // The raw archive goes out while the events are encoded and written.
+        let archived = async {
+            match &mut self.archive {
+                Some(a) if !a.lines.is_empty() => {
+                    let lines = std::mem::take(&mut a.lines);
+                    a.firehose
+                        .put_ndjson(&lines)
+                        .await
+                        .map_err(Error::Delivery)?;
+                    // Keep the buffer's capacity for the next batch.
+                    a.lines = lines;
+                    a.lines.clear();
+                    Ok::<(), Error>(())
+                }
+                _ => Ok(()),
+            }
+        };
+        let staged = async {
+            if self.events.is_empty() {
+                return Ok::<_, Error>(None);
+            }
             let batch = self.events.finish()?;
             report.events = batch.num_rows() as u64;
-            let data = tokio::task::block_in_place(|| encode_parquet(&batch))?;
-            self.metrics
-                .bytes_staged
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            let path = put(
-                &self.store,
-                STAGING_EVENTS,
-                &format!("{flush_id}.parquet"),
-                data,
-            )
-            .await?;
-            report.files.push(path.to_string());
-        }
+            match &self.events_sink {
+                Some(firehose) => {
+                    let data = tokio::task::block_in_place(|| encode_ndjson(&batch))?;
+                    firehose.put_ndjson(&data).await.map_err(Error::Delivery)?;
+                    self.metrics
+                        .bytes_staged
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    Ok(Some(format!("firehose://{}", firehose.name())))
+                }
+                None => {
+                    let data = tokio::task::block_in_place(|| encode_parquet(&batch))?;
+                    self.metrics
+                        .bytes_staged
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let path = put(
+                        &self.store,
+                        STAGING_EVENTS,
+                        &format!("{flush_id}.parquet"),
+                        data,
+                    )
+                    .await?;
+                    Ok(Some(path.to_string()))
+                }
+            }
+        };
+        let ((), staged) = futures::try_join!(archived, staged)?;
+        report.files.extend(staged);
         if !self.decisions.is_empty() {
             let batch = self
                 .decisions

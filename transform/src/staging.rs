@@ -1,5 +1,6 @@
 //! Staging: enriched batches and bad rows written as Parquet files into the object store, where
-//! compaction picks them up.
+//! compaction picks them up; or, with the Firehose events sink, the enriched events as NDJSON
+//! lines that Firehose delivers there.
 
 use std::sync::Arc;
 
@@ -29,6 +30,16 @@ pub fn encode_parquet(batch: &RecordBatch) -> Result<Bytes> {
         .map_err(|e| Error::Encode(e.to_string()))?;
     writer.close().map_err(|e| Error::Encode(e.to_string()))?;
     Ok(Bytes::from(buf))
+}
+
+/// Encodes a batch as NDJSON, one row a line (null fields left out), in the form compaction reads
+/// back into the same columns.
+pub fn encode_ndjson(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size());
+    let mut writer = arrow::json::LineDelimitedWriter::new(&mut buf);
+    writer.write(batch)?;
+    writer.finish()?;
+    Ok(buf)
 }
 
 /// Writes `file` under `prefix`; returns once the object store has it.

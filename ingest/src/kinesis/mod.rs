@@ -256,7 +256,7 @@ async fn load_client(config: &KinesisConfig) -> Client {
 
 /// What a failed call means for the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Failure {
+pub(crate) enum Failure {
     /// Over a throughput limit: back off and retry.
     Throttled,
     /// A transient failure (network, 5xx): retry.
@@ -266,7 +266,7 @@ enum Failure {
 }
 
 /// Error codes of Kinesis that mean "too fast".
-fn is_throttling_code(code: &str) -> bool {
+pub(crate) fn is_throttling_code(code: &str) -> bool {
     matches!(
         code,
         "ProvisionedThroughputExceededException"
@@ -278,14 +278,18 @@ fn is_throttling_code(code: &str) -> bool {
 }
 
 /// Error codes of Kinesis that a retry can fix.
-fn is_transient_code(code: &str) -> bool {
+pub(crate) fn is_transient_code(code: &str) -> bool {
     matches!(
         code,
-        "InternalFailure" | "InternalFailureException" | "ServiceUnavailable" | "InternalError"
+        "InternalFailure"
+            | "InternalFailureException"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException"
+            | "InternalError"
     )
 }
 
-fn classify<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Failure {
+pub(crate) fn classify<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Failure {
     match err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             Failure::Transient
@@ -326,28 +330,37 @@ impl Backoff {
     }
 }
 
+/// The service's error code, and its own words when it answered; otherwise the chain of causes
+/// (connection refused, timeout, …), which the SDK's Display alone leaves out, without its Debug
+/// dump.
+pub(crate) fn describe<E>(err: &SdkError<E>) -> (Option<String>, String)
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let code = err.code().map(str::to_owned);
+    let message = match (&code, err.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.clone(),
+        _ => {
+            let mut chain = err.to_string();
+            let mut cause = std::error::Error::source(err);
+            while let Some(c) = cause {
+                chain.push_str(": ");
+                chain.push_str(&c.to_string());
+                cause = c.source();
+            }
+            chain
+        }
+    };
+    (code, message)
+}
+
 impl Inner {
     fn error<E>(&self, operation: &'static str, err: SdkError<E>, failure: Failure) -> Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let code = err.code().map(str::to_owned);
-        // The service's own words when it answered; otherwise the chain of causes (connection
-        // refused, timeout, …), which the SDK's Display alone leaves out, without its Debug dump.
-        let message = match (&code, err.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.clone(),
-            _ => {
-                let mut chain = err.to_string();
-                let mut cause = std::error::Error::source(&err);
-                while let Some(c) = cause {
-                    chain.push_str(": ");
-                    chain.push_str(&c.to_string());
-                    cause = c.source();
-                }
-                chain
-            }
-        };
+        let (code, message) = describe(&err);
         Error::Kinesis {
             stream: self.name.clone(),
             operation,

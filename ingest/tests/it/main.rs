@@ -1,9 +1,11 @@
 //! The local log: the conformance suite, plus what only an embedded log must do; the HTTP
-//! collector (`collector`); the Kinesis backend against the emulators (`kinesis`).
+//! collector (`collector`); the Kinesis backend and the Firehose client against the emulators
+//! (`kinesis`, `firehose`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod collector;
+mod firehose;
 mod kinesis;
 
 use std::sync::Arc;

@@ -281,7 +281,7 @@ async fn compaction_keeps_identities_round_by_round_and_a_rerun_changes_nothing(
     // Rebuilt from the whole events table, it is what the rounds made of it.
     std::fs::remove_dir_all(dir.path().join("lake").join(IDENTITIES_TABLE)).unwrap();
     assert_eq!(
-        update_identities(&lake, &[], &CompactOptions::default())
+        update_identities(&lake, Vec::new(), &CompactOptions::default())
             .await
             .unwrap(),
         Some(pairs.len() as u64)
@@ -584,7 +584,9 @@ async fn a_shared_device_keeps_both_links_and_the_latest_wins() {
         .unwrap();
     assert_eq!(shop.identities().await, Vec::<Value>::new());
     assert_eq!(
-        update_identities(&shop.lake, &[], &opts).await.unwrap(),
+        update_identities(&shop.lake, Vec::new(), &opts)
+            .await
+            .unwrap(),
         Some(4)
     );
     assert_eq!(shop.identities().await, round4);
@@ -592,13 +594,17 @@ async fn a_shared_device_keeps_both_links_and_the_latest_wins() {
     // Built from scratch, the table is what the rounds made of it.
     std::fs::remove_dir_all(&table_dir).unwrap();
     assert_eq!(
-        update_identities(&shop.lake, &[], &opts).await.unwrap(),
+        update_identities(&shop.lake, Vec::new(), &opts)
+            .await
+            .unwrap(),
         Some(4)
     );
     assert_eq!(shop.identities().await, round4);
     // With the table there, a round that links nothing leaves it alone.
     assert_eq!(
-        update_identities(&shop.lake, &[], &opts).await.unwrap(),
+        update_identities(&shop.lake, Vec::new(), &opts)
+            .await
+            .unwrap(),
         None
     );
 }
@@ -639,6 +645,9 @@ async fn a_lake_without_events_gets_no_identities_table() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(&dir.path().display().to_string(), Default::default()).unwrap();
     let opts = CompactOptions::default();
-    assert_eq!(update_identities(&lake, &[], &opts).await.unwrap(), None);
+    assert_eq!(
+        update_identities(&lake, Vec::new(), &opts).await.unwrap(),
+        None
+    );
     assert!(!lake.table_exists(IDENTITIES_TABLE).await.unwrap());
 }

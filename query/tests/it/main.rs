@@ -1,6 +1,7 @@
 //! The query service over a real lake: a seeded simulation put through the local stream, the
 //! streaming stage and compaction, then the golden SQL of `sql/tests/*.slt`, the HTTP API, and the
-//! `identities` table against the links the simulator emitted.
+//! `identities` table against the links the simulator emitted; compaction of NDJSON staging (the
+//! Firehose events sink) against Parquet staging.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -8,3 +9,4 @@ mod golden;
 mod http;
 mod identities;
 mod lake;
+mod staging;

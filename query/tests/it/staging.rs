@@ -1,0 +1,153 @@
+//! Staged NDJSON, as a Firehose events sink delivers it into `_staging/events/` (Firehose's hourly
+//! folders, objects without an extension, some gzip), compacts into the same lake as the stage's
+//! own Parquet staging; lines that do not decode become bad rows with a reason.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use shoplake_batch::{CompactOptions, Lake, compact_all};
+use shoplake_ingest::LocalLog;
+use shoplake_query::QueryService;
+use shoplake_transform::staging::encode_ndjson;
+use shoplake_transform::{Stage, StageConfig};
+
+use crate::lake::simulate;
+
+/// A query's result, rendered: equal renderings mean equal results.
+async fn text(lake_root: &str, sql: &str) -> String {
+    let service = QueryService::open(lake_root, Default::default())
+        .await
+        .unwrap();
+    let result = service.sql(sql).await.unwrap();
+    pretty_format_batches(&result.batches).unwrap().to_string()
+}
+
+/// Every file under `dir`, recursively, as paths relative to it.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ndjson_staging_plain_or_gzip_compacts_to_the_same_lake_as_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 4).unwrap());
+    let (stats, _) = simulate(&stream, 7, 80).await;
+    let (root_a, root_b) = (dir.path().join("a"), dir.path().join("b"));
+    let lake_a = Lake::open(&root_a.display().to_string(), Default::default()).unwrap();
+    let mut stage = Stage::open(
+        stream,
+        lake_a.store(),
+        &dir.path().join("stage.redb"),
+        StageConfig {
+            // Several staged files.
+            max_batch_records: 300,
+            read_batch: 100,
+            ..StageConfig::default()
+        },
+    )
+    .unwrap();
+    stage.drain().await.unwrap();
+
+    // Lake b gets the same staging, its events as Firehose would deliver them: NDJSON objects
+    // under YYYY/MM/DD/HH/, every other one gzip (with Firehose's .gz), the rest unchanged.
+    let ctx = SessionContext::new();
+    let staged = files(&root_a.join("_staging"));
+    let events: Vec<_> = staged.iter().filter(|p| p.starts_with("events")).collect();
+    assert!(events.len() >= 3, "staged event files: {events:?}");
+    let mut first_line = String::new();
+    for (i, rel) in staged.iter().enumerate() {
+        let from = root_a.join("_staging").join(rel);
+        if !rel.starts_with("events") {
+            let to = root_b.join("_staging").join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&from, &to).unwrap();
+            continue;
+        }
+        let batches = ctx
+            .read_parquet(from.display().to_string(), ParquetReadOptions::default())
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let mut ndjson = Vec::new();
+        for b in &batches {
+            ndjson.extend(encode_ndjson(b).unwrap());
+        }
+        if first_line.is_empty() {
+            first_line =
+                String::from_utf8(ndjson.split(|b| *b == b'\n').next().unwrap().to_vec()).unwrap();
+        }
+        let folder = root_b.join("_staging/events/2026/03/01/00");
+        std::fs::create_dir_all(&folder).unwrap();
+        let name = format!("shop-events-1-2026-03-01-00-00-{i:02}-{}", uuid_like(i));
+        if i % 2 == 0 {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&ndjson).unwrap();
+            std::fs::write(folder.join(format!("{name}.gz")), gz.finish().unwrap()).unwrap();
+        } else {
+            std::fs::write(folder.join(name), ndjson).unwrap();
+        }
+    }
+    // An object with a copy of a good line (a duplicate, kept once), a line that is not JSON and
+    // one that lacks required fields.
+    std::fs::write(
+        root_b.join("_staging/events/2026/03/01/00/shop-events-1-2026-03-01-00-59-59-bad"),
+        format!("{first_line}\n{{not json\n{{\"event_id\":\"e-1\"}}\n"),
+    )
+    .unwrap();
+
+    let lake_b = Lake::open(&root_b.display().to_string(), Default::default()).unwrap();
+    let opts = CompactOptions::default();
+    let report_a = compact_all(&lake_a, &opts).await.unwrap();
+    let report_b = compact_all(&lake_b, &opts).await.unwrap();
+    assert_eq!(report_a.events_written, stats.valid_unique);
+    assert_eq!(report_b.events_written, report_a.events_written);
+    assert_eq!(
+        report_b.duplicates_in_staging,
+        report_a.duplicates_in_staging + 1
+    );
+    assert_eq!(report_b.bad_rows_written, report_a.bad_rows_written + 2);
+    assert!(
+        files(&root_b.join("_staging")).is_empty(),
+        "staging consumed"
+    );
+
+    let (a, b) = (root_a.display().to_string(), root_b.display().to_string());
+    for sql in [
+        "select * from events order by event_id",
+        "select * from orders order by order_id",
+        "select * from identities order by anonymous_id, user_id",
+        "select * from fraud_decisions order by event_id",
+    ] {
+        assert_eq!(text(&a, sql).await, text(&b, sql).await, "{sql}");
+    }
+    let bad = text(
+        &b,
+        "select reason, event_id, message like '%line 2 of staged object%' as names_line \
+         from bad_rows where stage = 'compact' order by reason",
+    )
+    .await;
+    assert!(bad.contains("| malformed_json |"), "{bad}");
+    assert!(bad.contains("| wrong_type     | e-1"), "{bad}");
+    assert!(bad.contains("true"), "{bad}");
+}
+
+fn uuid_like(i: usize) -> String {
+    format!("{i:08x}-0000-4000-8000-000000000000")
+}
