@@ -24,6 +24,8 @@ pub struct PipelineConfig {
     pub stream: StreamConfig,
     /// The HTTP collector (`shoplake collect`).
     pub collector: shoplake_ingest::collector::CollectorConfig,
+    /// Firehose: the raw archive (for `shoplake replay`) and the events sink into staging.
+    pub firehose: shoplake_ingest::FirehoseConfig,
 }
 
 /// `[compaction]`
@@ -234,6 +236,48 @@ impl StreamConsumer for Stream {
     }
 }
 
+/// The Firehose delivery streams a stage writes to (`[firehose]`): the raw archive and the events
+/// sink, each when configured.
+pub struct FirehoseStreams {
+    archive: Option<shoplake_ingest::Firehose>,
+    events: Option<shoplake_ingest::Firehose>,
+}
+
+impl FirehoseStreams {
+    pub fn new(config: &shoplake_ingest::FirehoseConfig) -> anyhow::Result<Self> {
+        let open = |name: &str| -> anyhow::Result<Option<shoplake_ingest::Firehose>> {
+            if name.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(shoplake_ingest::Firehose::new(name, config.clone())?))
+        };
+        Ok(FirehoseStreams {
+            archive: open(&config.archive_stream)?,
+            events: open(&config.events_stream)?,
+        })
+    }
+
+    /// `stage`, archiving and sending its events through the configured delivery streams.
+    pub fn attach(&self, mut stage: shoplake_transform::Stage) -> shoplake_transform::Stage {
+        if let Some(archive) = &self.archive {
+            stage = stage.with_archive(archive.clone());
+        }
+        if let Some(events) = &self.events {
+            stage = stage.with_events_firehose(events.clone());
+        }
+        stage
+    }
+
+    /// Their counters in the Prometheus text format.
+    pub fn render_prometheus(&self) -> String {
+        [&self.archive, &self.events]
+            .into_iter()
+            .flatten()
+            .map(|f| f.metrics().render_prometheus(f.name()))
+            .collect()
+    }
+}
+
 impl PipelineConfig {
     /// Reads and validates a config file; errors name the file, line and field.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -263,6 +307,10 @@ impl PipelineConfig {
             .map_err(|message| anyhow::anyhow!(message))?;
         config
             .collector
+            .validate()
+            .map_err(|message| anyhow::anyhow!(message))?;
+        config
+            .firehose
             .validate()
             .map_err(|message| anyhow::anyhow!(message))?;
         Ok(config)

@@ -40,6 +40,8 @@ enum Command {
     Stream(commands::stream::Args),
     /// Batch jobs on the lake.
     Batch(commands::batch::Args),
+    /// Put the raw archive (Firehose) back on the stream; de-duplication keeps the lake exact.
+    Replay(commands::replay::Args),
     /// Run one SQL statement over the lake and print the result.
     Sql(commands::sql::Args),
     /// Serve SQL over HTTP (POST /v1/sql).
@@ -67,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             Command::Emit(args) => commands::emit::run(args, data).await,
             Command::Stream(args) => commands::stream::run(args, data).await,
             Command::Batch(args) => commands::batch::run(args, data).await,
+            Command::Replay(args) => commands::replay::run(args, data).await,
             Command::Sql(args) => commands::sql::run(args, data).await,
             Command::Query(args) => commands::query::run(args, data).await,
             Command::Collect(args) => commands::collect::run(args, data).await,

@@ -7,6 +7,7 @@ pub mod emit;
 pub mod eval;
 pub mod keys;
 pub mod query;
+pub mod replay;
 pub mod sql;
 pub mod stream;
 pub mod up;

@@ -34,6 +34,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     if let Some(leases) = data.leases(&config, &lake)? {
         stage = stage.with_leases(leases);
     }
+    let firehose = Arc::new(crate::config::FirehoseStreams::new(&config.firehose)?);
+    let stage = firehose.attach(stage);
     let lease_metrics = stage.lease_metrics();
     let mut stage = crate::live::attach(
         stage,
@@ -71,6 +73,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                     .unwrap_or_default()
                 + &live_metrics.render_prometheus()
                 + &backend.render_prometheus()
+                + &firehose.render_prometheus()
         },
     )));
     let rules = tokio::spawn(live.watch_rules());

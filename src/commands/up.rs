@@ -126,8 +126,9 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     // Fraud scoring and recommendations: fed by the stage, served on the HTTP address.
     let live = Arc::new(config.stage.live()?);
     let rules_watch = tokio::spawn(live.clone().watch_rules());
+    let firehose = Arc::new(crate::config::FirehoseStreams::new(&config.firehose)?);
     let stage_task = {
-        let (data, pipeline) = (data.clone(), config.clone());
+        let (data, pipeline, firehose) = (data.clone(), config.clone(), firehose.clone());
         let (rx, stream, lake, state_path, stage_config, metrics, live, write) = (
             stop_rx.clone(),
             stream.clone(),
@@ -152,7 +153,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                         stage = stage.with_leases(leases);
                     }
                     let mut stage = crate::live::attach(
-                        stage,
+                        firehose.attach(stage),
                         &live,
                         &lake,
                         stage_config.live_rebuild_hours,
@@ -270,6 +271,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                     + &collected.render_prometheus()
                     + &live_metrics.render_prometheus()
                     + &backend.render_prometheus()
+                    + &firehose.render_prometheus()
             }),
             Arc::new(move || ready.ready()),
         ));

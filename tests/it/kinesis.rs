@@ -631,3 +631,190 @@ fn workers_share_shards_and_a_killed_one_is_taken_over() {
     assert_eq!(count("select count(distinct event_id) from events"), valid);
     assert_eq!(count("select count(*) from bad_rows"), bad);
 }
+
+/// A Firehose delivery stream `name` into `s3://BUCKET/PREFIX` on moto.
+async fn create_delivery_stream(moto: &str, name: &str, bucket: &str, prefix: &str) {
+    use aws_sdk_firehose::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_firehose::types::{DeliveryStreamType, ExtendedS3DestinationConfiguration};
+    let conf = aws_sdk_firehose::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "emulator"))
+        .endpoint_url(moto)
+        .build();
+    aws_sdk_firehose::Client::from_conf(conf)
+        .create_delivery_stream()
+        .delivery_stream_name(name)
+        .delivery_stream_type(DeliveryStreamType::DirectPut)
+        .extended_s3_destination_configuration(
+            ExtendedS3DestinationConfiguration::builder()
+                .role_arn("arn:aws:iam::123456789012:role/firehose")
+                .bucket_arn(format!("arn:aws:s3:::{bucket}"))
+                .prefix(prefix)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The Firehose path on the emulators: the stage archives every record it reads through one
+/// delivery stream (into `LAKE/raw/`) and sends its enriched events through another (into the
+/// lake's staging, as NDJSON), and compaction makes the lake exact from them. Then `shoplake
+/// replay` puts the archive back on the stream, read by a worker that lost its disk (no
+/// de-duplication memory): compaction keeps every event once. Last, the archive alone rebuilds
+/// the lake on a new stream.
+#[test]
+fn firehose_archive_and_events_sink_then_replay_keep_the_lake_exact() {
+    let Some(endpoint) = kinesalite() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let id = std::process::id();
+    let bucket = format!("fh-{id}");
+    let Some(lake) = S3Lake::create(&runtime, &bucket) else {
+        return;
+    };
+    let (stream, rebuilt_stream) = (format!("fh-{id}"), format!("fh-rebuilt-{id}"));
+    let (archive, events) = (format!("raw-{id}"), format!("events-{id}"));
+    runtime.block_on(async {
+        create_delivery_stream(&lake.endpoint, &archive, &bucket, "lake/raw/").await;
+        create_delivery_stream(&lake.endpoint, &events, &bucket, "lake/_staging/events/").await;
+        for (name, shards) in [(&stream, 2), (&rebuilt_stream, 1)] {
+            KinesisStream::with_client(&emulator_client(&endpoint), name, KinesisConfig::default())
+                .unwrap()
+                .create(shards)
+                .await
+                .unwrap();
+        }
+    });
+    let config =
+        format!("[firehose]\narchive_stream = \"{archive}\"\nevents_stream = \"{events}\"\n");
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    for d in &dirs[..2] {
+        std::fs::write(d.path().join("pipeline.toml"), &config).unwrap();
+    }
+    std::fs::write(dirs[2].path().join("pipeline.toml"), "").unwrap();
+    let run = |data: &Path, args: &[&str]| -> String {
+        let mut cmd = on_kinesis(data, &endpoint, &stream, args);
+        lake.on(&mut cmd);
+        cmd.env("AWS_ENDPOINT_URL_FIREHOSE", &lake.endpoint);
+        if data == dirs[2].path() {
+            cmd.env("SHOPLAKE_LAKE", format!("s3://{bucket}/rebuilt"))
+                .env("SHOPLAKE_STREAM", format!("kinesis://{rebuilt_stream}"));
+        }
+        ok(cmd.output().unwrap())
+    };
+    let json =
+        |text: String| -> Value { serde_json::from_str(text.lines().last().unwrap()).unwrap() };
+    let count = |data: &Path, sql: &str| -> u64 {
+        json(run(data, &["sql", sql, "--format", "json"]))[0]
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_u64)
+            .expect("a count")
+    };
+    let (first, second, third) = (dirs[0].path(), dirs[1].path(), dirs[2].path());
+
+    let stats = json(run(
+        first,
+        &[
+            "emit",
+            "--seed",
+            "12",
+            "--sessions",
+            "200",
+            "--start",
+            "2026-03-01T00:00:00Z",
+            "--stats-json",
+        ],
+    ));
+    let records = stats["records"].as_u64().unwrap();
+    let valid = stats["valid_unique"].as_u64().unwrap();
+    let bad = stats["bad"].as_u64().unwrap();
+    assert!(valid > 300 && bad > 0, "{stats}");
+    let drained = json(run(first, &["stream", "--drain"]));
+    assert_eq!(drained["records"].as_u64(), Some(records), "{drained}");
+
+    // Firehose delivered the events into staging (NDJSON under its hourly folders, no Parquet),
+    // and every record read into the archive, one line each.
+    let staged = lake.keys(&runtime, "_staging/events/");
+    assert!(!staged.is_empty(), "Firehose delivered events into staging");
+    assert!(
+        staged
+            .iter()
+            .all(|k| !k.ends_with(".parquet") && k.contains(&format!("/{events}-"))),
+        "{staged:?}"
+    );
+    let archived_lines = |runtime: &tokio::runtime::Runtime| -> u64 {
+        lake.keys(runtime, "raw/")
+            .iter()
+            .map(|k| {
+                let bytes = lake.get(runtime, k).unwrap();
+                bytes
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count() as u64
+            })
+            .sum()
+    };
+    assert_eq!(
+        archived_lines(&runtime),
+        records,
+        "every record archived once"
+    );
+
+    run(first, &["batch", "compact"]);
+    let check = |data: &Path, bad: u64| {
+        assert_eq!(count(data, "select count(*) from events"), valid);
+        assert_eq!(
+            count(data, "select count(distinct event_id) from events"),
+            valid
+        );
+        assert_eq!(count(data, "select count(*) from bad_rows"), bad);
+    };
+    check(first, bad);
+    assert!(
+        lake.keys(&runtime, "_staging/events/").is_empty(),
+        "staging consumed"
+    );
+
+    // Replay, read by a worker with a new disk: everything is staged again, compaction drops it.
+    let replayed = json(run(second, &["replay"]));
+    assert_eq!(
+        replayed["replayed"].as_u64(),
+        Some(records - bad),
+        "{replayed}"
+    );
+    assert_eq!(replayed["still_invalid"].as_u64(), Some(bad), "{replayed}");
+    assert_eq!(replayed["malformed_lines"].as_u64(), Some(0), "{replayed}");
+    let drained = json(run(second, &["stream", "--drain"]));
+    assert_eq!(
+        drained["records"].as_u64(),
+        Some(records - bad),
+        "{drained}"
+    );
+    assert_eq!(drained["bad_rows"].as_u64(), Some(0), "{drained}");
+    assert_eq!(
+        drained["events"].as_u64(),
+        Some(valid),
+        "all staged again: {drained}"
+    );
+    run(second, &["batch", "compact"]);
+    check(second, bad);
+
+    // The archive alone (now holding both reads) rebuilds the lake on a new stream.
+    let rebuilt = json(run(
+        third,
+        &["replay", "--from", &format!("s3://{bucket}/lake/raw")],
+    ));
+    assert_eq!(
+        rebuilt["replayed"].as_u64(),
+        Some(2 * (records - bad)),
+        "{rebuilt}"
+    );
+    run(third, &["stream", "--drain"]);
+    run(third, &["batch", "compact"]);
+    check(third, 0);
+}
