@@ -40,7 +40,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use crate::kinesis::{Backoff, Failure, classify, describe, is_throttling_code};
+use crate::kinesis::{Backoff, Failure, classify, describe, is_throttling_code, sdk_config};
 use crate::stream::StreamRecord;
 use crate::{Error, Result};
 
@@ -272,11 +272,7 @@ impl Firehose {
             .client
             .get_or_init(|| async {
                 let config = &self.inner.config;
-                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-                if let Some(region) = &config.region {
-                    loader = loader.region(aws_config::Region::new(region.clone()));
-                }
-                let sdk = loader.load().await;
+                let sdk = sdk_config(config.region.as_deref()).await;
                 let mut conf = aws_sdk_firehose::config::Builder::from(&sdk)
                     .retry_config(aws_sdk_firehose::config::retry::RetryConfig::disabled());
                 if let Some(url) = &config.endpoint_url {

@@ -240,12 +240,18 @@ impl KinesisStream {
     }
 }
 
-async fn load_client(config: &KinesisConfig) -> Client {
+/// The AWS settings of the standard environment (credential chain, region, endpoint variables),
+/// with `region` taking precedence: what every AWS client of this crate is made from.
+pub(crate) async fn sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = &config.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
     }
-    let sdk = loader.load().await;
+    loader.load().await
+}
+
+async fn load_client(config: &KinesisConfig) -> Client {
+    let sdk = sdk_config(config.region.as_deref()).await;
     let mut conf = aws_sdk_kinesis::config::Builder::from(&sdk)
         .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled());
     if let Some(url) = &config.endpoint_url {

@@ -8,8 +8,8 @@
 //! when a stream is over its throughput; and it refuses the first calls whole with a 503.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use aws_sdk_firehose::Client;
 use aws_sdk_firehose::config::{BehaviorVersion, Credentials, Region};
@@ -21,6 +21,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use shoplake_ingest::firehose::MAX_RECORD_BYTES;
 use shoplake_ingest::{Error, Firehose, FirehoseConfig};
+
+use crate::proxy::{self, HoldBack};
 
 const MOTO: &str = "SHOPLAKE_TEST_MOTO";
 
@@ -122,11 +124,8 @@ async fn delivered(store: &object_store::aws::AmazonS3) -> (usize, BTreeMap<Stri
 struct Faults {
     /// Whole calls to refuse with a 503 first.
     refuse_calls: AtomicUsize,
-    /// Hold back every n-th record seen (0: none), each record once.
-    fail_every: usize,
-    seen: AtomicUsize,
-    failed: AtomicUsize,
-    failed_once: Mutex<HashSet<String>>,
+    /// Records of PutRecordBatch calls answered failed.
+    hold: HoldBack,
 }
 
 #[derive(Clone)]
@@ -146,15 +145,7 @@ fn json_response(status: StatusCode, body: Value) -> Response {
 }
 
 async fn forward(state: &ProxyState, headers: &HeaderMap, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
-    let mut request = state.http.post(&state.upstream).body(body);
-    for (name, value) in headers {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
-    }
-    let answer = request.send().await.unwrap();
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
-    (status, answer.bytes().await.unwrap().to_vec())
+    proxy::forward(&state.http, &state.upstream, headers, body).await
 }
 
 async fn proxy(State(state): State<ProxyState>, headers: HeaderMap, body: AxumBytes) -> Response {
@@ -180,21 +171,7 @@ async fn proxy(State(state): State<ProxyState>, headers: HeaderMap, body: AxumBy
     }
     let mut request: Value = serde_json::from_slice(&body).unwrap();
     let records = request["Records"].as_array().cloned().unwrap_or_default();
-    let mut failed_at = HashSet::new();
-    let mut kept = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        let n = faults.seen.fetch_add(1, Ordering::SeqCst);
-        let data = r["Data"].as_str().unwrap_or_default().to_owned();
-        if faults.fail_every > 0
-            && n % faults.fail_every == 0
-            && faults.failed_once.lock().unwrap().insert(data)
-        {
-            failed_at.insert(i);
-        } else {
-            kept.push(r.clone());
-        }
-    }
-    faults.failed.fetch_add(failed_at.len(), Ordering::SeqCst);
+    let (failed_at, kept) = faults.hold.split(&records);
     let mut upstream = Vec::new().into_iter();
     if !kept.is_empty() {
         request["Records"] = Value::Array(kept);
@@ -232,14 +209,7 @@ async fn start_proxy(upstream: &str, faults: Faults) -> (String, Arc<Faults>) {
         http: reqwest::Client::new(),
         faults: faults.clone(),
     };
-    // Requests of up to 4 MiB of records (more in base64): no body limit.
-    let app = axum::Router::new()
-        .fallback(proxy)
-        .layer(axum::extract::DefaultBodyLimit::disable())
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = proxy::serve(axum::Router::new().fallback(proxy).with_state(state)).await;
     (format!("http://{addr}"), faults)
 }
 
@@ -253,8 +223,7 @@ async fn every_line_is_delivered_once_through_throttling_and_partial_failures() 
         &moto,
         Faults {
             refuse_calls: AtomicUsize::new(2),
-            fail_every: 3,
-            ..Faults::default()
+            hold: HoldBack::every(3),
         },
     )
     .await;
@@ -290,7 +259,7 @@ async fn every_line_is_delivered_once_through_throttling_and_partial_failures() 
         sent.into_iter().collect::<HashSet<_>>()
     );
     let m = firehose.metrics();
-    let failed = faults.failed.load(Ordering::SeqCst);
+    let failed = faults.hold.failed.load(Ordering::SeqCst);
     assert!(failed >= 5, "the proxy failed records: {failed}");
     assert_eq!(m.records_retried.load(Ordering::Relaxed) as usize, failed);
     assert_eq!(m.requests_retried.load(Ordering::Relaxed), 2);

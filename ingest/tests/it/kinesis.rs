@@ -9,10 +9,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::proxy::{self, HoldBack};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::primitives::Blob;
@@ -305,11 +306,8 @@ struct Faults {
     throttle_puts: AtomicUsize,
     /// GetRecords calls to answer "throttled".
     throttle_gets: AtomicUsize,
-    /// Every n-th record a PutRecords call carries fails, the first time its data is seen.
-    fail_every: usize,
-    seen: AtomicUsize,
-    failed_once: Mutex<HashSet<String>>,
-    failed: AtomicUsize,
+    /// Records of PutRecords calls answered failed.
+    hold: HoldBack,
 }
 
 struct FaultProxy {
@@ -334,19 +332,11 @@ fn throttled(message: &str) -> Response {
 }
 
 async fn forward(state: &ProxyState, headers: &HeaderMap, body: Vec<u8>) -> Response {
-    let mut request = state.http.post(&state.upstream).body(body);
-    for (name, value) in headers {
-        if name != "host" && name != "content-length" {
-            request = request.header(name, value);
-        }
-    }
-    let answer = request.send().await.unwrap();
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
-    let body = answer.bytes().await.unwrap();
+    let (status, body) = proxy::forward(&state.http, &state.upstream, headers, body).await;
     (
         status,
         [("content-type", "application/x-amz-json-1.1")],
-        body.to_vec(),
+        body,
     )
         .into_response()
 }
@@ -374,21 +364,7 @@ async fn proxy(State(state): State<ProxyState>, headers: HeaderMap, body: AxumBy
     // Hold back every n-th record (once per record) and answer it as throttled.
     let mut request: Value = serde_json::from_slice(&body).unwrap();
     let records = request["Records"].as_array().cloned().unwrap_or_default();
-    let mut failed_at = HashSet::new();
-    let mut kept = Vec::new();
-    for (i, r) in records.iter().enumerate() {
-        let n = faults.seen.fetch_add(1, Ordering::SeqCst);
-        let data = r["Data"].as_str().unwrap_or_default().to_owned();
-        if faults.fail_every > 0
-            && n % faults.fail_every == 0
-            && faults.failed_once.lock().unwrap().insert(data)
-        {
-            failed_at.insert(i);
-        } else {
-            kept.push(r.clone());
-        }
-    }
-    faults.failed.fetch_add(failed_at.len(), Ordering::SeqCst);
+    let (failed_at, kept) = faults.hold.split(&records);
     let mut answered: Vec<Value> = Vec::new();
     let mut upstream_failed = 0;
     if !kept.is_empty() {
@@ -432,10 +408,7 @@ impl FaultProxy {
             http: reqwest::Client::new(),
             faults: faults.clone(),
         };
-        let app = axum::Router::new().fallback(proxy).with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = proxy::serve(axum::Router::new().fallback(proxy).with_state(state)).await;
         FaultProxy { addr, faults }
     }
 
@@ -453,8 +426,7 @@ async fn partial_failures(strict_order: bool) {
         Faults {
             throttle_puts: AtomicUsize::new(2),
             throttle_gets: AtomicUsize::new(3),
-            fail_every: 4,
-            ..Faults::default()
+            hold: HoldBack::every(4),
         },
     )
     .await;
@@ -475,7 +447,7 @@ async fn partial_failures(strict_order: bool) {
     }
     assert_eq!(put.len(), total);
     let m = s.metrics();
-    let failed = proxy.faults.failed.load(Ordering::SeqCst);
+    let failed = proxy.faults.hold.failed.load(Ordering::SeqCst);
     // Every 4th record the proxy sees fails once (retries count as seen, so somewhat fewer).
     assert!(failed >= total / 8, "the proxy failed records: {failed}");
     assert_eq!(

@@ -7,6 +7,7 @@
 mod collector;
 mod firehose;
 mod kinesis;
+mod proxy;
 
 use std::sync::Arc;
 
