@@ -592,7 +592,7 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
         BAD_ROWS_TABLE,
         bad,
         BAD_ROW_ID,
-        shoplake_events::bad_rows_schema(),
+        bad_schema,
         opts,
         "compact",
     )

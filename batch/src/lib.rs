@@ -39,7 +39,7 @@ mod lake;
 pub mod optimize;
 pub mod orders;
 pub mod replay;
-mod staged;
+pub mod staged;
 
 pub use compact::{CompactOptions, CompactReport, compact, compact_all};
 pub use lake::Lake;

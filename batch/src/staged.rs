@@ -88,16 +88,15 @@ fn ndjson_error(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// The object's text: gunzipped when it starts with gzip's magic bytes (Firehose's GZIP
-/// compression; several members, as concatenated gzip files, are read in turn).
-fn text_of(path: &Path, bytes: Bytes) -> Result<Bytes> {
+/// An object Firehose delivered, as text: gunzipped when it starts with gzip's magic bytes
+/// (Firehose's GZIP compression; several members, as concatenated gzip files, are read in turn),
+/// else as it is. Staging and `shoplake replay` (the raw archive) read objects through it.
+pub fn gunzip_if_gzip(bytes: Bytes) -> std::io::Result<Bytes> {
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return Ok(bytes);
     }
     let mut out = Vec::with_capacity(bytes.len() * 8);
-    flate2::read::MultiGzDecoder::new(&bytes[..])
-        .read_to_end(&mut out)
-        .map_err(|e| ndjson_error(path, format!("gzip: {e}")))?;
+    flate2::read::MultiGzDecoder::new(&bytes[..]).read_to_end(&mut out)?;
     Ok(Bytes::from(out))
 }
 
@@ -107,7 +106,7 @@ fn decode_ndjson(
     schema: &SchemaRef,
     received_at: i64,
 ) -> Result<Decoded> {
-    let text = text_of(path, bytes)?;
+    let text = gunzip_if_gzip(bytes).map_err(|e| ndjson_error(path, format!("gzip: {e}")))?;
     let whole = ReaderBuilder::new(schema.clone())
         .with_batch_size(65_536)
         .build(BufReader::new(&text[..]))
@@ -136,14 +135,14 @@ fn decode_ndjson(
             Ok(batches) => rows.extend(batches),
             Err(e) => {
                 bad_count += 1;
-                let event_id = serde_json::from_slice::<serde_json::Value>(&line)
-                    .ok()
-                    .and_then(|v| v.get("event_id")?.as_str().map(str::to_owned));
-                let reason = if serde_json::from_slice::<serde_json::Value>(&line).is_ok() {
-                    Reason::WrongType
-                } else {
-                    Reason::MalformedJson
+                let json = serde_json::from_slice::<serde_json::Value>(&line).ok();
+                let reason = match json {
+                    Some(_) => Reason::WrongType,
+                    None => Reason::MalformedJson,
                 };
+                let event_id = json
+                    .as_ref()
+                    .and_then(|v| v.get("event_id")?.as_str().map(str::to_owned));
                 bad.append(&BadRow {
                     bad_row_id: format!("{path}:{}", i + 1),
                     received_at,

@@ -15,7 +15,6 @@
 //!   the ones they would now accept (a rule fixed since) are put back.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use anyhow::Context;
 use futures::TryStreamExt;
@@ -148,15 +147,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             .bytes()
             .await
             .with_context(|| format!("reading {path}"))?;
-        let text = if bytes.starts_with(&[0x1f, 0x8b]) {
-            let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(&bytes[..])
-                .read_to_end(&mut out)
-                .with_context(|| format!("gunzipping {path}"))?;
-            bytes::Bytes::from(out)
-        } else {
-            bytes
-        };
+        let text = shoplake_batch::staged::gunzip_if_gzip(bytes)
+            .with_context(|| format!("gunzipping {path}"))?;
         report.objects += 1;
         for (i, line) in text.split(|b| *b == b'\n').enumerate() {
             if line.iter().all(u8::is_ascii_whitespace) {

@@ -145,6 +145,16 @@ fn emulator_client(endpoint: &str) -> aws_sdk_kinesis::Client {
     aws_sdk_kinesis::Client::from_conf(conf)
 }
 
+/// Creates the stream `name` of `shards` shards on the emulator at `endpoint`, and waits until it
+/// is active.
+async fn create_stream(endpoint: &str, name: &str, shards: u32) {
+    KinesisStream::with_client(&emulator_client(endpoint), name, KinesisConfig::default())
+        .unwrap()
+        .create(shards)
+        .await
+        .unwrap();
+}
+
 /// Kinesis records in the stream, as Kinesis stores them (aggregates count once).
 async fn raw_records(client: &aws_sdk_kinesis::Client, stream: &str) -> usize {
     let shards = client
@@ -231,13 +241,7 @@ fn simulator_to_kinesis_to_lake(aggregate: bool, on_s3: bool) {
             .unwrap())
     };
     let client = emulator_client(&endpoint);
-    runtime.block_on(async {
-        KinesisStream::with_client(&client, &stream, KinesisConfig::default())
-            .unwrap()
-            .create(3)
-            .await
-            .unwrap();
-    });
+    runtime.block_on(create_stream(&endpoint, &stream, 3));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     std::fs::write(
@@ -495,14 +499,7 @@ fn workers_share_shards_and_a_killed_one_is_taken_over() {
         return;
     };
     let stream = format!("workers-{}", std::process::id());
-    let client = emulator_client(&endpoint);
-    runtime.block_on(async {
-        KinesisStream::with_client(&client, &stream, KinesisConfig::default())
-            .unwrap()
-            .create(4)
-            .await
-            .unwrap();
-    });
+    runtime.block_on(create_stream(&endpoint, &stream, 4));
     let dir = tempfile::tempdir().unwrap();
     let config = "[stream.leases]\nttl_secs = 2\n[stage]\nmax_batch_age_ms = 1500\n";
     let dirs: Vec<_> = ["emit", "a", "b", "c"]
@@ -681,13 +678,8 @@ fn firehose_archive_and_events_sink_then_replay_keep_the_lake_exact() {
     runtime.block_on(async {
         create_delivery_stream(&lake.endpoint, &archive, &bucket, "lake/raw/").await;
         create_delivery_stream(&lake.endpoint, &events, &bucket, "lake/_staging/events/").await;
-        for (name, shards) in [(&stream, 2), (&rebuilt_stream, 1)] {
-            KinesisStream::with_client(&emulator_client(&endpoint), name, KinesisConfig::default())
-                .unwrap()
-                .create(shards)
-                .await
-                .unwrap();
-        }
+        create_stream(&endpoint, &stream, 2).await;
+        create_stream(&endpoint, &rebuilt_stream, 1).await;
     });
     let config =
         format!("[firehose]\narchive_stream = \"{archive}\"\nevents_stream = \"{events}\"\n");

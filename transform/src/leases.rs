@@ -134,6 +134,17 @@ struct Seen {
     record: LeaseRecord,
 }
 
+impl Seen {
+    /// `record` at `epoch`, observed now.
+    fn now(epoch: u64, record: LeaseRecord) -> Self {
+        Seen {
+            epoch,
+            since: Instant::now(),
+            record,
+        }
+    }
+}
+
 /// This worker's view of a stream's leases.
 pub struct Leases {
     store: Arc<dyn ObjectStore>,
@@ -265,14 +276,7 @@ impl Leases {
             .try_collect()
             .await?;
         for (shard, epoch, record) in read.into_iter().flatten() {
-            self.seen.insert(
-                shard,
-                Seen {
-                    epoch,
-                    since: Instant::now(),
-                    record,
-                },
-            );
+            self.seen.insert(shard, Seen::now(epoch, record));
         }
         for path in stale {
             self.delete(&path).await;
@@ -347,14 +351,7 @@ impl Leases {
         for (shard, epoch, checkpoint, record, won) in results {
             match won {
                 Ok(true) => {
-                    self.seen.insert(
-                        shard.clone(),
-                        Seen {
-                            epoch,
-                            since: Instant::now(),
-                            record,
-                        },
-                    );
+                    self.seen.insert(shard.clone(), Seen::now(epoch, record));
                     if checkpoint.as_deref() == Some(SHARD_END) {
                         // Finished: nothing left to hold.
                         self.held.remove(&shard);
@@ -506,14 +503,7 @@ impl Leases {
             return Ok(None);
         }
         info!(shard_id = %shard.0, worker = %self.worker, checkpoint = ?checkpoint, "shard lease taken");
-        self.seen.insert(
-            shard.clone(),
-            Seen {
-                epoch,
-                since: Instant::now(),
-                record,
-            },
-        );
+        self.seen.insert(shard.clone(), Seen::now(epoch, record));
         self.held.insert(
             shard.clone(),
             Held {

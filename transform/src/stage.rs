@@ -640,20 +640,16 @@ impl Stage {
         );
         // The raw archive goes out while the events are encoded and written.
         let archived = async {
-            match &mut self.archive {
-                Some(a) if !a.lines.is_empty() => {
-                    let lines = std::mem::take(&mut a.lines);
-                    a.firehose
-                        .put_ndjson(&lines)
-                        .await
-                        .map_err(Error::Delivery)?;
-                    // Keep the buffer's capacity for the next batch.
-                    a.lines = lines;
-                    a.lines.clear();
-                    Ok::<(), Error>(())
-                }
-                _ => Ok(()),
+            if let Some(a) = &mut self.archive
+                && !a.lines.is_empty()
+            {
+                a.firehose
+                    .put_ndjson(&a.lines)
+                    .await
+                    .map_err(Error::Delivery)?;
+                a.lines.clear();
             }
+            Ok::<(), Error>(())
         };
         let staged = async {
             if self.events.is_empty() {

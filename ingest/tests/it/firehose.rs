@@ -22,22 +22,13 @@ use serde_json::{Value, json};
 use shoplake_ingest::firehose::MAX_RECORD_BYTES;
 use shoplake_ingest::{Error, Firehose, FirehoseConfig};
 
+use crate::endpoint;
 use crate::proxy::{self, HoldBack};
 
 const MOTO: &str = "SHOPLAKE_TEST_MOTO";
 
 fn moto() -> Option<String> {
-    match std::env::var(MOTO) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("SHOPLAKE_SKIP_EMULATORS").as_deref() == Ok("1") => {
-            eprintln!("skipped: {MOTO} is not set and SHOPLAKE_SKIP_EMULATORS=1");
-            None
-        }
-        _ => panic!(
-            "{MOTO} is not set: the Firehose tests talk to the moto server that ./scripts/test \
-             installs and starts; run ./scripts/test (or set SHOPLAKE_SKIP_EMULATORS=1 to skip)"
-        ),
-    }
+    endpoint(MOTO)
 }
 
 fn client(endpoint: &str) -> Client {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::endpoint;
 use crate::proxy::{self, HoldBack};
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
@@ -34,21 +35,6 @@ use shoplake_ingest::{
 
 const KINESALITE: &str = "SHOPLAKE_TEST_KINESALITE";
 const KINESIS_MOCK: &str = "SHOPLAKE_TEST_KINESIS_MOCK";
-
-/// The emulator's endpoint, or None when the caller explicitly skips the emulators.
-fn endpoint(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("SHOPLAKE_SKIP_EMULATORS").as_deref() == Ok("1") => {
-            eprintln!("skipped: {var} is not set and SHOPLAKE_SKIP_EMULATORS=1");
-            None
-        }
-        _ => panic!(
-            "{var} is not set: the Kinesis tests talk to AWS emulators that ./scripts/test installs \
-             and starts; run ./scripts/test (or set SHOPLAKE_SKIP_EMULATORS=1 to skip these tests)"
-        ),
-    }
-}
 
 fn client(endpoint: &str) -> Client {
     let conf = aws_sdk_kinesis::Config::builder()

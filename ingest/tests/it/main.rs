@@ -16,6 +16,23 @@ use shoplake_ingest::{
     LocalLog, Record, StartPosition, StreamConsumer, StreamProducer, conformance,
 };
 
+/// The endpoint of the emulator `./scripts/test` started and named in `var`, or None when the
+/// caller explicitly skips the emulators (`SHOPLAKE_SKIP_EMULATORS=1`).
+fn endpoint(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("SHOPLAKE_SKIP_EMULATORS").as_deref() == Ok("1") => {
+            eprintln!("skipped: {var} is not set and SHOPLAKE_SKIP_EMULATORS=1");
+            None
+        }
+        _ => panic!(
+            "{var} is not set: the Kinesis and Firehose tests talk to AWS emulators that \
+             ./scripts/test installs and starts; run ./scripts/test (or set \
+             SHOPLAKE_SKIP_EMULATORS=1 to skip these tests)"
+        ),
+    }
+}
+
 fn log(dir: &tempfile::TempDir, shards: u32) -> LocalLog {
     LocalLog::open(&dir.path().join("events.redb"), shards).unwrap()
 }
