@@ -7,7 +7,7 @@ views created from the same `sql/views/*.sql` (DuckDB spells the ordered aggrega
 ORDER BY y)` as `first(x ORDER BY y)`; that is the only change). Each query runs once to warm up,
 then RUNS times on each engine; the answers must have the same number of rows.
 
-usage: queries.py LAKE_DIR SHOPLAKE_URL RUNS
+usage: queries.py LAKE_DIR SHOPLAKE_URL RUNS   (bench/run.py imports its functions)
 """
 
 import glob
@@ -23,64 +23,63 @@ import urllib.request
 import deltalake
 import duckdb
 
-lake, url, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-here = os.path.dirname(os.path.abspath(__file__))
-root = os.path.dirname(here)
-
-con = duckdb.connect()
-threads = con.execute("select current_setting('threads')").fetchall()[0][0]
-for table in ["events", "orders", "identities"]:
-    files = deltalake.DeltaTable(os.path.join(lake, table)).file_uris()
-    con.execute(
-        f"create view {table} as select * from read_parquet({files!r}, hive_partitioning = true)"
-    )
-for view in ["sessions", "funnel_steps", "daily_campaign_performance"]:
-    text = open(os.path.join(root, "sql", "views", f"{view}.sql")).read()
-    con.execute(re.sub(r"\bfirst_value\(", "first(", text))
-
-# Parameters from the data: the busiest hour of product views, its day, and a shopper with
-# several visits.
-(hour_start,) = con.execute(
-    "select epoch(date_trunc('hour', event_time)) as h from events "
-    "where event_name = 'product_viewed' group by 1 order by count(*) desc, 1 limit 1"
-).fetchall()[0]
-shopper = con.execute(
-    "select anonymous_id from events where anonymous_id is not null group by 1 "
-    "order by count(distinct session_id) >= 2 desc, hash(anonymous_id) limit 1"
-).fetchall()[0][0]
-utc = lambda t, f="%Y-%m-%dT%H:%M:%SZ": time.strftime(f, time.gmtime(t))
-params = {
-    "hour_start": utc(hour_start),
-    "hour_end": utc(hour_start + 3600),
-    "day": utc(hour_start, "%Y-%m-%d"),
-    "shopper": shopper,
-}
-events = con.execute("select count(*) from events").fetchall()[0][0]
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 
 
-def shoplake(sql):
+def duckdb_over(lake):
+    """A DuckDB connection with the lake's tables (their active Parquet files) and the views."""
+    con = duckdb.connect()
+    for table in ["events", "orders", "identities"]:
+        files = deltalake.DeltaTable(os.path.join(lake, table)).file_uris()
+        con.execute(
+            f"create view {table} as select * from read_parquet({files!r}, hive_partitioning = true)"
+        )
+    for view in ["sessions", "funnel_steps", "daily_campaign_performance"]:
+        text = open(os.path.join(ROOT, "sql", "views", f"{view}.sql")).read()
+        con.execute(re.sub(r"\bfirst_value\(", "first(", text))
+    return con
+
+
+def parameters(con):
+    """The busiest hour of product views, its day, and a shopper with several visits."""
+    (hour_start,) = con.execute(
+        "select epoch(date_trunc('hour', event_time)) as h from events "
+        "where event_name = 'product_viewed' group by 1 order by count(*) desc, 1 limit 1"
+    ).fetchall()[0]
+    shopper = con.execute(
+        "select anonymous_id from events where anonymous_id is not null group by 1 "
+        "order by count(distinct session_id) >= 2 desc, hash(anonymous_id) limit 1"
+    ).fetchall()[0][0]
+    utc = lambda t, f="%Y-%m-%dT%H:%M:%SZ": time.strftime(f, time.gmtime(t))
+    return {
+        "hour_start": utc(hour_start),
+        "hour_end": utc(hour_start + 3600),
+        "day": utc(hour_start, "%Y-%m-%d"),
+        "shopper": shopper,
+    }
+
+
+def ask(url, sql):
+    """POST /v1/sql of a running `shoplake query`; its JSON answer."""
     req = urllib.request.Request(
         f"{url}/v1/sql",
         data=json.dumps({"sql": sql}).encode(),
         headers={"content-type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=600) as resp:
-        answer = json.load(resp)
-    return answer["row_count"]
+        return json.load(resp)
 
 
-def duck(sql):
-    return con.sql(sql).to_arrow_table().num_rows
-
-
-def timed(run, sql):
-    rows = run(sql)  # warm-up
+def timed(run, sql, runs):
+    """One warm-up, then RUNS timed runs (ms); every run must answer the same number of rows."""
+    rows = run(sql)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         n = run(sql)
         times.append((time.perf_counter() - start) * 1000)
-        assert n == rows
+        assert n == rows, f"{n} rows, then {rows}"
     return rows, times
 
 
@@ -89,32 +88,51 @@ def pct(times, p):
     return ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-print(
-    f"{events:,} events; {runs} hot runs per query after a warm-up; DuckDB {duckdb.__version__} "
-    f"({threads} threads) in-process, shoplake over HTTP. Parameters: hour {params['hour_start']}, "
-    f"day {params['day']}, shopper {params['shopper']}."
-)
-print()
-print("| query | rows | shoplake p50 ms | shoplake p95 ms | DuckDB p50 ms | DuckDB p95 ms | shoplake / DuckDB (p50) |")
-print("|---|---|---|---|---|---|---|")
-ratios, ours, theirs = [], [], []
-for path in sorted(glob.glob(os.path.join(here, "queries", "*.sql"))):
-    name = os.path.basename(path)[:-4]
-    sql = "\n".join(l for l in open(path).read().splitlines() if not l.startswith("--"))
-    sql = sql.format(**params)
-    rows, ours_t = timed(shoplake, sql)
-    duck_rows, theirs_t = timed(duck, sql)
-    if rows != duck_rows:
-        print(f"MISMATCH {name}: shoplake {rows} rows, DuckDB {duck_rows}", file=sys.stderr)
-        sys.exit(1)
-    a, b = statistics.median(ours_t), statistics.median(theirs_t)
-    ratios.append(a / b)
-    ours.append(a)
-    theirs.append(b)
+def geo(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def measure(con, url, runs, params):
+    """Each query of bench/queries/ on both engines: a dict per query (rows, times in ms)."""
+    results = []
+    for path in sorted(glob.glob(os.path.join(HERE, "queries", "*.sql"))):
+        name = os.path.basename(path)[:-4]
+        sql = "\n".join(l for l in open(path).read().splitlines() if not l.startswith("--"))
+        sql = sql.format(**params)
+        rows, ours = timed(lambda q: ask(url, q)["row_count"], sql, runs)
+        duck_rows, theirs = timed(lambda q: con.sql(q).to_arrow_table().num_rows, sql, runs)
+        if rows != duck_rows:
+            raise SystemExit(f"MISMATCH {name}: shoplake {rows} rows, DuckDB {duck_rows}")
+        results.append({"name": name, "rows": rows, "shoplake": ours, "duckdb": theirs})
+    return results
+
+
+def main():
+    lake, url, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    con = duckdb_over(lake)
+    threads = con.execute("select current_setting('threads')").fetchall()[0][0]
+    params = parameters(con)
+    events = con.execute("select count(*) from events").fetchall()[0][0]
     print(
-        f"| {name} | {rows} | {a:.1f} | {pct(ours_t, 95):.1f} | {b:.1f} | {pct(theirs_t, 95):.1f} | {a / b:.2f} |"
+        f"{events:,} events; {runs} hot runs per query after a warm-up; DuckDB {duckdb.__version__} "
+        f"({threads} threads) in-process, shoplake over HTTP. Parameters: hour {params['hour_start']}, "
+        f"day {params['day']}, shopper {params['shopper']}."
     )
-geo = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))
-print(
-    f"| **geometric mean** | | {geo(ours):.1f} | | {geo(theirs):.1f} | | **{geo(ratios):.2f}** |"
-)
+    print()
+    print("| query | rows | shoplake p50 ms | shoplake p95 ms | DuckDB p50 ms | DuckDB p95 ms | shoplake / DuckDB (p50) |")
+    print("|---|---|---|---|---|---|---|")
+    results = measure(con, url, runs, params)
+    for r in results:
+        a, b = statistics.median(r["shoplake"]), statistics.median(r["duckdb"])
+        print(
+            f"| {r['name']} | {r['rows']} | {a:.1f} | {pct(r['shoplake'], 95):.1f} | {b:.1f} "
+            f"| {pct(r['duckdb'], 95):.1f} | {a / b:.2f} |"
+        )
+    ours = [statistics.median(r["shoplake"]) for r in results]
+    theirs = [statistics.median(r["duckdb"]) for r in results]
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    print(f"| **geometric mean** | | {geo(ours):.1f} | | {geo(theirs):.1f} | | **{geo(ratios):.2f}** |")
+
+
+if __name__ == "__main__":
+    main()

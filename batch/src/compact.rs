@@ -17,6 +17,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use shoplake_events::fields::{
     BAD_ROW_ID, EVENT_DATE, EVENT_ID, EVENT_TIME, ORDER_ID, RECEIVED_AT,
 };
@@ -222,14 +223,30 @@ fn received_range(batches: &[RecordBatch]) -> Option<(i64, i64)> {
     range
 }
 
+/// Rows per Parquet row group: the unit of statistics and bloom-filter pruning.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// Columns with a bloom filter in every row group (of the tables that have them).
+const BLOOM_FILTER_COLUMNS: &[&str] = &["anonymous_id", "user_id", "order_id"];
+
 pub(crate) fn writer_properties(opts: &CompactOptions) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| Error::Lake {
         message: format!("zstd level {}: {e}", opts.zstd_level),
     })?;
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
-        .set_max_row_group_row_count(Some(128 * 1024))
-        .build())
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+    // Bloom filters on the ids a lookup names (one shopper, one order): a row group without the id
+    // is skipped without reading its pages. At most a row group's rows at 1% false positives, and
+    // parquet folds each filter down to what its distinct values need once they are known.
+    for column in BLOOM_FILTER_COLUMNS {
+        let path = ColumnPath::from(*column);
+        builder = builder
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), 0.01)
+            .set_column_bloom_filter_max_ndv(path, ROW_GROUP_ROWS as u64);
+    }
+    Ok(builder.build())
 }
 
 fn query_err(table: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error + '_ {

@@ -2,6 +2,7 @@
 
 use deltalake::operations::optimize::OptimizeType;
 
+use crate::compact::{CompactOptions, writer_properties};
 use crate::{Error, Lake, Result};
 
 /// What an optimize run did.
@@ -12,9 +13,10 @@ pub struct OptimizeReport {
     pub files_added: u64,
 }
 
-/// Bin-packs the files of `table` towards `target_size` bytes (Delta OPTIMIZE); readers keep seeing a
+/// Bin-packs the files of `table` towards `opts.target_file_size` bytes (Delta OPTIMIZE), written
+/// with compaction's layout (zstd level, row-group size, bloom filters); readers keep seeing a
 /// consistent version throughout.
-pub async fn optimize(lake: &Lake, table: &str, target_size: u64) -> Result<OptimizeReport> {
+pub async fn optimize(lake: &Lake, table: &str, opts: &CompactOptions) -> Result<OptimizeReport> {
     let Some(t) = lake.table(table).await? else {
         return Ok(OptimizeReport {
             table: table.to_owned(),
@@ -25,8 +27,9 @@ pub async fn optimize(lake: &Lake, table: &str, target_size: u64) -> Result<Opti
         .optimize()
         .with_type(OptimizeType::Compact)
         .with_target_size(
-            std::num::NonZeroU64::new(target_size).unwrap_or(std::num::NonZeroU64::MIN),
+            std::num::NonZeroU64::new(opts.target_file_size).unwrap_or(std::num::NonZeroU64::MIN),
         )
+        .with_writer_properties(writer_properties(opts)?)
         .await
         .map_err(|source| Error::delta(table, source))?;
     Ok(OptimizeReport {

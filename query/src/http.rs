@@ -1,7 +1,8 @@
 //! The HTTP API: `POST /v1/sql` and `GET /v1/tables`.
 //!
 //! `POST /v1/sql` takes `{"sql": "…"}` (or the SQL as a plain-text body) and answers
-//! `{"columns": [{"name", "type"}], "rows": [{…}], "row_count", "truncated", "elapsed_ms"}`.
+//! `{"columns": [{"name", "type"}], "rows": [{…}], "row_count", "truncated", "elapsed_ms",
+//! "bytes_scanned"}` (bytes the Parquet scans read).
 //! Bad SQL is a 400 with `{"error": "bad_sql", "detail": "<what DataFusion said>"}`; a failure of
 //! the service is a 500 with an opaque message, logged once.
 
@@ -92,6 +93,7 @@ async fn sql(
         "row_count": rows.len(),
         "truncated": truncated,
         "elapsed_ms": result.elapsed.as_secs_f64() * 1000.0,
+        "bytes_scanned": result.bytes_scanned,
         "rows": rows,
     }))
     .into_response()

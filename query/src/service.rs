@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use datafusion::catalog::TableProvider;
-use datafusion::datasource::MemTable;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use shoplake_batch::Lake;
 use shoplake_events::lake::{
@@ -44,6 +47,10 @@ pub struct QueryOptions {
     pub memory_limit_bytes: usize,
     /// How often, at most, table versions are checked.
     pub refresh_interval: Duration,
+    /// Skip what filters rule out: Delta files by their statistics, Parquet row groups by theirs
+    /// and by bloom filters, pages by the page index. Off only to measure what it saves: scans then
+    /// get no filters at all and every row is read and filtered after decoding.
+    pub pruning: bool,
 }
 
 impl Default for QueryOptions {
@@ -52,6 +59,7 @@ impl Default for QueryOptions {
             storage_options: HashMap::new(),
             memory_limit_bytes: 2 << 30,
             refresh_interval: Duration::from_secs(1),
+            pruning: true,
         }
     }
 }
@@ -62,6 +70,8 @@ pub struct QueryResult {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
     pub elapsed: Duration,
+    /// Bytes the Parquet scans read (DataFusion's `bytes_scanned`): what pruning left to read.
+    pub bytes_scanned: u64,
 }
 
 impl QueryResult {
@@ -83,6 +93,7 @@ pub struct QueryMetrics {
     pub bad_sql: AtomicU64,
     pub failed: AtomicU64,
     pub micros: AtomicU64,
+    pub bytes_scanned: AtomicU64,
 }
 
 /// SQL over the lake.
@@ -127,9 +138,11 @@ impl QueryService {
         let mut config = SessionConfig::new().with_information_schema(true);
         let parquet = &mut config.options_mut().execution.parquet;
         // Evaluate filters while decoding (late materialisation) and use page indexes.
-        parquet.pushdown_filters = true;
+        parquet.pushdown_filters = options.pruning;
         parquet.reorder_filters = true;
-        parquet.enable_page_index = true;
+        parquet.enable_page_index = options.pruning;
+        parquet.pruning = options.pruning;
+        parquet.bloom_filter_on_read = options.pruning;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let service = QueryService {
             ctx,
@@ -185,7 +198,12 @@ impl QueryService {
                     table
                         .update_datafusion_session(&self.ctx.state())
                         .map_err(|source| shoplake_batch::Error::delta(name, source))?;
-                    table.table_provider().await.map_err(Error::execution)?
+                    let provider = table.table_provider().await.map_err(Error::execution)?;
+                    if self.options.pruning {
+                        provider
+                    } else {
+                        Arc::new(Unpruned(provider))
+                    }
                 }
                 None => Arc::new(
                     MemTable::try_new(empty_schema(name), vec![vec![]])
@@ -232,14 +250,20 @@ impl QueryService {
             Err(_) => self.metrics.failed.fetch_add(1, Ordering::Relaxed),
             Ok(_) => 0,
         };
-        result.map(|(schema, batches)| QueryResult {
-            schema,
-            batches,
-            elapsed: start.elapsed(),
+        result.map(|(schema, batches, bytes_scanned)| {
+            self.metrics
+                .bytes_scanned
+                .fetch_add(bytes_scanned, Ordering::Relaxed);
+            QueryResult {
+                schema,
+                batches,
+                elapsed: start.elapsed(),
+                bytes_scanned,
+            }
         })
     }
 
-    async fn run(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    async fn run(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>, u64)> {
         self.refresh(false).await?;
         let read_only = SQLOptions::new()
             .with_allow_ddl(false)
@@ -251,8 +275,11 @@ impl QueryService {
             .await
             .map_err(classify)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(classify)?;
-        Ok((schema, batches))
+        let plan = df.create_physical_plan().await.map_err(classify)?;
+        let batches = collect(plan.clone(), self.ctx.task_ctx())
+            .await
+            .map_err(classify)?;
+        Ok((schema, batches, bytes_scanned(plan.as_ref())))
     }
 
     /// Prometheus text of the query counters.
@@ -262,12 +289,54 @@ impl QueryService {
             "# TYPE shoplake_queries_total counter\nshoplake_queries_total {}\n\
              # TYPE shoplake_query_errors_total counter\nshoplake_query_errors_total{{kind=\"bad_sql\"}} {}\n\
              shoplake_query_errors_total{{kind=\"failed\"}} {}\n\
-             # TYPE shoplake_query_seconds_total counter\nshoplake_query_seconds_total {}\n",
+             # TYPE shoplake_query_seconds_total counter\nshoplake_query_seconds_total {}\n\
+             # TYPE shoplake_query_bytes_scanned_total counter\nshoplake_query_bytes_scanned_total {}\n",
             m.queries.load(Ordering::Relaxed),
             m.bad_sql.load(Ordering::Relaxed),
             m.failed.load(Ordering::Relaxed),
             m.micros.load(Ordering::Relaxed) as f64 / 1e6,
+            m.bytes_scanned.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// Bytes read by the Parquet scans of an executed plan.
+fn bytes_scanned(plan: &dyn ExecutionPlan) -> u64 {
+    let own = plan
+        .metrics()
+        .and_then(|m| m.sum_by_name("bytes_scanned"))
+        .map_or(0, |v| v.as_usize() as u64);
+    own + plan
+        .children()
+        .into_iter()
+        .map(|child| bytes_scanned(child.as_ref()))
+        .sum::<u64>()
+}
+
+/// A table whose scans get no filters (`QueryOptions::pruning` off): no Delta file skipping, no
+/// row-group, bloom-filter or page pruning; DataFusion filters the rows after reading them all.
+#[derive(Debug)]
+struct Unpruned(Arc<dyn TableProvider>);
+
+#[async_trait]
+impl TableProvider for Unpruned {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.0.table_type()
+    }
+
+    // Filters are not pushed down (the default `supports_filters_pushdown` declines them all).
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.0.scan(state, projection, filters, limit).await
     }
 }
 

@@ -16,9 +16,9 @@ enum Job {
     Compact,
     /// Rewrite small files into large ones.
     Optimize {
-        /// Target file size in bytes.
-        #[arg(long, default_value_t = 256 << 20)]
-        target_size: u64,
+        /// Target file size in bytes (default: `[compaction] target_file_size`).
+        #[arg(long)]
+        target_size: Option<u64>,
     },
     /// Rewrite `product_affinity`: per product, its strongest neighbours viewed in the same
     /// session and bought in the same order over the whole history, counted as the live
@@ -52,8 +52,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         }
         Job::Optimize { target_size } => {
+            let mut opts = config.compaction.options();
+            if let Some(size) = target_size {
+                opts.target_file_size = size;
+            }
             for table in TABLES {
-                let r = shoplake_batch::optimize::optimize(&lake, table, target_size).await?;
+                let r = shoplake_batch::optimize::optimize(&lake, table, &opts).await?;
                 println!(
                     "{table}: {} files rewritten into {}",
                     r.files_removed, r.files_added

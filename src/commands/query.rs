@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use shoplake_query::QueryService;
+use shoplake_query::{QueryOptions, QueryService};
 use tracing::info;
 
 use crate::config::DataArgs;
@@ -13,10 +13,23 @@ pub struct Args {
     /// Address to serve on.
     #[arg(long, env = "SHOPLAKE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: std::net::SocketAddr,
+    /// Read every row of the scanned tables: no file, row-group or page skipping. Only for
+    /// measuring what pruning saves (`bench/run.sh`).
+    #[arg(long)]
+    no_pruning: bool,
 }
 
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
-    let service = Arc::new(QueryService::open(&data.lake_root(), Default::default()).await?);
+    let service = Arc::new(
+        QueryService::open_with(
+            &data.lake_root(),
+            QueryOptions {
+                pruning: !args.no_pruning,
+                ..QueryOptions::default()
+            },
+        )
+        .await?,
+    );
     let listener = ops::bind(args.http_addr).await?;
     info!(addr = %args.http_addr, "serving SQL on POST /v1/sql");
     let metrics = service.clone();

@@ -1,6 +1,7 @@
 //! `shoplake stream`: the streaming stage on its own.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use shoplake_transform::Stage;
 use tracing::info;
@@ -47,6 +48,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     .await?;
     let backend = stream_handle;
     if args.drain {
+        let metrics = stage.metrics();
         let report = stage.drain().await?;
         info!(
             records = report.records,
@@ -56,7 +58,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         );
         println!(
             "{}",
-            serde_json::json!({"records": report.records, "events": report.events, "bad_rows": report.bad_rows, "fraud_decisions": report.decisions})
+            serde_json::json!({"records": report.records, "events": report.events, "bad_rows": report.bad_rows, "fraud_decisions": report.decisions,
+                "process_cpu_seconds": metrics.process_cpu_nanos.load(Ordering::Relaxed) as f64 / 1e9})
         );
         return Ok(());
     }

@@ -212,13 +212,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                 if !optimize_every.is_zero() && last_optimize.elapsed() >= optimize_every {
                     last_optimize = std::time::Instant::now();
                     for table in shoplake_events::lake::TABLES {
-                        match shoplake_batch::optimize::optimize(
-                            &lake,
-                            table,
-                            opts.target_file_size,
-                        )
-                        .await
-                        {
+                        match shoplake_batch::optimize::optimize(&lake, table, &opts).await {
                             Ok(r) if r.files_removed > 0 => info!(
                                 table,
                                 removed = r.files_removed,
