@@ -254,7 +254,7 @@ class Bench:
             shutil.rmtree(data)
             out = os.path.join(self.work, f"duck-small-{i}")
             # The table was only appended to, so every file under it is active.
-            d = duck(f"COPY (SELECT * FROM read_parquet('{src}/*/*.parquet', hive_partitioning = true)) "
+            d = duck(f"COPY (SELECT * FROM read_parquet('{src}/event_date=*/*.parquet', hive_partitioning = true)) "
                      f"TO '{out}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (event_date))")
             sizes = [os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(out) for f in fs]
             d.files, d.largest = len(sizes), max(sizes)

@@ -18,16 +18,14 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
-use shoplake_events::fields::{
-    BAD_ROW_ID, EVENT_DATE, EVENT_ID, EVENT_TIME, ORDER_ID, RECEIVED_AT,
-};
+use shoplake_events::fields::{BAD_ROW_ID, EVENT_DATE, EVENT_ID, EVENT_TIME, RECEIVED_AT};
 use shoplake_events::lake::{
-    BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, ORDERS_TABLE, STAGING_BAD_ROWS,
-    STAGING_EVENTS, STAGING_FRAUD_DECISIONS,
+    BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS,
+    STAGING_FRAUD_DECISIONS,
 };
 use tracing::{debug, info};
 
-use crate::orders::{ORDERS_SQL, orders_schema};
+use crate::derived::{self, Touched};
 use crate::staged::{self, Encoding};
 use crate::{Error, Lake, Result};
 
@@ -76,6 +74,9 @@ pub struct CompactReport {
     pub fraud_decisions_written: u64,
     /// Orders re-derived from their events (merged into the table, or all of it when rebuilt).
     pub orders: Option<u64>,
+    /// Visits (sessions) re-derived from their events (merged into the table, or all of it when
+    /// rebuilt).
+    pub visits: Option<u64>,
     /// Identity links re-derived from their events and merged into `identities` (all of them
     /// when the table was created).
     pub identities: Option<u64>,
@@ -90,14 +91,13 @@ impl CompactReport {
         self.already_in_lake += o.already_in_lake;
         self.bad_rows_written += o.bad_rows_written;
         self.fraud_decisions_written += o.fraud_decisions_written;
-        self.orders = match (self.orders, o.orders) {
+        let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         };
-        self.identities = match (self.identities, o.identities) {
-            (Some(a), Some(b)) => Some(a + b),
-            (a, b) => a.or(b),
-        };
+        self.orders = sum(self.orders, o.orders);
+        self.visits = sum(self.visits, o.visits);
+        self.identities = sum(self.identities, o.identities);
     }
 }
 
@@ -421,138 +421,6 @@ async fn append_new(
     Ok((written as u64, (rows - written) as u64))
 }
 
-/// Runs the orders SQL over `events` — all of it, or only the events of `only` orders — and
-/// returns the rows in the orders schema.
-async fn derive_orders(lake: &Lake, only: Option<Vec<String>>) -> Result<Vec<RecordBatch>> {
-    let qe = query_err(ORDERS_TABLE);
-    let ctx = SessionContext::new();
-    let Some(events) = lake.scan(&ctx, EVENTS_TABLE).await? else {
-        return Ok(Vec::new());
-    };
-    let events = match only {
-        None => events,
-        Some(ids) => {
-            // `events` is the lake's events of these orders only: a semi-join on order_id.
-            let ids = arrow::array::StringArray::from(ids);
-            let ids = RecordBatch::try_from_iter([("touched_order_id", Arc::new(ids) as _)])?;
-            let touched = ctx.read_batch(ids).map_err(&qe)?;
-            events
-                .filter(col(ORDER_ID).is_not_null())
-                .and_then(|t| {
-                    t.join_on(
-                        touched,
-                        JoinType::LeftSemi,
-                        [col(ORDER_ID).eq(col("touched_order_id"))],
-                    )
-                })
-                .map_err(&qe)?
-        }
-    };
-    ctx.register_table(EVENTS_TABLE, events.into_view())
-        .map_err(&qe)?;
-    let batches = ctx
-        .sql(ORDERS_SQL)
-        .await
-        .map_err(&qe)?
-        .collect()
-        .await
-        .map_err(&qe)?;
-    conform(batches, &orders_schema())
-}
-
-/// Rebuilds the `orders` table from the whole events table (an atomic overwrite); returns its
-/// rows. Compaction uses it when the table is missing; otherwise it upserts ([`upsert_orders`]).
-pub async fn rebuild_orders(lake: &Lake, opts: &CompactOptions) -> Result<u64> {
-    let mut batches = derive_orders(lake, None).await?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if batches.is_empty() {
-        // No order yet: the table is written empty (a write needs at least one batch).
-        batches.push(RecordBatch::new_empty(orders_schema()));
-    }
-    lake.table_for_write(ORDERS_TABLE)
-        .await?
-        .write(batches)
-        .with_save_mode(SaveMode::Overwrite)
-        .with_writer_properties(writer_properties(opts)?)
-        .with_commit_properties(CommitProperties::default().with_metadata([(
-            "shoplake.operation".to_owned(),
-            serde_json::json!("rebuild_orders"),
-        )]))
-        .await
-        .map_err(delta_err(ORDERS_TABLE))?;
-    Ok(rows as u64)
-}
-
-/// Re-derives the orders in `ids` from all their events in the lake and merges them into the
-/// `orders` table on order_id (update when present, insert when new); returns the rows merged.
-///
-/// The work is proportional to the orders a round touched, not to the lake's history, and a
-/// re-run is harmless: each row is derived from the lake, not from the round's events alone.
-pub async fn upsert_orders(
-    lake: &Lake,
-    orders: deltalake::DeltaTable,
-    ids: Vec<String>,
-    opts: &CompactOptions,
-) -> Result<u64> {
-    let batches = derive_orders(lake, Some(ids)).await?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if rows == 0 {
-        return Ok(0);
-    }
-    let qe = query_err(ORDERS_TABLE);
-    let ctx = SessionContext::new();
-    let source = ctx.read_batches(batches).map_err(&qe)?;
-    let columns: Vec<String> = orders_schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let (_table, metrics) = orders
-        .merge(source, col("target.order_id").eq(col("source.order_id")))
-        .with_source_alias("source")
-        .with_target_alias("target")
-        .with_writer_properties(writer_properties(opts)?)
-        .with_commit_properties(CommitProperties::default().with_metadata([(
-            "shoplake.operation".to_owned(),
-            serde_json::json!("upsert_orders"),
-        )]))
-        .when_matched_update(|u| {
-            columns
-                .iter()
-                .fold(u, |u, c| u.update(c.as_str(), col(format!("source.{c}"))))
-        })
-        .and_then(|m| {
-            m.when_not_matched_insert(|i| {
-                columns
-                    .iter()
-                    .fold(i, |i, c| i.set(c.as_str(), col(format!("source.{c}"))))
-            })
-        })
-        .map_err(delta_err(ORDERS_TABLE))?
-        .await
-        .map_err(delta_err(ORDERS_TABLE))?;
-    debug!(
-        inserted = metrics.num_target_rows_inserted,
-        updated = metrics.num_target_rows_updated,
-        "orders upserted"
-    );
-    Ok(rows as u64)
-}
-
-/// The distinct order ids of the staged events.
-fn order_ids(batches: &[RecordBatch]) -> Vec<String> {
-    let mut ids = BTreeSet::new();
-    for b in batches {
-        if let Some(c) = b
-            .column_by_name(ORDER_ID)
-            .and_then(|c| c.as_string_opt::<i32>())
-        {
-            ids.extend(c.iter().flatten().map(str::to_owned));
-        }
-    }
-    ids.into_iter().collect()
-}
-
 /// One compaction round: reads up to the limits from staging, commits, then deletes what it read.
 pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
     let mut budget = opts.max_bytes;
@@ -585,7 +453,8 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     report.events_read = events.iter().map(|b| b.num_rows() as u64).sum();
     let (events, dups) = dedup_first(events, EVENT_ID)?;
     report.duplicates_in_staging = dups;
-    let touched_orders = order_ids(&events);
+    let touched_orders = Touched::of(&events, derived::ORDERS.key);
+    let touched_visits = Touched::of(&events, derived::VISITS.key);
     let touched_identities = crate::identities::linked_anonymous_ids(&events)?;
     let (written, skipped) = append_new(
         lake,
@@ -637,17 +506,15 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     .await?;
     report.fraud_decisions_written = decisions_written;
 
-    // Orders this round's events belong to are re-derived and merged; the whole table is rebuilt
-    // when it is missing (a new lake, or a crash between the first events commit and this step).
-    match lake.table(ORDERS_TABLE).await? {
-        None if written > 0 || !touched_orders.is_empty() => {
-            report.orders = Some(rebuild_orders(lake, opts).await?);
-        }
-        Some(orders) if !touched_orders.is_empty() => {
-            report.orders = Some(upsert_orders(lake, orders, touched_orders, opts).await?);
-        }
-        _ => {}
-    }
+    // Orders and visits this round's events belong to are derived again from the lake and
+    // merged; a table is rebuilt when it is missing (a new lake, or a crash between the first
+    // events commit and this step).
+    report.orders = derived::ORDERS
+        .update(lake, &touched_orders, written, opts)
+        .await?;
+    report.visits = derived::VISITS
+        .update(lake, &touched_visits, written, opts)
+        .await?;
 
     // Anonymous ids this round's identity events link to users (the table made when missing).
     report.identities =
@@ -674,7 +541,12 @@ const MAX_CONFLICTS_IN_A_ROW: u64 = 50;
 
 /// Compacts until staging is empty.
 pub async fn compact_all(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
-    let mut total = CompactReport::default();
+    let mut total = CompactReport {
+        // A lake written before a derived table existed gets it now, not at its next event.
+        orders: derived::ORDERS.ensure(lake, opts).await?,
+        visits: derived::VISITS.ensure(lake, opts).await?,
+        ..Default::default()
+    };
     let mut conflicts = 0;
     loop {
         let round = match compact(lake, opts).await {

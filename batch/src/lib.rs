@@ -6,8 +6,9 @@
 //!   production) and the object store that reaches it;
 //! - [`compact`]: staged Parquet files (written by the streaming stage) → the `events` and
 //!   `bad_rows` Delta tables, de-duplicated by id across staging files *and* against what the lake
-//!   already holds, then the `orders` table rebuilt from the order lifecycle events
-//!   (`sql/batch/orders.sql`), then the `identities` table ([`identities`]: which user each
+//!   already holds, then the tables [`derived`] from events by SQL — `orders` from the order
+//!   lifecycle events (`sql/batch/orders.sql`) and `visits`, one row per session
+//!   (`sql/batch/visits.sql`) — merged for the keys the round touched, then the `identities` table ([`identities`]: which user each
 //!   anonymous id is linked to) merged from the round's identity events; consumed staging files
 //!   are deleted only after every commit;
 //! - [`optimize`]: small files → large ones (Delta `OPTIMIZE`, bin-packing) and vacuum;
@@ -34,12 +35,14 @@ use deltalake::kernel::transaction::TransactionError;
 
 pub mod affinity;
 pub mod compact;
+pub mod derived;
 pub mod identities;
 mod lake;
 pub mod optimize;
 pub mod orders;
 pub mod replay;
 pub mod staged;
+pub mod visits;
 
 pub use compact::{CompactOptions, CompactReport, compact, compact_all};
 pub use lake::Lake;

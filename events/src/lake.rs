@@ -5,6 +5,9 @@
 pub const EVENTS_TABLE: &str = "events";
 /// The `orders` Delta table: one row per order.
 pub const ORDERS_TABLE: &str = "orders";
+/// The `visits` Delta table: one row per session (maintained by compaction; the `sessions` view
+/// adds the user from `identities`).
+pub const VISITS_TABLE: &str = "visits";
 /// The `identities` Delta table: one row per link of an anonymous id to a user id (maintained by
 /// compaction from the identity events; see `shoplake_batch::identities`).
 pub const IDENTITIES_TABLE: &str = "identities";
@@ -27,6 +30,7 @@ pub const TABLES: &[&str] = &[
     EVENTS_TABLE,
     BAD_ROWS_TABLE,
     ORDERS_TABLE,
+    VISITS_TABLE,
     IDENTITIES_TABLE,
     FRAUD_DECISIONS_TABLE,
     PRODUCT_AFFINITY_TABLE,

@@ -18,7 +18,7 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use shoplake_batch::Lake;
 use shoplake_events::lake::{
     BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, IDENTITIES_TABLE, PRODUCT_AFFINITY_TABLE,
-    TABLES,
+    TABLES, VISITS_TABLE,
 };
 use tokio::sync::Mutex;
 use tracing::{debug, info};
@@ -110,6 +110,7 @@ fn empty_schema(table: &str) -> SchemaRef {
         EVENTS_TABLE => shoplake_events::events_schema(),
         BAD_ROWS_TABLE => shoplake_events::bad_rows_schema(),
         IDENTITIES_TABLE => shoplake_batch::identities::identities_schema(),
+        VISITS_TABLE => shoplake_batch::visits::visits_schema(),
         FRAUD_DECISIONS_TABLE => shoplake_events::fraud_decisions_schema(),
         PRODUCT_AFFINITY_TABLE => shoplake_events::product_affinity_schema(),
         _ => shoplake_batch::orders::orders_schema(),

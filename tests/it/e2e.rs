@@ -125,6 +125,33 @@ fn assert_lake_matches(data: &Path, stats: &Value) {
             "select count(distinct order_id) from events where event_name = 'order_completed'"
         )
     );
+    // The visits compaction kept, round by round, are those derived from all events at once.
+    let derived = include_str!("../../sql/batch/visits.sql");
+    assert_eq!(
+        count(
+            data,
+            "select count(*) from visits where session_id is not null"
+        ),
+        count(
+            data,
+            "select count(distinct session_id) from events \
+             where source is null or source <> 'backend'"
+        ),
+        "one visit per session"
+    );
+    assert_eq!(
+        count(
+            data,
+            &format!(
+                "select count(*) from (\
+                   (select * from visits except select * from ({derived})) \
+                   union all \
+                   (select * from ({derived}) except select * from visits))"
+            )
+        ),
+        0,
+        "visits merged round by round differ from visits derived at once"
+    );
 }
 
 #[test]

@@ -124,6 +124,7 @@ async fn tables_and_query_counters() {
             "events",
             "bad_rows",
             "orders",
+            "visits",
             "identities",
             "fraud_decisions",
             "product_affinity"

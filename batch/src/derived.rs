@@ -1,0 +1,330 @@
+//! Tables derived from `events` by SQL and kept current by compaction: `orders` (one row per
+//! order, `sql/batch/orders.sql`) and `visits` (one row per session, `sql/batch/visits.sql`).
+//!
+//! Each has a key (order_id, session_id). A compaction round collects the keys its staged events
+//! carry ([`Touched`]), re-derives those keys' rows from *all* their events in the lake, and merges
+//! them into the table on the key (a Delta MERGE: update when present, insert when new). The work
+//! follows the round, not the lake's history, and a re-run after a crash derives the same rows,
+//! because every row comes from the lake rather than from the round's events alone. A missing
+//! table (a new lake, or one written before the table existed) is rebuilt from the whole events
+//! table in one overwrite.
+//!
+//! A session's events lie between its first and last event, so for `visits` the events read are
+//! also restricted to a time window: from the earliest to the latest of the round's events and
+//! of the touched sessions' rows already in the table (their `started_at` and `ended_at`). The
+//! window prunes `event_date` partitions and, as files are sorted by `event_time`, row groups; a
+//! round of recent events reads the last hours of the lake instead of all of it. Orders have no
+//! such bound (a refund can come months after the order), so their rounds read every file's
+//! `order_id` column.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use datafusion::common::{JoinType, ScalarValue};
+use datafusion::dataframe::DataFrame;
+use datafusion::functions_aggregate::expr_fn::{max, min};
+use datafusion::prelude::{SessionContext, col, lit};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use shoplake_events::codec::date_of;
+use shoplake_events::fields::{EVENT_DATE, EVENT_TIME, ORDER_ID, SESSION_ID};
+use shoplake_events::lake::{EVENTS_TABLE, ORDERS_TABLE, VISITS_TABLE};
+use tracing::debug;
+
+use crate::compact::{conform, writer_properties};
+use crate::{CompactOptions, Error, Lake, Result};
+
+/// A table derived from `events` by SQL, one row per value of its key.
+#[derive(Debug)]
+pub struct Derived {
+    pub table: &'static str,
+    /// The key column, in `events` and in the table.
+    pub key: &'static str,
+    /// The SQL over a table named `events` that derives the rows.
+    pub sql: &'static str,
+    pub schema: fn() -> SchemaRef,
+    /// The table's columns holding the first and last event time of a key's events, when all of
+    /// them lie in between (the events read for a round are then restricted to that window).
+    pub span: Option<(&'static str, &'static str)>,
+}
+
+/// `orders`: one row per order, from its lifecycle events.
+pub const ORDERS: Derived = Derived {
+    table: ORDERS_TABLE,
+    key: ORDER_ID,
+    sql: crate::orders::ORDERS_SQL,
+    schema: crate::orders::orders_schema,
+    span: None,
+};
+
+/// `visits`: one row per session, from its storefront events.
+pub const VISITS: Derived = Derived {
+    table: VISITS_TABLE,
+    key: SESSION_ID,
+    sql: crate::visits::VISITS_SQL,
+    schema: crate::visits::visits_schema,
+    span: Some(("started_at", "ended_at")),
+};
+
+/// Every derived table, in the order compaction keeps them.
+pub const ALL: [&Derived; 2] = [&ORDERS, &VISITS];
+
+/// The keys a round's events carry, and the span of those events' times.
+#[derive(Debug, Default)]
+pub struct Touched {
+    pub keys: Vec<String>,
+    /// First and last event_time (µs) of the events carrying a key.
+    pub span: Option<(i64, i64)>,
+}
+
+impl Touched {
+    /// The distinct non-null values of `key` in `batches`, and the time span of their rows.
+    pub fn of(batches: &[RecordBatch], key: &str) -> Touched {
+        let mut keys = BTreeSet::new();
+        let mut span: Option<(i64, i64)> = None;
+        for b in batches {
+            let Some(k) = b.column_by_name(key).and_then(|c| c.as_string_opt::<i32>()) else {
+                continue;
+            };
+            let times = b
+                .column_by_name(EVENT_TIME)
+                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>());
+            for (i, v) in k.iter().enumerate() {
+                let Some(v) = v else { continue };
+                if !keys.contains(v) {
+                    keys.insert(v.to_owned());
+                }
+                if let Some(t) = times.filter(|t| t.is_valid(i)).map(|t| t.value(i)) {
+                    span = Some(span.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
+                }
+            }
+        }
+        Touched {
+            keys: keys.into_iter().collect(),
+            span,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+fn query_err(table: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error + '_ {
+    move |source| Error::query(table, source)
+}
+
+fn delta_err(table: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
+    move |source| Error::delta(table, source)
+}
+
+fn timestamp(micros: i64) -> datafusion::prelude::Expr {
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(micros),
+        Some("UTC".into()),
+    ))
+}
+
+/// The rows of `keys` in `frame` (a semi-join on the key column).
+fn only_keys(
+    ctx: &SessionContext,
+    frame: DataFrame,
+    column: &str,
+    keys: &[String],
+) -> datafusion::error::Result<DataFrame> {
+    let keys = StringArray::from_iter_values(keys);
+    let keys = RecordBatch::try_from_iter([("touched_key", Arc::new(keys) as _)])?;
+    frame.join_on(
+        ctx.read_batch(keys)?,
+        JoinType::LeftSemi,
+        [col(column).eq(col("touched_key"))],
+    )
+}
+
+impl Derived {
+    /// The window holding every event of the touched keys: the round's events and the span the
+    /// table already records for those keys. None when the table has no span columns.
+    async fn window(
+        &self,
+        table: &deltalake::DeltaTable,
+        touched: &Touched,
+    ) -> Result<Option<(i64, i64)>> {
+        let (Some((first, last)), Some(round)) = (self.span, touched.span) else {
+            return Ok(None);
+        };
+        let qe = query_err(self.table);
+        let ctx = SessionContext::new();
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(delta_err(self.table))?;
+        let rows = ctx
+            .read_table(table.table_provider().await.map_err(&qe)?)
+            .and_then(|t| only_keys(&ctx, t, self.key, &touched.keys))
+            .and_then(|t| t.aggregate(vec![], vec![min(col(first)), max(col(last))]))
+            .map_err(&qe)?
+            .collect()
+            .await
+            .map_err(&qe)?;
+        let known = |i: usize| {
+            rows.first()
+                .map(|b| b.column(i).as_primitive::<TimestampMicrosecondType>())
+                .filter(|c| c.is_valid(0))
+                .map(|c| c.value(0))
+        };
+        let lo = known(0).map_or(round.0, |t| t.min(round.0));
+        let hi = known(1).map_or(round.1, |t| t.max(round.1));
+        Ok(Some((lo, hi)))
+    }
+
+    /// Runs the SQL over `events`, all of it or only the events of `touched` keys (within
+    /// `window` when given), and returns the rows in the table's schema.
+    async fn derive(
+        &self,
+        lake: &Lake,
+        touched: Option<(&Touched, Option<(i64, i64)>)>,
+    ) -> Result<Vec<RecordBatch>> {
+        let qe = query_err(self.table);
+        let ctx = SessionContext::new();
+        let Some(mut events) = lake.scan(&ctx, EVENTS_TABLE).await? else {
+            return Ok(Vec::new());
+        };
+        if let Some((touched, window)) = touched {
+            if let Some((lo, hi)) = window {
+                // event_date prunes partitions; event_time prunes row groups within them.
+                let date = |t| lit(ScalarValue::Date32(Some(date_of(t))));
+                events = events
+                    .filter(
+                        col(EVENT_DATE)
+                            .between(date(lo), date(hi))
+                            .and(col(EVENT_TIME).between(timestamp(lo), timestamp(hi))),
+                    )
+                    .map_err(&qe)?;
+            }
+            events = events
+                .filter(col(self.key).is_not_null())
+                .and_then(|t| only_keys(&ctx, t, self.key, &touched.keys))
+                .map_err(&qe)?;
+        }
+        ctx.register_table(EVENTS_TABLE, events.into_view())
+            .map_err(&qe)?;
+        let batches = ctx
+            .sql(self.sql)
+            .await
+            .map_err(&qe)?
+            .collect()
+            .await
+            .map_err(&qe)?;
+        conform(batches, &(self.schema)())
+    }
+
+    /// Rebuilds the table from the whole events table (an atomic overwrite); returns its rows.
+    pub async fn rebuild(&self, lake: &Lake, opts: &CompactOptions) -> Result<u64> {
+        let mut batches = self.derive(lake, None).await?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if batches.is_empty() {
+            // Nothing yet: the table is written empty (a write needs at least one batch).
+            batches.push(RecordBatch::new_empty((self.schema)()));
+        }
+        lake.table_for_write(self.table)
+            .await?
+            .write(batches)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_writer_properties(writer_properties(opts)?)
+            .with_commit_properties(CommitProperties::default().with_metadata([(
+                "shoplake.operation".to_owned(),
+                serde_json::json!(format!("rebuild_{}", self.table)),
+            )]))
+            .await
+            .map_err(delta_err(self.table))?;
+        Ok(rows as u64)
+    }
+
+    /// Re-derives the `touched` keys from all their events in the lake and merges them into the
+    /// table on the key; returns the rows merged.
+    pub async fn upsert(
+        &self,
+        lake: &Lake,
+        table: deltalake::DeltaTable,
+        touched: &Touched,
+        opts: &CompactOptions,
+    ) -> Result<u64> {
+        let window = self.window(&table, touched).await?;
+        let batches = self.derive(lake, Some((touched, window))).await?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows == 0 {
+            return Ok(0);
+        }
+        let qe = query_err(self.table);
+        let ctx = SessionContext::new();
+        let source = ctx.read_batches(batches).map_err(&qe)?;
+        let schema = (self.schema)();
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let (_table, metrics) = table
+            .merge(
+                source,
+                col(format!("target.{}", self.key)).eq(col(format!("source.{}", self.key))),
+            )
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_writer_properties(writer_properties(opts)?)
+            .with_commit_properties(CommitProperties::default().with_metadata([(
+                "shoplake.operation".to_owned(),
+                serde_json::json!(format!("upsert_{}", self.table)),
+            )]))
+            .when_matched_update(|u| {
+                columns
+                    .iter()
+                    .fold(u, |u, c| u.update(*c, col(format!("source.{c}"))))
+            })
+            .and_then(|m| {
+                m.when_not_matched_insert(|i| {
+                    columns
+                        .iter()
+                        .fold(i, |i, c| i.set(*c, col(format!("source.{c}"))))
+                })
+            })
+            .map_err(delta_err(self.table))?
+            .await
+            .map_err(delta_err(self.table))?;
+        debug!(
+            table = self.table,
+            inserted = metrics.num_target_rows_inserted,
+            updated = metrics.num_target_rows_updated,
+            ?window,
+            "derived rows merged"
+        );
+        Ok(rows as u64)
+    }
+
+    /// Keeps the table current after a round: merges the touched keys, or rebuilds the table
+    /// when it is missing and the lake has events. Returns the rows written, None when nothing
+    /// was to do.
+    pub async fn update(
+        &self,
+        lake: &Lake,
+        touched: &Touched,
+        events_written: u64,
+        opts: &CompactOptions,
+    ) -> Result<Option<u64>> {
+        match lake.table(self.table).await? {
+            None if events_written > 0 || !touched.is_empty() => {
+                Ok(Some(self.rebuild(lake, opts).await?))
+            }
+            Some(table) if !touched.is_empty() => {
+                Ok(Some(self.upsert(lake, table, touched, opts).await?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Rebuilds the table if it is missing while the lake has events (a lake written before the
+    /// table existed); returns the rows written.
+    pub async fn ensure(&self, lake: &Lake, opts: &CompactOptions) -> Result<Option<u64>> {
+        if lake.table(self.table).await?.is_some() || lake.table(EVENTS_TABLE).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.rebuild(lake, opts).await?))
+    }
+}
