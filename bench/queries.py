@@ -2,7 +2,8 @@
 
 Run by bench/queries.sh; prints Markdown. shoplake answers over HTTP (`POST /v1/sql` of a running
 `shoplake query`, the way a dashboard asks it); DuckDB runs in this process over the active
-Parquet files of the same Delta tables (listed by the `deltalake` package), with the dashboard
+Parquet files of the same Delta tables (listed by the `deltalake` package: events, orders, and the
+visits compaction keeps), with the dashboard
 views created from the same `sql/views/*.sql` (DuckDB spells the ordered aggregate `first_value(x
 ORDER BY y)` as `first(x ORDER BY y)`; that is the only change). Each query runs once to warm up,
 then RUNS times on each engine; the answers must have the same number of rows.
@@ -30,7 +31,7 @@ ROOT = os.path.dirname(HERE)
 def duckdb_over(lake):
     """A DuckDB connection with the lake's tables (their active Parquet files) and the views."""
     con = duckdb.connect()
-    for table in ["events", "orders", "identities"]:
+    for table in ["events", "orders", "visits", "identities"]:
         files = deltalake.DeltaTable(os.path.join(lake, table)).file_uris()
         con.execute(
             f"create view {table} as select * from read_parquet({files!r}, hive_partitioning = true)"
