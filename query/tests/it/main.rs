@@ -1,7 +1,7 @@
 //! The query service over a real lake: a seeded simulation put through the local stream, the
 //! streaming stage and compaction, then the golden SQL of `sql/tests/*.slt`, the HTTP API, and the
 //! `identities` table against the links the simulator emitted; compaction of NDJSON staging (the
-//! Firehose events sink) against Parquet staging.
+//! Firehose events sink) against Parquet staging; optimize's sorted rewrite of a day.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -9,4 +9,5 @@ mod golden;
 mod http;
 mod identities;
 mod lake;
+mod optimize;
 mod staging;
