@@ -1,12 +1,14 @@
-//! Small files → large ones, and removal of files no version references any more.
+//! Small files → large ones (Delta OPTIMIZE), written with compaction's layout.
 //!
-//! Tables partitioned by `event_date` with an `event_time` column (`events`) are rewritten sorted
-//! by `event_time` (a Delta OPTIMIZE ZORDER BY on that one column, which is a plain sort), and
-//! only in the days that hold more files than their size needs. Bin-packing alone concatenates
-//! the files of a day newest first; when compaction rounds each span the day (a backfill, a
-//! replay, late events), every row group of the result then spans the day too and a time filter
-//! prunes nothing: 8 of 12 row groups matched a one-hour filter on the 10-million-event lake of
-//! BENCHMARKS.md. Other tables are bin-packed.
+//! A day of the events table (partitioned by `event_date`, with an `event_time` column) whose
+//! files overlap in time is rewritten sorted by `event_time` (OPTIMIZE ZORDER BY that one column,
+//! which is a plain sort). That happens when compaction rounds each span the day: a backfill, a
+//! replay, late events. Bin-packing alone concatenates such files, every row group of the result
+//! spans the day, and a time filter prunes nothing: a one-hour filter matched 8 of a day's 12 row
+//! groups on the 10-million-event lake of BENCHMARKS.md. Days whose files follow one another in
+//! time, as live ingestion writes them, and the other tables are bin-packed, which is cheaper and
+//! keeps such a day in order. Files that no version references any more stay on storage: there is
+//! no VACUUM yet.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +20,8 @@ use shoplake_events::fields::{EVENT_DATE, EVENT_TIME};
 use crate::compact::{CompactOptions, writer_properties};
 use crate::{Error, Lake, Result};
 
-/// Memory the sort of a day may hold before it spills to disk.
-const SORT_MEMORY: usize = 512 << 20;
+/// Memory the sort of a day may hold before it spills to disk (one day is sorted at a time).
+const SORT_MEMORY: usize = 1 << 30;
 
 /// What an optimize run did.
 #[derive(Clone, Debug, Default)]
@@ -29,24 +31,57 @@ pub struct OptimizeReport {
     pub files_added: u64,
 }
 
-/// The `event_date` partitions holding more files than their bytes need at `target` bytes a file.
-fn days_to_rewrite(table: &deltalake::DeltaTable, target: u64) -> Result<Vec<String>> {
+/// One active file of a day: its size and its event_time range (from the Delta statistics).
+struct DayFile {
+    bytes: u64,
+    range: Option<(String, String)>,
+}
+
+/// The event_time range a file's Delta statistics record (ISO 8601 strings, which sort as times).
+fn time_range(stats: Option<String>) -> Option<(String, String)> {
+    let stats: serde_json::Value = serde_json::from_str(&stats?).ok()?;
+    let bound = |k: &str| stats[k][EVENT_TIME].as_str().map(str::to_owned);
+    Some((bound("minValues")?, bound("maxValues")?))
+}
+
+/// Whether some of the files' time ranges overlap (or one is unknown): concatenated, they would
+/// not be sorted.
+fn overlap(files: &[DayFile]) -> bool {
+    let mut ranges = Vec::with_capacity(files.len());
+    for f in files {
+        match &f.range {
+            Some(r) => ranges.push(r),
+            None => return true,
+        }
+    }
+    ranges.sort();
+    ranges.windows(2).any(|w| w[1].0 < w[0].1)
+}
+
+/// The `event_date` partitions to rewrite sorted: those holding more files than their bytes need
+/// at `target` bytes a file, whose files overlap in time. Days whose files follow one another
+/// (live ingestion, where each round holds the latest minutes) are left to bin-packing, which
+/// keeps each file's rows together and so the day in order, at a fraction of a sort's cost.
+fn days_to_sort(name: &str, table: &deltalake::DeltaTable, target: u64) -> Result<Vec<String>> {
     let state = table
         .snapshot()
-        .map_err(|source| Error::delta(EVENT_DATE, source))?;
-    // day → (files, bytes)
-    let mut days: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        .map_err(|source| Error::delta(name, source))?;
+    let mut days: BTreeMap<String, Vec<DayFile>> = BTreeMap::new();
     for file in state.log_data() {
         let Some(Some(day)) = file.partition_values_map().remove(EVENT_DATE) else {
             continue;
         };
-        let entry = days.entry(day).or_default();
-        entry.0 += 1;
-        entry.1 += file.size().max(0) as u64;
+        days.entry(day).or_default().push(DayFile {
+            bytes: file.size().max(0) as u64,
+            range: time_range(file.stats()),
+        });
     }
     Ok(days
         .into_iter()
-        .filter(|(_, (files, bytes))| *files > bytes.div_ceil(target.max(1)).max(1))
+        .filter(|(_, files)| {
+            let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+            files.len() as u64 > bytes.div_ceil(target).max(1) && overlap(files)
+        })
         .map(|(day, _)| day)
         .collect())
 }
@@ -60,45 +95,54 @@ pub async fn optimize(lake: &Lake, table: &str, opts: &CompactOptions) -> Result
         table: table.to_owned(),
         ..Default::default()
     };
+    let delta = |source| Error::delta(table, source);
+    let target = opts.target_file_size.max(1);
+    let size = std::num::NonZeroU64::new(target).unwrap_or(std::num::NonZeroU64::MIN);
     let Some(t) = lake.table(table).await? else {
         return Ok(report);
     };
-    let delta = |source| Error::delta(table, source);
-    let target = opts.target_file_size.max(1);
     let sorted_by_time = {
         let snapshot = t.snapshot().map_err(delta)?;
         snapshot.metadata().partition_columns() == &[EVENT_DATE.to_owned()]
             && snapshot.schema().field(EVENT_TIME).is_some()
     };
     let days = if sorted_by_time {
-        days_to_rewrite(&t, target)?
+        days_to_sort(table, &t, target)?
     } else {
         Vec::new()
     };
-    if sorted_by_time && days.is_empty() {
-        return Ok(report);
-    }
-    let filters = [(
-        EVENT_DATE,
-        FilterOp::In,
-        FilterValue::Set(days.iter().map(String::as_str).collect()),
-    )];
-    let builder = t
-        .optimize()
-        .with_target_size(std::num::NonZeroU64::new(target).unwrap_or(std::num::NonZeroU64::MIN))
-        .with_writer_properties(writer_properties(opts)?);
-    let builder = if sorted_by_time {
+    let t = if days.is_empty() {
+        t
+    } else {
+        let filters = [(
+            EVENT_DATE,
+            FilterOp::In,
+            FilterValue::Set(days.iter().map(String::as_str).collect()),
+        )];
         // The sort holds at most SORT_MEMORY and spills the rest to temporary files.
         let session = create_session_state_with_spill_config(Some(SORT_MEMORY), None);
-        builder
+        let (t, metrics) = t
+            .optimize()
             .with_type(OptimizeType::ZOrder(vec![EVENT_TIME.to_owned()]))
             .with_filters(&filters)
+            .with_target_size(size)
+            .with_writer_properties(writer_properties(opts)?)
+            .with_max_concurrent_tasks(1)
             .with_session_state(std::sync::Arc::new(session))
-    } else {
-        builder.with_type(OptimizeType::Compact)
+            .await
+            .map_err(delta)?;
+        report.files_removed += metrics.num_files_removed;
+        report.files_added += metrics.num_files_added;
+        t
     };
-    let (_, metrics) = builder.await.map_err(delta)?;
-    report.files_removed = metrics.num_files_removed;
-    report.files_added = metrics.num_files_added;
+    let (_, metrics) = t
+        .optimize()
+        .with_type(OptimizeType::Compact)
+        .with_target_size(size)
+        .with_writer_properties(writer_properties(opts)?)
+        .await
+        .map_err(delta)?;
+    report.files_removed += metrics.num_files_removed;
+    report.files_added += metrics.num_files_added;
     Ok(report)
 }
