@@ -477,8 +477,8 @@ def render(b, args, pipe, nd, small, q, prune, started):
     w("")
     w("The pipeline's events as the Firehose events sink writes them (shoplake's NDJSON encoding, "
       "objects of at most 64 MiB, no extension). shoplake: `batch compact` into an empty lake "
-      "(events de-duplicated against the lake, sorted, zstd Parquet, Delta commits, then `orders` "
-      "and `identities` derived). DuckDB: `COPY (SELECT * FROM read_json(…)) TO … (FORMAT "
+      "(events de-duplicated against the lake, sorted, zstd Parquet, Delta commits, then `orders`, "
+      "`visits` and `identities` derived). DuckDB: `COPY (SELECT * FROM read_json(…)) TO … (FORMAT "
       "parquet, COMPRESSION zstd)`, one file, nothing derived.")
     w("")
     w("| engine | wall s | CPU s | MB of input per CPU-s | output MiB | peak RSS MiB |")

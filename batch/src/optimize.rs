@@ -103,7 +103,7 @@ pub async fn optimize(lake: &Lake, table: &str, opts: &CompactOptions) -> Result
     };
     let sorted_by_time = {
         let snapshot = t.snapshot().map_err(delta)?;
-        snapshot.metadata().partition_columns() == &[EVENT_DATE.to_owned()]
+        snapshot.metadata().partition_columns() == [EVENT_DATE.to_owned()]
             && snapshot.schema().field(EVENT_TIME).is_some()
     };
     let days = if sorted_by_time {
