@@ -26,19 +26,24 @@
 //! over 25 days, 2 cores):
 //!
 //! - **Partitioned by `event_date`** (`events`, `bad_rows`, `fraud_decisions`): dashboards ask
-//!   about days and hours, and a day is the unit OPTIMIZE rewrites. Finer (hours) would make
-//!   ~55 MB days into 2 MB files; coarser would make a time filter read other days' footers.
+//!   about days and hours, and a day is the unit OPTIMIZE rewrites. Finer (hours) would cut
+//!   ~55 MB days into ~2 MB files; coarser (months) would make every optimize rewrite a month.
 //! - **Sorted by `event_time` within each file.** Compaction sorts each round; [`optimize`]
 //!   rewrites a day of several files sorted again (a ZORDER on that one column). Delta's file
 //!   statistics and the row groups' min/max then skip what a time filter rules out. Before the
 //!   sorted rewrite, bin-packing concatenated rounds that each spanned the day, and a one-hour
-//!   filter matched 8 of a day's 12 row groups.
+//!   filter matched 8 of a day's 12 row groups and read 8.25% of the bytes of an unpruned scan;
+//!   sorted, it reads 1.50%, 15× faster. The sort costs optimize ~5 more CPU-seconds per million
+//!   events rewritten, paid only by days whose files overlap in time.
 //! - **Row groups of 128 Ki rows** (parquet's default is 1 Mi): the unit of statistics and bloom
-//!   filter pruning. With 1 Mi rows a day was 2 row groups, so an hour read half a day.
+//!   filter pruning. The lake written with 1 Mi rows had 31 row groups for 25 days, each
+//!   holding most of a day, so neither an hour's filter nor a shopper's bloom filter could skip
+//!   much of it.
 //! - **Bloom filters on `anonymous_id`, `user_id`, `order_id`** (1% false positives, sized for a
 //!   row group's rows): ids are random, so min/max statistics cannot skip anything. One shopper's
 //!   events, measured on the same 9.47M events: without filters all 31 row groups were read
-//!   (47.6 MB); with them 4 of 92 (12.9 MB).
+//!   (47.6 MB); with them 4 of 92 (12.9 MB). In the benchmark that lookup reads 1.25% of an
+//!   unpruned scan's bytes and answers 57× faster. They take 0.3% of the table.
 //! - **zstd level 3**, statistics and the page index written by default (the page index narrows a
 //!   matched row group to the pages a filter needs).
 //! - **`visits`**, one row per session, kept by compaction ([`derived`]): the dashboards read
