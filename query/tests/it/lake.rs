@@ -1,7 +1,7 @@
 //! The seeded lake every test here reads: built once per test binary, the way the binary builds it
 //! (simulator → embedded stream → stage → compaction), so the golden results are the pipeline's.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use shoplake_batch::{CompactOptions, Lake, compact_all};
@@ -92,22 +92,26 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
+/// A seeded simulation (`seed`, `sessions`) put through an embedded stream in `dir` and drained by
+/// a stage with `config` into the staging of the lake `dir/lake`, not yet compacted.
+pub async fn staged(
+    dir: &Path,
+    seed: u64,
+    sessions: u64,
+    config: StageConfig,
+) -> (SimStats, Vec<Link>, Lake) {
+    let stream = Arc::new(LocalLog::open(&dir.join("stream.redb"), 4).unwrap());
+    let (stats, links) = simulate(&stream, seed, sessions).await;
+    let lake = Lake::open(&dir.join("lake").display().to_string(), Default::default()).unwrap();
+    let mut stage = Stage::open(stream, lake.store(), &dir.join("stage.redb"), config).unwrap();
+    stage.drain().await.unwrap();
+    (stats, links, lake)
+}
+
 async fn build() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 4).unwrap());
-    let (stats, links) = simulate(&stream, SEED, SESSIONS).await;
-
-    let lake_root: PathBuf = dir.path().join("lake");
-    let lake_root = lake_root.display().to_string();
-    let lake = Lake::open(&lake_root, Default::default()).unwrap();
-    let mut stage = Stage::open(
-        stream,
-        lake.store(),
-        &dir.path().join("stage.redb"),
-        StageConfig::default(),
-    )
-    .unwrap();
-    stage.drain().await.unwrap();
+    let (stats, links, lake) = staged(dir.path(), SEED, SESSIONS, StageConfig::default()).await;
+    let lake_root = dir.path().join("lake").display().to_string();
     compact_all(&lake, &CompactOptions::default())
         .await
         .unwrap();

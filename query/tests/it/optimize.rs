@@ -3,17 +3,15 @@
 //! bin-packs the tables without event times.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::TimestampMicrosecondType;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use shoplake_batch::optimize::optimize;
 use shoplake_batch::{CompactOptions, Lake, compact_all};
-use shoplake_ingest::LocalLog;
-use shoplake_transform::{Stage, StageConfig};
+use shoplake_transform::StageConfig;
 
-use crate::lake::simulate;
+use crate::lake::staged;
 
 /// The event times of each active file of `events`, by day.
 async fn days(lake: &Lake) -> BTreeMap<String, Vec<Vec<i64>>> {
@@ -50,22 +48,12 @@ async fn days(lake: &Lake) -> BTreeMap<String, Vec<Vec<i64>>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn optimize_sorts_each_day_by_event_time_and_keeps_every_row() {
     let dir = tempfile::tempdir().unwrap();
-    let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 4).unwrap());
-    let (stats, _) = simulate(&stream, 11, 200).await;
-    let root = dir.path().join("lake").display().to_string();
-    let lake = Lake::open(&root, Default::default()).unwrap();
-    let mut stage = Stage::open(
-        stream,
-        lake.store(),
-        &dir.path().join("stage.redb"),
-        StageConfig {
-            max_batch_records: 400,
-            read_batch: 100,
-            ..StageConfig::default()
-        },
-    )
-    .unwrap();
-    stage.drain().await.unwrap();
+    let small = StageConfig {
+        max_batch_records: 400,
+        read_batch: 100,
+        ..StageConfig::default()
+    };
+    let (stats, _, lake) = staged(dir.path(), 11, 200, small).await;
     // One staged file per round: many small files in each day.
     let opts = CompactOptions {
         max_files: 1,

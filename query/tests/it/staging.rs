@@ -3,17 +3,15 @@
 //! own Parquet staging; lines that do not decode become bad rows with a reason.
 
 use std::io::Write;
-use std::sync::Arc;
 
 use arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use shoplake_batch::{CompactOptions, Lake, compact_all};
-use shoplake_ingest::LocalLog;
 use shoplake_query::QueryService;
+use shoplake_transform::StageConfig;
 use shoplake_transform::staging::encode_ndjson;
-use shoplake_transform::{Stage, StageConfig};
 
-use crate::lake::simulate;
+use crate::lake::staged;
 
 /// A query's result, rendered: equal renderings mean equal results.
 async fn text(lake_root: &str, sql: &str) -> String {
@@ -45,23 +43,14 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ndjson_staging_plain_or_gzip_compacts_to_the_same_lake_as_parquet() {
     let dir = tempfile::tempdir().unwrap();
-    let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 4).unwrap());
-    let (stats, _) = simulate(&stream, 7, 80).await;
-    let (root_a, root_b) = (dir.path().join("a"), dir.path().join("b"));
-    let lake_a = Lake::open(&root_a.display().to_string(), Default::default()).unwrap();
-    let mut stage = Stage::open(
-        stream,
-        lake_a.store(),
-        &dir.path().join("stage.redb"),
-        StageConfig {
-            // Several staged files.
-            max_batch_records: 300,
-            read_batch: 100,
-            ..StageConfig::default()
-        },
-    )
-    .unwrap();
-    stage.drain().await.unwrap();
+    // Several staged files.
+    let small = StageConfig {
+        max_batch_records: 300,
+        read_batch: 100,
+        ..StageConfig::default()
+    };
+    let (stats, _, lake_a) = staged(dir.path(), 7, 80, small).await;
+    let (root_a, root_b) = (dir.path().join("lake"), dir.path().join("b"));
 
     // Lake b gets the same staging, its events as Firehose would deliver them: NDJSON objects
     // under YYYY/MM/DD/HH/, every other one gzip (with Firehose's .gz), the rest unchanged.
