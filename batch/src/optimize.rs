@@ -58,6 +58,12 @@ fn overlap(files: &[DayFile]) -> bool {
     ranges.windows(2).any(|w| w[1].0 < w[0].1)
 }
 
+/// Whether a day's files are more than its bytes need at `target` bytes a file, and overlap.
+fn needs_sort(files: &[DayFile], target: u64) -> bool {
+    let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    files.len() as u64 > bytes.div_ceil(target).max(1) && overlap(files)
+}
+
 /// The `event_date` partitions to rewrite sorted: those holding more files than their bytes need
 /// at `target` bytes a file, whose files overlap in time. Days whose files follow one another
 /// (live ingestion, where each round holds the latest minutes) are left to bin-packing, which
@@ -78,10 +84,7 @@ fn days_to_sort(name: &str, table: &deltalake::DeltaTable, target: u64) -> Resul
     }
     Ok(days
         .into_iter()
-        .filter(|(_, files)| {
-            let bytes: u64 = files.iter().map(|f| f.bytes).sum();
-            files.len() as u64 > bytes.div_ceil(target).max(1) && overlap(files)
-        })
+        .filter(|(_, files)| needs_sort(files, target))
         .map(|(day, _)| day)
         .collect())
 }
@@ -145,4 +148,61 @@ pub async fn optimize(lake: &Lake, table: &str, opts: &CompactOptions) -> Result
     report.files_removed += metrics.num_files_removed;
     report.files_added += metrics.num_files_added;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(bytes: u64, first: &str, last: &str) -> DayFile {
+        DayFile {
+            bytes,
+            range: Some((
+                format!("2026-03-01T{first}:00.000Z"),
+                format!("2026-03-01T{last}:00.000Z"),
+            )),
+        }
+    }
+
+    #[test]
+    fn only_small_files_that_overlap_in_time_are_sorted() {
+        let mb = 1 << 20;
+        // Rounds of a backfill: each spans the day.
+        let backfill = [file(mb, "00:01", "23:59"), file(mb, "00:03", "23:58")];
+        assert!(needs_sort(&backfill, 256 * mb));
+        // Live ingestion: each round holds the minutes after the last (touching ends allowed).
+        let live = [
+            file(mb, "10:00", "10:05"),
+            file(mb, "10:05", "10:10"),
+            file(mb, "10:10", "10:15"),
+        ];
+        assert!(!needs_sort(&live, 256 * mb));
+        // Files whose order is unknown (no statistics) are sorted to be safe.
+        let unknown = [
+            DayFile {
+                bytes: mb,
+                range: None,
+            },
+            file(mb, "10:00", "10:05"),
+        ];
+        assert!(needs_sort(&unknown, 256 * mb));
+        // A day already in as few files as its size needs is left alone, overlapping or not.
+        assert!(!needs_sort(&[file(300 * mb, "00:00", "23:59")], 256 * mb));
+        assert!(!needs_sort(&backfill, mb));
+    }
+
+    #[test]
+    fn time_ranges_come_from_the_delta_statistics() {
+        let stats = r#"{"numRecords":2,"minValues":{"event_time":"2026-03-01T00:01:23.099Z"},
+                        "maxValues":{"event_time":"2026-03-01T23:59:59.999Z"}}"#;
+        assert_eq!(
+            time_range(Some(stats.to_owned())),
+            Some((
+                "2026-03-01T00:01:23.099Z".to_owned(),
+                "2026-03-01T23:59:59.999Z".to_owned()
+            ))
+        );
+        assert_eq!(time_range(Some(r#"{"numRecords":2}"#.to_owned())), None);
+        assert_eq!(time_range(None), None);
+    }
 }
