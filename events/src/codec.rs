@@ -157,13 +157,21 @@ macro_rules! event_batch_builder {
             $($col: $builder,)+
             products: ProductsBuilder,
             len: usize,
+            /// Events each batch has room for: `finish` leaves the Arrow builders empty, without
+            /// their buffers, and the next batch starts from this room rather than regrowing.
+            capacity: usize,
         }
 
         impl EventBatchBuilder {
             /// A builder with room for `capacity` events.
             pub fn with_capacity(capacity: usize) -> Self {
                 let c = capacity;
-                EventBatchBuilder { $($col: $init(c),)+ products: ProductsBuilder::new(c), len: 0 }
+                EventBatchBuilder {
+                    $($col: $init(c),)+
+                    products: ProductsBuilder::new(c),
+                    len: 0,
+                    capacity,
+                }
             }
         }
     };
@@ -471,7 +479,7 @@ impl EventBatchBuilder {
             Arc::new(self.stream_sequence.finish()),
             Arc::new(self.event_date.finish()),
         ];
-        self.len = 0;
+        *self = Self::with_capacity(self.capacity);
         RecordBatch::try_new(schema::events_schema(), columns)
     }
 }

@@ -249,7 +249,13 @@ pub fn decode<'a>(
             event_name: None,
         });
     }
-    let event: Event<'a> = match serde_json::from_slice(raw) {
+    // One UTF-8 check of the whole event is cheaper than serde_json's check of each string it
+    // borrows; bytes that are not UTF-8 take the checked path, which says where they are.
+    let parsed = match std::str::from_utf8(raw) {
+        Ok(text) => serde_json::from_str::<Event<'a>>(text),
+        Err(_) => serde_json::from_slice::<Event<'a>>(raw),
+    };
+    let event = match parsed {
         Ok(event) => event,
         Err(_) => return Err(explain_parse_error(raw)),
     };

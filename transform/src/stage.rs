@@ -28,7 +28,7 @@ use crate::enrich::sessions::Sessions;
 use crate::leases::{LeaseMetrics, Leases};
 use crate::live::Live;
 use crate::staging::{encode_ndjson, encode_parquet, put};
-use crate::state::{SHARD_END, StateDelta, StateStore};
+use crate::state::{IdHasher, IdMap, SHARD_END, StateDelta, StateStore};
 use crate::{Error, Result};
 
 /// Counters of the stage, readable while it runs (Prometheus names in `render_prometheus`).
@@ -170,10 +170,10 @@ pub struct Stage {
     fx: FxRates,
     sessions: Sessions,
     /// event id → received_at of every event staged within the TTL.
-    dedup: HashMap<u128, i64>,
+    dedup: IdMap,
     /// Ids of the batch being built (not yet in `dedup`).
     pending_ids: Vec<(u128, i64)>,
-    pending_set: HashSet<u128>,
+    pending_set: HashSet<u128, IdHasher>,
     checkpoints: HashMap<String, String>,
     cursors: BTreeMap<ShardId, Cursor>,
     finished: HashSet<ShardId>,
@@ -251,7 +251,7 @@ impl Stage {
             fx,
             dedup: loaded.dedup,
             pending_ids: Vec::new(),
-            pending_set: HashSet::new(),
+            pending_set: HashSet::default(),
             checkpoints: loaded.checkpoints,
             cursors: BTreeMap::new(),
             finished,

@@ -38,11 +38,18 @@ pub struct StateDelta {
     pub live: Vec<(String, Option<Vec<u8>>)>,
 }
 
+/// The hasher of event-id sets: ids come from clients, so it stays seeded, but foldhash hashes a
+/// `u128` several times faster than the standard SipHash (one lookup and one insert per event).
+pub type IdHasher = foldhash::quality::RandomState;
+
+/// Event ids → when they were received: the de-duplication window.
+pub type IdMap = HashMap<u128, i64, IdHasher>;
+
 /// Everything loaded at start.
 #[derive(Debug, Default)]
 pub struct LoadedState {
     pub checkpoints: HashMap<String, String>,
-    pub dedup: HashMap<u128, i64>,
+    pub dedup: IdMap,
     pub sessions: HashMap<String, (i64, String)>,
 }
 
