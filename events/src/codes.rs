@@ -38,12 +38,46 @@ pub const COUNTRIES: &[&str] = &[
 
 /// Whether `code` is an active ISO 4217 currency code (upper case).
 pub fn is_currency(code: &str) -> bool {
-    CURRENCIES.binary_search(&code).is_ok()
+    static SET: [u64; 26 * 26 * 26 / 64 + 1] = bit_set(CURRENCIES);
+    contains(&SET, code, 3)
 }
 
 /// Whether `code` is an ISO 3166-1 alpha-2 country code (upper case).
 pub fn is_country(code: &str) -> bool {
-    COUNTRIES.binary_search(&code).is_ok()
+    static SET: [u64; 26 * 26 / 64 + 1] = bit_set(COUNTRIES);
+    contains(&SET, code, 2)
+}
+
+/// The index of an upper-case code in base 26, if every byte is `A`–`Z`.
+const fn index(code: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    let mut n = 0;
+    while i < code.len() {
+        if !code[i].is_ascii_uppercase() {
+            return None;
+        }
+        n = n * 26 + (code[i] - b'A') as usize;
+        i += 1;
+    }
+    Some(n)
+}
+
+/// The codes of a list as bits (built at compile time): a lookup is one load, where a binary
+/// search compared strings eight times (validation checks a country or currency on most events).
+const fn bit_set<const N: usize>(codes: &[&str]) -> [u64; N] {
+    let mut set = [0; N];
+    let mut i = 0;
+    while i < codes.len() {
+        if let Some(n) = index(codes[i].as_bytes()) {
+            set[n / 64] |= 1 << (n % 64);
+        }
+        i += 1;
+    }
+    set
+}
+
+fn contains(set: &[u64], code: &str, len: usize) -> bool {
+    code.len() == len && index(code.as_bytes()).is_some_and(|n| set[n / 64] & (1 << (n % 64)) != 0)
 }
 
 #[cfg(test)]
@@ -58,5 +92,19 @@ mod tests {
             is_currency("EUR") && is_currency("JPY") && !is_currency("eur") && !is_currency("XXX")
         );
         assert!(is_country("DE") && is_country("US") && !is_country("UK") && !is_country("de"));
+        // Every listed code and nothing else: all 2- and 3-letter codes against the lists.
+        for a in b'A'..=b'Z' {
+            for b in b'A'..=b'Z' {
+                let two = String::from_utf8(vec![a, b]).unwrap_or_default();
+                assert_eq!(is_country(&two), COUNTRIES.contains(&two.as_str()), "{two}");
+                for c in b'A'..=b'Z' {
+                    let three = format!("{two}{}", c as char);
+                    assert_eq!(is_currency(&three), CURRENCIES.contains(&three.as_str()));
+                }
+            }
+        }
+        for odd in ["", "D", "DEU", "EU", "EURO", "E1R", "É", "DÉ", "\0\0"] {
+            assert!(!is_country(odd) && !is_currency(odd), "{odd:?}");
+        }
     }
 }

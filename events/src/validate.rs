@@ -297,6 +297,18 @@ fn explain_parse_error(raw: &[u8]) -> Rejection {
     }
 }
 
+/// `properties.products[i].name`, as a rejection names it.
+struct ProductField {
+    i: usize,
+    name: &'static str,
+}
+
+impl fmt::Display for ProductField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "properties.products[{}].{}", self.i, self.name)
+    }
+}
+
 struct Checker<'l> {
     limits: &'l Limits,
     event_id: Option<String>,
@@ -304,10 +316,15 @@ struct Checker<'l> {
 }
 
 impl Checker<'_> {
-    fn reject(&self, reason: Reason, field: &str, message: String) -> Rejection {
+    fn reject(
+        &self,
+        reason: Reason,
+        field: &(impl fmt::Display + ?Sized),
+        message: String,
+    ) -> Rejection {
         Rejection {
             reason,
-            field: Some(field.to_owned()),
+            field: Some(field.to_string()),
             message,
             event_id: self.event_id.clone(),
             event_name: self.event_name.clone(),
@@ -322,7 +339,11 @@ impl Checker<'_> {
         )
     }
 
-    fn id(&self, field: &str, value: Option<&Str<'_>>) -> Result<(), Rejection> {
+    fn id(
+        &self,
+        field: &(impl fmt::Display + ?Sized),
+        value: Option<&Str<'_>>,
+    ) -> Result<(), Rejection> {
         if let Some(v) = value
             && (v.is_empty() || v.chars().count() > self.limits.max_id_len)
         {
@@ -339,7 +360,11 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn text(&self, field: &str, value: Option<&Str<'_>>) -> Result<(), Rejection> {
+    fn text(
+        &self,
+        field: &(impl fmt::Display + ?Sized),
+        value: Option<&Str<'_>>,
+    ) -> Result<(), Rejection> {
         if let Some(v) = value
             && v.len() > self.limits.max_text_len
         {
@@ -366,7 +391,11 @@ impl Checker<'_> {
         })
     }
 
-    fn amount(&self, field: &str, value: Option<f64>) -> Result<(), Rejection> {
+    fn amount(
+        &self,
+        field: &(impl fmt::Display + ?Sized),
+        value: Option<f64>,
+    ) -> Result<(), Rejection> {
         if let Some(v) = value
             && (!v.is_finite() || v < 0.0 || v > self.limits.max_amount)
         {
@@ -382,7 +411,13 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn range(&self, field: &str, value: Option<i64>, min: i64, max: i64) -> Result<(), Rejection> {
+    fn range(
+        &self,
+        field: &(impl fmt::Display + ?Sized),
+        value: Option<i64>,
+        min: i64,
+        max: i64,
+    ) -> Result<(), Rejection> {
         if let Some(v) = value
             && (v < min || v > max)
         {
@@ -414,7 +449,8 @@ impl Checker<'_> {
     /// One product. On a `custom` event a quantity may be a stock level (an "Inventory Updated"
     /// event that says a product ran out): 0 and up to 2^31 − 1 are accepted there.
     fn product(&self, i: usize, p: &Product<'_>, custom: bool) -> Result<(), Rejection> {
-        let f = |name: &str| format!("properties.products[{i}].{name}");
+        // The path is formatted only into a rejection.
+        let f = |name| ProductField { i, name };
         self.id(&f("product_id"), p.product_id.as_ref())?;
         self.id(&f("sku"), p.sku.as_ref())?;
         for (name, v) in [

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::StageConfig;
 use crate::decisions::DecisionRows;
-use crate::enrich::bots::is_bot;
+use crate::enrich::bots::BotCache;
 use crate::enrich::channel::{Touch, classify};
 use crate::enrich::fx::FxRates;
 use crate::enrich::sessions::Sessions;
@@ -169,6 +169,7 @@ pub struct Stage {
     limits: Limits,
     fx: FxRates,
     sessions: Sessions,
+    bots: BotCache,
     /// event id → received_at of every event staged within the TTL.
     dedup: IdMap,
     /// Ids of the batch being built (not yet in `dedup`).
@@ -243,7 +244,9 @@ impl Stage {
                 config.session_timeout_secs as i64 * 1_000_000,
                 loaded.sessions,
             ),
-            events: EventBatchBuilder::with_capacity(config.max_batch_records.min(65_536)),
+            bots: BotCache::default(),
+            // Room for a whole batch: untouched room costs no memory, regrowing copies it all.
+            events: EventBatchBuilder::with_capacity(config.max_batch_records.min(1 << 20)),
             consumer,
             store,
             state: Arc::new(state),
@@ -578,7 +581,7 @@ impl Stage {
                         referrer: page.and_then(|p| p.referrer.as_deref()),
                         page_url: page.and_then(|p| p.url.as_deref()),
                     });
-                    let bot = is_bot(
+                    let bot = self.bots.is_bot(
                         ctx.and_then(|c| c.user_agent.as_deref()),
                         ctx.and_then(|c| c.device_type.as_deref()),
                     );

@@ -198,6 +198,18 @@ fn ranges() {
     e["properties"]["products"][0]["price"] = json!(1e12);
     rejected(&e, Reason::OutOfRange, Some("properties.products[0].price"));
     let mut e = order();
+    let second = json!({"product_id": "p2", "price": 5.0, "quantity": 1, "sku": ""});
+    if let Some(products) = e["properties"]["products"].as_array_mut() {
+        products.push(second);
+    }
+    let r = rejected(&e, Reason::InvalidId, Some("properties.products[1].sku"));
+    assert!(
+        r.message
+            .starts_with("properties.products[1].sku must have 1 to "),
+        "{}",
+        r.message
+    );
+    let mut e = order();
     e["properties"]["products"][0]["quantity"] = json!(0);
     rejected(
         &e,
