@@ -23,7 +23,7 @@ pub struct PipelineConfig {
     /// The embedded stream.
     pub stream: StreamConfig,
     /// The HTTP collector (`shoplake collect`).
-    pub collector: shoplake_ingest::collector::CollectorConfig,
+    pub collector: shoplake_collector::CollectorConfig,
     /// Firehose: the raw archive (for `shoplake replay`) and the events sink into staging.
     pub firehose: shoplake_ingest::FirehoseConfig,
 }

@@ -10,23 +10,19 @@
 //! [`KinesisStream`], an Amazon Kinesis data stream (see [`kinesis`]). Every backend passes the
 //! same [`conformance`] suite.
 //!
-//! Ingestion paths onto the stream: the storefront emitter library (its own crate) and the
-//! [`collector`], an HTTP server speaking the Segment tracking API, which maps each message onto
-//! the event contract (`shoplake-events`) and answers 200 only once its records are durable.
+//! Ingestion paths onto the stream, each in its own crate: the storefront emitter library
+//! (`shoplake-storefront-emitter`) and the HTTP collector (`shoplake-collector`), which speaks
+//! the Segment tracking API and writes through [`StreamProducer`].
 //!
 //! Why these dependencies: `redb` stores the local log (an embedded, ACID, crash-safe B-tree
 //! engine in pure Rust: one table per shard keyed by sequence number, one transaction per put);
 //! `md-5` maps partition keys onto shards exactly as Kinesis does (MD5 of the key as a 128-bit
-//! hash key); `tokio` runs the blocking storage calls off the async threads. The collector adds:
-//! `axum` (the HTTP server of the workspace), `serde_json` with raw values (messages are re-keyed
-//! without being re-typed or copied into maps), `flate2` (gzip bodies; already in the tree for
-//! Parquet), `base64` (basic auth), `sha2` (hashed write keys and e-mails), `woothee` (user
-//! agents: see [`collector::enrich`] for why this parser), `maxminddb` (IP → country), `url`,
-//! `uuid` (v5 event ids), `rand` (key secrets). The Kinesis backend adds `aws-config`,
-//! `aws-sdk-kinesis` and `prost` (see [`kinesis`] for why each); the raw archive and the events
-//! sink add `aws-sdk-firehose` (see [`firehose`]).
+//! hash key); `tokio` runs the blocking storage calls off the async threads. The Kinesis backend
+//! adds `aws-config`, `aws-sdk-kinesis`, `prost` (see [`kinesis`] for why each) and `rand`
+//! (retry jitter); the raw archive and the events sink add `aws-sdk-firehose`, `serde_json` and
+//! `base64` (archived records as JSON lines; see [`firehose`]). `serde` reads the backends'
+//! configs.
 
-pub mod collector;
 pub mod conformance;
 pub mod firehose;
 pub mod kinesis;

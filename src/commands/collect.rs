@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use shoplake_ingest::collector::{self, Collector, KeyStore};
+use shoplake_collector::{Collector, KeyStore};
 use tracing::info;
 
 use crate::config::DataArgs;
@@ -32,7 +32,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let backend = stream.clone();
     let collector = Arc::new(Collector::new(stream, keys, config.collector.clone())?);
     let (metrics, ready) = (collector.metrics(), collector.clone());
-    let router = collector::router(collector).merge(ops::ops_router_with_readiness(
+    let router = shoplake_collector::router(collector).merge(ops::ops_router_with_readiness(
         Arc::new(move || metrics.render_prometheus() + &backend.render_prometheus()),
         Arc::new(move || ready.ready()),
     ));

@@ -3,7 +3,7 @@
 //! collector sees a new or revoked key within `collector.key_refresh_secs`.
 
 use anyhow::Context;
-use shoplake_ingest::collector::KeyStore;
+use shoplake_collector::KeyStore;
 
 use crate::config::DataArgs;
 

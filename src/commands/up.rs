@@ -75,9 +75,9 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 
     // HTTP collector (Segment tracking API) onto the same stream.
     let keys_path = data.keys_path();
-    let keys = shoplake_ingest::collector::KeyStore::open(&keys_path)
+    let keys = shoplake_collector::KeyStore::open(&keys_path)
         .with_context(|| format!("opening the write keys at {}", keys_path.display()))?;
-    let collector = Arc::new(shoplake_ingest::collector::Collector::new(
+    let collector = Arc::new(shoplake_collector::Collector::new(
         stream.clone(),
         keys,
         config.collector.clone(),
@@ -256,7 +256,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         stream.clone(),
     );
     let router = shoplake_query::router(service)
-        .merge(shoplake_ingest::collector::router(collector))
+        .merge(shoplake_collector::router(collector))
         .merge(shoplake_transform::live::router(live.clone()))
         .merge(ops::ops_router_with_readiness(
             Arc::new(move || {

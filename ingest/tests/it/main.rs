@@ -1,10 +1,8 @@
-//! The local log: the conformance suite, plus what only an embedded log must do; the HTTP
-//! collector (`collector`); the Kinesis backend and the Firehose client against the emulators
-//! (`kinesis`, `firehose`).
+//! The local log: the conformance suite, plus what only an embedded log must do; the Kinesis
+//! backend and the Firehose client against the emulators (`kinesis`, `firehose`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-mod collector;
 mod firehose;
 mod kinesis;
 mod proxy;

@@ -1,7 +1,15 @@
-//! # The HTTP collector: the Segment tracking API onto the events stream
+//! # shoplake-collector: the HTTP collector, the Segment tracking API onto the events stream
 //!
-//! Web shops and mobile apps send events with the analytics SDKs they already have (Segment's,
-//! RudderStack's, storefront plugins): pointed at this collector, they change nothing else.
+//! Owns the HTTP server that web shops and mobile apps send events to with the analytics SDKs
+//! they already have (Segment's, RudderStack's, storefront plugins): pointed at this collector,
+//! they change nothing else. It owns the write keys that authenticate them ([`keys`]), the
+//! mapping of each Segment message onto the event contract ([`segment`]), enrichment at the edge
+//! ([`enrich`]), rate limits ([`limit`]) and its own metrics ([`metrics`]).
+//!
+//! Data enters as HTTP requests (`POST /v1/track`, `/v1/batch`, … from [`router`]) and leaves as
+//! records on the events stream, through the [`StreamProducer`] trait of `shoplake-ingest`:
+//! the collector does not know which backend (the embedded log, Kinesis) it writes to. Each
+//! record is an event in the wire format of `shoplake-events`.
 //!
 //! ```text
 //! POST /v1/track|page|screen|identify|alias|group   one message      (≤ 32 KB)
@@ -35,6 +43,16 @@
 //!
 //! Modules: [`config`] (the `[collector]` settings), [`keys`] (write keys), [`segment`] (the
 //! mapping), [`enrich`] (user agent, GeoIP, privacy), [`limit`] (rate limits), [`metrics`].
+//!
+//! Why these dependencies: `shoplake-ingest` for the stream it writes to (the
+//! [`StreamProducer`] trait and the stream's limits); `shoplake-events` for the contract each
+//! message is mapped onto and checked against; `axum` (the HTTP server of the workspace);
+//! `serde_json` with raw values (messages are re-keyed without being re-typed or copied into
+//! maps); `flate2` (gzip bodies; already in the tree for Parquet); `base64` (basic auth); `sha2`
+//! (hashed write keys and e-mails); `redb` (the write keys, stored hashed: the embedded storage
+//! engine the local log uses too); `woothee` (user agents: see [`enrich`] for why this parser);
+//! `maxminddb` (IP → country); `url` (query strings); `uuid` (v5 event ids); `rand` (key
+//! secrets); `chrono` (timestamps).
 
 pub mod config;
 pub mod enrich;
@@ -43,7 +61,6 @@ pub mod limit;
 pub mod metrics;
 pub mod segment;
 
-use crate::stream::MAX_RECORDS_PER_PUT;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -62,13 +79,13 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use shoplake_events::{Limits, decode, format_timestamp};
+use shoplake_ingest::{Error as StreamError, MAX_RECORDS_PER_PUT, Record, StreamProducer};
 use tracing::{error, warn};
 
 pub use config::CollectorConfig;
 pub use keys::{KeyCache, KeyInfo, KeyStore};
 pub use metrics::{CollectorMetrics, RejectReason};
 
-use crate::{Error as StreamError, Record, StreamProducer};
 use enrich::{GeoIp, Scrub};
 use limit::RateLimiter;
 use segment::{Call, Edge, Mapped, RequestContext};

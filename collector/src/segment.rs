@@ -26,7 +26,6 @@
 //! Products keep the contract's fields (`id` becomes `product_id`); other product fields (`url`,
 //! `image_url`) are not part of the contract and are not kept. Currency codes are upper-cased.
 
-use crate::stream::MAX_PARTITION_KEY_CHARS;
 use std::borrow::Cow;
 use std::net::IpAddr;
 
@@ -42,6 +41,7 @@ use shoplake_events::fields::{
     VARIANT,
 };
 use shoplake_events::wire::keys;
+use shoplake_ingest::MAX_PARTITION_KEY_CHARS;
 use uuid::Uuid;
 
 use super::enrich::{GeoIp, Scrub, may_hold_email, parse_user_agent, truncate_ip};
