@@ -1,4 +1,4 @@
-# The AWS emulators the tests talk to over the wire (DESIGN.md, "AWS in tests"), sourced by
+# The AWS emulators the tests talk to over the wire (ARCHITECTURE.md, "AWS in tests"), sourced by
 # scripts/test:
 #   emulators_install   npm packages into .emulators/node_modules (pinned; reinstalled only when
 #                       the pins change) and the Python tools, moto among them

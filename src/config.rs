@@ -6,18 +6,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use shoplake_ingest::{
-    PutResult, Record, ShardId, ShardInfo, ShardReader, StartPosition, StreamConsumer,
-    StreamProducer,
-};
+pub use shoplake_ingest::backend::{Stream, StreamUri};
+use shoplake_live::LiveConfig;
 use shoplake_transform::StageConfig;
 
 /// The TOML config file. Every table is optional.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// The streaming stage.
-    pub stage: StageConfig,
+    /// The streaming stage and the live engines it feeds.
+    pub stage: StageSection,
     /// Compaction into the lake.
     pub compaction: CompactionConfig,
     /// The embedded stream.
@@ -26,6 +24,54 @@ pub struct PipelineConfig {
     pub collector: shoplake_collector::CollectorConfig,
     /// Firehose: the raw archive (for `shoplake replay`) and the events sink into staging.
     pub firehose: shoplake_ingest::FirehoseConfig,
+}
+
+/// `[stage]`: one table in the file, two owners — the streaming stage's settings
+/// ([`StageConfig`]) and those of the live engines it feeds ([`LiveConfig`]: `[stage.fraud]`,
+/// `[stage.recommendations]`, `live_rebuild_hours`). Each keeps `deny_unknown_fields`: the
+/// table is split by [`LiveConfig::KEYS`] before either reads its part.
+#[derive(Clone, Debug, Default)]
+pub struct StageSection {
+    pub stage: StageConfig,
+    pub live: LiveConfig,
+}
+
+impl StageSection {
+    /// The live engines this config switches on (fraud scoring, recommendations).
+    pub fn live_engines(&self) -> anyhow::Result<shoplake_live::Live> {
+        Ok(shoplake_live::Live::from_config(
+            &self.live,
+            self.stage.fx_rates()?,
+        )?)
+    }
+}
+
+impl Serialize for StageSection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut table = toml::Table::try_from(&self.stage).map_err(S::Error::custom)?;
+        table.extend(toml::Table::try_from(&self.live).map_err(S::Error::custom)?);
+        table.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for StageSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut stage = toml::Table::deserialize(d)?;
+        let live: toml::Table = LiveConfig::KEYS
+            .iter()
+            .filter_map(|k| stage.remove(*k).map(|v| ((*k).to_owned(), v)))
+            .collect();
+        Ok(StageSection {
+            stage: toml::Value::Table(stage)
+                .try_into()
+                .map_err(D::Error::custom)?,
+            live: toml::Value::Table(live)
+                .try_into()
+                .map_err(D::Error::custom)?,
+        })
+    }
 }
 
 /// `[compaction]`
@@ -152,90 +198,6 @@ impl Default for StreamConfig {
     }
 }
 
-/// Which backend carries the events stream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StreamUri {
-    /// The embedded durable log in the data folder.
-    Local,
-    /// An Amazon Kinesis data stream, by name.
-    Kinesis(String),
-}
-
-impl StreamUri {
-    pub fn parse(uri: &str) -> anyhow::Result<Self> {
-        if uri == "local" {
-            return Ok(StreamUri::Local);
-        }
-        let Some(name) = uri.strip_prefix("kinesis://") else {
-            anyhow::bail!("stream {uri:?}: expected `local` or `kinesis://STREAM_NAME`");
-        };
-        anyhow::ensure!(
-            (1..=128).contains(&name.len())
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')),
-            "stream {uri:?}: a Kinesis stream name has 1 to 128 characters of a-z, A-Z, 0-9, _ . -"
-        );
-        Ok(StreamUri::Kinesis(name.to_owned()))
-    }
-}
-
-/// The events stream a command uses: the embedded log or Kinesis, behind the stream traits.
-pub enum Stream {
-    Local(shoplake_ingest::LocalLog),
-    Kinesis(shoplake_ingest::KinesisStream),
-}
-
-impl Stream {
-    /// The backend's own counters in the Prometheus text format (Kinesis: records put and read,
-    /// retries, throttling, iterator renewals, milliseconds behind the tip per shard); empty for
-    /// the embedded log, whose figures are the stage's and the collector's.
-    pub fn render_prometheus(&self) -> String {
-        match self {
-            Stream::Local(_) => String::new(),
-            Stream::Kinesis(s) => s.metrics().render_prometheus(StreamConsumer::name(s)),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl StreamProducer for Stream {
-    async fn put_records(&self, records: Vec<Record>) -> shoplake_ingest::Result<Vec<PutResult>> {
-        match self {
-            Stream::Local(s) => s.put_records(records).await,
-            Stream::Kinesis(s) => s.put_records(records).await,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl StreamConsumer for Stream {
-    fn name(&self) -> &str {
-        match self {
-            Stream::Local(s) => StreamConsumer::name(s),
-            Stream::Kinesis(s) => StreamConsumer::name(s),
-        }
-    }
-
-    async fn list_shards(&self) -> shoplake_ingest::Result<Vec<ShardInfo>> {
-        match self {
-            Stream::Local(s) => s.list_shards().await,
-            Stream::Kinesis(s) => s.list_shards().await,
-        }
-    }
-
-    async fn open_shard(
-        &self,
-        shard: &ShardId,
-        from: StartPosition,
-    ) -> shoplake_ingest::Result<Box<dyn ShardReader>> {
-        match self {
-            Stream::Local(s) => s.open_shard(shard, from).await,
-            Stream::Kinesis(s) => s.open_shard(shard, from).await,
-        }
-    }
-}
-
 /// The Firehose delivery streams a stage writes to (`[firehose]`): the raw archive and the events
 /// sink, each when configured.
 pub struct FirehoseStreams {
@@ -289,7 +251,7 @@ impl PipelineConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let config: PipelineConfig = toml::from_str(text)?;
         // Building the stage's fx table checks the currencies and rates.
-        config.stage.fx_rates()?;
+        config.stage.stage.fx_rates()?;
         anyhow::ensure!(
             config.stream.shards >= 1,
             "stream.shards must be at least 1"
@@ -409,24 +371,14 @@ impl DataArgs {
     /// The events stream. Kinesis is reached on the first call (its client is made then, from
     /// the AWS environment), so a wrong credential or a missing stream shows in that call's error.
     pub fn open_stream(&self, config: &PipelineConfig) -> anyhow::Result<Stream> {
-        match self.stream_uri(config)? {
-            StreamUri::Kinesis(name) => Ok(Stream::Kinesis(shoplake_ingest::KinesisStream::new(
-                name,
-                config.stream.kinesis.clone(),
-            )?)),
-            StreamUri::Local => {
-                let path = self.stream_path();
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)
-                        .with_context(|| format!("creating {}", dir.display()))?;
-                }
-                let log = shoplake_ingest::LocalLog::open(&path, config.stream.shards)
-                    .with_context(|| {
-                        format!("opening the embedded stream at {}", path.display())
-                    })?;
-                Ok(Stream::Local(log))
-            }
-        }
+        let path = self.stream_path();
+        Stream::open(
+            &self.stream_uri(config)?,
+            &path,
+            config.stream.shards,
+            &config.stream.kinesis,
+        )
+        .with_context(|| format!("opening the events stream ({})", path.display()))
     }
 }
 

@@ -5,7 +5,6 @@
 
 mod commands;
 mod config;
-mod live;
 mod ops;
 mod sink;
 

@@ -11,7 +11,7 @@
 //!   product_affinity (Delta, overwritten whole; earlier versions stay readable by time travel)
 //! ```
 //!
-//! It counts as the live engine (`shoplake_transform::recs`) does, so that a seeded engine goes on
+//! It counts as the live engine (`shoplake_live::recs`) does, so that a seeded engine goes on
 //! from where the table stops (its `as_of`):
 //! - a session counts once per product, at the product's first view (views, clicks, cart and
 //!   wishlist adds); a product pairs with the session's previous `session_window` distinct
@@ -32,7 +32,6 @@
 //! different Arrow implementations, and bridging them through the C data interface would take
 //! unsafe code, which this workspace forbids.
 
-use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,7 +40,6 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Int64Type};
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use polars::prelude::{
     Column, DataFrame as PlFrame, DataType as PlType, Expr, IntoLazy, LazyFrame, PolarsError,
@@ -51,7 +49,8 @@ use shoplake_events::EventName;
 use shoplake_events::lake::{EVENTS_TABLE, PRODUCT_AFFINITY_TABLE};
 use shoplake_events::product_affinity_schema;
 
-use crate::compact::{CompactOptions, writer_properties};
+use crate::tables::PRODUCT_AFFINITY as TABLE;
+use crate::write::{WriteOptions, commit_properties, conform};
 use crate::{Error, Lake, Result};
 
 /// Relation of a row: products viewed in the same session.
@@ -59,7 +58,7 @@ pub const VIEWED_TOGETHER: &str = "viewed_together";
 /// Relation of a row: products bought in the same order.
 pub const BOUGHT_TOGETHER: &str = "bought_together";
 
-/// How the job counts: the live engine's settings (`shoplake_transform::recs::RecsConfig`:
+/// How the job counts: the live engine's settings (`shoplake_live::recs::RecsConfig`:
 /// `half_life_hours`, `session_window`, `order_pair_limit`, 2 × `neighbours`, `shrinkage`), which
 /// the binary passes in.
 #[derive(Clone, Debug)]
@@ -100,9 +99,18 @@ pub struct AffinityReport {
     pub write_secs: f64,
 }
 
-fn polars_err(e: PolarsError) -> Error {
-    Error::Lake {
-        message: format!("product_affinity (polars): {e}"),
+fn polars_err(source: PolarsError) -> Error {
+    Error::Polars {
+        table: PRODUCT_AFFINITY_TABLE,
+        source,
+    }
+}
+
+/// The events query returned what the job cannot use: a bug, not bad data.
+fn unexpected(problem: &'static str) -> Error {
+    Error::UnexpectedResult {
+        table: PRODUCT_AFFINITY_TABLE,
+        problem,
     }
 }
 
@@ -111,7 +119,7 @@ fn polars_err(e: PolarsError) -> Error {
 pub async fn rebuild(
     lake: &Lake,
     opts: &AffinityOptions,
-    write: &CompactOptions,
+    write: &WriteOptions,
 ) -> Result<AffinityReport> {
     Ok(rebuild_rows(lake, opts, write).await?.0)
 }
@@ -121,7 +129,7 @@ pub async fn rebuild(
 pub async fn rebuild_rows(
     lake: &Lake,
     opts: &AffinityOptions,
-    write: &CompactOptions,
+    write: &WriteOptions,
 ) -> Result<(AffinityReport, Vec<RecordBatch>)> {
     let mut report = AffinityReport::default();
     let started = Instant::now();
@@ -138,8 +146,9 @@ pub async fn rebuild_rows(
     let opts = opts.clone();
     let (frame, sessions, orders) = tokio::task::spawn_blocking(move || compute(input, &opts))
         .await
-        .map_err(|e| Error::Lake {
-            message: format!("product_affinity job panicked: {e}"),
+        .map_err(|source| Error::Panicked {
+            table: PRODUCT_AFFINITY_TABLE,
+            source,
         })??;
     report.sessions = sessions;
     report.orders = orders;
@@ -157,15 +166,12 @@ pub async fn rebuild_rows(
         .await?
         .write(vec![batch.clone()])
         .with_save_mode(SaveMode::Overwrite)
-        .with_writer_properties(writer_properties(write)?)
-        .with_target_file_size(NonZeroU64::new(write.target_file_size))
-        .with_commit_properties(CommitProperties::default().with_metadata([
-            (
-                "shoplake.operation".to_owned(),
-                serde_json::json!("product_affinity"),
-            ),
-            ("shoplake.rows".to_owned(), serde_json::json!(report.rows)),
-        ]))
+        .with_writer_properties(write.writer_properties(&TABLE)?)
+        .with_target_file_size(write.target_file_size())
+        .with_commit_properties(commit_properties(
+            "product_affinity",
+            Some(report.rows as usize),
+        ))
         .await
         .map_err(|e| Error::delta(PRODUCT_AFFINITY_TABLE, e))?;
     report.version = table.version();
@@ -190,7 +196,7 @@ async fn read(lake: &Lake, until: Option<i64>) -> Result<Option<Input>> {
     };
     let as_of = match until {
         Some(t) => t,
-        None => match crate::replay::latest_event_time(&events).await? {
+        None => match crate::history::latest_event_time(&events).await? {
             Some(t) => t,
             None => return Ok(None),
         },
@@ -267,16 +273,11 @@ fn to_polars(batches: &[RecordBatch]) -> Result<PlFrame> {
             p.as_string_opt::<i32>(),
             t.as_primitive_opt::<Int64Type>(),
         ) else {
-            return Err(Error::Lake {
-                message: "product_affinity: the events query returned unexpected types".into(),
-            });
+            return Err(unexpected("columns of unexpected types"));
         };
         // The queries filter nulls out; one here is a bug, not a row to drop.
         if k.null_count() + p.null_count() + t.null_count() > 0 {
-            return Err(Error::Lake {
-                message: "product_affinity: the events query returned a null key, product or time"
-                    .into(),
-            });
+            return Err(unexpected("a null key, product or time"));
         }
         keys.extend(k.iter().flatten());
         products.extend(p.iter().flatten());
@@ -527,10 +528,7 @@ pub async fn read_table(lake: &Lake) -> Result<Option<Vec<RecordBatch>>> {
         return Ok(None);
     };
     let batches = table.collect().await.map_err(qe)?;
-    Ok(Some(crate::compact::conform(
-        batches,
-        &product_affinity_schema(),
-    )?))
+    Ok(Some(conform(batches, &TABLE)?))
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! Compaction: staging → Delta tables, idempotently.
 
 use std::collections::BTreeSet;
-use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
@@ -10,51 +9,55 @@ use arrow::datatypes::{Date32Type, SchemaRef, TimestampMicrosecondType};
 use datafusion::common::{JoinType, ScalarValue};
 use datafusion::prelude::{SessionContext, col, lit};
 use deltalake::kernel::Transaction;
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
-use parquet::schema::types::ColumnPath;
-use shoplake_events::fields::{BAD_ROW_ID, EVENT_DATE, EVENT_ID, EVENT_TIME, RECEIVED_AT};
-use shoplake_events::lake::{
-    BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS,
-    STAGING_FRAUD_DECISIONS,
-};
+use shoplake_events::fields::{EVENT_DATE, EVENT_TIME, RECEIVED_AT};
+use shoplake_events::lake::{STAGING_BAD_ROWS, STAGING_EVENTS, STAGING_FRAUD_DECISIONS};
 use tracing::{debug, info};
 
 use crate::derived::{self, Touched};
 use crate::staged::{self, Encoding};
-use crate::{Error, Lake, Result};
+use crate::tables::{self, TableDescriptor};
+use crate::write::{WriteOptions, commit_properties, conform};
+use crate::{Error, Lake, Result, delta_err, query_err};
 
 /// The Delta application id of compaction commits (see [`append_new`]).
 pub const COMPACTOR_APP_ID: &str = "shoplake-compactor";
 
-/// How much one compaction round takes and how it writes.
+/// How much one compaction round takes and how it writes (the `[compaction]` config).
 #[derive(Clone, Debug)]
 pub struct CompactOptions {
     /// Most staging files read in one round.
     pub max_files: usize,
-    /// Most bytes of staging files read in one round. This bounds the round's memory: decoded to
-    /// Arrow the staged events take ~20× their zstd Parquet size, and a round peaks at ~40× (the
-    /// staged rows plus the sorted rows being written). Heaptrack, 361k events = 27 MiB staged:
-    /// 1.04 GiB peak heap in one 64 MiB round, 620 MiB in 16 MiB rounds, whatever the backlog.
+    /// Most bytes of staging files read in one round. This bounds the round's memory, at about
+    /// 40× these bytes (the crate docs' *Layout* has the measure behind the default).
     pub max_bytes: u64,
-    /// Target size of the Parquet files written.
+    /// Target size of the Parquet files written ([`WriteOptions::target_file_size`]).
     pub target_file_size: u64,
-    /// zstd level of the lake's Parquet files.
+    /// zstd level of the lake's Parquet files ([`WriteOptions::zstd_level`]).
     pub zstd_level: i32,
 }
 
 impl Default for CompactOptions {
     fn default() -> Self {
+        let write = WriteOptions::default();
         CompactOptions {
             max_files: 1_000,
             max_bytes: 16 << 20,
-            target_file_size: 256 << 20,
-            zstd_level: 3,
+            target_file_size: write.target_file_size,
+            zstd_level: write.zstd_level,
+        }
+    }
+}
+
+impl CompactOptions {
+    /// How the round's tables are written.
+    pub fn write_options(&self) -> WriteOptions {
+        WriteOptions {
+            target_file_size: self.target_file_size,
+            zstd_level: self.zstd_level,
         }
     }
 }
@@ -168,8 +171,13 @@ async fn read_staging(
     Ok((batches, bad_rows))
 }
 
-/// Keeps the first row of every key; returns the batches and how many rows were dropped.
-fn dedup_first(batches: Vec<RecordBatch>, key: &str) -> Result<(Vec<RecordBatch>, u64)> {
+/// Keeps the first row of every key of `table`; returns the batches and how many rows were
+/// dropped.
+fn dedup_first(
+    batches: Vec<RecordBatch>,
+    table: &TableDescriptor,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    let key = table.key_column();
     let mut seen = std::collections::HashSet::new();
     let mut dropped = 0;
     let mut out = Vec::with_capacity(batches.len());
@@ -177,9 +185,7 @@ fn dedup_first(batches: Vec<RecordBatch>, key: &str) -> Result<(Vec<RecordBatch>
         let keys = batch
             .column_by_name(key)
             .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or_else(|| Error::Lake {
-                message: format!("staged batch has no Utf8 column {key}"),
-            })?;
+            .ok_or_else(|| Error::missing_column(table.name, key))?;
         let keep: BooleanArray = (0..batch.num_rows())
             .map(|i| Some(seen.insert(keys.value(i).to_owned())))
             .collect();
@@ -223,61 +229,7 @@ fn received_range(batches: &[RecordBatch]) -> Option<(i64, i64)> {
     range
 }
 
-/// Rows per Parquet row group: the unit of statistics and bloom-filter pruning.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
-
-/// Columns with a bloom filter in every row group (of the tables that have them).
-const BLOOM_FILTER_COLUMNS: &[&str] = &["anonymous_id", "user_id", "order_id"];
-
-pub(crate) fn writer_properties(opts: &CompactOptions) -> Result<WriterProperties> {
-    let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| Error::Lake {
-        message: format!("zstd level {}: {e}", opts.zstd_level),
-    })?;
-    let mut builder = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
-    // Bloom filters on the ids a lookup names (one shopper, one order): a row group without the id
-    // is skipped without reading its pages. At most a row group's rows at 1% false positives, and
-    // parquet folds each filter down to what its distinct values need once they are known.
-    for column in BLOOM_FILTER_COLUMNS {
-        let path = ColumnPath::from(*column);
-        builder = builder
-            .set_column_bloom_filter_enabled(path.clone(), true)
-            .set_column_bloom_filter_fpp(path.clone(), 0.01)
-            .set_column_bloom_filter_max_ndv(path, ROW_GROUP_ROWS as u64);
-    }
-    Ok(builder.build())
-}
-
-fn query_err(table: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error + '_ {
-    move |source| Error::query(table, source)
-}
-
-fn delta_err(table: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
-    move |source| Error::delta(table, source)
-}
-
-/// Casts batches to `schema` column by column (DataFusion may hand back equivalent types).
-pub(crate) fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
-    batches
-        .into_iter()
-        .map(|b| {
-            let columns = schema
-                .fields()
-                .iter()
-                .map(|f| {
-                    let c = b.column_by_name(f.name()).ok_or_else(|| Error::Lake {
-                        message: format!("result has no column {}", f.name()),
-                    })?;
-                    Ok(arrow::compute::cast(c, f.data_type())?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(RecordBatch::try_new(schema.clone(), columns)?)
-        })
-        .collect()
-}
-
-/// Creates `table_name` empty (a commit with its schema and partitioning, no files) and loads it.
+/// Creates `table` empty (a commit with its schema and partitioning, no files) and loads it.
 ///
 /// Tables are created before any rows go in, so that every row is appended against a snapshot
 /// and guarded by the compactor's application transaction: delta-rs retries a *creating* commit
@@ -286,41 +238,36 @@ pub(crate) fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<V
 /// (the second adds an empty commit).
 async fn create_table(
     lake: &Lake,
-    table_name: &str,
-    schema: &SchemaRef,
-    opts: &CompactOptions,
+    table: &TableDescriptor,
+    opts: &WriteOptions,
 ) -> Result<deltalake::DeltaTable> {
-    let partitions: &[&str] = if schema.column_with_name(EVENT_DATE).is_some() {
-        &[EVENT_DATE]
-    } else {
-        &[]
-    };
-    lake.new_table(table_name)?
-        .write(vec![RecordBatch::new_empty(schema.clone())])
+    lake.new_table(table.name)?
+        .write(vec![RecordBatch::new_empty(table.schema())])
         .with_save_mode(SaveMode::Ignore)
-        .with_partition_columns(partitions.iter().copied())
-        .with_writer_properties(writer_properties(opts)?)
+        .with_partition_columns(table.partition_columns.iter().copied())
+        .with_writer_properties(opts.writer_properties(table)?)
         .await
-        .map_err(delta_err(table_name))?;
-    lake.table(table_name).await?.ok_or_else(|| Error::Lake {
-        message: format!("table {table_name} is missing right after its creation"),
-    })
+        .map_err(delta_err(table.name))?;
+    lake.table(table.name)
+        .await?
+        .ok_or_else(|| Error::MissingTable {
+            table: table.name.to_owned(),
+        })
 }
 
-/// Appends the rows of `batches` whose `key` the table does not hold yet; returns (written, skipped).
+/// Appends the rows of `batches` whose key `target` does not hold yet; returns (written, skipped).
 async fn append_new(
     lake: &Lake,
-    table_name: &str,
+    target: &TableDescriptor,
     batches: Vec<RecordBatch>,
-    key: &str,
-    schema: SchemaRef,
-    opts: &CompactOptions,
+    opts: &WriteOptions,
     operation: &str,
 ) -> Result<(u64, u64)> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     if rows == 0 {
         return Ok((0, 0));
     }
+    let (table_name, key, schema) = (target.name, target.key_column(), target.schema());
     let qe = query_err(table_name);
     let ctx = SessionContext::new();
     let dates = distinct_dates(&batches);
@@ -334,7 +281,7 @@ async fn append_new(
     // compactor that committed in between is a conflict (see below), never a silent duplicate.
     let table = match lake.table(table_name).await? {
         Some(table) => table,
-        None => create_table(lake, table_name, &schema, opts).await?,
+        None => create_table(lake, target, opts).await?,
     };
     table
         .update_datafusion_session(&ctx.state())
@@ -383,7 +330,7 @@ async fn append_new(
     } else {
         df
     };
-    let out = conform(df.collect().await.map_err(&qe)?, &schema)?;
+    let out = conform(df.collect().await.map_err(&qe)?, target)?;
     let written: usize = out.iter().map(|b| b.num_rows()).sum();
     if written > 0 {
         // Every compaction commit carries the next version of one application transaction
@@ -401,19 +348,12 @@ async fn append_new(
         table
             .write(out)
             .with_save_mode(SaveMode::Append)
-            .with_partition_columns([EVENT_DATE])
-            .with_writer_properties(writer_properties(opts)?)
-            .with_target_file_size(NonZeroU64::new(opts.target_file_size))
+            .with_partition_columns(target.partition_columns.iter().copied())
+            .with_writer_properties(opts.writer_properties(target)?)
+            .with_target_file_size(opts.target_file_size())
             .with_commit_properties(
-                CommitProperties::default()
-                    .with_application_transaction(Transaction::new(COMPACTOR_APP_ID, txn_version))
-                    .with_metadata([
-                        (
-                            "shoplake.operation".to_owned(),
-                            serde_json::json!(operation),
-                        ),
-                        ("shoplake.rows".to_owned(), serde_json::json!(written)),
-                    ]),
+                commit_properties(operation, Some(written))
+                    .with_application_transaction(Transaction::new(COMPACTOR_APP_ID, txn_version)),
             )
             .await
             .map_err(delta_err(table_name))?;
@@ -448,77 +388,46 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
         return Ok(report);
     }
 
-    let events_schema = shoplake_events::events_schema();
-    let (events, undecodable) = read_staging(lake, &events_files, &events_schema).await?;
+    let write = opts.write_options();
+    let (events, undecodable) = read_staging(lake, &events_files, &tables::EVENTS.schema()).await?;
     report.events_read = events.iter().map(|b| b.num_rows() as u64).sum();
-    let (events, dups) = dedup_first(events, EVENT_ID)?;
+    let (events, dups) = dedup_first(events, &tables::EVENTS)?;
     report.duplicates_in_staging = dups;
-    let touched_orders = Touched::of(&events, derived::ORDERS.key);
-    let touched_visits = Touched::of(&events, derived::VISITS.key);
+    let touched_orders = Touched::of(&events, derived::ORDERS.key());
+    let touched_visits = Touched::of(&events, derived::VISITS.key());
     let touched_identities = crate::identities::linked_anonymous_ids(&events)?;
-    let (written, skipped) = append_new(
-        lake,
-        EVENTS_TABLE,
-        events,
-        EVENT_ID,
-        events_schema,
-        opts,
-        "compact",
-    )
-    .await?;
+    let (written, skipped) = append_new(lake, &tables::EVENTS, events, &write, "compact").await?;
     report.events_written = written;
     report.already_in_lake = skipped;
 
-    let bad_schema = shoplake_events::bad_rows_schema();
-    let (mut bad, _) = read_staging(lake, &bad_files, &bad_schema).await?;
+    let (mut bad, _) = read_staging(lake, &bad_files, &tables::BAD_ROWS.schema()).await?;
     bad.extend(undecodable);
-    let (bad, _) = dedup_first(bad, BAD_ROW_ID)?;
-    let (bad_written, _) = append_new(
-        lake,
-        BAD_ROWS_TABLE,
-        bad,
-        BAD_ROW_ID,
-        bad_schema,
-        opts,
-        "compact",
-    )
-    .await?;
+    let (bad, _) = dedup_first(bad, &tables::BAD_ROWS)?;
+    let (bad_written, _) = append_new(lake, &tables::BAD_ROWS, bad, &write, "compact").await?;
     report.bad_rows_written = bad_written;
 
     // Fraud decisions: one per scored order_completed event, de-duplicated like the events (a
     // stage that re-reads records after a crash decides on them again).
-    let (decisions, _) = read_staging(
-        lake,
-        &decision_files,
-        &shoplake_events::fraud_decisions_schema(),
-    )
-    .await?;
-    let (decisions, _) = dedup_first(decisions, EVENT_ID)?;
-    let (decisions_written, _) = append_new(
-        lake,
-        FRAUD_DECISIONS_TABLE,
-        decisions,
-        EVENT_ID,
-        shoplake_events::fraud_decisions_schema(),
-        opts,
-        "compact",
-    )
-    .await?;
+    let (decisions, _) =
+        read_staging(lake, &decision_files, &tables::FRAUD_DECISIONS.schema()).await?;
+    let (decisions, _) = dedup_first(decisions, &tables::FRAUD_DECISIONS)?;
+    let (decisions_written, _) =
+        append_new(lake, &tables::FRAUD_DECISIONS, decisions, &write, "compact").await?;
     report.fraud_decisions_written = decisions_written;
 
     // Orders and visits this round's events belong to are derived again from the lake and
     // merged; a table is rebuilt when it is missing (a new lake, or a crash between the first
     // events commit and this step).
     report.orders = derived::ORDERS
-        .update(lake, &touched_orders, written, opts)
+        .update(lake, &touched_orders, written, &write)
         .await?;
     report.visits = derived::VISITS
-        .update(lake, &touched_visits, written, opts)
+        .update(lake, &touched_visits, written, &write)
         .await?;
 
     // Anonymous ids this round's identity events link to users (the table made when missing).
     report.identities =
-        crate::identities::update_identities(lake, touched_identities, opts).await?;
+        crate::identities::update_identities(lake, touched_identities, &write).await?;
 
     let store = lake.store();
     for f in events_files.iter().chain(&bad_files).chain(&decision_files) {
@@ -541,10 +450,11 @@ const MAX_CONFLICTS_IN_A_ROW: u64 = 50;
 
 /// Compacts until staging is empty.
 pub async fn compact_all(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
+    let write = opts.write_options();
     let mut total = CompactReport {
         // A lake written before a derived table existed gets it now, not at its next event.
-        orders: derived::ORDERS.ensure(lake, opts).await?,
-        visits: derived::VISITS.ensure(lake, opts).await?,
+        orders: derived::ORDERS.ensure(lake, &write).await?,
+        visits: derived::VISITS.ensure(lake, &write).await?,
         ..Default::default()
     };
     let mut conflicts = 0;

@@ -1,5 +1,8 @@
 //! Tables derived from `events` by SQL and kept current by compaction: `orders` (one row per
-//! order, `sql/batch/orders.sql`) and `visits` (one row per session, `sql/batch/visits.sql`).
+//! order, `sql/batch/orders.sql`) and `visits` (one row per session, `sql/batch/visits.sql`). The
+//! `sessions` view of the query service is `visits` with the user filled in from `identities`, so
+//! dashboards read one row per visit instead of grouping every event again. Their schemas are in
+//! the registry ([`crate::tables`]).
 //!
 //! Each has a key (order_id, session_id). A compaction round collects the keys its staged events
 //! carry ([`Touched`]), re-derives those keys' rows from *all* their events in the lake, and merges
@@ -21,30 +24,28 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::TimestampMicrosecondType;
 use datafusion::common::{JoinType, ScalarValue};
 use datafusion::dataframe::DataFrame;
 use datafusion::functions_aggregate::expr_fn::{max, min};
 use datafusion::prelude::{SessionContext, col, lit};
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use shoplake_events::codec::date_of;
-use shoplake_events::fields::{EVENT_DATE, EVENT_TIME, ORDER_ID, SESSION_ID};
-use shoplake_events::lake::{EVENTS_TABLE, ORDERS_TABLE, VISITS_TABLE};
+use shoplake_events::fields::{EVENT_DATE, EVENT_TIME};
+use shoplake_events::lake::EVENTS_TABLE;
 use tracing::debug;
 
-use crate::compact::{conform, writer_properties};
-use crate::{CompactOptions, Error, Lake, Result};
+use crate::tables::{self, TableDescriptor};
+use crate::write::{WriteOptions, commit_properties, conform};
+use crate::{Lake, Result, delta_err, query_err};
 
 /// A table derived from `events` by SQL, one row per value of its key.
 #[derive(Debug)]
 pub struct Derived {
-    pub table: &'static str,
-    /// The key column, in `events` and in the table.
-    pub key: &'static str,
+    /// The table: its name, schema and key column (in `events` and in the table).
+    pub table: &'static TableDescriptor,
     /// The SQL over a table named `events` that derives the rows.
     pub sql: &'static str,
-    pub schema: fn() -> SchemaRef,
     /// The table's columns holding the first and last event time of a key's events, when all of
     /// them lie in between (the events read for a round are then restricted to that window).
     pub span: Option<(&'static str, &'static str)>,
@@ -52,19 +53,16 @@ pub struct Derived {
 
 /// `orders`: one row per order, from its lifecycle events.
 pub const ORDERS: Derived = Derived {
-    table: ORDERS_TABLE,
-    key: ORDER_ID,
-    sql: crate::orders::ORDERS_SQL,
-    schema: crate::orders::orders_schema,
+    table: &tables::ORDERS,
+    sql: include_str!("../../sql/batch/orders.sql"),
     span: None,
 };
 
-/// `visits`: one row per session, from its storefront events.
+/// `visits`: one row per session (its time span, counts, funnel flags, first-touch source), from
+/// its storefront events.
 pub const VISITS: Derived = Derived {
-    table: VISITS_TABLE,
-    key: SESSION_ID,
-    sql: crate::visits::VISITS_SQL,
-    schema: crate::visits::visits_schema,
+    table: &tables::VISITS,
+    sql: include_str!("../../sql/batch/visits.sql"),
     span: Some(("started_at", "ended_at")),
 };
 
@@ -112,14 +110,6 @@ impl Touched {
     }
 }
 
-fn query_err(table: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error + '_ {
-    move |source| Error::query(table, source)
-}
-
-fn delta_err(table: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
-    move |source| Error::delta(table, source)
-}
-
 fn timestamp(micros: i64) -> datafusion::prelude::Expr {
     lit(ScalarValue::TimestampMicrosecond(
         Some(micros),
@@ -144,6 +134,11 @@ fn only_keys(
 }
 
 impl Derived {
+    /// The key column, in `events` and in the table.
+    pub fn key(&self) -> &'static str {
+        self.table.key_column()
+    }
+
     /// The window holding every event of the touched keys: the round's events and the span the
     /// table already records for those keys. None when the table has no span columns.
     async fn window(
@@ -154,14 +149,14 @@ impl Derived {
         let (Some((first, last)), Some(round)) = (self.span, touched.span) else {
             return Ok(None);
         };
-        let qe = query_err(self.table);
+        let qe = query_err(self.table.name);
         let ctx = SessionContext::new();
         table
             .update_datafusion_session(&ctx.state())
-            .map_err(delta_err(self.table))?;
+            .map_err(delta_err(self.table.name))?;
         let rows = ctx
             .read_table(table.table_provider().await.map_err(&qe)?)
-            .and_then(|t| only_keys(&ctx, t, self.key, &touched.keys))
+            .and_then(|t| only_keys(&ctx, t, self.key(), &touched.keys))
             .and_then(|t| t.aggregate(vec![], vec![min(col(first)), max(col(last))]))
             .map_err(&qe)?
             .collect()
@@ -185,7 +180,7 @@ impl Derived {
         lake: &Lake,
         touched: Option<(&Touched, Option<(i64, i64)>)>,
     ) -> Result<Vec<RecordBatch>> {
-        let qe = query_err(self.table);
+        let qe = query_err(self.table.name);
         let ctx = SessionContext::new();
         let Some(mut events) = lake.scan(&ctx, EVENTS_TABLE).await? else {
             return Ok(Vec::new());
@@ -203,8 +198,8 @@ impl Derived {
                     .map_err(&qe)?;
             }
             events = events
-                .filter(col(self.key).is_not_null())
-                .and_then(|t| only_keys(&ctx, t, self.key, &touched.keys))
+                .filter(col(self.key()).is_not_null())
+                .and_then(|t| only_keys(&ctx, t, self.key(), &touched.keys))
                 .map_err(&qe)?;
         }
         ctx.register_table(EVENTS_TABLE, events.into_view())
@@ -216,28 +211,28 @@ impl Derived {
             .collect()
             .await
             .map_err(&qe)?;
-        conform(batches, &(self.schema)())
+        conform(batches, self.table)
     }
 
     /// Rebuilds the table from the whole events table (an atomic overwrite); returns its rows.
-    pub async fn rebuild(&self, lake: &Lake, opts: &CompactOptions) -> Result<u64> {
+    pub async fn rebuild(&self, lake: &Lake, opts: &WriteOptions) -> Result<u64> {
         let mut batches = self.derive(lake, None).await?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if batches.is_empty() {
             // Nothing yet: the table is written empty (a write needs at least one batch).
-            batches.push(RecordBatch::new_empty((self.schema)()));
+            batches.push(RecordBatch::new_empty(self.table.schema()));
         }
-        lake.table_for_write(self.table)
+        lake.table_for_write(self.table.name)
             .await?
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
-            .with_writer_properties(writer_properties(opts)?)
-            .with_commit_properties(CommitProperties::default().with_metadata([(
-                "shoplake.operation".to_owned(),
-                serde_json::json!(format!("rebuild_{}", self.table)),
-            )]))
+            .with_writer_properties(opts.writer_properties(self.table)?)
+            .with_commit_properties(commit_properties(
+                &format!("rebuild_{}", self.table.name),
+                None,
+            ))
             .await
-            .map_err(delta_err(self.table))?;
+            .map_err(delta_err(self.table.name))?;
         Ok(rows as u64)
     }
 
@@ -248,7 +243,7 @@ impl Derived {
         lake: &Lake,
         table: deltalake::DeltaTable,
         touched: &Touched,
-        opts: &CompactOptions,
+        opts: &WriteOptions,
     ) -> Result<u64> {
         let window = self.window(&table, touched).await?;
         let batches = self.derive(lake, Some((touched, window))).await?;
@@ -256,23 +251,24 @@ impl Derived {
         if rows == 0 {
             return Ok(0);
         }
-        let qe = query_err(self.table);
+        let qe = query_err(self.table.name);
         let ctx = SessionContext::new();
         let source = ctx.read_batches(batches).map_err(&qe)?;
-        let schema = (self.schema)();
+        let schema = self.table.schema();
         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let key = self.key();
         let (_table, metrics) = table
             .merge(
                 source,
-                col(format!("target.{}", self.key)).eq(col(format!("source.{}", self.key))),
+                col(format!("target.{key}")).eq(col(format!("source.{key}"))),
             )
             .with_source_alias("source")
             .with_target_alias("target")
-            .with_writer_properties(writer_properties(opts)?)
-            .with_commit_properties(CommitProperties::default().with_metadata([(
-                "shoplake.operation".to_owned(),
-                serde_json::json!(format!("upsert_{}", self.table)),
-            )]))
+            .with_writer_properties(opts.writer_properties(self.table)?)
+            .with_commit_properties(commit_properties(
+                &format!("upsert_{}", self.table.name),
+                None,
+            ))
             .when_matched_update(|u| {
                 columns
                     .iter()
@@ -285,11 +281,11 @@ impl Derived {
                         .fold(i, |i, c| i.set(*c, col(format!("source.{c}"))))
                 })
             })
-            .map_err(delta_err(self.table))?
+            .map_err(delta_err(self.table.name))?
             .await
-            .map_err(delta_err(self.table))?;
+            .map_err(delta_err(self.table.name))?;
         debug!(
-            table = self.table,
+            table = self.table.name,
             inserted = metrics.num_target_rows_inserted,
             updated = metrics.num_target_rows_updated,
             ?window,
@@ -306,9 +302,9 @@ impl Derived {
         lake: &Lake,
         touched: &Touched,
         events_written: u64,
-        opts: &CompactOptions,
+        opts: &WriteOptions,
     ) -> Result<Option<u64>> {
-        match lake.table(self.table).await? {
+        match lake.table(self.table.name).await? {
             None if events_written > 0 || !touched.is_empty() => {
                 Ok(Some(self.rebuild(lake, opts).await?))
             }
@@ -321,8 +317,9 @@ impl Derived {
 
     /// Rebuilds the table if it is missing while the lake has events (a lake written before the
     /// table existed); returns the rows written.
-    pub async fn ensure(&self, lake: &Lake, opts: &CompactOptions) -> Result<Option<u64>> {
-        if lake.table(self.table).await?.is_some() || lake.table(EVENTS_TABLE).await?.is_none() {
+    pub async fn ensure(&self, lake: &Lake, opts: &WriteOptions) -> Result<Option<u64>> {
+        if lake.table(self.table.name).await?.is_some() || lake.table(EVENTS_TABLE).await?.is_none()
+        {
             return Ok(None);
         }
         Ok(Some(self.rebuild(lake, opts).await?))

@@ -29,50 +29,28 @@
 //! round fills it again.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::DataType;
 use datafusion::common::JoinType;
 use datafusion::prelude::{SessionContext, col, lit};
 use deltalake::kernel::Transaction;
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use shoplake_events::EventName;
 use shoplake_events::fields::{ANONYMOUS_ID, EVENT_NAME, USER_ID};
 use shoplake_events::lake::{EVENTS_TABLE, IDENTITIES_TABLE};
-use shoplake_events::schema::timestamp;
 use tracing::debug;
 
-use crate::{CompactOptions, Error, Lake, Result};
+use crate::tables::{self, IDENTITIES as TABLE};
+use crate::write::{WriteOptions, commit_properties, conform};
+use crate::{Error, Lake, Result};
 
 /// The SQL that derives the links from the identity events (`link_events`).
 pub const IDENTITIES_SQL: &str = include_str!("../../sql/batch/identities.sql");
 
 /// The table's key columns: one row per link.
-const KEY: [&str; 2] = [ANONYMOUS_ID, USER_ID];
-
-static IDENTITIES: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new(ANONYMOUS_ID, DataType::Utf8, false),
-        Field::new(USER_ID, DataType::Utf8, false),
-        Field::new("first_seen", timestamp(), false),
-        Field::new("last_seen", timestamp(), false),
-        Field::new("linked_by_event_id", DataType::Utf8, false),
-        Field::new("linked_by", DataType::Utf8, false),
-        Field::new("source", DataType::Utf8, true),
-        Field::new("link_events", DataType::Int64, false),
-        Field::new("users_linked", DataType::Int64, false),
-        Field::new("is_current", DataType::Boolean, false),
-    ]))
-});
-
-/// Schema of the `identities` table.
-pub fn identities_schema() -> SchemaRef {
-    IDENTITIES.clone()
-}
+const KEY: &[&str] = TABLE.key;
 
 /// The events that link an anonymous id to a user id: those that identify a known user.
 fn link_event_names() -> impl Iterator<Item = &'static str> {
@@ -93,7 +71,7 @@ pub const FILLED_APP_ID: &str = "shoplake-identities-filled";
 pub async fn update_identities(
     lake: &Lake,
     touched: Vec<String>,
-    opts: &CompactOptions,
+    opts: &WriteOptions,
 ) -> Result<Option<u64>> {
     let table = match lake.table(IDENTITIES_TABLE).await? {
         Some(table) => table,
@@ -123,9 +101,9 @@ pub(crate) fn linked_anonymous_ids(events: &[RecordBatch]) -> Result<Vec<String>
     let mut ids = BTreeSet::new();
     for batch in events {
         let column = |name: &str| -> Result<StringArray> {
-            let c = batch.column_by_name(name).ok_or_else(|| Error::Lake {
-                message: format!("staged events have no column {name}"),
-            })?;
+            let c = batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::missing_column(tables::EVENTS.name, name))?;
             Ok(arrow::compute::cast(c, &DataType::Utf8)?
                 .as_string::<i32>()
                 .clone())
@@ -149,17 +127,17 @@ pub(crate) fn linked_anonymous_ids(events: &[RecordBatch]) -> Result<Vec<String>
 /// Creates the table empty (a commit with its schema and no rows). Rows only ever go in by MERGE
 /// against a snapshot, never in the creating commit: delta-rs retries a creating commit that lost
 /// a race without a conflict check, which could add the same rows twice.
-async fn create(lake: &Lake, opts: &CompactOptions) -> Result<deltalake::DeltaTable> {
+async fn create(lake: &Lake, opts: &WriteOptions) -> Result<deltalake::DeltaTable> {
     lake.new_table(IDENTITIES_TABLE)?
-        .write(vec![RecordBatch::new_empty(identities_schema())])
+        .write(vec![RecordBatch::new_empty(TABLE.schema())])
         .with_save_mode(SaveMode::Ignore)
-        .with_writer_properties(writer_properties(opts)?)
+        .with_writer_properties(opts.writer_properties(&TABLE)?)
         .await
         .map_err(|source| Error::delta(IDENTITIES_TABLE, source))?;
     lake.table(IDENTITIES_TABLE)
         .await?
-        .ok_or_else(|| Error::Lake {
-            message: format!("table {IDENTITIES_TABLE} is missing right after its creation"),
+        .ok_or_else(|| Error::MissingTable {
+            table: IDENTITIES_TABLE.to_owned(),
         })
 }
 
@@ -204,7 +182,7 @@ async fn derive(lake: &Lake, only: Option<Vec<String>>) -> Result<Vec<RecordBatc
         .collect()
         .await
         .map_err(qe)?;
-    let mut batches = crate::compact::conform(batches, &identities_schema())?;
+    let mut batches = conform(batches, &TABLE)?;
     batches.retain(|b| b.num_rows() > 0);
     Ok(batches)
 }
@@ -219,7 +197,7 @@ async fn merge(
     lake: &Lake,
     table: deltalake::DeltaTable,
     only: Option<Vec<String>>,
-    opts: &CompactOptions,
+    opts: &WriteOptions,
 ) -> Result<u64> {
     let fill = only.is_none();
     let operation = if fill {
@@ -229,13 +207,7 @@ async fn merge(
     };
     let batches = derive(lake, only).await?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let mut commit = CommitProperties::default().with_metadata([
-        (
-            "shoplake.operation".to_owned(),
-            serde_json::json!(operation),
-        ),
-        ("shoplake.rows".to_owned(), serde_json::json!(rows)),
-    ]);
+    let mut commit = commit_properties(operation, Some(rows));
     if fill {
         commit = commit.with_application_transaction(Transaction::new(FILLED_APP_ID, 1));
     }
@@ -243,7 +215,7 @@ async fn merge(
     if rows == 0 {
         if fill {
             table
-                .write(vec![RecordBatch::new_empty(identities_schema())])
+                .write(vec![RecordBatch::new_empty(TABLE.schema())])
                 .with_save_mode(SaveMode::Append)
                 .with_commit_properties(commit)
                 .await
@@ -260,7 +232,8 @@ async fn merge(
         .map(|k| col(format!("target.{k}")).eq(col(format!("source.{k}"))))
         .reduce(|a, b| a.and(b))
         .unwrap_or_else(|| lit(false));
-    let columns: Vec<String> = identities_schema()
+    let columns: Vec<String> = TABLE
+        .schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
@@ -269,7 +242,7 @@ async fn merge(
         .merge(source, on)
         .with_source_alias("source")
         .with_target_alias("target")
-        .with_writer_properties(writer_properties(opts)?)
+        .with_writer_properties(opts.writer_properties(&TABLE)?)
         .with_commit_properties(commit)
         .when_matched_update(|u| {
             columns
@@ -294,14 +267,4 @@ async fn merge(
         "identities merged"
     );
     Ok(rows as u64)
-}
-
-/// zstd Parquet at the compaction's level, as every table of the lake.
-fn writer_properties(opts: &CompactOptions) -> Result<WriterProperties> {
-    let level = ZstdLevel::try_new(opts.zstd_level).map_err(|e| Error::Lake {
-        message: format!("zstd level {}: {e}", opts.zstd_level),
-    })?;
-    Ok(WriterProperties::builder()
-        .set_compression(Compression::ZSTD(level))
-        .build())
 }

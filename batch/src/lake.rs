@@ -32,8 +32,9 @@ impl Lake {
             deltalake::ensure_table_uri(root).map_err(|source| Error::delta(root, source))?;
         let store: Arc<dyn ObjectStore> = match root.scheme() {
             "file" => {
-                let path = root.to_file_path().map_err(|_| Error::Lake {
-                    message: format!("{root} is not a local path"),
+                let path = root.to_file_path().map_err(|()| Error::BadLocation {
+                    location: root.to_string(),
+                    reason: "a file:// URL must name a local path".into(),
                 })?;
                 Arc::new(
                     object_store::local::LocalFileSystem::new_with_prefix(path).map_err(
@@ -53,9 +54,10 @@ impl Lake {
                     .map_err(|source| Error::delta(root.as_str(), source))?
             }
             other => {
-                return Err(Error::Lake {
-                    message: format!(
-                        "lake scheme {other}:// is not supported (use a local path or s3://bucket/prefix)"
+                return Err(Error::BadLocation {
+                    location: root.to_string(),
+                    reason: format!(
+                        "{other}:// is not supported (use a local path or s3://bucket/prefix)"
                     ),
                 });
             }
@@ -85,8 +87,9 @@ impl Lake {
     pub fn table_url(&self, name: &str) -> Result<Url> {
         self.root
             .join(&format!("{name}/"))
-            .map_err(|e| Error::Lake {
-                message: format!("bad table name {name}: {e}"),
+            .map_err(|e| Error::BadLocation {
+                location: format!("{}{name}/", self.root),
+                reason: format!("{name:?} is not a usable table name ({e})"),
             })
     }
 
@@ -154,8 +157,9 @@ impl Lake {
     pub fn new_table(&self, name: &str) -> Result<DeltaTable> {
         let url = self.table_url(name)?;
         if let Ok(path) = url.to_file_path() {
-            std::fs::create_dir_all(&path).map_err(|e| Error::Lake {
-                message: format!("creating {}: {e}", path.display()),
+            std::fs::create_dir_all(&path).map_err(|source| Error::CreateDir {
+                path: path.clone(),
+                source,
             })?;
         }
         DeltaTableBuilder::from_url(url)
@@ -191,4 +195,19 @@ fn s3_options(mut options: HashMap<String, String>) -> HashMap<String, String> {
             .or_insert("true".into());
     }
     options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsupported_location_is_refused_naming_it() {
+        let e = Lake::open("ftp://example.com/lake", HashMap::new()).unwrap_err();
+        assert!(
+            matches!(&e, Error::BadLocation { location, .. } if location.starts_with("ftp://example.com/lake")),
+            "{e}"
+        );
+        assert!(e.to_string().contains("s3://bucket/prefix"), "{e}");
+    }
 }

@@ -1,19 +1,42 @@
-//! # shoplake-batch: the lake's batch jobs
+//! # shoplake-batch: the lake's tables and the jobs that write them
 //!
-//! Owns the Delta tables and everything that writes them in bulk:
+//! Owns the Delta tables and everything that writes them in bulk. Data enters as the objects the
+//! streaming stage (Parquet) or a Firehose delivery stream (NDJSON, plain or gzip) leaves under
+//! `_staging/`; it leaves as Delta tables that the query service, the live engines' warm start and
+//! other engines (DuckDB, Spark, Trino, Athena) read.
 //!
+//! The lake and its tables:
 //! - [`Lake`]: where the lake lives (a local folder by default, `s3://bucket/prefix` in
 //!   production) and the object store that reaches it;
-//! - [`compact`]: staged Parquet files (written by the streaming stage) → the `events` and
-//!   `bad_rows` Delta tables, de-duplicated by id across staging files *and* against what the lake
-//!   already holds, then the tables [`derived`] from events by SQL — `orders` from the order
-//!   lifecycle events (`sql/batch/orders.sql`) and `visits`, one row per session
-//!   (`sql/batch/visits.sql`) — merged for the keys the round touched, then the `identities` table ([`identities`]: which user each
-//!   anonymous id is linked to) merged from the round's identity events; consumed staging files
+//! - [`tables`]: the registry, one [`TableDescriptor`] per table — name, schema, partitioning,
+//!   key, who keeps it, its personal-data columns and its bloom-filter columns. Everything that
+//!   needs a table's facts reads them here (compaction, optimize, the writer, the query service);
+//! - [`write`]: the one lake writer's settings — [`WriteOptions`] (file size, zstd level), the
+//!   Parquet writer properties each table gets from its descriptor (the *Layout* below), and
+//!   [`write::conform`], which casts rows to a table's schema before a write.
+//!
+//! The jobs:
+//! - [`compact`]: staged objects → the `events`, `bad_rows` and `fraud_decisions` tables,
+//!   de-duplicated by key across staging files *and* against what the lake already holds
+//!   ([`staged`] decodes the objects); then the tables [`derived`] from events by SQL — `orders`
+//!   (`sql/batch/orders.sql`) and `visits`, one row per session (`sql/batch/visits.sql`) — merged
+//!   for the keys the round touched, then the `identities` table ([`identities`]: which user each
+//!   anonymous id is linked to) merged from the round's identity events. Consumed staging files
 //!   are deleted only after every commit;
-//! - [`optimize`]: small files → large ones (Delta `OPTIMIZE`, bin-packing) and vacuum;
+//! - [`optimize`]: small files → large ones (Delta `OPTIMIZE`: bin-packing, or a sort by event
+//!   time for a day whose files overlap in time);
 //! - [`affinity`]: the `product_affinity` table (item to item over the whole history, in
-//!   polars), which seeds the live recommendations on a cold start.
+//!   polars), which seeds the live recommendations on a cold start;
+//! - [`schedule`]: those jobs on intervals, as `shoplake up` runs them ([`Schedule`]).
+//!
+//! Reading back: [`history`] streams the lake's recent events in event-time order, from which
+//! the live engines rebuild their state when their saved copy is missing. (It is not
+//! `shoplake replay`, which re-sends the Firehose raw archive into the stream.)
+//!
+//! Modules depend one way: `schedule` → `compact`, `optimize`, `affinity`; `compact` →
+//! `derived`, `identities`, `staged`; every job → `write` → `tables`; and all → [`Lake`].
+//! Adding a table: its name in `shoplake_events::lake`, a descriptor in [`tables`] (the registry's
+//! tests check the two agree), and the job that writes it through [`write`].
 //!
 //! ## Exactly once
 //! Each compaction step is idempotent by construction: rows whose id is already in the table
@@ -39,8 +62,9 @@
 //!   filter pruning. The lake written with 1 Mi rows had 31 row groups for 25 days, each
 //!   holding most of a day, so neither an hour's filter nor a shopper's bloom filter could skip
 //!   much of it.
-//! - **Bloom filters on `anonymous_id`, `user_id`, `order_id`** (1% false positives, sized for a
-//!   row group's rows): ids are random, so min/max statistics cannot skip anything. One shopper's
+//! - **Bloom filters on `anonymous_id`, `user_id`, `order_id`** in every table that has them
+//!   ([`TableDescriptor::bloom_filter_columns`]; 1% false positives, sized for a row group's
+//!   rows): ids are random, so min/max statistics cannot skip anything. One shopper's
 //!   events, measured on the same 9.47M events: without filters all 31 row groups were read
 //!   (47.6 MB); with them 4 of 92 (12.9 MB). In the benchmark that lookup reads 1.25% of an
 //!   unpruned scan's bytes and answers 57× faster. They take 0.3% of the table.
@@ -48,9 +72,13 @@
 //!   matched row group to the pages a filter needs).
 //! - **`visits`**, one row per session, kept by compaction ([`derived`]): the dashboards read
 //!   530,000 visits instead of grouping 9.5 million events. The funnel went from 5.6 s to 0.6 s.
+//! - **Compaction rounds of at most 16 MiB of staging** ([`CompactOptions::max_bytes`]): decoded
+//!   to Arrow, staged events take ~20× their zstd Parquet size, and a round peaks at ~40× (the
+//!   staged rows plus the sorted rows being written). Heaptrack, 361k events = 27 MiB staged:
+//!   1.04 GiB peak heap in one 64 MiB round, 620 MiB in 16 MiB rounds, whatever the backlog.
 //!
 //! Why these dependencies: `deltalake` writes and reads the Delta log (atomic commits, the format
-//! other engines read); `datafusion` runs the anti-join and the orders SQL; `object_store` and
+//! other engines read); `datafusion` runs the anti-join and the derived tables' SQL; `object_store` and
 //! `parquet` read the staging files; `polars` runs the product-affinity job's self-joins and
 //! group-bys (lazy API only, no polars I/O: see [`affinity`] for why data crosses column by column).
 
@@ -59,16 +87,20 @@ use deltalake::kernel::transaction::TransactionError;
 pub mod affinity;
 pub mod compact;
 pub mod derived;
+pub mod history;
 pub mod identities;
 mod lake;
 pub mod optimize;
-pub mod orders;
-pub mod replay;
+pub mod schedule;
 pub mod staged;
-pub mod visits;
+pub mod tables;
+pub mod write;
 
 pub use compact::{CompactOptions, CompactReport, compact, compact_all};
 pub use lake::Lake;
+pub use schedule::Schedule;
+pub use tables::TableDescriptor;
+pub use write::WriteOptions;
 
 /// Result of the batch jobs.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -96,6 +128,22 @@ pub enum Error {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// A staged NDJSON object (a Firehose delivery) could not be read as a whole: not gzip
+    /// though it starts like gzip, or not readable line by line. Lines that do not decode are bad
+    /// rows, not this error.
+    #[error("reading the staged object {path}: {source}")]
+    StagedObject {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The NDJSON decoder could not be set up for a staged object's table schema.
+    #[error("decoding the staged NDJSON object {path}: {source}")]
+    StagedJson {
+        path: String,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
     #[error("query while compacting {table}: {source}")]
     Query {
         table: String,
@@ -104,8 +152,56 @@ pub enum Error {
     },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    #[error("lake: {message}")]
-    Lake { message: String },
+    /// Rows on their way into `table` lack one of its columns (or hold it with another type).
+    #[error("the rows for table {table} have no usable column {column}")]
+    MissingColumn { table: String, column: String },
+    /// A table that was just created is not in the lake.
+    #[error(
+        "table {table} is not in the lake right after its creation; is something else deleting it?"
+    )]
+    MissingTable { table: String },
+    /// A name that is not one of the lake's tables ([`tables::ALL`]).
+    #[error(
+        "the lake has no table named {table:?} (its tables: {})",
+        tables::ALL.map(|t| t.name).join(", ")
+    )]
+    UnknownTable { table: String },
+    /// The lake's location cannot be used.
+    #[error("the lake location {location} cannot be used: {reason}")]
+    BadLocation { location: String, reason: String },
+    /// A setting (of the `[compaction]` config) has a value that cannot be used.
+    #[error("{name} = {value} cannot be used: {reason}")]
+    BadOption {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("creating the folder {path}: {source}")]
+    CreateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The polars part of a batch job failed.
+    #[error("the {table} job (polars): {source}")]
+    Polars {
+        table: &'static str,
+        #[source]
+        source: polars::prelude::PolarsError,
+    },
+    /// A batch job's query returned what the job does not expect: a bug, not bad data.
+    #[error("the {table} job's query returned {problem}")]
+    UnexpectedResult {
+        table: &'static str,
+        problem: &'static str,
+    },
+    /// A batch job's blocking task panicked.
+    #[error("the {table} job panicked: {source}")]
+    Panicked {
+        table: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl Error {
@@ -133,6 +229,14 @@ impl Error {
         }
     }
 
+    /// `table`'s rows lack `column`.
+    pub fn missing_column(table: &str, column: &str) -> Self {
+        Error::MissingColumn {
+            table: table.to_owned(),
+            column: column.to_owned(),
+        }
+    }
+
     /// A query error while working on `table`.
     pub fn query(table: &str, source: datafusion::error::DataFusionError) -> Self {
         Error::Query {
@@ -145,4 +249,14 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Store { .. } | Error::Delta { .. })
     }
+}
+
+/// [`Error::query`] on `table`, for `map_err`.
+pub(crate) fn query_err(table: &str) -> impl Fn(datafusion::error::DataFusionError) -> Error + '_ {
+    move |source| Error::query(table, source)
+}
+
+/// [`Error::delta`] on `table`, for `map_err`.
+pub(crate) fn delta_err(table: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + '_ {
+    move |source| Error::delta(table, source)
 }

@@ -1,14 +1,13 @@
-//! Small files → large ones (Delta OPTIMIZE), written with compaction's layout.
+//! Small files → large ones (Delta OPTIMIZE), written with the lake's layout ([`crate::write`]).
 //!
 //! A day of the events table (partitioned by `event_date`, with an `event_time` column) whose
 //! files overlap in time is rewritten sorted by `event_time` (OPTIMIZE ZORDER BY that one column,
 //! which is a plain sort). That happens when compaction rounds each span the day: a backfill, a
 //! replay, late events. Bin-packing alone concatenates such files, every row group of the result
-//! spans the day, and a time filter prunes nothing: a one-hour filter matched 8 of a day's 12 row
-//! groups on the 10-million-event lake of BENCHMARKS.md. Days whose files follow one another in
-//! time, as live ingestion writes them, and the other tables are bin-packed, which is cheaper and
-//! keeps such a day in order. Files that no version references any more stay on storage: there is
-//! no VACUUM yet.
+//! spans the day, and a time filter prunes nothing (the crate docs' *Layout* gives the measure).
+//! Days whose files follow one another in time, as live ingestion writes them, and the other
+//! tables are bin-packed, which is cheaper and keeps such a day in order. Files that no version
+//! references any more stay on storage: there is no VACUUM yet.
 
 use std::collections::BTreeMap;
 
@@ -17,8 +16,8 @@ use deltalake::operations::optimize::OptimizeType;
 use deltalake::{FilterOp, FilterValue};
 use shoplake_events::fields::{EVENT_DATE, EVENT_TIME};
 
-use crate::compact::{CompactOptions, writer_properties};
-use crate::{Error, Lake, Result};
+use crate::write::WriteOptions;
+use crate::{Error, Lake, Result, tables};
 
 /// Memory the sort of a day may hold before it spills to disk (one day is sorted at a time).
 const SORT_MEMORY: usize = 1 << 30;
@@ -90,10 +89,12 @@ fn days_to_sort(name: &str, table: &deltalake::DeltaTable, target: u64) -> Resul
 }
 
 /// Rewrites the small files of `table` into files of about `opts.target_file_size` bytes (Delta
-/// OPTIMIZE), written with compaction's layout (zstd level, row-group size, bloom filters) and,
-/// for the events table, sorted by event time within each day; readers keep seeing a consistent
-/// version throughout, and appends that commit meanwhile are kept.
-pub async fn optimize(lake: &Lake, table: &str, opts: &CompactOptions) -> Result<OptimizeReport> {
+/// OPTIMIZE), written with the table's layout (zstd level, row-group size, bloom filters) and,
+/// for a table partitioned by day with event times, sorted by event time within each day;
+/// readers keep seeing a consistent version throughout, and appends that commit meanwhile are
+/// kept. A name that is not one of the lake's tables is an error.
+pub async fn optimize(lake: &Lake, table: &str, opts: &WriteOptions) -> Result<OptimizeReport> {
+    let descriptor = tables::get(table)?;
     let mut report = OptimizeReport {
         table: table.to_owned(),
         ..Default::default()
@@ -104,6 +105,7 @@ pub async fn optimize(lake: &Lake, table: &str, opts: &CompactOptions) -> Result
     let Some(t) = lake.table(table).await? else {
         return Ok(report);
     };
+    let properties = opts.writer_properties(descriptor)?;
     let sorted_by_time = {
         let snapshot = t.snapshot().map_err(delta)?;
         snapshot.metadata().partition_columns() == [EVENT_DATE.to_owned()]
@@ -129,7 +131,7 @@ pub async fn optimize(lake: &Lake, table: &str, opts: &CompactOptions) -> Result
             .with_type(OptimizeType::ZOrder(vec![EVENT_TIME.to_owned()]))
             .with_filters(&filters)
             .with_target_size(size)
-            .with_writer_properties(writer_properties(opts)?)
+            .with_writer_properties(properties.clone())
             .with_max_concurrent_tasks(1)
             .with_session_state(std::sync::Arc::new(session))
             .await
@@ -142,7 +144,7 @@ pub async fn optimize(lake: &Lake, table: &str, opts: &CompactOptions) -> Result
         .optimize()
         .with_type(OptimizeType::Compact)
         .with_target_size(size)
-        .with_writer_properties(writer_properties(opts)?)
+        .with_writer_properties(properties)
         .await
         .map_err(delta)?;
     report.files_removed += metrics.num_files_removed;
@@ -153,6 +155,24 @@ pub async fn optimize(lake: &Lake, table: &str, opts: &CompactOptions) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_table_the_lake_does_not_have_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), Default::default()).unwrap();
+        let e = optimize(&lake, "customers", &WriteOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::UnknownTable { table } if table == "customers"),
+            "{e}"
+        );
+        // A table of the registry that was never written has nothing to optimize.
+        let r = optimize(&lake, "orders", &WriteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!((r.files_removed, r.files_added), (0, 0));
+    }
 
     fn file(bytes: u64, first: &str, last: &str) -> DayFile {
         DayFile {

@@ -82,12 +82,6 @@ pub(crate) fn decode(meta: &ObjectMeta, bytes: Bytes, schema: &SchemaRef) -> Res
     }
 }
 
-fn ndjson_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Lake {
-        message: format!("staged NDJSON {path}: {e}"),
-    }
-}
-
 /// An object Firehose delivered, as text: gunzipped when it starts with gzip's magic bytes
 /// (Firehose's GZIP compression; several members, as concatenated gzip files, are read in turn),
 /// else as it is. Staging and `shoplake replay` (the raw archive) read objects through it.
@@ -106,11 +100,19 @@ fn decode_ndjson(
     schema: &SchemaRef,
     received_at: i64,
 ) -> Result<Decoded> {
-    let text = gunzip_if_gzip(bytes).map_err(|e| ndjson_error(path, format!("gzip: {e}")))?;
+    let unreadable = |source| Error::StagedObject {
+        path: path.to_string(),
+        source,
+    };
+    let undecodable = |source| Error::StagedJson {
+        path: path.to_string(),
+        source,
+    };
+    let text = gunzip_if_gzip(bytes).map_err(unreadable)?;
     let whole = ReaderBuilder::new(schema.clone())
         .with_batch_size(65_536)
         .build(BufReader::new(&text[..]))
-        .map_err(|e| ndjson_error(path, e))?
+        .map_err(undecodable)?
         .collect::<std::result::Result<Vec<_>, _>>();
     if let Ok(rows) = whole {
         return Ok(Decoded {
@@ -123,13 +125,13 @@ fn decode_ndjson(
     let mut bad = BadRowBatchBuilder::default();
     let mut bad_count = 0;
     for (i, line) in BufRead::split(&text[..], b'\n').enumerate() {
-        let line = line.map_err(|e| ndjson_error(path, e))?;
+        let line = line.map_err(unreadable)?;
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         let decoded = ReaderBuilder::new(schema.clone())
             .build(BufReader::new(&line[..]))
-            .map_err(|e| ndjson_error(path, e))?
+            .map_err(undecodable)?
             .collect::<std::result::Result<Vec<_>, _>>();
         match decoded {
             Ok(batches) => rows.extend(batches),

@@ -8,7 +8,8 @@
 //!
 //! Backends: [`LocalLog`], an embedded durable log for the single-process default, and
 //! [`KinesisStream`], an Amazon Kinesis data stream (see [`kinesis`]). Every backend passes the
-//! same [`conformance`] suite.
+//! same [`conformance`] suite. [`backend`] picks one from a URI (`local`, `kinesis://NAME`) and
+//! puts either behind the stream traits as [`backend::Stream`].
 //!
 //! Ingestion paths onto the stream, each in its own crate: the storefront emitter library
 //! (`shoplake-storefront-emitter`) and the HTTP collector (`shoplake-collector`), which speaks
@@ -23,6 +24,7 @@
 //! `base64` (archived records as JSON lines; see [`firehose`]). `serde` reads the backends'
 //! configs.
 
+pub mod backend;
 pub mod conformance;
 pub mod firehose;
 pub mod kinesis;
@@ -59,6 +61,9 @@ pub enum Error {
         sequence: u64,
         message: String,
     },
+    /// A stream URI that names no backend (a user's mistake in `--stream` or `stream.uri`).
+    #[error("stream {uri:?}: {reason}")]
+    BadUri { uri: String, reason: String },
     /// No such shard.
     #[error("stream {stream}: no shard {shard_id}")]
     UnknownShard { stream: String, shard_id: String },

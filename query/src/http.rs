@@ -24,9 +24,9 @@ const MAX_ROWS: usize = 100_000;
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
-            Error::BadSql { message } => (
+            Error::BadSql { .. } => (
                 StatusCode::BAD_REQUEST,
-                json!({"error": "bad_sql", "detail": message}),
+                json!({"error": "bad_sql", "detail": self.to_string()}),
             ),
             other => {
                 error!(error = %other, "query failed");

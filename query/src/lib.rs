@@ -1,7 +1,9 @@
 //! # shoplake-query: SQL over the lake
 //!
-//! Owns the query side: a DataFusion session over the lake's Delta tables (`events`, `orders`,
-//! `bad_rows`) with the views of `sql/views/*.sql` on top, and the ways to ask it —
+//! Owns the query side: a DataFusion session over every Delta table of the lake (the registry
+//! [`shoplake_batch::tables`]: `events`, `orders`, `visits`, `identities`, `bad_rows`,
+//! `fraud_decisions`, `product_affinity`) with the views of `sql/views/*.sql` on top, and the
+//! ways to ask it —
 //! [`QueryService::sql`] (the `shoplake sql` command), [`render`] (table, CSV, JSON, NDJSON) and
 //! an HTTP API ([`router`]: `POST /v1/sql`, `GET /v1/tables`).
 //!
@@ -10,8 +12,8 @@
 //!
 //! The lake grows while it is queried: before a query, each table's Delta version is checked (at
 //! most once per `refresh_interval`) and a new version is registered in its place, together with
-//! the views over it. A table that was never written is registered empty, with its schema, so
-//! queries and views work from the first second of a new lake.
+//! the views over it. A table that was never written is registered empty, with the schema its
+//! descriptor gives, so queries and views work from the first second of a new lake.
 //!
 //! Why these dependencies: `datafusion` plans and runs the SQL; `deltalake` (through
 //! `shoplake-batch`'s [`shoplake_batch::Lake`]) turns a Delta table into a DataFusion table provider
@@ -40,9 +42,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The SQL is wrong (syntax, unknown table or column, type error) or not a query.
-    #[error("{message}")]
-    BadSql { message: String },
+    /// The SQL is wrong (syntax, unknown table or column, type error) or not a query. The message
+    /// is what DataFusion said about the statement (its root error).
+    #[error("{}", error.find_root())]
+    BadSql {
+        /// Boxed, as below. Not a `#[source]`: the root message is the whole story for the user,
+        /// and DataFusion's context around it would only repeat it in a chain.
+        error: Box<datafusion::error::DataFusionError>,
+    },
+    /// A view of `sql/views` does not plan over the lake's tables: the views and the tables
+    /// disagree, which is a fault of the release, not of the query that found it.
+    #[error("view {view} in sql/views does not plan: {source}")]
+    BadView {
+        view: &'static str,
+        #[source]
+        source: Box<datafusion::error::DataFusionError>,
+    },
     /// The query ran and failed (reading the lake, out of memory).
     #[error("query failed: {source}")]
     Execution {

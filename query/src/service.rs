@@ -15,11 +15,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
-use shoplake_batch::Lake;
-use shoplake_events::lake::{
-    BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, IDENTITIES_TABLE, PRODUCT_AFFINITY_TABLE,
-    TABLES, VISITS_TABLE,
-};
+use shoplake_batch::{Lake, tables};
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
@@ -105,18 +101,6 @@ pub struct QueryService {
     metrics: QueryMetrics,
 }
 
-fn empty_schema(table: &str) -> SchemaRef {
-    match table {
-        EVENTS_TABLE => shoplake_events::events_schema(),
-        BAD_ROWS_TABLE => shoplake_events::bad_rows_schema(),
-        IDENTITIES_TABLE => shoplake_batch::identities::identities_schema(),
-        VISITS_TABLE => shoplake_batch::visits::visits_schema(),
-        FRAUD_DECISIONS_TABLE => shoplake_events::fraud_decisions_schema(),
-        PRODUCT_AFFINITY_TABLE => shoplake_events::product_affinity_schema(),
-        _ => shoplake_batch::orders::orders_schema(),
-    }
-}
-
 impl QueryService {
     /// Opens the lake at `lake_root` (a path or URL) and registers its tables and views.
     pub async fn open(lake_root: &str, storage_options: HashMap<String, String>) -> Result<Self> {
@@ -164,15 +148,16 @@ impl QueryService {
         &self.metrics
     }
 
-    /// The tables and their registered Delta versions (None: not written yet).
+    /// The tables, with their registered Delta versions (None: not written yet) and their
+    /// schemas as the registry describes them.
     pub async fn tables(&self) -> Result<Vec<(String, Option<u64>, SchemaRef)>> {
         self.refresh(false).await?;
         let refresh = self.refresh.lock().await;
-        Ok(TABLES
+        Ok(tables::ALL
             .iter()
             .map(|t| {
-                let version = refresh.versions.get(t).copied().flatten();
-                (t.to_string(), version, empty_schema(t))
+                let version = refresh.versions.get(t.name).copied().flatten();
+                (t.name.to_owned(), version, t.schema())
             })
             .collect())
     }
@@ -188,7 +173,8 @@ impl QueryService {
             return Ok(());
         }
         let mut changed = force;
-        for &name in TABLES {
+        for descriptor in tables::ALL {
+            let name = descriptor.name;
             let table = self.lake.table(name).await?;
             let version = table.as_ref().and_then(|t| t.version());
             if !force && refresh.versions.get(name) == Some(&version) {
@@ -207,7 +193,7 @@ impl QueryService {
                     }
                 }
                 None => Arc::new(
-                    MemTable::try_new(empty_schema(name), vec![vec![]])
+                    MemTable::try_new(descriptor.schema(), vec![vec![]])
                         .map_err(Error::execution)?,
                 ),
             };
@@ -226,8 +212,9 @@ impl QueryService {
                     .sql(statement)
                     .await
                     .map(|_| ())
-                    .map_err(|e| Error::BadSql {
-                        message: format!("view {view} in sql/views does not plan: {e}"),
+                    .map_err(|source| Error::BadView {
+                        view,
+                        source: Box::new(source),
                     })?;
             }
             if !force {
@@ -347,9 +334,7 @@ fn classify(e: DataFusionError) -> Error {
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(_) => Error::BadSql {
-            message: e.find_root().to_string(),
-        },
+        | DataFusionError::NotImplemented(_) => Error::BadSql { error: Box::new(e) },
         _ => Error::execution(e),
     }
 }

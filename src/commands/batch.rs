@@ -42,17 +42,17 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             );
         }
         Job::Affinity => {
-            let model = &config.stage.recommendations.model;
+            let model = &config.stage.live.recommendations.model;
             let r = shoplake_batch::affinity::rebuild(
                 &lake,
-                &crate::live::affinity_options(model),
-                &config.compaction.options(),
+                &shoplake_live::warm::affinity_options(model),
+                &config.compaction.options().write_options(),
             )
             .await?;
             println!("{}", serde_json::to_string(&r)?);
         }
         Job::Optimize { target_size } => {
-            let mut opts = config.compaction.options();
+            let mut opts = config.compaction.options().write_options();
             if let Some(size) = target_size {
                 opts.target_file_size = size;
             }

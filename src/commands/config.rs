@@ -24,8 +24,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let config = PipelineConfig::load(&file)?;
             // The fraud rules it names are checked too (relative paths from the working folder,
             // as the stage reads them), with the rule file's line on a mistake.
-            if let Some(rules) = &config.stage.fraud.rules_file {
-                let (_, set) = shoplake_transform::fraud::RulesFile::open(rules).map_err(|e| {
+            if let Some(rules) = &config.stage.live.fraud.rules_file {
+                let (_, set) = shoplake_live::fraud::RulesFile::open(rules).map_err(|e| {
                     anyhow::anyhow!(
                         "in config file {}: stage.fraud.rules_file {}: {e}",
                         file.display(),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use shoplake_simulator::{SimConfig, SimStats, Simulator};
 use shoplake_storefront_emitter::emitter::{Emitter, EmitterConfig};
-use shoplake_storefront_emitter::simulator::{SimConfig, Simulator};
 use tracing::info;
 
 use crate::config::DataArgs;
@@ -127,7 +127,7 @@ pub async fn drive(
     deadline: Option<Instant>,
     labels_path: &std::path::Path,
     stop: impl Fn() -> bool,
-) -> anyhow::Result<shoplake_storefront_emitter::simulator::SimStats> {
+) -> anyhow::Result<SimStats> {
     if let Some(dir) = labels_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

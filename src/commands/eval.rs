@@ -20,12 +20,14 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use shoplake_events::EventName;
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
-use shoplake_storefront_emitter::simulator::{FraudMix, SimConfig, Simulator};
-use shoplake_transform::fraud::eval::{FraudReport, evaluate};
-use shoplake_transform::fraud::{Decision, RulesFile, Verdict};
-use shoplake_transform::recs::eval::{BASELINE, Evaluation, Metrics, Protocol};
-use shoplake_transform::recs::{Normalization, RecsQuery};
-use shoplake_transform::{Live, Stage};
+use shoplake_simulator::{FraudMix, SimConfig, Simulator};
+use shoplake_live::Live;
+use shoplake_live::fraud::eval::{FraudReport, evaluate};
+use shoplake_live::fraud::{Decision, RulesFile, Verdict};
+use shoplake_live::probe::Probed;
+use shoplake_live::recs::eval::{BASELINE, Evaluation, Metrics, Protocol};
+use shoplake_live::recs::{Normalization, RecsQuery};
+use shoplake_transform::Stage;
 use tracing::info;
 
 use crate::config::DataArgs;
@@ -96,11 +98,11 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     if let Some(rules) = &args.rules {
         // Refused here, with the line and reason, rather than by the stage.
         RulesFile::open(rules).map_err(|e| anyhow::anyhow!("{}: {e}", rules.display()))?;
-        stage_config.fraud.rules_file = Some(rules.clone());
-        stage_config.fraud.enabled = true;
+        stage_config.live.fraud.rules_file = Some(rules.clone());
+        stage_config.live.fraud.enabled = true;
     }
-    stage_config.recommendations.enabled = Some(true);
-    stage_config.live_rebuild_hours = 0;
+    stage_config.live.recommendations.enabled = Some(true);
+    stage_config.live.live_rebuild_hours = 0;
     let work = tempfile::tempdir().context("creating a temporary folder")?;
 
     // The simulation, onto an embedded stream.
@@ -139,11 +141,11 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         &work.path().join("lake").display().to_string(),
         HashMap::new(),
     )?;
-    let live = Arc::new(stage_config.live()?);
+    let live = Arc::new(stage_config.live_engines()?);
     let variants = Normalization::ALL
         .iter()
         .map(|n| {
-            let mut c = stage_config.recommendations.model.clone();
+            let mut c = stage_config.live.recommendations.model.clone();
             c.normalization = *n;
             (format!("item-to-item {}", n.as_str()), c)
         })
@@ -154,14 +156,9 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         side_by_side: Evaluation::new(variants, args.k),
     }));
     let tap = probe.clone();
-    let (stage, _) = Stage::open(
-        stream,
-        lake.store(),
-        &work.path().join("state.redb"),
-        stage_config,
-    )?
-    .with_live(live.clone())?;
-    let mut stage = stage.with_probe(Box::new(move |event, session, live: &Live| {
+    let probed = Probed::new(
+        live.clone(),
+        Box::new(move |event, session, live: &Live| {
         let mut p = tap.lock();
         if event.name == EventName::OrderCompleted {
             let e = &event.event;
@@ -187,7 +184,15 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             }
         }
         p.side_by_side.feed(event, session);
-    }));
+        }),
+    );
+    let (mut stage, _) = Stage::open(
+        stream,
+        lake.store(),
+        &work.path().join("state.redb"),
+        stage_config.stage,
+    )?
+    .with_observer(Arc::new(probed))?;
     let drained = stage.drain().await?;
     info!(
         events = drained.events,

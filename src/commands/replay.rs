@@ -134,7 +134,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         };
         since.is_none_or(|s| h + hour > s) && until.is_none_or(|u| h < u + hour)
     });
-    let limits = config.stage.limits();
+    let limits = config.stage.stage.limits();
     let stream = data.open_stream(&config)?;
     let mut report = Report::default();
     let mut pending: Vec<Record> = Vec::with_capacity(500);

@@ -25,12 +25,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let stream = Arc::new(data.open_stream(&config)?);
     let stream_handle = stream.clone();
     let lake = data.open_lake()?;
-    let live = Arc::new(config.stage.live()?);
+    let live = Arc::new(config.stage.live_engines()?);
     let mut stage = Stage::open(
         stream,
         lake.store(),
         &data.stage_state_path(),
-        config.stage.clone(),
+        config.stage.stage.clone(),
     )?;
     if let Some(leases) = data.leases(&config, &lake)? {
         stage = stage.with_leases(leases);
@@ -38,11 +38,11 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let firehose = Arc::new(crate::config::FirehoseStreams::new(&config.firehose)?);
     let stage = firehose.attach(stage);
     let lease_metrics = stage.lease_metrics();
-    let mut stage = crate::live::attach(
+    let mut stage = shoplake_live::warm::attach(
         stage,
         &live,
         &lake,
-        config.stage.live_rebuild_hours,
+        config.stage.live.live_rebuild_hours,
         &config.compaction.options(),
     )
     .await?;
@@ -67,7 +67,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let listener = ops::bind(args.metrics_addr).await?;
     info!(addr = %args.metrics_addr, "metrics on /metrics");
     let live_metrics = live.clone();
-    let router = shoplake_transform::live::router(live.clone()).merge(ops::ops_router(Arc::new(
+    let router = shoplake_live::http::router(live.clone()).merge(ops::ops_router(Arc::new(
         move || {
             metrics.render_prometheus()
                 + &lease_metrics

@@ -3,17 +3,17 @@
 //! again.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use shoplake_query::QueryService;
+use shoplake_simulator::{SimConfig, Simulator};
 use shoplake_storefront_emitter::emitter::{Emitter, EmitterConfig};
-use shoplake_storefront_emitter::simulator::{SimConfig, Simulator};
 use shoplake_transform::Stage;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use crate::config::DataArgs;
 use crate::ops;
@@ -124,7 +124,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     // checkpoint only moves after staging is durable).
     let stage_metrics = Arc::new(shoplake_transform::StageMetrics::default());
     // Fraud scoring and recommendations: fed by the stage, served on the HTTP address.
-    let live = Arc::new(config.stage.live()?);
+    let live = Arc::new(config.stage.live_engines()?);
     let rules_watch = tokio::spawn(live.clone().watch_rules());
     let firehose = Arc::new(crate::config::FirehoseStreams::new(&config.firehose)?);
     let stage_task = {
@@ -134,7 +134,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             stream.clone(),
             lake.clone(),
             data.stage_state_path(),
-            config.stage.clone(),
+            config.stage.stage.clone(),
             stage_metrics.clone(),
             live.clone(),
             config.compaction.options(),
@@ -152,11 +152,11 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                     if let Some(leases) = data.leases(&pipeline, &lake)? {
                         stage = stage.with_leases(leases);
                     }
-                    let mut stage = crate::live::attach(
+                    let mut stage = shoplake_live::warm::attach(
                         firehose.attach(stage),
                         &live,
                         &lake,
-                        stage_config.live_rebuild_hours,
+                        pipeline.stage.live.live_rebuild_hours,
                         &write,
                     )
                     .await?;
@@ -177,73 +177,23 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         })
     };
 
-    // Compaction on a schedule.
-    let lake_events = Arc::new(AtomicU64::new(0));
-    let compaction = {
-        let (lake, mut rx, opts, counter) = (
-            lake.clone(),
-            stop_rx.clone(),
-            config.compaction.options(),
-            lake_events.clone(),
+    // Compaction, optimize and the product_affinity rebuild on a schedule.
+    let mut schedule = shoplake_batch::Schedule::new(
+        lake.clone(),
+        config.compaction.options(),
+        Duration::from_secs(config.compaction.interval_secs),
+    )
+    .with_optimize(Duration::from_secs(
+        config.compaction.optimize_interval_secs,
+    ));
+    if let Some(recs) = live.recs_config() {
+        schedule = schedule.with_affinity(
+            Duration::from_secs(config.compaction.affinity_interval_secs),
+            shoplake_live::warm::affinity_options(recs),
         );
-        let every = Duration::from_secs(config.compaction.interval_secs.max(1));
-        let optimize_every = Duration::from_secs(config.compaction.optimize_interval_secs);
-        let affinity_every = Duration::from_secs(config.compaction.affinity_interval_secs);
-        let affinity = live
-            .recs_config()
-            .map(crate::live::affinity_options)
-            .filter(|_| !affinity_every.is_zero());
-        tokio::spawn(async move {
-            let mut last_optimize = std::time::Instant::now();
-            let mut last_affinity = std::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = rx.changed() => return,
-                }
-                match shoplake_batch::compact_all(&lake, &opts).await {
-                    Ok(r) => {
-                        counter.fetch_add(r.events_written, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "compaction failed; it is retried at the next interval")
-                    }
-                }
-                if !optimize_every.is_zero() && last_optimize.elapsed() >= optimize_every {
-                    last_optimize = std::time::Instant::now();
-                    for table in shoplake_events::lake::TABLES {
-                        match shoplake_batch::optimize::optimize(&lake, table, &opts).await {
-                            Ok(r) if r.files_removed > 0 => info!(
-                                table,
-                                removed = r.files_removed,
-                                added = r.files_added,
-                                "optimized"
-                            ),
-                            Ok(_) => {}
-                            Err(e) => {
-                                warn!(table, error = %e, "optimize failed; it is retried at the next interval")
-                            }
-                        }
-                    }
-                }
-                if let Some(affinity) = &affinity
-                    && last_affinity.elapsed() >= affinity_every
-                {
-                    last_affinity = std::time::Instant::now();
-                    match shoplake_batch::affinity::rebuild(&lake, affinity, &opts).await {
-                        Ok(r) => info!(
-                            rows = r.rows,
-                            products = r.products,
-                            "product_affinity rebuilt"
-                        ),
-                        Err(e) => {
-                            warn!(error = %e, "product_affinity failed; it is retried at the next interval")
-                        }
-                    }
-                }
-            }
-        })
-    };
+    }
+    let lake_events = schedule.events_compacted();
+    let compaction = tokio::spawn(schedule.run(stopped(stop_rx.clone())));
 
     // SQL API, collector and operations endpoints on one address.
     let service = Arc::new(QueryService::open(&data.lake_root(), Default::default()).await?);
@@ -257,7 +207,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     );
     let router = shoplake_query::router(service)
         .merge(shoplake_collector::router(collector))
-        .merge(shoplake_transform::live::router(live.clone()))
+        .merge(shoplake_live::http::router(live.clone()))
         .merge(ops::ops_router_with_readiness(
             Arc::new(move || {
                 metrics.render_prometheus()

@@ -1,22 +1,15 @@
-//! # shoplake-storefront-emitter: what a storefront embeds, and a storefront to test with
+//! # shoplake-storefront-emitter: what a storefront embeds to put events on the stream
 //!
-//! Two parts:
+//! [`emitter`]: the library a Rust storefront (or service) embeds to put events on the stream —
+//! batching by count, bytes and linger time, back-pressure when the sink falls behind, retries
+//! with exponential backoff and jitter for errors that say a retry can help, and ordering kept per
+//! partition key. Events enter with [`emitter::Emitter::emit`] as a partition key and bytes, and
+//! leave through an [`emitter::Sink`] (the binary plugs the events stream in). The emitter does not
+//! look inside an event. The storefront simulator that tests the pipeline is its own crate
+//! (`shoplake-simulator`), so that a storefront does not compile it.
 //!
-//! - [`emitter`]: the library a Rust storefront (or service) embeds to put events on the stream —
-//!   batching by count, bytes and linger time, back-pressure when the sink falls behind, retries
-//!   with exponential backoff and jitter for errors that say a retry can help, and ordering kept per
-//!   partition key. Events enter with [`emitter::Emitter::emit`] and leave through a
-//!   [`emitter::Sink`] (the binary plugs the events stream in).
-//! - [`simulator`]: a seeded, deterministic online store (`shoplake emit`): a catalog with
-//!   affinity groups, users, marketing campaigns, sessions walking a funnel, orders with payments,
-//!   shipments, cancellations and returns, injected fraud with ground-truth labels, and a
-//!   configurable share of bad input. It counts what it emits ([`simulator::SimStats`]) so the
-//!   lake can be checked against it.
-//!
-//! Why these dependencies: `rand` / `rand_chacha` for a seeded generator that is the same on every
-//! platform; `uuid` for event ids; `shoplake-events` so that every event is built with the wire
-//! types of the contract (and checked against its validator in tests); `tokio` for the emitter's
-//! lanes and timers; `bytes` for payloads shared without copies.
+//! Why these dependencies: `tokio` for the emitter's lanes and timers; `async-trait` for the
+//! [`emitter::Sink`] trait; `bytes` for payloads shared without copies; `rand` for the jitter of
+//! retries; `thiserror` for its errors; `tracing` to log a batch that is retried.
 
 pub mod emitter;
-pub mod simulator;

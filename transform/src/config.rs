@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shoplake_events::Limits;
 
-use crate::live::{FraudConfig, RecommendationsConfig};
 
 /// Settings of the streaming stage. Every field has a default; a config file sets only what it
 /// changes.
@@ -35,13 +34,6 @@ pub struct StageConfig {
     pub max_event_bytes: usize,
     /// How late an event may arrive, in days.
     pub max_lateness_days: u64,
-    /// When the live state (fraud windows, recommendations) has no saved copy, it is rebuilt from
-    /// this many hours of the lake's events before the stage starts reading the stream.
-    pub live_rebuild_hours: u64,
-    /// Real-time fraud scoring (`[stage.fraud]`).
-    pub fraud: FraudConfig,
-    /// Live recommendations (`[stage.recommendations]`).
-    pub recommendations: RecommendationsConfig,
 }
 
 impl Default for StageConfig {
@@ -58,9 +50,6 @@ impl Default for StageConfig {
             dedup_max_entries: 5_000_000,
             max_event_bytes: Limits::default().max_event_bytes,
             max_lateness_days: 30,
-            live_rebuild_hours: 72,
-            fraud: FraudConfig::default(),
-            recommendations: RecommendationsConfig::default(),
         }
     }
 }
@@ -73,11 +62,6 @@ impl StageConfig {
         } else {
             crate::enrich::fx::FxRates::new(&self.reporting_currency, &self.fx_base, &self.fx)
         }
-    }
-
-    /// The live engines this config switches on (fraud scoring, recommendations).
-    pub fn live(&self) -> crate::Result<crate::Live> {
-        crate::Live::new(&self.fraud, &self.recommendations, self.fx_rates()?)
     }
 
     /// The validation limits this config implies.

@@ -4,12 +4,19 @@
 //! Kinesis) and turns records into staged Parquet files in the lake's object store:
 //!
 //! ```text
-//! stream ─► decode + validate ─► bad rows ──────────────────────────► _staging/bad_rows/*.parquet
-//!               │
-//!               └─► dedup (event_id) ─► enrich (event time, session, channel, fx, bots)
-//!                                        ─► Arrow batch ──────────────► _staging/events/*.parquet
-//!                                                               then: checkpoint + state commit
+//! source (shards, leases, raw archive tee)
+//!   ─► admit: decode + validate ─► bad rows ─────────────────────────► _staging/bad_rows/*.parquet
+//!               └─► dedup (event_id), bots ─► enrich (event time, session, channel, fx)
+//!                        ├─► Arrow batch ─► sink ──────────────────────► _staging/events/*.parquet
+//!                        └─► Observer (live engines) ─► their rows ───► _staging/fraud_decisions/
+//!                                                      then: checkpoint + state commit
 //! ```
+//!
+//! The parts: [`source`] (shard readers, discovery, [`leases`], the raw archive tee, typed
+//! [`source::Checkpoint`]s), [`admit`], [`enrich`], the sink (Parquet staging or the Firehose
+//! events sink, bad rows, the observer's rows; encoders in [`staging`]), [`state`] (the redb
+//! database of checkpoints, the de-duplication window, sessions and the observer's state), and
+//! [`stage`], the loop that joins them.
 //!
 //! Delivery: at-least-once from the stream. The checkpoint (with the dedup window and the inferred
 //! sessions) is committed in one redb transaction *after* the staged files are written, so a crash
@@ -21,31 +28,30 @@
 //! shard's checkpoint, written after the staged files it covers. A worker that dies, or loses its
 //! disk, is replaced from those checkpoints; the redb state then only speeds de-duplication up.
 //!
-//! Beside staging, every valid, unique, non-bot event feeds the live engines ([`live`]): fraud
-//! scoring ([`fraud`], a decision per order staged for the `fraud_decisions` table) and
-//! recommendations ([`recs`]), served over HTTP by [`live::router`] and saved with the checkpoint.
+//! Admission ([`admit`]) decides which records become events: decoded and validated, the first of
+//! their id, bots told apart. Beside staging, every admitted non-bot event goes to an
+//! [`Observer`] ([`observe`]): in `shoplake stream` and `up`, the live engines of `shoplake-live`
+//! (fraud scoring and recommendations), whose rows (fraud decisions) the stage stages with each
+//! flush and whose state it saves with each checkpoint.
 //!
 //! Why these dependencies: `redb` holds the durable state (embedded, ACID, pure Rust; the same
 //! engine as the local stream); `object_store` + `parquet` write staging; `uuid` parses event ids
-//! into 128-bit dedup keys and derives inferred session ids (v5); `evalexpr` parses and evaluates
-//! the fraud rules' conditions (a small, well-kept expression language, so rules are data, not
-//! code) and `toml` reads the rules files; `parking_lot` gives the live engines read-write locks
-//! that the stage and the HTTP handlers share without poisoning; `axum` serves the live endpoints.
+//! into 128-bit dedup keys and derives inferred session ids (v5).
 
+pub mod admit;
 pub mod config;
-pub mod decisions;
 pub mod enrich;
-pub mod fraud;
 pub mod leases;
-pub mod live;
-pub mod recs;
+pub mod observe;
+mod sink;
+pub mod source;
 pub mod stage;
 pub mod staging;
 pub mod state;
 
 pub use config::StageConfig;
-pub use live::Live;
-pub use stage::{FlushReport, Probe, Stage, StageMetrics};
+pub use observe::Observer;
+pub use stage::{FlushReport, Stage, StageMetrics};
 
 /// Result of the stage.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -74,6 +80,11 @@ pub enum Error {
     Encode(String),
     #[error("invalid stage config: {message}")]
     Config { message: String },
+    #[error("the stage's observer (the live engines) failed: {source}")]
+    Observer {
+        #[source]
+        source: observe::ObserverError,
+    },
 }
 
 impl Error {

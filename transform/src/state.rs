@@ -1,5 +1,5 @@
 //! The stage's durable state in one redb database: stream checkpoints, the de-duplication window,
-//! inferred sessions and the live state of fraud scoring and recommendations ([`crate::live`]).
+//! inferred sessions and the state of the stage's observer (the live engines: [`crate::observe`]).
 //! All are written in one transaction per flush, after the staged files they cover are durable,
 //! so a crash at any moment leaves them consistent with each other.
 
@@ -13,7 +13,8 @@ use crate::{Error, Result};
 const CHECKPOINTS: TableDefinition<&str, &str> = TableDefinition::new("checkpoints");
 const DEDUP: TableDefinition<u128, i64> = TableDefinition::new("dedup");
 const SESSIONS: TableDefinition<&str, (i64, &str)> = TableDefinition::new("sessions");
-/// Entities of the live engines (`fraud/…`, `recs/…`), each serialized by its engine.
+/// Entities of the stage's observer (the live engines: `fraud/…`, `recs/…`), each serialized by
+/// its engine.
 const LIVE: TableDefinition<&str, &[u8]> = TableDefinition::new("live");
 
 /// Checkpoint value of a shard that was read to its end (closed by resharding).
@@ -53,8 +54,7 @@ pub struct LoadedState {
     pub sessions: HashMap<String, (i64, String)>,
 }
 
-/// Every live entity saved, in key order (for [`crate::live::Live::restore`]).
-pub type LiveEntries = Vec<(String, Vec<u8>)>;
+pub use crate::observe::SavedEntries as LiveEntries;
 
 /// The redb database of one stage.
 pub struct StateStore {

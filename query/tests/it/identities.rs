@@ -9,8 +9,8 @@ use arrow::array::RecordBatch;
 use arrow::util::pretty::pretty_format_batches;
 use serde_json::Value;
 use shoplake_batch::compact::compact;
-use shoplake_batch::identities::{identities_schema, update_identities};
-use shoplake_batch::{CompactOptions, CompactReport, Lake, compact_all};
+use shoplake_batch::identities::update_identities;
+use shoplake_batch::{CompactOptions, CompactReport, Lake, WriteOptions, compact_all, tables};
 use shoplake_events::lake::IDENTITIES_TABLE;
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
 use shoplake_query::QueryService;
@@ -281,7 +281,7 @@ async fn compaction_keeps_identities_round_by_round_and_a_rerun_changes_nothing(
     // Rebuilt from the whole events table, it is what the rounds made of it.
     std::fs::remove_dir_all(dir.path().join("lake").join(IDENTITIES_TABLE)).unwrap();
     assert_eq!(
-        update_identities(&lake, Vec::new(), &CompactOptions::default())
+        update_identities(&lake, Vec::new(), &WriteOptions::default())
             .await
             .unwrap(),
         Some(pairs.len() as u64)
@@ -573,13 +573,13 @@ async fn a_shared_device_keeps_both_links_and_the_latest_wins() {
     assert_eq!(shop.identities().await, round4);
 
     // A table created but never filled (a crash between the two commits) is filled next time.
-    let opts = CompactOptions::default();
+    let opts = WriteOptions::default();
     let table_dir = shop.dir.path().join("lake").join(IDENTITIES_TABLE);
     std::fs::remove_dir_all(&table_dir).unwrap();
     shop.lake
         .new_table(IDENTITIES_TABLE)
         .unwrap()
-        .write(vec![RecordBatch::new_empty(identities_schema())])
+        .write(vec![RecordBatch::new_empty(tables::IDENTITIES.schema())])
         .await
         .unwrap();
     assert_eq!(shop.identities().await, Vec::<Value>::new());
@@ -644,7 +644,7 @@ async fn a_lake_without_identity_events_gets_an_empty_table_once() {
 async fn a_lake_without_events_gets_no_identities_table() {
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::open(&dir.path().display().to_string(), Default::default()).unwrap();
-    let opts = CompactOptions::default();
+    let opts = WriteOptions::default();
     assert_eq!(
         update_identities(&lake, Vec::new(), &opts).await.unwrap(),
         None

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use shoplake_batch::{CompactOptions, Lake, compact_all};
 use shoplake_events::Event;
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
-use shoplake_storefront_emitter::simulator::{RecordKind, SimConfig, SimStats, Simulator};
+use shoplake_simulator::{RecordKind, SimConfig, SimStats, Simulator};
 use shoplake_transform::{Stage, StageConfig};
 
 /// The seed and size of the golden dataset. Changing them changes every `.slt` result: rewrite

@@ -73,7 +73,9 @@ async fn optimize_sorts_each_day_by_event_time_and_keeps_every_row() {
     );
     let rows_before: usize = before.values().flatten().map(Vec::len).sum();
 
-    let r = optimize(&lake, "events", &opts).await.unwrap();
+    let r = optimize(&lake, "events", &opts.write_options())
+        .await
+        .unwrap();
     assert!(r.files_removed >= files.len() as u64, "{r:?}");
     let after = days(&lake).await;
     assert_eq!(
@@ -92,9 +94,13 @@ async fn optimize_sorts_each_day_by_event_time_and_keeps_every_row() {
     assert_eq!(rows_after as u64, stats.valid_unique);
 
     // Nothing left to do: a second run rewrites nothing.
-    let again = optimize(&lake, "events", &opts).await.unwrap();
+    let again = optimize(&lake, "events", &opts.write_options())
+        .await
+        .unwrap();
     assert_eq!((again.files_removed, again.files_added), (0, 0));
     // A table without event times is bin-packed.
-    let bad = optimize(&lake, "bad_rows", &opts).await.unwrap();
+    let bad = optimize(&lake, "bad_rows", &opts.write_options())
+        .await
+        .unwrap();
     assert!(bad.files_removed >= bad.files_added, "{bad:?}");
 }

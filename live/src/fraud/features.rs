@@ -26,7 +26,7 @@ use shoplake_events::{EventName, ValidEvent};
 
 use super::state::{Activity, Entity, Key, Kind, Store};
 use super::windows::{DAY, HOUR, TEN_MINUTES, Window};
-use crate::enrich::fx::FxRates;
+use shoplake_transform::enrich::fx::FxRates;
 
 /// Extra property holding a hash of the normalised shipping address (not yet in the contract).
 pub const SHIPPING_ADDRESS: &str = "shipping_address";

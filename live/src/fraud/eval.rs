@@ -8,7 +8,7 @@
 //! id counts.
 //!
 //! ```
-//! use shoplake_transform::fraud::eval::Figures;
+//! use shoplake_live::fraud::eval::Figures;
 //!
 //! let f = Figures::from_counts(8, 2, 1);
 //! assert_eq!((f.precision, f.recall), (0.8, 8.0 / 9.0));

@@ -1,15 +1,18 @@
-//! Wiring of the stage's live engines (fraud scoring, recommendations): made from the config,
-//! loaded from the stage's saved state, or rebuilt from the lake when there is none.
+//! Warm start: the live engines attached to a stage, loaded from the stage's saved state, or
+//! rebuilt from the lake when there is none (a new disk, a new worker). This is the one place
+//! where the live state reads the lake (`shoplake-batch`): the item-to-item history of
+//! `product_affinity` and the last hours of `events`.
 
 use std::sync::Arc;
 
-use anyhow::Context;
 use futures::StreamExt;
 use shoplake_batch::CompactOptions;
 use shoplake_batch::affinity::{self, AffinityOptions};
-use shoplake_transform::recs::{Affinity, RecsConfig};
-use shoplake_transform::{Live, Stage};
+use shoplake_transform::Stage;
 use tracing::{info, warn};
+
+use crate::recs::{Affinity, RecsConfig};
+use crate::{Error, Live, Result};
 
 /// Attaches `live` to `stage`. When nothing was saved (a new stage state, or one from before the
 /// live engines existed) and the lake has events, the recommendations are first seeded with the
@@ -22,11 +25,11 @@ pub async fn attach(
     lake: &shoplake_batch::Lake,
     rebuild_hours: u64,
     write: &CompactOptions,
-) -> anyhow::Result<Stage> {
-    let (stage, loaded) = stage.with_live(live.clone())?;
+) -> Result<Stage> {
     if !live.is_enabled() {
         return Ok(stage);
     }
+    let (stage, loaded) = stage.with_observer(live.clone())?;
     if loaded > 0 {
         info!(entities = loaded, "live state loaded");
         return Ok(stage);
@@ -60,11 +63,11 @@ async fn seed(
     lake: &shoplake_batch::Lake,
     window_micros: i64,
     write: &CompactOptions,
-) -> anyhow::Result<usize> {
+) -> Result<usize> {
     let Some(config) = live.recs_config() else {
         return Ok(0);
     };
-    let Some(latest) = shoplake_batch::replay::latest(lake).await? else {
+    let Some(latest) = shoplake_batch::history::latest(lake).await? else {
         return Ok(0);
     };
     let mut table = Affinity::from_batches(&affinity::read_table(lake).await?.unwrap_or_default())?;
@@ -76,7 +79,8 @@ async fn seed(
             until: Some(latest),
             ..affinity_options(config)
         };
-        let (report, rows) = affinity::rebuild_rows(lake, &options, write).await?;
+        let (report, rows) =
+            affinity::rebuild_rows(lake, &options, &write.write_options()).await?;
         info!(
             rows = report.rows,
             products = report.products,
@@ -113,18 +117,20 @@ async fn rebuild(
     live: &Live,
     lake: &shoplake_batch::Lake,
     hours: u64,
-) -> anyhow::Result<usize> {
+) -> Result<usize> {
     if hours == 0 {
         return Ok(0);
     }
     let window = (hours as i64).saturating_mul(3_600_000_000);
-    let Some(mut stream) = shoplake_batch::replay::recent_events(lake, window).await? else {
+    let Some(mut stream) = shoplake_batch::history::recent_events(lake, window).await? else {
         return Ok(0);
     };
     let started = std::time::Instant::now();
     let (mut fed, mut refused) = (0, 0);
     while let Some(batch) = stream.next().await {
-        let batch = batch.context("reading the lake's events to rebuild the live state")?;
+        let batch = batch.map_err(|source| Error::History {
+            source: Box::new(source),
+        })?;
         let (f, r) = tokio::task::block_in_place(|| stage.seed_from_lake(&batch))?;
         fed += f;
         refused += r;

@@ -28,8 +28,10 @@
 //! ([`FraudEngine::restore`]).
 //!
 //! Amounts are compared in the stage's reporting currency ([`FxRates`]).
-//! [`eval`] measures decisions against ground-truth labels (the simulator's, or a fraud team's).
+//! [`decisions`] turns decisions into rows of the `fraud_decisions` table; [`eval`] measures
+//! decisions against ground-truth labels (the simulator's, or a fraud team's).
 
+pub mod decisions;
 pub mod eval;
 pub mod features;
 pub mod rules;
@@ -42,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use shoplake_events::{EventName, ValidEvent};
 
-use crate::enrich::fx::FxRates;
+use shoplake_transform::enrich::fx::FxRates;
 use features::{Keys, OrderFacts};
 pub use rules::{RuleError, RuleSet, RulesFile, Verdict};
 use state::{Entity, Key, Kind, Profile, Store};

@@ -1,4 +1,15 @@
-//! The storefront simulator: a seeded online store whose shoppers emit events in server-time order.
+//! # shoplake-simulator: a seeded storefront to test and demonstrate the pipeline with
+//!
+//! Owns a deterministic online store (`shoplake emit`, and the simulated traffic of `shoplake
+//! up`): a catalog with affinity groups, users, marketing campaigns, sessions walking a funnel,
+//! orders with payments, shipments, cancellations and returns, injected fraud with ground-truth
+//! labels, and a configurable share of bad input. Nothing enters it but a [`SimConfig`] (and, for
+//! long runs, a folder for the records due later: [`Simulator::with_spill`]); records leave
+//! through [`Simulator::next`] as bytes of the event contract's wire format with a partition key
+//! ([`SimRecord`]), and the caller puts them on the stream (the binary hands them to the
+//! storefront emitter). The same seed gives the same records, byte for byte: the golden SQL
+//! tests depend on it. It lives apart from the emitter library so that a storefront embedding the
+//! emitter does not compile it.
 //!
 //! Shoppers arrive as a Poisson process (`sessions_per_hour`); each session is generated whole
 //! when it starts (a funnel walk: landing page, lists, searches, product views, cart, checkout,
@@ -15,8 +26,13 @@
 //!
 //! [`SimStats`] counts what was handed out, which is what the lake must hold.
 //!
+//! Why these dependencies: `rand` / `rand_chacha` for a seeded generator that is the same on every
+//! platform; `uuid` for event ids; `shoplake-events` so that every event is built with the wire
+//! types of the contract (and checked against its validator in tests); `serde` / `serde_json` for
+//! the payloads, the fraud labels and the counts; `tracing` to report a spill file that fails.
+//!
 //! ```
-//! use shoplake_storefront_emitter::simulator::{SimConfig, Simulator};
+//! use shoplake_simulator::{SimConfig, Simulator};
 //!
 //! let mut sim = Simulator::new(SimConfig { seed: 1, max_sessions: Some(50), ..SimConfig::default() });
 //! let mut n = 0;

@@ -23,11 +23,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::Instant;
 
-use shoplake_events::{EventName, Limits, ValidEvent, decode};
+use shoplake_events::{EventName, Limits, ValidEvent};
 
 use super::{RecsConfig, RecsEngine, RecsQuery};
-use crate::enrich::bots::is_bot;
-use crate::enrich::sessions::Sessions;
+use shoplake_transform::admit::{Admission, admit};
+use shoplake_transform::enrich::bots::BotCache;
+use shoplake_transform::enrich::sessions::Sessions;
 
 /// Hits and reciprocal ranks over evaluated cases.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -251,6 +252,7 @@ pub struct Evaluation {
     pending: HashMap<String, PendingSession>,
     counts: FeedCounts,
     limits: Limits,
+    bots: BotCache,
     clock: i64,
     next_cleanup: i64,
     /// Time spent in the first engine's observe (calls without and with a refresh) and recommend,
@@ -287,6 +289,7 @@ impl Evaluation {
             pending: HashMap::new(),
             counts: FeedCounts::default(),
             limits: Limits::default(),
+            bots: BotCache::default(),
             clock: i64::MIN,
             next_cleanup: i64::MIN,
             observe_nanos: 0,
@@ -304,30 +307,28 @@ impl Evaluation {
     /// Feeds one stream record as the stage would: rejects, repeated event ids and bots are
     /// dropped; the session is the client's or inferred.
     pub fn feed_record(&mut self, payload: &[u8], arrival_micros: i64) -> Fed {
-        let valid = match decode(payload, arrival_micros, &self.limits) {
-            Ok(v) => v,
-            Err(_) => {
+        let seen = &mut self.seen;
+        let valid = match admit(
+            payload,
+            arrival_micros,
+            &self.limits,
+            &mut self.bots,
+            |id, _| seen.insert(id),
+        ) {
+            Admission::Rejected(_) => {
                 self.counts.rejected += 1;
                 return Fed::Rejected;
             }
+            Admission::Duplicate => {
+                self.counts.duplicates += 1;
+                return Fed::Duplicate;
+            }
+            Admission::Admitted { bot: true, .. } => {
+                self.counts.bots += 1;
+                return Fed::Bot;
+            }
+            Admission::Admitted { event, .. } => event,
         };
-        // decode checked that event_id is a UUID.
-        let id = uuid::Uuid::try_parse(valid.event_id())
-            .map(|u| u.as_u128())
-            .unwrap_or_default();
-        if !self.seen.insert(id) {
-            self.counts.duplicates += 1;
-            return Fed::Duplicate;
-        }
-        let e = &valid.event;
-        let ctx = e.context.as_ref();
-        if is_bot(
-            ctx.and_then(|c| c.user_agent.as_deref()),
-            ctx.and_then(|c| c.device_type.as_deref()),
-        ) {
-            self.counts.bots += 1;
-            return Fed::Bot;
-        }
         let session = self.sessions.of(&valid).0.to_owned();
         self.feed(&valid, &session);
         Fed::Used

@@ -1,7 +1,7 @@
 //! Tests of the recommendation engine: hand-checked co-occurrence values, each signal, exclusions,
 //! identity, fallbacks, restart, bounds, and the offline evaluation over the simulator.
 
-use shoplake_storefront_emitter::simulator::{FraudMix, SimConfig, Simulator};
+use shoplake_simulator::{FraudMix, SimConfig, Simulator};
 
 use super::eval::{BASELINE, EvalReport, Evaluation, Protocol};
 use super::*;
@@ -704,7 +704,7 @@ impl Feeder {
         }
         let e = &v.event;
         let ctx = e.context.as_ref();
-        if crate::enrich::bots::is_bot(
+        if shoplake_transform::enrich::bots::is_bot(
             ctx.and_then(|c| c.user_agent.as_deref()),
             ctx.and_then(|c| c.device_type.as_deref()),
         ) {

@@ -1005,10 +1005,10 @@ fn set_rules_swaps_the_rules_of_a_running_engine() {
 
 mod simulated {
     use shoplake_events::{Limits, decode};
-    use shoplake_storefront_emitter::simulator::{FraudMix, SimConfig, Simulator};
+    use shoplake_simulator::{FraudMix, SimConfig, Simulator};
 
     use super::*;
-    use crate::enrich::bots::is_bot;
+    use shoplake_transform::enrich::bots::is_bot;
     use crate::fraud::eval::{FraudReport, evaluate};
 
     /// Runs the simulator through the engine as the stage does (decode, skip rejects, repeated

@@ -1,81 +1,37 @@
-//! The stage's live state, served to the storefront: fraud scoring ([`crate::fraud`]) and
-//! recommendations ([`crate::recs`]) behind one handle that the stage writes and HTTP reads.
+//! The live engines behind one handle that the stage writes and HTTP reads: fraud scoring
+//! ([`crate::fraud`]) and recommendations ([`crate::recs`]). [`Live`] is the stage's
+//! [`Observer`]: it sees every admitted event, stages a decision per order and saves its state
+//! with the stage's checkpoints.
 //!
 //! ```text
 //! stage ──observe(event)──► Live ─┬─ FraudEngine  ─► decisions ─► _staging/fraud_decisions
 //!   │                             └─ RecsEngine
 //!   └─ flush: expire + take_dirty ─► redb, with the checkpoint (same transaction)
 //!
-//! HTTP (router): POST /v1/fraud/score               ─► FraudEngine::score (read lock)
+//! HTTP (crate::http::router): POST /v1/fraud/score               ─► FraudEngine::score (read lock)
 //!                GET  /v1/recommendations/{shopper} ─► RecsEngine::recommend (read lock)
 //!                GET  /v1/products/{id}/related     ─► RecsEngine::related (read lock)
 //! ```
 //!
 //! Each engine sits behind its own `parking_lot::RwLock`, taken per event by the stage and per
 //! request by the endpoints, so a request never waits for more than one event's update.
-//!
-//! Why `axum` here: the endpoints belong to the state they read, and every long-running command
-//! that runs a stage (`stream`, `up`) serves them by merging [`router`] into its own.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use parking_lot::{Mutex, RwLock};
-use serde::{Deserialize, Serialize};
-use shoplake_events::{EventName, Limits, ValidEvent, decode, format_timestamp};
+use shoplake_events::lake::STAGING_FRAUD_DECISIONS;
+use shoplake_events::{Limits, ValidEvent, decode};
+use shoplake_transform::enrich::fx::FxRates;
+use shoplake_transform::observe::{Observer, ObserverError, SavedEntries, StagedRows};
 use tracing::{info, warn};
 
-use crate::enrich::fx::FxRates;
+use crate::config::{FraudConfig, RecommendationsConfig};
+use crate::fraud::decisions::DecisionRows;
 use crate::fraud::{Decision, FraudEngine, RuleSet, RulesFile, Verdict};
 use crate::recs::{Recommendation, RecsConfig, RecsEngine, RecsQuery};
-use crate::state::LiveEntries;
 use crate::{Error, Result};
-
-/// `[stage.fraud]`: real-time fraud scoring.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FraudConfig {
-    /// Score orders in the stream and serve `POST /v1/fraud/score`.
-    pub enabled: bool,
-    /// The rules file (TOML); the built-in rules when absent. Re-read when it changes: a file
-    /// that does not parse is refused with its line and reason, and the running rules stay.
-    pub rules_file: Option<PathBuf>,
-    /// How often the rules file is checked for changes, in milliseconds.
-    pub reload_interval_ms: u64,
-}
-
-impl Default for FraudConfig {
-    fn default() -> Self {
-        FraudConfig {
-            enabled: true,
-            rules_file: None,
-            reload_interval_ms: 2_000,
-        }
-    }
-}
-
-/// `[stage.recommendations]`: live recommendations.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RecommendationsConfig {
-    /// Keep recommendation state and serve the recommendation endpoints (on unless false).
-    pub enabled: Option<bool>,
-    /// The model: decay, normalisation, windows and caps.
-    pub model: RecsConfig,
-}
-
-impl RecommendationsConfig {
-    pub fn is_enabled(&self) -> bool {
-        self.enabled.unwrap_or(true)
-    }
-}
 
 /// Counters of the live engines and their endpoints.
 #[derive(Debug, Default)]
@@ -103,6 +59,10 @@ pub struct Live {
     now: AtomicI64,
     /// `now` as last saved.
     saved_now: AtomicI64,
+    /// Latest event time observed from the stream (not replayed): expiry's clock.
+    observed_until: AtomicI64,
+    /// Decisions on the orders observed since the stage's last flush.
+    decisions: Mutex<DecisionRows>,
     metrics: LiveMetrics,
 }
 
@@ -112,6 +72,11 @@ const RECS_PREFIX: &str = "recs/";
 const NOW_KEY: &str = "live/now";
 
 impl Live {
+    /// The engines `config` switches on (see [`Live::new`]).
+    pub fn from_config(config: &crate::LiveConfig, fx: FxRates) -> Result<Self> {
+        Live::new(&config.fraud, &config.recommendations, fx)
+    }
+
     /// The engines the config switches on; the rules from the configured file (refused with its
     /// line and reason when it does not parse) or the built-in ones.
     pub fn new(
@@ -121,8 +86,9 @@ impl Live {
     ) -> Result<Self> {
         let (rules_file, rules) = match (&fraud.enabled, &fraud.rules_file) {
             (true, Some(path)) => {
-                let (file, rules) = RulesFile::open(path).map_err(|e| Error::Config {
-                    message: format!("fraud rules {}: {e}", path.display()),
+                let (file, rules) = RulesFile::open(path).map_err(|source| Error::Rules {
+                    path: path.clone(),
+                    source,
                 })?;
                 (Some(file), rules)
             }
@@ -141,6 +107,8 @@ impl Live {
             reload_interval: Duration::from_millis(fraud.reload_interval_ms.max(100)),
             now: AtomicI64::new(i64::MIN),
             saved_now: AtomicI64::new(i64::MIN),
+            observed_until: AtomicI64::new(i64::MIN),
+            decisions: Mutex::new(DecisionRows::default()),
             metrics: LiveMetrics::default(),
         })
     }
@@ -157,6 +125,8 @@ impl Live {
         }
         self.now.store(i64::MIN, Ordering::Relaxed);
         self.saved_now.store(i64::MIN, Ordering::Relaxed);
+        self.observed_until.store(i64::MIN, Ordering::Relaxed);
+        *self.decisions.lock() = DecisionRows::default();
     }
 
     /// Loads the lake's item-to-item history into the recommendation engine (see
@@ -214,8 +184,9 @@ impl Live {
         &self.metrics
     }
 
-    /// Feeds one valid, de-duplicated, non-bot event; returns the fraud decision of an order.
-    pub fn observe(&self, event: &ValidEvent<'_>, session_id: &str) -> Option<Decision> {
+    /// Feeds one valid, de-duplicated, non-bot event; returns the fraud decision of an order
+    /// (which the stage's [`Observer::observe`] also keeps for its next flush).
+    pub fn observe_event(&self, event: &ValidEvent<'_>, session_id: &str) -> Option<Decision> {
         self.feed(event, session_id, true)
     }
 
@@ -282,10 +253,11 @@ impl Live {
     }
 
     /// Loads saved entities; those of a switched-off engine are skipped. Returns how many loaded.
-    pub fn restore(&self, entries: LiveEntries) -> Result<usize> {
+    pub fn restore(&self, entries: SavedEntries) -> Result<usize> {
         let mut loaded = 0;
-        let bad = |key: &str, e: &dyn std::fmt::Display| Error::Config {
-            message: format!("saved live state {key} does not load: {e}"),
+        let bad = |key: &str, e: &dyn std::fmt::Display| Error::SavedState {
+            key: key.to_owned(),
+            reason: e.to_string(),
         };
         let mut fraud = self.fraud.as_ref().map(|f| f.write());
         let mut recs = self.recs.as_ref().map(|r| r.write());
@@ -453,223 +425,51 @@ impl Live {
     }
 }
 
-/// An answer of the live endpoints that is not a success.
-struct ApiError {
-    status: StatusCode,
-    error: &'static str,
-    detail: String,
-}
 
-impl ApiError {
-    fn bad(error: &'static str, detail: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            error,
-            detail: detail.into(),
+/// The stage feeds the engines through this: decisions are staged with each flush (for the
+/// `fraud_decisions` table) and changed entities saved with each checkpoint.
+impl Observer for Live {
+    fn reset(&self) {
+        Live::reset(self);
+    }
+
+    fn restore(&self, saved: SavedEntries) -> std::result::Result<usize, ObserverError> {
+        Ok(Live::restore(self, saved)?)
+    }
+
+    fn observe(&self, event: &ValidEvent<'_>, session_id: &str) {
+        self.observed_until
+            .fetch_max(event.event_time, Ordering::Relaxed);
+        if let Some(decision) = self.observe_event(event, session_id) {
+            self.decisions.lock().push(decision, event.received_at);
         }
     }
 
-    fn off(what: &str) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            error: "switched off",
-            detail: format!("{what} is switched off in this stage's config"),
-        }
+    fn replay(
+        &self,
+        batch: &arrow::array::RecordBatch,
+    ) -> std::result::Result<(usize, usize), ObserverError> {
+        Ok(Live::replay(self, batch)?)
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.error, "detail": self.detail })),
-        )
-            .into_response()
+    fn take_rows(&self, now_micros: i64) -> std::result::Result<Vec<StagedRows>, ObserverError> {
+        let mut decisions = self.decisions.lock();
+        if decisions.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![StagedRows {
+            folder: STAGING_FRAUD_DECISIONS,
+            batch: decisions.finish(now_micros)?,
+        }])
     }
-}
 
-/// The live endpoints over `live`.
-pub fn router(live: Arc<Live>) -> Router {
-    Router::new()
-        .route("/v1/fraud/score", post(score))
-        .route("/v1/recommendations/{shopper}", get(recommendations))
-        .route("/v1/products/{id}/related", get(related))
-        .with_state(live)
-}
-
-/// Most items one request may ask for.
-pub const MAX_K: usize = 100;
-const DEFAULT_K: usize = 10;
-
-fn parse_k(k: Option<&str>) -> std::result::Result<usize, ApiError> {
-    match k {
-        None | Some("") => Ok(DEFAULT_K),
-        Some(s) => match s.parse::<usize>() {
-            Ok(k) if (1..=MAX_K).contains(&k) => Ok(k),
-            _ => Err(ApiError::bad(
-                "invalid k",
-                format!("k must be a whole number from 1 to {MAX_K}, not {s:?}"),
-            )),
-        },
+    fn take_dirty(&self, flushes: u64) -> Vec<(String, Option<Vec<u8>>)> {
+        // Expiry walks the whole state: every 20 flushes (a minute or two) is enough for windows
+        // of ten minutes and more.
+        let until = self.observed_until.load(Ordering::Relaxed);
+        if until > i64::MIN && flushes % 20 == 19 {
+            self.expire(until);
+        }
+        Live::take_dirty(self)
     }
-}
-
-#[derive(Deserialize)]
-struct RecsParams {
-    k: Option<String>,
-    context_product: Option<String>,
-    category: Option<String>,
-}
-
-#[derive(Serialize)]
-struct RecsAnswer<'a> {
-    shopper: &'a str,
-    /// Whether the shopper has history here (false: the items are trending / popular ones).
-    known: bool,
-    items: Vec<Recommendation>,
-}
-
-async fn recommendations(
-    State(live): State<Arc<Live>>,
-    Path(shopper): Path<String>,
-    params: std::result::Result<Query<RecsParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let answer = (|| {
-        let Query(p) = params.map_err(|e| ApiError::bad("invalid query", e.body_text()))?;
-        let k = parse_k(p.k.as_deref())?;
-        let shopper = shopper.trim();
-        if shopper.is_empty() || shopper.len() > 256 {
-            return Err(ApiError::bad(
-                "invalid shopper",
-                "the shopper is a user id or an anonymous id of 1 to 256 characters",
-            ));
-        }
-        let query = RecsQuery {
-            k,
-            context_product: p.context_product.as_deref().filter(|s| !s.is_empty()),
-            category: p.category.as_deref().filter(|s| !s.is_empty()),
-        };
-        let (known, items) = live
-            .recommend(shopper, &query)
-            .ok_or_else(|| ApiError::off("recommendations"))?;
-        live.metrics
-            .recommendation_requests
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(Json(RecsAnswer {
-            shopper,
-            known,
-            items,
-        })
-        .into_response())
-    })();
-    respond(&live, answer)
-}
-
-#[derive(Deserialize)]
-struct RelatedParams {
-    k: Option<String>,
-}
-
-#[derive(Serialize)]
-struct RelatedAnswer<'a> {
-    product_id: &'a str,
-    /// Whether the product has been seen (false: the items are trending / popular ones).
-    known: bool,
-    items: Vec<Recommendation>,
-}
-
-async fn related(
-    State(live): State<Arc<Live>>,
-    Path(id): Path<String>,
-    params: std::result::Result<Query<RelatedParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let answer = (|| {
-        let Query(p) = params.map_err(|e| ApiError::bad("invalid query", e.body_text()))?;
-        let k = parse_k(p.k.as_deref())?;
-        let id = id.trim();
-        if id.is_empty() || id.len() > 256 {
-            return Err(ApiError::bad(
-                "invalid product id",
-                "a product id has 1 to 256 characters",
-            ));
-        }
-        let (known, items) = live
-            .related(id, k)
-            .ok_or_else(|| ApiError::off("recommendations"))?;
-        live.metrics
-            .related_requests
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(Json(RelatedAnswer {
-            product_id: id,
-            known,
-            items,
-        })
-        .into_response())
-    })();
-    respond(&live, answer)
-}
-
-fn respond(live: &Live, answer: std::result::Result<Response, ApiError>) -> Response {
-    answer.unwrap_or_else(|e| {
-        if e.status == StatusCode::BAD_REQUEST {
-            live.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-        }
-        e.into_response()
-    })
-}
-
-/// `POST /v1/fraud/score`: an order about to be placed, as an `order_completed` event of the
-/// contract (the same JSON an emitter sends). `event_name`, `event_id`, `occurred_at` and
-/// `properties.order_id` may be left out: an order not placed yet has none of them.
-async fn score(State(live): State<Arc<Live>>, body: axum::body::Bytes) -> Response {
-    let answer = (|| {
-        let mut order: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad("invalid JSON", format!("the body is not JSON: {e}")))?;
-        let obj = order.as_object_mut().ok_or_else(|| {
-            ApiError::bad(
-                "invalid order",
-                "the body is an order_completed event: a JSON object",
-            )
-        })?;
-        let now = chrono::Utc::now().timestamp_micros();
-        match obj.get("event_name").and_then(|v| v.as_str()) {
-            None => {
-                obj.insert(
-                    "event_name".into(),
-                    EventName::OrderCompleted.as_str().into(),
-                );
-            }
-            Some(n) if n == EventName::OrderCompleted.as_str() => {}
-            Some(n) => {
-                return Err(ApiError::bad(
-                    "invalid order",
-                    format!("event_name must be order_completed (or left out), not {n:?}"),
-                ));
-            }
-        }
-        obj.entry("event_id")
-            .or_insert_with(|| uuid::Uuid::new_v4().to_string().into());
-        obj.entry("occurred_at")
-            .or_insert_with(|| format_timestamp(now).into());
-        let mut invented_order_id = false;
-        if let Some(props) = obj.get_mut("properties").and_then(|p| p.as_object_mut())
-            && !props.contains_key("order_id")
-        {
-            props.insert("order_id".into(), "(not placed)".into());
-            invented_order_id = true;
-        }
-        let bytes = serde_json::to_vec(&order)
-            .map_err(|e| ApiError::bad("invalid order", e.to_string()))?;
-        let valid = decode(&bytes, now, &Limits::default())
-            .map_err(|r| ApiError::bad("invalid order", r.to_string()))?;
-        let mut decision = live
-            .score(&valid)
-            .ok_or_else(|| ApiError::off("fraud scoring"))?;
-        if invented_order_id {
-            decision.order_id.clear();
-        }
-        live.metrics.score_requests.fetch_add(1, Ordering::Relaxed);
-        Ok(Json(decision).into_response())
-    })();
-    respond(&live, answer)
 }

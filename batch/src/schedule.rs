@@ -1,0 +1,196 @@
+//! The lake's maintenance on a schedule, as `shoplake up` runs it: compaction every interval,
+//! OPTIMIZE of every table and the `product_affinity` rebuild at their own, longer intervals.
+//!
+//! Each job runs after the compaction of its tick, once its interval has passed since it last
+//! ran, so jobs never overlap. A failure (a conflict with another writer included) is logged as a
+//! warning and retried at the next interval: every job is idempotent, and the next run starts
+//! from what the lake holds then.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::affinity::{self, AffinityOptions};
+use crate::{CompactOptions, Lake, optimize, tables};
+
+/// Shortest time between two compactions.
+const MIN_COMPACT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What to run and how often.
+///
+/// ```no_run
+/// # async fn example(lake: std::sync::Arc<shoplake_batch::Lake>) {
+/// use std::time::Duration;
+/// let schedule = shoplake_batch::Schedule::new(
+///     lake,
+///     shoplake_batch::CompactOptions::default(),
+///     Duration::from_secs(15),
+/// )
+/// .with_optimize(Duration::from_secs(3600));
+/// let compacted = schedule.events_compacted();
+/// schedule.run(async {
+///     let _ = tokio::signal::ctrl_c().await;
+/// })
+/// .await;
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Schedule {
+    lake: Arc<Lake>,
+    compact: CompactOptions,
+    compact_every: Duration,
+    optimize_every: Option<Duration>,
+    affinity: Option<(Duration, AffinityOptions)>,
+    events_compacted: Arc<AtomicU64>,
+}
+
+impl Schedule {
+    /// Compaction of `lake` with `compact` every `every` (at least a second); no other job.
+    pub fn new(lake: Arc<Lake>, compact: CompactOptions, every: Duration) -> Self {
+        Schedule {
+            lake,
+            compact,
+            compact_every: every.max(MIN_COMPACT_INTERVAL),
+            optimize_every: None,
+            affinity: None,
+            events_compacted: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Also OPTIMIZE every table of the lake every `every`; zero turns it off.
+    pub fn with_optimize(mut self, every: Duration) -> Self {
+        self.optimize_every = Some(every).filter(|e| !e.is_zero());
+        self
+    }
+
+    /// Also rebuild `product_affinity` with `options` every `every`; zero turns it off.
+    pub fn with_affinity(mut self, every: Duration, options: AffinityOptions) -> Self {
+        self.affinity = Some((every, options)).filter(|(e, _)| !e.is_zero());
+        self
+    }
+
+    /// The events compaction has written since the schedule started (for progress reports).
+    pub fn events_compacted(&self) -> Arc<AtomicU64> {
+        self.events_compacted.clone()
+    }
+
+    /// Runs the jobs until `stop` completes. A stop waits for the job that is running, if any;
+    /// the next interval does not start.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        let mut last_optimize = Instant::now();
+        let mut last_affinity = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.compact_every) => {}
+                _ = &mut stop => return,
+            }
+            self.compact().await;
+            if let Some(every) = self.optimize_every
+                && last_optimize.elapsed() >= every
+            {
+                last_optimize = Instant::now();
+                self.optimize().await;
+            }
+            if let Some((every, options)) = &self.affinity
+                && last_affinity.elapsed() >= *every
+            {
+                last_affinity = Instant::now();
+                self.affinity(options).await;
+            }
+        }
+    }
+
+    async fn compact(&self) {
+        match crate::compact_all(&self.lake, &self.compact).await {
+            Ok(r) => {
+                self.events_compacted
+                    .fetch_add(r.events_written, Ordering::Relaxed);
+            }
+            Err(e) => {
+                warn!(error = %e, "compaction failed; it is retried at the next interval")
+            }
+        }
+    }
+
+    async fn optimize(&self) {
+        let write = self.compact.write_options();
+        for table in tables::ALL.map(|t| t.name) {
+            match optimize::optimize(&self.lake, table, &write).await {
+                Ok(r) if r.files_removed > 0 => info!(
+                    table,
+                    removed = r.files_removed,
+                    added = r.files_added,
+                    "optimized"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(table, error = %e, "optimize failed; it is retried at the next interval")
+                }
+            }
+        }
+    }
+
+    async fn affinity(&self, options: &AffinityOptions) {
+        match affinity::rebuild(&self.lake, options, &self.compact.write_options()).await {
+            Ok(r) => info!(
+                rows = r.rows,
+                products = r.products,
+                "product_affinity rebuilt"
+            ),
+            Err(e) => {
+                warn!(error = %e, "product_affinity failed; it is retried at the next interval")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lake() -> (tempfile::TempDir, Arc<Lake>) {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open(dir.path().to_str().unwrap(), Default::default()).unwrap();
+        (dir, Arc::new(lake))
+    }
+
+    #[test]
+    fn zero_intervals_turn_jobs_off_and_compaction_runs_at_most_every_second() {
+        let (_dir, lake) = lake();
+        let options = AffinityOptions {
+            half_life_hours: 1.0,
+            session_window: 1,
+            order_pair_limit: 2,
+            neighbours: 1,
+            shrinkage: 1.0,
+            until: None,
+        };
+        let s = Schedule::new(lake.clone(), CompactOptions::default(), Duration::ZERO)
+            .with_optimize(Duration::ZERO)
+            .with_affinity(Duration::ZERO, options.clone());
+        assert_eq!(s.compact_every, MIN_COMPACT_INTERVAL);
+        assert!(s.optimize_every.is_none() && s.affinity.is_none());
+        let s = Schedule::new(lake, CompactOptions::default(), Duration::from_secs(15))
+            .with_optimize(Duration::from_secs(3600))
+            .with_affinity(Duration::from_secs(7200), options);
+        assert_eq!(s.compact_every, Duration::from_secs(15));
+        assert_eq!(s.optimize_every, Some(Duration::from_secs(3600)));
+        assert_eq!(s.affinity.map(|a| a.0), Some(Duration::from_secs(7200)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_ends_the_schedule_between_jobs() {
+        let (_dir, lake) = lake();
+        let s = Schedule::new(lake, CompactOptions::default(), Duration::from_secs(3600));
+        let compacted = s.events_compacted();
+        // Stopped before the first interval ends: nothing ran.
+        tokio::time::timeout(Duration::from_secs(5), s.run(std::future::ready(())))
+            .await
+            .expect("the schedule stops at once");
+        assert_eq!(compacted.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,239 @@
+//! The live endpoints the storefront calls: `POST /v1/fraud/score`,
+//! `GET /v1/recommendations/{shopper}`, `GET /v1/products/{id}/related`. They belong to the state
+//! they read; every long-running command that runs a stage (`stream`, `up`) serves them by
+//! merging [`router`] into its own.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shoplake_events::{EventName, Limits, decode, format_timestamp};
+
+use crate::Live;
+use crate::recs::{Recommendation, RecsQuery};
+
+/// An answer of the live endpoints that is not a success.
+struct ApiError {
+    status: StatusCode,
+    error: &'static str,
+    detail: String,
+}
+
+impl ApiError {
+    fn bad(error: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error,
+            detail: detail.into(),
+        }
+    }
+
+    fn off(what: &str) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            error: "switched off",
+            detail: format!("{what} is switched off in this stage's config"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.error, "detail": self.detail })),
+        )
+            .into_response()
+    }
+}
+
+/// The live endpoints over `live`.
+pub fn router(live: Arc<Live>) -> Router {
+    Router::new()
+        .route("/v1/fraud/score", post(score))
+        .route("/v1/recommendations/{shopper}", get(recommendations))
+        .route("/v1/products/{id}/related", get(related))
+        .with_state(live)
+}
+
+/// Most items one request may ask for.
+pub const MAX_K: usize = 100;
+const DEFAULT_K: usize = 10;
+
+fn parse_k(k: Option<&str>) -> std::result::Result<usize, ApiError> {
+    match k {
+        None | Some("") => Ok(DEFAULT_K),
+        Some(s) => match s.parse::<usize>() {
+            Ok(k) if (1..=MAX_K).contains(&k) => Ok(k),
+            _ => Err(ApiError::bad(
+                "invalid k",
+                format!("k must be a whole number from 1 to {MAX_K}, not {s:?}"),
+            )),
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct RecsParams {
+    k: Option<String>,
+    context_product: Option<String>,
+    category: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RecsAnswer<'a> {
+    shopper: &'a str,
+    /// Whether the shopper has history here (false: the items are trending / popular ones).
+    known: bool,
+    items: Vec<Recommendation>,
+}
+
+async fn recommendations(
+    State(live): State<Arc<Live>>,
+    Path(shopper): Path<String>,
+    params: std::result::Result<Query<RecsParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let answer = (|| {
+        let Query(p) = params.map_err(|e| ApiError::bad("invalid query", e.body_text()))?;
+        let k = parse_k(p.k.as_deref())?;
+        let shopper = shopper.trim();
+        if shopper.is_empty() || shopper.len() > 256 {
+            return Err(ApiError::bad(
+                "invalid shopper",
+                "the shopper is a user id or an anonymous id of 1 to 256 characters",
+            ));
+        }
+        let query = RecsQuery {
+            k,
+            context_product: p.context_product.as_deref().filter(|s| !s.is_empty()),
+            category: p.category.as_deref().filter(|s| !s.is_empty()),
+        };
+        let (known, items) = live
+            .recommend(shopper, &query)
+            .ok_or_else(|| ApiError::off("recommendations"))?;
+        live.metrics()
+            .recommendation_requests
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Json(RecsAnswer {
+            shopper,
+            known,
+            items,
+        })
+        .into_response())
+    })();
+    respond(&live, answer)
+}
+
+#[derive(Deserialize)]
+struct RelatedParams {
+    k: Option<String>,
+}
+
+#[derive(Serialize)]
+struct RelatedAnswer<'a> {
+    product_id: &'a str,
+    /// Whether the product has been seen (false: the items are trending / popular ones).
+    known: bool,
+    items: Vec<Recommendation>,
+}
+
+async fn related(
+    State(live): State<Arc<Live>>,
+    Path(id): Path<String>,
+    params: std::result::Result<Query<RelatedParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let answer = (|| {
+        let Query(p) = params.map_err(|e| ApiError::bad("invalid query", e.body_text()))?;
+        let k = parse_k(p.k.as_deref())?;
+        let id = id.trim();
+        if id.is_empty() || id.len() > 256 {
+            return Err(ApiError::bad(
+                "invalid product id",
+                "a product id has 1 to 256 characters",
+            ));
+        }
+        let (known, items) = live
+            .related(id, k)
+            .ok_or_else(|| ApiError::off("recommendations"))?;
+        live.metrics()
+            .related_requests
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Json(RelatedAnswer {
+            product_id: id,
+            known,
+            items,
+        })
+        .into_response())
+    })();
+    respond(&live, answer)
+}
+
+fn respond(live: &Live, answer: std::result::Result<Response, ApiError>) -> Response {
+    answer.unwrap_or_else(|e| {
+        if e.status == StatusCode::BAD_REQUEST {
+            live.metrics().bad_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        e.into_response()
+    })
+}
+
+/// `POST /v1/fraud/score`: an order about to be placed, as an `order_completed` event of the
+/// contract (the same JSON an emitter sends). `event_name`, `event_id`, `occurred_at` and
+/// `properties.order_id` may be left out: an order not placed yet has none of them.
+async fn score(State(live): State<Arc<Live>>, body: axum::body::Bytes) -> Response {
+    let answer = (|| {
+        let mut order: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad("invalid JSON", format!("the body is not JSON: {e}")))?;
+        let obj = order.as_object_mut().ok_or_else(|| {
+            ApiError::bad(
+                "invalid order",
+                "the body is an order_completed event: a JSON object",
+            )
+        })?;
+        let now = chrono::Utc::now().timestamp_micros();
+        match obj.get("event_name").and_then(|v| v.as_str()) {
+            None => {
+                obj.insert(
+                    "event_name".into(),
+                    EventName::OrderCompleted.as_str().into(),
+                );
+            }
+            Some(n) if n == EventName::OrderCompleted.as_str() => {}
+            Some(n) => {
+                return Err(ApiError::bad(
+                    "invalid order",
+                    format!("event_name must be order_completed (or left out), not {n:?}"),
+                ));
+            }
+        }
+        obj.entry("event_id")
+            .or_insert_with(|| uuid::Uuid::new_v4().to_string().into());
+        obj.entry("occurred_at")
+            .or_insert_with(|| format_timestamp(now).into());
+        let mut invented_order_id = false;
+        if let Some(props) = obj.get_mut("properties").and_then(|p| p.as_object_mut())
+            && !props.contains_key("order_id")
+        {
+            props.insert("order_id".into(), "(not placed)".into());
+            invented_order_id = true;
+        }
+        let bytes = serde_json::to_vec(&order)
+            .map_err(|e| ApiError::bad("invalid order", e.to_string()))?;
+        let valid = decode(&bytes, now, &Limits::default())
+            .map_err(|r| ApiError::bad("invalid order", r.to_string()))?;
+        let mut decision = live
+            .score(&valid)
+            .ok_or_else(|| ApiError::off("fraud scoring"))?;
+        if invented_order_id {
+            decision.order_id.clear();
+        }
+        live.metrics().score_requests.fetch_add(1, Ordering::Relaxed);
+        Ok(Json(decision).into_response())
+    })();
+    respond(&live, answer)
+}
