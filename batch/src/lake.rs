@@ -28,6 +28,20 @@ impl Lake {
     /// Opens the lake at `root`: a local path (created if missing) or a URL. `storage_options` are
     /// passed to deltalake and object_store (endpoint, region, credentials for S3).
     pub fn open(root: &str, mut storage_options: HashMap<String, String>) -> Result<Self> {
+        // A URL of a scheme the lake does not speak is the user's mistake, refused in their words
+        // (deltalake's own message lists schemes it knows but this platform does not use).
+        if let Ok(url) = Url::parse(root)
+            && url.scheme().len() > 1
+            && !matches!(url.scheme(), "file" | "s3" | "s3a")
+        {
+            return Err(Error::BadLocation {
+                location: root.to_owned(),
+                reason: format!(
+                    "{}:// is not supported (use a local path or s3://bucket/prefix)",
+                    url.scheme()
+                ),
+            });
+        }
         let root =
             deltalake::ensure_table_uri(root).map_err(|source| Error::delta(root, source))?;
         let store: Arc<dyn ObjectStore> = match root.scheme() {

@@ -74,4 +74,3 @@ impl RecommendationsConfig {
         self.enabled.unwrap_or(true)
     }
 }
-

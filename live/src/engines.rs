@@ -425,7 +425,6 @@ impl Live {
     }
 }
 
-
 /// The stage feeds the engines through this: decisions are staged with each flush (for the
 /// `fraud_decisions` table) and changed entities saved with each checkpoint.
 impl Observer for Live {

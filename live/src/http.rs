@@ -232,7 +232,9 @@ async fn score(State(live): State<Arc<Live>>, body: axum::body::Bytes) -> Respon
         if invented_order_id {
             decision.order_id.clear();
         }
-        live.metrics().score_requests.fetch_add(1, Ordering::Relaxed);
+        live.metrics()
+            .score_requests
+            .fetch_add(1, Ordering::Relaxed);
         Ok(Json(decision).into_response())
     })();
     respond(&live, answer)

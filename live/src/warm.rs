@@ -79,8 +79,7 @@ async fn seed(
             until: Some(latest),
             ..affinity_options(config)
         };
-        let (report, rows) =
-            affinity::rebuild_rows(lake, &options, &write.write_options()).await?;
+        let (report, rows) = affinity::rebuild_rows(lake, &options, &write.write_options()).await?;
         info!(
             rows = report.rows,
             products = report.products,

@@ -20,13 +20,13 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use shoplake_events::EventName;
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
-use shoplake_simulator::{FraudMix, SimConfig, Simulator};
 use shoplake_live::Live;
 use shoplake_live::fraud::eval::{FraudReport, evaluate};
 use shoplake_live::fraud::{Decision, RulesFile, Verdict};
 use shoplake_live::probe::Probed;
 use shoplake_live::recs::eval::{BASELINE, Evaluation, Metrics, Protocol};
 use shoplake_live::recs::{Normalization, RecsQuery};
+use shoplake_simulator::{FraudMix, SimConfig, Simulator};
 use shoplake_transform::Stage;
 use tracing::info;
 
@@ -159,31 +159,31 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let probed = Probed::new(
         live.clone(),
         Box::new(move |event, session, live: &Live| {
-        let mut p = tap.lock();
-        if event.name == EventName::OrderCompleted {
-            let e = &event.event;
-            let bought: Vec<&str> = e
-                .properties
-                .as_ref()
-                .and_then(|p| p.products.as_ref())
-                .map(|ps| ps.iter().filter_map(|p| p.product_id.as_deref()).collect())
-                .unwrap_or_default();
-            let shopper = e.user_id.as_deref().or(e.anonymous_id.as_deref());
-            if let Some(shopper) = shopper
-                && !bought.is_empty()
-            {
-                let query = RecsQuery {
-                    k: p.k,
-                    context_product: None,
-                    category: None,
-                };
-                if let Some((_, items)) = live.recommend(shopper, &query) {
-                    p.served
-                        .record(items.iter().map(|i| i.product_id.as_str()), &bought);
+            let mut p = tap.lock();
+            if event.name == EventName::OrderCompleted {
+                let e = &event.event;
+                let bought: Vec<&str> = e
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.products.as_ref())
+                    .map(|ps| ps.iter().filter_map(|p| p.product_id.as_deref()).collect())
+                    .unwrap_or_default();
+                let shopper = e.user_id.as_deref().or(e.anonymous_id.as_deref());
+                if let Some(shopper) = shopper
+                    && !bought.is_empty()
+                {
+                    let query = RecsQuery {
+                        k: p.k,
+                        context_product: None,
+                        category: None,
+                    };
+                    if let Some((_, items)) = live.recommend(shopper, &query) {
+                        p.served
+                            .record(items.iter().map(|i| i.product_id.as_str()), &bought);
+                    }
                 }
             }
-        }
-        p.side_by_side.feed(event, session);
+            p.side_by_side.feed(event, session);
         }),
     );
     let (mut stage, _) = Stage::open(

@@ -67,8 +67,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let listener = ops::bind(args.metrics_addr).await?;
     info!(addr = %args.metrics_addr, "metrics on /metrics");
     let live_metrics = live.clone();
-    let router = shoplake_live::http::router(live.clone()).merge(ops::ops_router(Arc::new(
-        move || {
+    let router =
+        shoplake_live::http::router(live.clone()).merge(ops::ops_router(Arc::new(move || {
             metrics.render_prometheus()
                 + &lease_metrics
                     .as_ref()
@@ -77,8 +77,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                 + &live_metrics.render_prometheus()
                 + &backend.render_prometheus()
                 + &firehose.render_prometheus()
-        },
-    )));
+        })));
     let rules = tokio::spawn(live.watch_rules());
     let server = tokio::spawn(ops::serve_http(listener, router, ops::shutdown_signal()));
     stage.run(ops::shutdown_signal()).await?;

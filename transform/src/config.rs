@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use shoplake_events::Limits;
 
-
 /// Settings of the streaming stage. Every field has a default; a config file sets only what it
 /// changes.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -62,13 +62,25 @@ impl Sink {
             staged.files.push(location);
         }
         for rows in observed.into_iter().filter(|r| r.batch.num_rows() > 0) {
-            let path = put(&self.store, rows.folder, &file, encode_parquet(&rows.batch)?).await?;
+            let path = put(
+                &self.store,
+                rows.folder,
+                &file,
+                encode_parquet(&rows.batch)?,
+            )
+            .await?;
             staged.observed += rows.batch.num_rows() as u64;
             staged.files.push(path.to_string());
         }
         if let Some(batch) = bad_rows {
             staged.bad_rows = batch.num_rows() as u64;
-            let path = put(&self.store, STAGING_BAD_ROWS, &file, encode_parquet(&batch)?).await?;
+            let path = put(
+                &self.store,
+                STAGING_BAD_ROWS,
+                &file,
+                encode_parquet(&batch)?,
+            )
+            .await?;
             staged.files.push(path.to_string());
         }
         Ok(staged)

@@ -60,7 +60,6 @@ struct Archive {
 
 /// Records of one shard from one read.
 pub(crate) struct ShardRead {
-    pub shard: ShardId,
     pub records: Vec<StreamRecord>,
     pub millis_behind_latest: Option<i64>,
 }
@@ -105,10 +104,6 @@ impl Source {
             shards_listed: None,
             archive: None,
         }
-    }
-
-    pub fn stream_name(&self) -> &str {
-        self.consumer.name()
     }
 
     /// Reads only the shards `leases` gives this worker, from the checkpoints kept in them.
@@ -160,7 +155,7 @@ impl Source {
             self.discover_shards().await?;
         }
         let mut out = Vec::new();
-        for (shard, cursor) in &mut self.cursors {
+        for cursor in self.cursors.values_mut() {
             if cursor.end_reached {
                 continue;
             }
@@ -170,7 +165,6 @@ impl Source {
             }
             cursor.end_reached |= batch.end_of_shard;
             out.push(ShardRead {
-                shard: shard.clone(),
                 records: batch.records,
                 millis_behind_latest: batch.millis_behind_latest,
             });

@@ -387,16 +387,24 @@ impl Stage {
                 &mut self.pending_ids,
                 &mut self.max_received,
             );
-            let admitted = admit(&r.data, r.arrival_micros, &self.limits, &mut self.bots, |id, received| {
-                *max_received = (*max_received).max(received);
-                let new = !dedup.contains_key(&id) && pending_set.insert(id);
-                if new {
-                    pending_ids.push((id, received));
-                }
-                new
-            });
+            let admitted = admit(
+                &r.data,
+                r.arrival_micros,
+                &self.limits,
+                &mut self.bots,
+                |id, received| {
+                    *max_received = (*max_received).max(received);
+                    let new = !dedup.contains_key(&id) && pending_set.insert(id);
+                    if new {
+                        pending_ids.push((id, received));
+                    }
+                    new
+                },
+            );
             match admitted {
-                Admission::Admitted { event: valid, bot, .. } => {
+                Admission::Admitted {
+                    event: valid, bot, ..
+                } => {
                     let e = &valid.event;
                     let ctx = e.context.as_ref();
                     let page = ctx.and_then(|c| c.page.as_ref());

@@ -44,9 +44,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use shoplake_events::{EventName, ValidEvent};
 
-use shoplake_transform::enrich::fx::FxRates;
 use features::{Keys, OrderFacts};
 pub use rules::{RuleError, RuleSet, RulesFile, Verdict};
+use shoplake_transform::enrich::fx::FxRates;
 use state::{Entity, Key, Kind, Profile, Store};
 use windows::{HOUR, LONGEST};
 

@@ -1008,8 +1008,8 @@ mod simulated {
     use shoplake_simulator::{FraudMix, SimConfig, Simulator};
 
     use super::*;
-    use shoplake_transform::enrich::bots::is_bot;
     use crate::fraud::eval::{FraudReport, evaluate};
+    use shoplake_transform::enrich::bots::is_bot;
 
     /// Runs the simulator through the engine as the stage does (decode, skip rejects, repeated
     /// event ids and bots), returning the decisions and the labels.
