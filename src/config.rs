@@ -230,13 +230,11 @@ impl FirehoseStreams {
         stage
     }
 
-    /// Their counters in the Prometheus text format.
-    pub fn render_prometheus(&self) -> String {
-        [&self.archive, &self.events]
-            .into_iter()
-            .flatten()
-            .map(|f| f.metrics().render_prometheus(f.name()))
-            .collect()
+    /// Registers their counters, labelled with each delivery stream.
+    pub fn register_metrics(&self, telemetry: &mut shoplake_server::Telemetry) {
+        for f in [&self.archive, &self.events].into_iter().flatten() {
+            telemetry.register_labelled("delivery_stream", f.name(), f.metrics());
+        }
     }
 }
 

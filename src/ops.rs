@@ -1,11 +1,8 @@
-//! How the process runs: logging, shutdown signals, and the operations endpoints (`/metrics`,
-//! `/health`, `/ready`) of long-running commands.
-
-use std::sync::Arc;
+//! How the process runs: logging, shutdown signals, binding and serving HTTP. The operations
+//! endpoints (`/metrics`, `/health`, `/ready`) are `shoplake_server::ops`.
 
 use anyhow::Context;
 use axum::Router;
-use axum::routing::get;
 use tracing_subscriber::EnvFilter;
 
 /// Libraries whose INFO lines are per-operation detail (every Delta snapshot and scan), and the
@@ -62,53 +59,6 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-}
-
-/// Something that renders Prometheus text.
-pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
-
-/// `/metrics`, `/health` and `/ready` for a long-running command.
-pub fn ops_router(metrics: MetricsSource) -> Router {
-    ops_router_with_readiness(metrics, Arc::new(|| true))
-}
-
-/// Whether the process can do its work now (`/ready`).
-pub type ReadinessSource = Arc<dyn Fn() -> bool + Send + Sync>;
-
-/// [`ops_router`] whose `/ready` answers 503 while `ready` says no (a load balancer then sends
-/// traffic elsewhere).
-pub fn ops_router_with_readiness(metrics: MetricsSource, ready: ReadinessSource) -> Router {
-    Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move { ([("content-type", "text/plain; version=0.0.4")], m()) }
-            }),
-        )
-        .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route(
-            "/ready",
-            get(move || {
-                let ready = ready();
-                async move {
-                    if ready {
-                        (
-                            axum::http::StatusCode::OK,
-                            axum::Json(serde_json::json!({"status": "ready"})),
-                        )
-                    } else {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            axum::Json(serde_json::json!({"status": "unavailable"})),
-                        )
-                    }
-                }
-            }),
-        )
 }
 
 /// Binds an HTTP address, so that a taken port fails the command before it announces itself.

@@ -46,7 +46,8 @@
 //!
 //! Why these dependencies: `shoplake-ingest` for the stream it writes to (the
 //! [`StreamProducer`] trait and the stream's limits); `shoplake-events` for the contract each
-//! message is mapped onto and checked against; `axum` (the HTTP server of the workspace);
+//! message is mapped onto and checked against; `shoplake-server` for the error body every API
+//! answers with and the metrics exporter; `axum` (the HTTP server of the workspace);
 //! `serde_json` with raw values (messages are re-keyed without being re-typed or copied into
 //! maps); `flate2` (gzip bodies; already in the tree for Parquet); `base64` (basic auth); `sha2`
 //! (hashed write keys and e-mails); `redb` (the write keys, stored hashed: the embedded storage
@@ -80,6 +81,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use shoplake_events::{Limits, decode, format_timestamp};
 use shoplake_ingest::{Error as StreamError, MAX_RECORDS_PER_PUT, Record, StreamProducer};
+use shoplake_server::ApiError;
 use tracing::{error, warn};
 
 pub use config::CollectorConfig;
@@ -315,25 +317,16 @@ impl Refusal {
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status(),
-            axum::Json(
-                json!({"success": false, "error": self.reason.as_str(), "detail": self.detail}),
-            ),
-        )
-            .into_response();
+        let mut e = ApiError::new(self.status(), self.reason.as_str(), self.detail)
+            // Segment's tracking API answers `{"success": …}`; its SDKs' users look for it.
+            .with_field("success", false);
         if let Some(wait) = self.retry_after {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            e = e.with_retry_after(wait);
         }
         if self.reason == RejectReason::Unauthorized {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"shoplake collector\""),
-            );
+            e = e.with_challenge("Basic realm=\"shoplake collector\"");
         }
-        resp
+        e.into_response()
     }
 }
 

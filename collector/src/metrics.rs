@@ -1,10 +1,11 @@
-//! The collector's counters, rendered in the Prometheus text format. Labels are bounded: the
+//! The collector's counters, exported through `shoplake_server::telemetry`. Labels are bounded: the
 //! endpoint (a fixed list), the reason of a rejection (a fixed list) and the contract's reasons.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use shoplake_events::Reason;
+use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
 
 /// Why a request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,63 +115,88 @@ impl CollectorMetrics {
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
         self.latency_count.fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    /// The counters in the Prometheus text format.
-    pub fn render_prometheus(&self) -> String {
+/// Metric names (counters without `_total`, which the encoder adds).
+pub mod names {
+    pub const REQUESTS: &str = "shoplake_collector_requests";
+    pub const EVENTS_ACCEPTED: &str = "shoplake_collector_events_accepted";
+    pub const REQUESTS_REJECTED: &str = "shoplake_collector_requests_rejected";
+    pub const EVENTS_REJECTED: &str = "shoplake_collector_events_rejected";
+    pub const EVENTS_INVALID: &str = "shoplake_collector_events_invalid";
+    pub const REQUEST_DURATION: &str = "shoplake_collector_request_duration_seconds";
+    pub const STREAM_UP: &str = "shoplake_collector_stream_up";
+}
+
+impl Collector for CollectorMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut out = String::new();
-        out.push_str("# HELP shoplake_collector_requests_total Requests answered 200, by endpoint.\n# TYPE shoplake_collector_requests_total counter\n");
-        for (i, e) in ENDPOINTS.iter().enumerate() {
-            out.push_str(&format!(
-                "shoplake_collector_requests_total{{endpoint=\"{e}\"}} {}\n",
-                load(&self.requests_ok[i])
-            ));
-        }
-        out.push_str(&format!(
-            "# HELP shoplake_collector_events_accepted_total Events durable in the stream and answered 200.\n# TYPE shoplake_collector_events_accepted_total counter\nshoplake_collector_events_accepted_total {}\n",
-            load(&self.events_accepted)
-        ));
-        out.push_str("# HELP shoplake_collector_requests_rejected_total Requests refused, by reason.\n# TYPE shoplake_collector_requests_rejected_total counter\n");
-        for (i, r) in RejectReason::ALL.iter().enumerate() {
-            out.push_str(&format!(
-                "shoplake_collector_requests_rejected_total{{reason=\"{}\"}} {}\n",
-                r.as_str(),
-                load(&self.requests_rejected[i])
-            ));
-        }
-        out.push_str("# HELP shoplake_collector_events_rejected_total Events in refused requests, by reason.\n# TYPE shoplake_collector_events_rejected_total counter\n");
-        for (i, r) in RejectReason::ALL.iter().enumerate() {
-            out.push_str(&format!(
-                "shoplake_collector_events_rejected_total{{reason=\"{}\"}} {}\n",
-                r.as_str(),
-                load(&self.events_rejected[i])
-            ));
-        }
-        out.push_str("# HELP shoplake_collector_events_invalid_total Accepted events that fail the contract (they become bad rows), by reason.\n# TYPE shoplake_collector_events_invalid_total counter\n");
-        for (i, r) in Reason::ALL.iter().enumerate() {
-            out.push_str(&format!(
-                "shoplake_collector_events_invalid_total{{reason=\"{r}\"}} {}\n",
-                load(&self.events_invalid[i])
-            ));
-        }
-        out.push_str("# HELP shoplake_collector_request_duration_seconds Time to answer a request.\n# TYPE shoplake_collector_request_duration_seconds histogram\n");
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += load(&self.latency_buckets[i]);
-            out.push_str(&format!(
-                "shoplake_collector_request_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}\n"
-            ));
-        }
-        cumulative += load(&self.latency_buckets[BUCKETS.len()]);
-        out.push_str(&format!(
-            "shoplake_collector_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}\nshoplake_collector_request_duration_seconds_sum {}\nshoplake_collector_request_duration_seconds_count {}\n",
+        let by_reject = |counts: &'_ [AtomicU64; 7]| {
+            RejectReason::ALL
+                .iter()
+                .zip(counts.iter())
+                .map(|(r, n)| (r.as_str(), load(n)))
+                .collect::<Vec<_>>()
+        };
+        telemetry::counter_by(
+            &mut enc,
+            names::REQUESTS,
+            "Requests answered 200, by endpoint.",
+            "endpoint",
+            ENDPOINTS
+                .iter()
+                .zip(&self.requests_ok)
+                .map(|(e, n)| (*e, load(n))),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            names::EVENTS_ACCEPTED,
+            "Events durable in the stream and answered 200.",
+            load(&self.events_accepted),
+        )?;
+        telemetry::counter_by(
+            &mut enc,
+            names::REQUESTS_REJECTED,
+            "Requests refused, by reason.",
+            "reason",
+            by_reject(&self.requests_rejected),
+        )?;
+        telemetry::counter_by(
+            &mut enc,
+            names::EVENTS_REJECTED,
+            "Events in refused requests, by reason.",
+            "reason",
+            by_reject(&self.events_rejected),
+        )?;
+        telemetry::counter_by(
+            &mut enc,
+            names::EVENTS_INVALID,
+            "Accepted events that fail the contract (they become bad rows), by reason.",
+            "reason",
+            Reason::ALL
+                .iter()
+                .zip(&self.events_invalid)
+                .map(|(r, n)| (r.as_str(), load(n))),
+        )?;
+        let buckets: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.latency_buckets.iter().map(load))
+            .collect();
+        telemetry::histogram(
+            &mut enc,
+            names::REQUEST_DURATION,
+            "Time to answer a request.",
             load(&self.latency_sum_micros) as f64 / 1e6,
-            load(&self.latency_count)
-        ));
-        out.push_str(&format!(
-            "# HELP shoplake_collector_stream_up Whether the last write to the stream succeeded.\n# TYPE shoplake_collector_stream_up gauge\nshoplake_collector_stream_up {}\n",
-            u8::from(self.stream_failed_at.load(Ordering::Relaxed) == 0)
-        ));
-        out
+            load(&self.latency_count),
+            &buckets,
+        )?;
+        telemetry::gauge(
+            &mut enc,
+            names::STREAM_UP,
+            "Whether the last write to the stream succeeded.",
+            i64::from(self.stream_failed_at.load(Ordering::Relaxed) == 0),
+        )
     }
 }

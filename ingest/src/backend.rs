@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
+use shoplake_server::Telemetry;
 
 use crate::{
     Error, KinesisConfig, KinesisStream, LocalLog, PutResult, Record, Result, ShardId, ShardInfo,
@@ -78,13 +79,12 @@ impl Stream {
         }
     }
 
-    /// The backend's own counters in the Prometheus text format (Kinesis: records put and read,
-    /// retries, throttling, iterator renewals, milliseconds behind the tip per shard); empty for
-    /// the embedded log, whose figures are the stage's and the collector's.
-    pub fn render_prometheus(&self) -> String {
-        match self {
-            Stream::Local(_) => String::new(),
-            Stream::Kinesis(s) => s.metrics().render_prometheus(StreamConsumer::name(s)),
+    /// Registers the backend's own counters (Kinesis: records put and read, retries, throttling,
+    /// iterator renewals, milliseconds behind the tip per shard, labelled with the stream); none
+    /// for the embedded log, whose figures are the stage's and the collector's.
+    pub fn register_metrics(&self, telemetry: &mut Telemetry) {
+        if let Stream::Kinesis(s) = self {
+            telemetry.register_labelled("stream", StreamConsumer::name(s), s.metrics());
         }
     }
 }

@@ -38,6 +38,7 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
 use tokio::sync::OnceCell;
 
 use crate::kinesis::{Backoff, Failure, classify, describe, is_throttling_code, sdk_config};
@@ -155,49 +156,55 @@ pub struct FirehoseMetrics {
     pub requests_retried: AtomicU64,
 }
 
-impl FirehoseMetrics {
-    /// The counters in the Prometheus text format, labelled with the delivery stream.
-    pub fn render_prometheus(&self, delivery_stream: &str) -> String {
+/// Metric names of a delivery stream's client (counters without `_total`, which the encoder
+/// adds). Every sample carries the `delivery_stream` label.
+pub mod names {
+    pub const LINES_PUT: &str = "shoplake_firehose_lines_put";
+    pub const RECORDS_PUT: &str = "shoplake_firehose_records_put";
+    pub const BYTES_PUT: &str = "shoplake_firehose_bytes_put";
+    pub const REQUESTS: &str = "shoplake_firehose_requests";
+    pub const RECORDS_RETRIED: &str = "shoplake_firehose_records_retried";
+    pub const REQUESTS_RETRIED: &str = "shoplake_firehose_requests_retried";
+}
+
+impl Collector for FirehoseMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
         let counters: [(&str, &str, &AtomicU64); 6] = [
             (
-                "lines_put_total",
+                names::LINES_PUT,
                 "Lines accepted by Firehose.",
                 &self.lines_put,
             ),
             (
-                "records_put_total",
+                names::RECORDS_PUT,
                 "Firehose records accepted.",
                 &self.records_put,
             ),
             (
-                "bytes_put_total",
+                names::BYTES_PUT,
                 "Bytes of record data accepted.",
                 &self.bytes_put,
             ),
             (
-                "requests_total",
+                names::REQUESTS,
                 "PutRecordBatch requests sent.",
                 &self.requests,
             ),
             (
-                "records_retried_total",
+                names::RECORDS_RETRIED,
                 "Records sent again after failing inside a request.",
                 &self.records_retried,
             ),
             (
-                "requests_retried_total",
+                names::REQUESTS_RETRIED,
                 "Requests sent again after throttling or a transient error.",
                 &self.requests_retried,
             ),
         ];
-        let mut out = String::new();
         for (name, help, v) in counters {
-            out.push_str(&format!(
-                "# HELP shoplake_firehose_{name} {help}\n# TYPE shoplake_firehose_{name} counter\nshoplake_firehose_{name}{{delivery_stream=\"{delivery_stream}\"}} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
+            telemetry::counter(&mut enc, name, help, v.load(Ordering::Relaxed))?;
         }
-        out
+        Ok(())
     }
 }
 

@@ -23,6 +23,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use shoplake_events::lake::STAGING_FRAUD_DECISIONS;
 use shoplake_events::{Limits, ValidEvent, decode};
+use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
 use shoplake_transform::enrich::fx::FxRates;
 use shoplake_transform::observe::{Observer, ObserverError, SavedEntries, StagedRows};
 use tracing::{info, warn};
@@ -368,60 +369,84 @@ impl Live {
             recs.related(product_id, k, self.now()),
         ))
     }
+}
 
-    /// The counters and gauges in the Prometheus text format.
-    pub fn render_prometheus(&self) -> String {
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("fraud", &self.fraud.is_some())
+            .field("recommendations", &self.recs.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Metric names of the live engines (counters without `_total`, which the encoder adds).
+pub mod names {
+    pub const FRAUD_DECISIONS: &str = "shoplake_fraud_decisions";
+    pub const FRAUD_SCORE_REQUESTS: &str = "shoplake_fraud_score_requests";
+    pub const RECOMMENDATION_REQUESTS: &str = "shoplake_recommendation_requests";
+    pub const RELATED_REQUESTS: &str = "shoplake_related_requests";
+    pub const BAD_REQUESTS: &str = "shoplake_live_bad_requests";
+    pub const RULES_RELOADED: &str = "shoplake_fraud_rules_reloaded";
+    pub const RULES_REFUSED: &str = "shoplake_fraud_rules_refused";
+    pub const ENTITIES: &str = "shoplake_live_entities";
+}
+
+/// The engines' counters and the size of their state.
+impl Collector for Live {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
         let m = &self.metrics;
-        let mut out = String::from(
-            "# HELP shoplake_fraud_decisions_total Orders in the stream scored, by decision.\n# TYPE shoplake_fraud_decisions_total counter\n",
-        );
-        for (i, v) in ["allow", "review", "block"].iter().enumerate() {
-            out.push_str(&format!(
-                "shoplake_fraud_decisions_total{{decision=\"{v}\"}} {}\n",
-                m.decisions[i].load(Ordering::Relaxed)
-            ));
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        telemetry::counter_by(
+            &mut enc,
+            names::FRAUD_DECISIONS,
+            "Orders in the stream scored, by decision.",
+            "decision",
+            ["allow", "review", "block"]
+                .into_iter()
+                .zip(m.decisions.iter().map(load)),
+        )?;
+        let counters: [(&str, &str, &AtomicU64); 6] = [
+            (
+                names::FRAUD_SCORE_REQUESTS,
+                "POST /v1/fraud/score requests answered.",
+                &m.score_requests,
+            ),
+            (
+                names::RECOMMENDATION_REQUESTS,
+                "GET /v1/recommendations requests answered.",
+                &m.recommendation_requests,
+            ),
+            (
+                names::RELATED_REQUESTS,
+                "GET /v1/products/{id}/related requests answered.",
+                &m.related_requests,
+            ),
+            (
+                names::BAD_REQUESTS,
+                "Requests to the live endpoints answered 400.",
+                &m.bad_requests,
+            ),
+            (
+                names::RULES_RELOADED,
+                "Fraud rules files loaded after a change.",
+                &m.rules_reloaded,
+            ),
+            (
+                names::RULES_REFUSED,
+                "Changed fraud rules files refused (the running rules stayed).",
+                &m.rules_refused,
+            ),
+        ];
+        for (name, help, v) in counters {
+            telemetry::counter(&mut enc, name, help, load(v))?;
         }
-        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
-        };
-        counter(
-            "shoplake_fraud_score_requests_total",
-            "POST /v1/fraud/score requests answered.",
-            &m.score_requests,
-        );
-        counter(
-            "shoplake_recommendation_requests_total",
-            "GET /v1/recommendations requests answered.",
-            &m.recommendation_requests,
-        );
-        counter(
-            "shoplake_related_requests_total",
-            "GET /v1/products/{id}/related requests answered.",
-            &m.related_requests,
-        );
-        counter(
-            "shoplake_live_bad_requests_total",
-            "Requests to the live endpoints answered 400.",
-            &m.bad_requests,
-        );
-        counter(
-            "shoplake_fraud_rules_reloaded_total",
-            "Fraud rules files loaded after a change.",
-            &m.rules_reloaded,
-        );
-        counter(
-            "shoplake_fraud_rules_refused_total",
-            "Changed fraud rules files refused (the running rules stayed).",
-            &m.rules_refused,
-        );
-        out.push_str(&format!(
-            "# HELP shoplake_live_entities Entities held by the fraud and recommendation state.\n# TYPE shoplake_live_entities gauge\nshoplake_live_entities {}\n",
-            self.entities()
-        ));
-        out
+        telemetry::gauge(
+            &mut enc,
+            names::ENTITIES,
+            "Entities held by the fraud and recommendation state.",
+            self.entities() as u64,
+        )
     }
 }
 

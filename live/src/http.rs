@@ -13,43 +13,21 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shoplake_events::{EventName, Limits, decode, format_timestamp};
+use shoplake_server::ApiError;
 
 use crate::Live;
 use crate::recs::{Recommendation, RecsQuery};
 
-/// An answer of the live endpoints that is not a success.
-struct ApiError {
-    status: StatusCode,
-    error: &'static str,
-    detail: String,
+/// `ApiError` constructors of the live endpoints.
+fn bad(error: &'static str, detail: impl Into<String>) -> ApiError {
+    ApiError::bad_request(error, detail)
 }
 
-impl ApiError {
-    fn bad(error: &'static str, detail: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            error,
-            detail: detail.into(),
-        }
-    }
-
-    fn off(what: &str) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            error: "switched off",
-            detail: format!("{what} is switched off in this stage's config"),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({ "error": self.error, "detail": self.detail })),
-        )
-            .into_response()
-    }
+fn off(what: &str) -> ApiError {
+    ApiError::not_found(
+        "switched_off",
+        format!("{what} is switched off in this stage's config"),
+    )
 }
 
 /// The live endpoints over `live`.
@@ -70,8 +48,8 @@ fn parse_k(k: Option<&str>) -> std::result::Result<usize, ApiError> {
         None | Some("") => Ok(DEFAULT_K),
         Some(s) => match s.parse::<usize>() {
             Ok(k) if (1..=MAX_K).contains(&k) => Ok(k),
-            _ => Err(ApiError::bad(
-                "invalid k",
+            _ => Err(bad(
+                "invalid_k",
                 format!("k must be a whole number from 1 to {MAX_K}, not {s:?}"),
             )),
         },
@@ -99,12 +77,12 @@ async fn recommendations(
     params: std::result::Result<Query<RecsParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let answer = (|| {
-        let Query(p) = params.map_err(|e| ApiError::bad("invalid query", e.body_text()))?;
+        let Query(p) = params.map_err(|e| bad("invalid_query", e.body_text()))?;
         let k = parse_k(p.k.as_deref())?;
         let shopper = shopper.trim();
         if shopper.is_empty() || shopper.len() > 256 {
-            return Err(ApiError::bad(
-                "invalid shopper",
+            return Err(bad(
+                "invalid_shopper",
                 "the shopper is a user id or an anonymous id of 1 to 256 characters",
             ));
         }
@@ -115,7 +93,7 @@ async fn recommendations(
         };
         let (known, items) = live
             .recommend(shopper, &query)
-            .ok_or_else(|| ApiError::off("recommendations"))?;
+            .ok_or_else(|| off("recommendations"))?;
         live.metrics()
             .recommendation_requests
             .fetch_add(1, Ordering::Relaxed);
@@ -148,18 +126,16 @@ async fn related(
     params: std::result::Result<Query<RelatedParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let answer = (|| {
-        let Query(p) = params.map_err(|e| ApiError::bad("invalid query", e.body_text()))?;
+        let Query(p) = params.map_err(|e| bad("invalid_query", e.body_text()))?;
         let k = parse_k(p.k.as_deref())?;
         let id = id.trim();
         if id.is_empty() || id.len() > 256 {
-            return Err(ApiError::bad(
-                "invalid product id",
+            return Err(bad(
+                "invalid_product_id",
                 "a product id has 1 to 256 characters",
             ));
         }
-        let (known, items) = live
-            .related(id, k)
-            .ok_or_else(|| ApiError::off("recommendations"))?;
+        let (known, items) = live.related(id, k).ok_or_else(|| off("recommendations"))?;
         live.metrics()
             .related_requests
             .fetch_add(1, Ordering::Relaxed);
@@ -188,10 +164,10 @@ fn respond(live: &Live, answer: std::result::Result<Response, ApiError>) -> Resp
 async fn score(State(live): State<Arc<Live>>, body: axum::body::Bytes) -> Response {
     let answer = (|| {
         let mut order: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad("invalid JSON", format!("the body is not JSON: {e}")))?;
+            .map_err(|e| bad("invalid_json", format!("the body is not JSON: {e}")))?;
         let obj = order.as_object_mut().ok_or_else(|| {
-            ApiError::bad(
-                "invalid order",
+            bad(
+                "invalid_order",
                 "the body is an order_completed event: a JSON object",
             )
         })?;
@@ -205,8 +181,8 @@ async fn score(State(live): State<Arc<Live>>, body: axum::body::Bytes) -> Respon
             }
             Some(n) if n == EventName::OrderCompleted.as_str() => {}
             Some(n) => {
-                return Err(ApiError::bad(
-                    "invalid order",
+                return Err(bad(
+                    "invalid_order",
                     format!("event_name must be order_completed (or left out), not {n:?}"),
                 ));
             }
@@ -222,13 +198,10 @@ async fn score(State(live): State<Arc<Live>>, body: axum::body::Bytes) -> Respon
             props.insert("order_id".into(), "(not placed)".into());
             invented_order_id = true;
         }
-        let bytes = serde_json::to_vec(&order)
-            .map_err(|e| ApiError::bad("invalid order", e.to_string()))?;
+        let bytes = serde_json::to_vec(&order).map_err(|e| bad("invalid_order", e.to_string()))?;
         let valid = decode(&bytes, now, &Limits::default())
-            .map_err(|r| ApiError::bad("invalid order", r.to_string()))?;
-        let mut decision = live
-            .score(&valid)
-            .ok_or_else(|| ApiError::off("fraud scoring"))?;
+            .map_err(|r| bad("invalid_order", r.to_string()))?;
+        let mut decision = live.score(&valid).ok_or_else(|| off("fraud scoring"))?;
         if invented_order_id {
             decision.order_id.clear();
         }

@@ -34,7 +34,7 @@
 //! and evaluates the fraud rules' conditions (a small, well-kept expression language, so rules are
 //! data, not code) and `toml` reads the rules files; `parking_lot` gives the engines read-write
 //! locks that the stage and the HTTP handlers share without poisoning; `axum` serves the
-//! endpoints.
+//! endpoints and `shoplake-server` gives them their error body and exports the engines' counters.
 
 pub mod config;
 pub mod engines;

@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use shoplake_server::ApiError;
 use tracing::error;
 
 use crate::{Error, QueryService, to_json_rows};
@@ -21,31 +22,26 @@ use crate::{Error, QueryService, to_json_rows};
 /// Most rows one HTTP answer carries; more are cut and `truncated` is set.
 const MAX_ROWS: usize = 100_000;
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        let (status, body) = match &self {
-            Error::BadSql { .. } => (
-                StatusCode::BAD_REQUEST,
-                json!({"error": "bad_sql", "detail": self.to_string()}),
-            ),
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::BadSql { .. } => ApiError::bad_request("bad_sql", e.to_string()),
             other => {
                 error!(error = %other, "query failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({"error": "internal", "detail": "the query failed on the server; see its log"}),
-                )
+                ApiError::internal()
             }
-        };
-        (status, axum::Json(body)).into_response()
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
     }
 }
 
 fn bad_request(detail: String) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(json!({"error": "bad_request", "detail": detail})),
-    )
-        .into_response()
+    ApiError::bad_request("bad_request", detail).into_response()
 }
 
 async fn sql(

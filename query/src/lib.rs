@@ -17,7 +17,8 @@
 //!
 //! Why these dependencies: `datafusion` plans and runs the SQL; `deltalake` (through
 //! `shoplake-batch`'s [`shoplake_batch::Lake`]) turns a Delta table into a DataFusion table provider
-//! that prunes files by partition and statistics; `arrow` renders results; `axum` serves HTTP.
+//! that prunes files by partition and statistics; `arrow` renders results; `axum` serves HTTP;
+//! `shoplake-server` gives it the error body of every API and exports its counters.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {

@@ -16,6 +16,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use shoplake_batch::{Lake, tables};
+use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
 use tokio::sync::Mutex;
 use tracing::{debug, info};
 
@@ -92,13 +93,55 @@ pub struct QueryMetrics {
     pub bytes_scanned: AtomicU64,
 }
 
+/// Metric names of the query service (counters without `_total`, which the encoder adds).
+pub mod names {
+    pub const QUERIES: &str = "shoplake_queries";
+    pub const QUERY_ERRORS: &str = "shoplake_query_errors";
+    pub const QUERY_SECONDS: &str = "shoplake_query_seconds";
+    pub const BYTES_SCANNED: &str = "shoplake_query_bytes_scanned";
+}
+
+impl Collector for QueryMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        telemetry::counter(
+            &mut enc,
+            names::QUERIES,
+            "SQL statements run.",
+            load(&self.queries),
+        )?;
+        telemetry::counter_by(
+            &mut enc,
+            names::QUERY_ERRORS,
+            "Statements that failed: bad SQL (the user's) or failed (the service's).",
+            "kind",
+            [
+                ("bad_sql", load(&self.bad_sql)),
+                ("failed", load(&self.failed)),
+            ],
+        )?;
+        telemetry::seconds_counter(
+            &mut enc,
+            names::QUERY_SECONDS,
+            "Time spent running statements.",
+            load(&self.micros) as f64 / 1e6,
+        )?;
+        telemetry::counter(
+            &mut enc,
+            names::BYTES_SCANNED,
+            "Bytes the Parquet scans read.",
+            load(&self.bytes_scanned),
+        )
+    }
+}
+
 /// SQL over the lake.
 pub struct QueryService {
     ctx: SessionContext,
     lake: Lake,
     options: QueryOptions,
     refresh: Mutex<Refresh>,
-    metrics: QueryMetrics,
+    metrics: Arc<QueryMetrics>,
 }
 
 impl QueryService {
@@ -137,14 +180,14 @@ impl QueryService {
                 checked: None,
                 versions: HashMap::new(),
             }),
-            metrics: QueryMetrics::default(),
+            metrics: Arc::default(),
         };
         service.refresh(true).await?;
         Ok(service)
     }
 
     /// Counters of queries served.
-    pub fn metrics(&self) -> &QueryMetrics {
+    pub fn metrics(&self) -> &Arc<QueryMetrics> {
         &self.metrics
     }
 
@@ -268,23 +311,6 @@ impl QueryService {
             .await
             .map_err(classify)?;
         Ok((schema, batches, bytes_scanned(plan.as_ref())))
-    }
-
-    /// Prometheus text of the query counters.
-    pub fn render_prometheus(&self) -> String {
-        let m = &self.metrics;
-        format!(
-            "# TYPE shoplake_queries_total counter\nshoplake_queries_total {}\n\
-             # TYPE shoplake_query_errors_total counter\nshoplake_query_errors_total{{kind=\"bad_sql\"}} {}\n\
-             shoplake_query_errors_total{{kind=\"failed\"}} {}\n\
-             # TYPE shoplake_query_seconds_total counter\nshoplake_query_seconds_total {}\n\
-             # TYPE shoplake_query_bytes_scanned_total counter\nshoplake_query_bytes_scanned_total {}\n",
-            m.queries.load(Ordering::Relaxed),
-            m.bad_sql.load(Ordering::Relaxed),
-            m.failed.load(Ordering::Relaxed),
-            m.micros.load(Ordering::Relaxed) as f64 / 1e6,
-            m.bytes_scanned.load(Ordering::Relaxed),
-        )
     }
 }
 

@@ -9,6 +9,7 @@ use tracing::info;
 
 use crate::config::DataArgs;
 use crate::ops;
+use shoplake_server::Telemetry;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -31,9 +32,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     }
     let backend = stream.clone();
     let collector = Arc::new(Collector::new(stream, keys, config.collector.clone())?);
-    let (metrics, ready) = (collector.metrics(), collector.clone());
-    let router = shoplake_collector::router(collector).merge(ops::ops_router_with_readiness(
-        Arc::new(move || metrics.render_prometheus() + &backend.render_prometheus()),
+    let mut telemetry = Telemetry::new();
+    telemetry.register(collector.metrics());
+    backend.register_metrics(&mut telemetry);
+    let ready = collector.clone();
+    let router = shoplake_collector::router(collector).merge(shoplake_server::ops::router(
+        telemetry.shared(),
         Arc::new(move || ready.ready()),
     ));
     let listener = ops::bind(args.http_addr).await?;

@@ -7,6 +7,7 @@ use tracing::info;
 
 use crate::config::DataArgs;
 use crate::ops;
+use shoplake_server::Telemetry;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,10 +33,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     );
     let listener = ops::bind(args.http_addr).await?;
     info!(addr = %args.http_addr, "serving SQL on POST /v1/sql");
-    let metrics = service.clone();
-    let router = shoplake_query::router(service).merge(ops::ops_router(Arc::new(move || {
-        metrics.render_prometheus()
-    })));
+    let mut telemetry = Telemetry::new();
+    telemetry.register(service.metrics().clone());
+    let router = shoplake_query::router(service).merge(shoplake_server::ops::router(
+        telemetry.shared(),
+        shoplake_server::ops::always_ready(),
+    ));
     ops::serve_http(listener, router, ops::shutdown_signal()).await?;
     Ok(())
 }

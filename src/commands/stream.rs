@@ -8,6 +8,7 @@ use tracing::info;
 
 use crate::config::DataArgs;
 use crate::ops;
+use shoplake_server::Telemetry;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -63,21 +64,20 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let metrics = stage.metrics();
+    let mut telemetry = Telemetry::new();
+    telemetry.register(stage.metrics());
+    if let Some(leases) = lease_metrics {
+        telemetry.register(leases);
+    }
+    telemetry.register(live.clone());
+    backend.register_metrics(&mut telemetry);
+    firehose.register_metrics(&mut telemetry);
     let listener = ops::bind(args.metrics_addr).await?;
     info!(addr = %args.metrics_addr, "metrics on /metrics");
-    let live_metrics = live.clone();
-    let router =
-        shoplake_live::http::router(live.clone()).merge(ops::ops_router(Arc::new(move || {
-            metrics.render_prometheus()
-                + &lease_metrics
-                    .as_ref()
-                    .map(|m| m.render_prometheus())
-                    .unwrap_or_default()
-                + &live_metrics.render_prometheus()
-                + &backend.render_prometheus()
-                + &firehose.render_prometheus()
-        })));
+    let router = shoplake_live::http::router(live.clone()).merge(shoplake_server::ops::router(
+        telemetry.shared(),
+        shoplake_server::ops::always_ready(),
+    ));
     let rules = tokio::spawn(live.watch_rules());
     let server = tokio::spawn(ops::serve_http(listener, router, ops::shutdown_signal()));
     stage.run(ops::shutdown_signal()).await?;

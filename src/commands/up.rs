@@ -18,6 +18,7 @@ use tracing::{error, info};
 use crate::config::DataArgs;
 use crate::ops;
 use crate::sink::StreamSink;
+use shoplake_server::Telemetry;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -197,26 +198,19 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 
     // SQL API, collector and operations endpoints on one address.
     let service = Arc::new(QueryService::open(&data.lake_root(), Default::default()).await?);
-    let (metrics, query, collected, ready, live_metrics, backend) = (
-        stage_metrics.clone(),
-        service.clone(),
-        collector.metrics(),
-        collector.clone(),
-        live.clone(),
-        stream.clone(),
-    );
+    let mut telemetry = Telemetry::new();
+    telemetry.register(stage_metrics.clone());
+    telemetry.register(service.metrics().clone());
+    telemetry.register(collector.metrics());
+    telemetry.register(live.clone());
+    stream.register_metrics(&mut telemetry);
+    firehose.register_metrics(&mut telemetry);
+    let ready = collector.clone();
     let router = shoplake_query::router(service)
         .merge(shoplake_collector::router(collector))
         .merge(shoplake_live::http::router(live.clone()))
-        .merge(ops::ops_router_with_readiness(
-            Arc::new(move || {
-                metrics.render_prometheus()
-                    + &query.render_prometheus()
-                    + &collected.render_prometheus()
-                    + &live_metrics.render_prometheus()
-                    + &backend.render_prometheus()
-                    + &firehose.render_prometheus()
-            }),
+        .merge(shoplake_server::ops::router(
+            telemetry.shared(),
             Arc::new(move || ready.ready()),
         ));
     let listener = ops::bind(args.http_addr).await?;

@@ -251,7 +251,7 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     ] {
         let (status, body) = get_json(&addr, path);
         assert_eq!(status, 400, "{path}: {body}");
-        assert_eq!(body["error"], "invalid k", "{path}");
+        assert_eq!(body["error"], "invalid_k", "{path}");
         assert!(body["detail"].as_str().unwrap().contains("1 to 100"));
     }
 
@@ -266,7 +266,7 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     assert_eq!(big["verdict"], "review", "{big}");
     assert_eq!(big["reasons"], json!(["big_amount"]));
     let (status, err) = post_json(&addr, "/v1/fraud/score", "{not json");
-    assert_eq!((status, err["error"].as_str()), (400, Some("invalid JSON")));
+    assert_eq!((status, err["error"].as_str()), (400, Some("invalid_json")));
     let (status, err) = post_json(
         &addr,
         "/v1/fraud/score",

@@ -36,6 +36,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use shoplake_ingest::{ShardId, ShardInfo};
+use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
 use tracing::{debug, info, warn};
 
 use crate::state::SHARD_END;
@@ -68,7 +69,7 @@ pub struct Assignment {
     pub lost: Vec<ShardId>,
 }
 
-/// Counters of the leases (Prometheus names in [`Leases::render_prometheus`]).
+/// Counters of the leases (exported under the [`names`] below).
 #[derive(Debug, Default)]
 pub struct LeaseMetrics {
     pub held: AtomicU64,
@@ -78,46 +79,50 @@ pub struct LeaseMetrics {
     pub writes: AtomicU64,
 }
 
-impl LeaseMetrics {
-    pub fn render_prometheus(&self) -> String {
-        [
+/// Metric names of the leases (counters without `_total`, which the encoder adds).
+pub mod names {
+    pub const HELD: &str = "shoplake_stage_leases_held";
+    pub const ACQUIRED: &str = "shoplake_stage_leases_acquired";
+    pub const STOLEN: &str = "shoplake_stage_leases_stolen";
+    pub const LOST: &str = "shoplake_stage_leases_lost";
+    pub const WRITES: &str = "shoplake_stage_lease_writes";
+}
+
+impl Collector for LeaseMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        telemetry::gauge(
+            &mut enc,
+            names::HELD,
+            "Shard leases this worker holds.",
+            load(&self.held),
+        )?;
+        let counters: [(&str, &str, &AtomicU64); 4] = [
             (
-                "shoplake_stage_leases_held",
-                "gauge",
-                "Shard leases this worker holds.",
-                &self.held,
-            ),
-            (
-                "shoplake_stage_leases_acquired_total",
-                "counter",
+                names::ACQUIRED,
                 "Shard leases taken (free, expired or stolen).",
                 &self.acquired,
             ),
             (
-                "shoplake_stage_leases_stolen_total",
-                "counter",
+                names::STOLEN,
                 "Shard leases taken from a busier live worker.",
                 &self.stolen,
             ),
             (
-                "shoplake_stage_leases_lost_total",
-                "counter",
+                names::LOST,
                 "Shard leases another worker took from this one.",
                 &self.lost,
             ),
             (
-                "shoplake_stage_lease_writes_total",
-                "counter",
+                names::WRITES,
                 "Lease objects written (renewals, checkpoints, takeovers, releases).",
                 &self.writes,
             ),
-        ]
-        .iter()
-        .map(|(name, kind, help, v)| {
-            let v = v.load(Ordering::Relaxed);
-            format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n")
-        })
-        .collect()
+        ];
+        for (name, help, v) in counters {
+            telemetry::counter(&mut enc, name, help, load(v))?;
+        }
+        Ok(())
     }
 }
 

@@ -36,7 +36,8 @@
 //!
 //! Why these dependencies: `redb` holds the durable state (embedded, ACID, pure Rust; the same
 //! engine as the local stream); `object_store` + `parquet` write staging; `uuid` parses event ids
-//! into 128-bit dedup keys and derives inferred session ids (v5).
+//! into 128-bit dedup keys and derives inferred session ids (v5); `shoplake-server` exports the
+//! stage's and the leases' counters.
 
 pub mod admit;
 pub mod config;

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use object_store::ObjectStore;
 use shoplake_events::{BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, Limits, Reason};
 use shoplake_ingest::{Firehose, StreamConsumer, StreamRecord};
+use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
 use tracing::{debug, info, warn};
 
 use crate::admit::{Admission, admit};
@@ -33,7 +34,7 @@ use crate::source::Source;
 use crate::state::{IdHasher, IdMap, StateDelta, StateStore};
 use crate::{Error, Result};
 
-/// Counters of the stage, readable while it runs (Prometheus names in `render_prometheus`).
+/// Counters of the stage, readable while it runs (exported under the [`names`] below).
 #[derive(Debug, Default)]
 pub struct StageMetrics {
     pub records_read: AtomicU64,
@@ -57,75 +58,98 @@ pub struct StageMetrics {
     pub process_cpu_nanos: AtomicU64,
 }
 
-impl StageMetrics {
-    /// The counters in the Prometheus text format.
-    pub fn render_prometheus(&self) -> String {
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
-            ));
-        };
-        counter(
-            "shoplake_stage_records_read_total",
-            "Records read from the stream.",
-            self.records_read.load(Ordering::Relaxed),
-        );
-        counter(
-            "shoplake_stage_events_staged_total",
-            "Valid, unique events written to staging.",
-            self.events_staged.load(Ordering::Relaxed),
-        );
-        counter(
-            "shoplake_stage_duplicates_total",
-            "Events dropped as duplicates of an earlier event_id.",
-            self.duplicates.load(Ordering::Relaxed),
-        );
-        counter(
-            "shoplake_stage_flushes_total",
-            "Staging flushes (each one moves the checkpoint).",
-            self.flushes.load(Ordering::Relaxed),
-        );
-        counter(
-            "shoplake_stage_bytes_staged_total",
-            "Bytes of Parquet written to staging.",
-            self.bytes_staged.load(Ordering::Relaxed),
-        );
-        counter(
-            "shoplake_stage_unknown_currency_total",
-            "Events whose currency has no reporting rate.",
-            self.unknown_currency.load(Ordering::Relaxed),
-        );
-        counter(
-            "shoplake_stage_archive_skipped_total",
-            "Records too large for a Firehose record, left out of the raw archive.",
-            self.archive_skipped.load(Ordering::Relaxed),
-        );
-        counter(
-            "shoplake_stage_bot_events_total",
-            "Events marked as coming from bots.",
-            self.bots.load(Ordering::Relaxed),
-        );
-        out.push_str("# HELP shoplake_stage_bad_rows_total Inputs rejected, by reason.\n# TYPE shoplake_stage_bad_rows_total counter\n");
-        for (i, reason) in Reason::ALL.iter().enumerate() {
-            let v = self.bad_rows_by_reason[i].load(Ordering::Relaxed);
-            out.push_str(&format!(
-                "shoplake_stage_bad_rows_total{{reason=\"{reason}\"}} {v}\n"
-            ));
+/// Metric names of the stage (counters without `_total`, which the encoder adds).
+pub mod names {
+    pub const RECORDS_READ: &str = "shoplake_stage_records_read";
+    pub const EVENTS_STAGED: &str = "shoplake_stage_events_staged";
+    pub const DUPLICATES: &str = "shoplake_stage_duplicates";
+    pub const FLUSHES: &str = "shoplake_stage_flushes";
+    pub const BYTES_STAGED: &str = "shoplake_stage_bytes_staged";
+    pub const UNKNOWN_CURRENCY: &str = "shoplake_stage_unknown_currency";
+    pub const ARCHIVE_SKIPPED: &str = "shoplake_stage_archive_skipped";
+    pub const BOT_EVENTS: &str = "shoplake_stage_bot_events";
+    pub const BAD_ROWS: &str = "shoplake_stage_bad_rows";
+    pub const LAG: &str = "shoplake_stage_lag_milliseconds";
+    pub const PROCESS_CPU: &str = "shoplake_stage_process_cpu_seconds";
+    pub const DEDUP_ENTRIES: &str = "shoplake_stage_dedup_entries";
+}
+
+impl Collector for StageMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let counters: [(&str, &str, &AtomicU64); 8] = [
+            (
+                names::RECORDS_READ,
+                "Records read from the stream.",
+                &self.records_read,
+            ),
+            (
+                names::EVENTS_STAGED,
+                "Valid, unique events written to staging.",
+                &self.events_staged,
+            ),
+            (
+                names::DUPLICATES,
+                "Events dropped as duplicates of an earlier event_id.",
+                &self.duplicates,
+            ),
+            (
+                names::FLUSHES,
+                "Staging flushes (each one moves the checkpoint).",
+                &self.flushes,
+            ),
+            (
+                names::BYTES_STAGED,
+                "Bytes of Parquet written to staging.",
+                &self.bytes_staged,
+            ),
+            (
+                names::UNKNOWN_CURRENCY,
+                "Events whose currency has no reporting rate.",
+                &self.unknown_currency,
+            ),
+            (
+                names::ARCHIVE_SKIPPED,
+                "Records too large for a Firehose record, left out of the raw archive.",
+                &self.archive_skipped,
+            ),
+            (
+                names::BOT_EVENTS,
+                "Events marked as coming from bots.",
+                &self.bots,
+            ),
+        ];
+        for (name, help, v) in counters {
+            telemetry::counter(&mut enc, name, help, load(v))?;
         }
-        out.push_str(&format!(
-            "# HELP shoplake_stage_lag_milliseconds How far the stage is behind the tip of the stream.\n# TYPE shoplake_stage_lag_milliseconds gauge\nshoplake_stage_lag_milliseconds {}\n",
-            self.lag_millis.load(Ordering::Relaxed)
-        ));
-        out.push_str(&format!(
-            "# HELP shoplake_stage_process_cpu_seconds_total Thread CPU time decoding, validating, de-duplicating and enriching records.\n# TYPE shoplake_stage_process_cpu_seconds_total counter\nshoplake_stage_process_cpu_seconds_total {}\n",
-            self.process_cpu_nanos.load(Ordering::Relaxed) as f64 / 1e9
-        ));
-        out.push_str(&format!(
-            "# HELP shoplake_stage_dedup_entries Event ids held for de-duplication.\n# TYPE shoplake_stage_dedup_entries gauge\nshoplake_stage_dedup_entries {}\n",
-            self.dedup_entries.load(Ordering::Relaxed)
-        ));
-        out
+        telemetry::counter_by(
+            &mut enc,
+            names::BAD_ROWS,
+            "Inputs rejected, by reason.",
+            "reason",
+            Reason::ALL
+                .iter()
+                .zip(&self.bad_rows_by_reason)
+                .map(|(r, n)| (r.as_str(), load(n))),
+        )?;
+        telemetry::gauge(
+            &mut enc,
+            names::LAG,
+            "How far the stage is behind the tip of the stream.",
+            self.lag_millis.load(Ordering::Relaxed),
+        )?;
+        telemetry::seconds_counter(
+            &mut enc,
+            names::PROCESS_CPU,
+            "Thread CPU time decoding, validating, de-duplicating and enriching records.",
+            load(&self.process_cpu_nanos) as f64 / 1e9,
+        )?;
+        telemetry::gauge(
+            &mut enc,
+            names::DEDUP_ENTRIES,
+            "Event ids held for de-duplication.",
+            load(&self.dedup_entries),
+        )
     }
 }
 

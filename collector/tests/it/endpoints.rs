@@ -123,7 +123,7 @@ async fn collector_every_endpoint_answers_valid_and_invalid_requests() {
     assert!(events.iter().all(|e| e["context"]["source"] == "web"));
     let custom = events.iter().find(|e| e["event_name"] == "custom").unwrap();
     assert_eq!(custom["custom_event_name"], "Newsletter Subscribed");
-    let metrics = s.collector.metrics().render_prometheus();
+    let metrics = shoplake_server::telemetry::render(s.collector.metrics());
     assert!(
         metrics.contains("shoplake_collector_events_accepted_total 9"),
         "{metrics}"
@@ -169,7 +169,7 @@ async fn collector_one_bad_event_does_not_reject_the_batch() {
     let wrong_total: Value = serde_json::from_slice(&rejected[2].2).unwrap();
     assert_eq!(wrong_total["original"]["properties"]["total"], "a lot");
     assert_eq!(rejected[1].2, b"42");
-    let metrics = s.collector.metrics().render_prometheus();
+    let metrics = shoplake_server::telemetry::render(s.collector.metrics());
     assert!(
         metrics.contains("shoplake_collector_events_invalid_total{reason=\"wrong_type\"} 2"),
         "{metrics}"

@@ -87,7 +87,7 @@ async fn collector_a_failing_stream_loses_nothing_answered_200() {
     );
     // The first put of the big batch was written twice: same ids, which the stage de-duplicates.
     assert_eq!(copies, 60 + 1200 + 500);
-    let metrics = s.collector.metrics().render_prometheus();
+    let metrics = shoplake_server::telemetry::render(s.collector.metrics());
     assert!(
         metrics.contains(
             "shoplake_collector_requests_rejected_total{reason=\"stream_unavailable\"} 3"

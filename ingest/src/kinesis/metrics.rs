@@ -1,10 +1,12 @@
-//! Counters of the Kinesis backend and the lag of each shard read, in Prometheus text format.
+//! Counters of the Kinesis backend and the lag of each shard read, exported through
+//! `shoplake_server::telemetry`.
 //! Labels are the stream and the shard id (bounded: a stream has a handful of shards).
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
 
 /// What the backend did, since the process started.
 #[derive(Debug, Default)]
@@ -64,71 +66,84 @@ impl KinesisMetrics {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
 
-    pub fn render_prometheus(&self, stream: &str) -> String {
-        let mut out = String::new();
+/// Metric names (counters without `_total`, which the encoder adds). Every sample carries the
+/// `stream` label ([`crate::Stream::register_metrics`]).
+pub mod names {
+    pub const RECORDS_PUT: &str = "shoplake_kinesis_records_put";
+    pub const AGGREGATES_PUT: &str = "shoplake_kinesis_aggregates_put";
+    pub const PUT_REQUESTS: &str = "shoplake_kinesis_put_requests";
+    pub const PUT_ENTRIES_RETRIED: &str = "shoplake_kinesis_put_entries_retried";
+    pub const PUT_THROTTLED: &str = "shoplake_kinesis_put_throttled";
+    pub const GET_RECORDS_CALLS: &str = "shoplake_kinesis_get_records_calls";
+    pub const GET_THROTTLED: &str = "shoplake_kinesis_get_throttled";
+    pub const RECORDS_READ: &str = "shoplake_kinesis_records_read";
+    pub const ITERATORS_EXPIRED: &str = "shoplake_kinesis_iterators_expired";
+    pub const OTHER_THROTTLED: &str = "shoplake_kinesis_other_throttled";
+    pub const MILLIS_BEHIND_LATEST: &str = "shoplake_kinesis_millis_behind_latest";
+}
+
+impl Collector for KinesisMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
         let counters: [(&str, &str, &AtomicU64); 10] = [
-            ("records_put_total", "User records put.", &self.records_put),
+            (names::RECORDS_PUT, "User records put.", &self.records_put),
             (
-                "aggregates_put_total",
+                names::AGGREGATES_PUT,
                 "KPL aggregates put.",
                 &self.aggregates_put,
             ),
             (
-                "put_requests_total",
+                names::PUT_REQUESTS,
                 "PutRecords requests sent.",
                 &self.put_requests,
             ),
             (
-                "put_entries_retried_total",
+                names::PUT_ENTRIES_RETRIED,
                 "Entries of partly failed PutRecords requests sent again.",
                 &self.put_entries_retried,
             ),
             (
-                "put_throttled_total",
+                names::PUT_THROTTLED,
                 "PutRecords calls or entries throttled.",
                 &self.put_throttled,
             ),
             (
-                "get_records_calls_total",
+                names::GET_RECORDS_CALLS,
                 "GetRecords calls.",
                 &self.get_records_calls,
             ),
             (
-                "get_throttled_total",
+                names::GET_THROTTLED,
                 "GetRecords calls throttled.",
                 &self.get_throttled,
             ),
             (
-                "records_read_total",
+                names::RECORDS_READ,
                 "User records read.",
                 &self.records_read,
             ),
             (
-                "iterators_expired_total",
+                names::ITERATORS_EXPIRED,
                 "Shard iterators re-opened after expiring.",
                 &self.iterators_expired,
             ),
             (
-                "other_throttled_total",
+                names::OTHER_THROTTLED,
                 "Other calls throttled.",
                 &self.other_throttled,
             ),
         ];
         for (name, help, value) in counters {
-            let _ = write!(
-                out,
-                "# HELP shoplake_kinesis_{name} {help}\n# TYPE shoplake_kinesis_{name} counter\nshoplake_kinesis_{name}{{stream=\"{stream}\"}} {}\n",
-                value.load(Ordering::Relaxed)
-            );
+            telemetry::counter(&mut enc, name, help, value.load(Ordering::Relaxed))?;
         }
-        out.push_str("# HELP shoplake_kinesis_millis_behind_latest Milliseconds behind the newest record of the shard.\n# TYPE shoplake_kinesis_millis_behind_latest gauge\n");
-        for (shard, millis) in self.lag_millis() {
-            let _ = writeln!(
-                out,
-                "shoplake_kinesis_millis_behind_latest{{stream=\"{stream}\",shard=\"{shard}\"}} {millis}"
-            );
-        }
-        out
+        let lag = self.lag_millis();
+        telemetry::gauge_by(
+            &mut enc,
+            names::MILLIS_BEHIND_LATEST,
+            "Milliseconds behind the newest record of the shard.",
+            "shard",
+            lag.iter().map(|(shard, millis)| (shard.as_str(), *millis)),
+        )
     }
 }

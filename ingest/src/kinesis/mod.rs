@@ -179,8 +179,7 @@ impl KinesisStream {
         &self.inner.config
     }
 
-    /// Counters and per-shard lag of this stream (Prometheus text with
-    /// [`KinesisMetrics::render_prometheus`]).
+    /// Counters and per-shard lag of this stream (exported by [`crate::Stream::register_metrics`]).
     pub fn metrics(&self) -> Arc<KinesisMetrics> {
         self.inner.metrics.clone()
     }

@@ -262,7 +262,9 @@ async fn every_line_is_delivered_once_through_throttling_and_partial_failures() 
         m.bytes_put.load(Ordering::Relaxed) as usize >= ndjson.len(),
         "bytes counted"
     );
-    let text = m.render_prometheus(&name);
+    let mut telemetry = shoplake_server::Telemetry::new();
+    telemetry.register_labelled("delivery_stream", name.clone(), m.clone());
+    let text = telemetry.render();
     assert!(
         text.contains(&format!(
             "shoplake_firehose_lines_put_total{{delivery_stream=\"{name}\"}} 2060"

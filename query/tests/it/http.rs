@@ -134,7 +134,7 @@ async fn tables_and_query_counters() {
 
     post(&base, "select 1".into(), false).await;
     post(&base, "select x".into(), false).await;
-    let metrics = service.render_prometheus();
+    let metrics = shoplake_server::telemetry::render(service.metrics().clone());
     assert!(metrics.contains("shoplake_queries_total 2"), "{metrics}");
     assert!(
         metrics.contains("shoplake_query_errors_total{kind=\"bad_sql\"} 1"),

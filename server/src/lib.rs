@@ -1,0 +1,21 @@
+//! # shoplake-server: what every part of shoplake that serves HTTP or keeps counters shares
+//!
+//! - [`telemetry`]: one metrics registry per process and one exporter. Each component keeps its
+//!   counters as plain atomics on its hot path and describes them to the registry as a
+//!   [`prometheus_client::collector::Collector`]; `/metrics` encodes them all in one pass, in the
+//!   OpenMetrics text format Prometheus scrapes. Metric names are constants of the crate that
+//!   owns them.
+//! - [`ApiError`]: the one error answer of every API (collector, live endpoints, query service):
+//!   a status and `{"error": code, "detail": sentence}`.
+//! - [`ops`]: `/metrics`, `/health` and `/ready`, merged into each long-running command's router.
+//!
+//! Dependencies: `axum` (the HTTP server of every command), `prometheus-client` (the Prometheus
+//! project's own Rust client: the OpenMetrics encoder, so that no crate writes exposition text
+//! by hand), `serde_json` (the error body).
+
+pub mod api;
+pub mod ops;
+pub mod telemetry;
+
+pub use api::ApiError;
+pub use telemetry::Telemetry;
