@@ -78,14 +78,18 @@ impl<'de> Deserialize<'de> for StageSection {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompactionConfig {
-    /// Seconds between compactions in `shoplake up`.
-    pub interval_secs: u64,
-    /// Seconds between OPTIMIZE runs (small files → large) in `shoplake up`; 0 turns them off.
-    pub optimize_interval_secs: u64,
-    /// Seconds between rebuilds of the `product_affinity` table (item-to-item over the whole
-    /// history, which seeds the live recommendations on a cold start) in `shoplake up`; 0 turns
+    /// Time between compactions in `shoplake up` (`"15s"`).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time between OPTIMIZE runs (small files → large) in `shoplake up` (`"1h"`); `"0s"` turns
     /// them off.
-    pub affinity_interval_secs: u64,
+    #[serde(with = "humantime_serde")]
+    pub optimize_interval: Duration,
+    /// Time between rebuilds of the `product_affinity` table (item-to-item over the whole
+    /// history, which seeds the live recommendations on a cold start) in `shoplake up`; 0 turns
+    /// them off (`"6h"`; `"0s"` turns them off).
+    #[serde(with = "humantime_serde")]
+    pub affinity_interval: Duration,
     /// Most bytes of staging read per round.
     pub max_bytes: u64,
     /// Target size of lake files, bytes.
@@ -98,9 +102,9 @@ impl Default for CompactionConfig {
     fn default() -> Self {
         let d = shoplake_batch::CompactOptions::default();
         CompactionConfig {
-            interval_secs: 15,
-            optimize_interval_secs: 3600,
-            affinity_interval_secs: 6 * 3600,
+            interval: Duration::from_secs(15),
+            optimize_interval: Duration::from_secs(3_600),
+            affinity_interval: Duration::from_secs(6 * 3_600),
             max_bytes: d.max_bytes,
             target_file_size: d.target_file_size,
             zstd_level: d.zstd_level,
@@ -128,8 +132,6 @@ pub struct StreamConfig {
     pub uri: String,
     /// Shards of the embedded log (fixed when the log is created).
     pub shards: u32,
-    /// Hours records are kept in the embedded log.
-    pub retention_hours: u64,
     /// The Kinesis backend: aggregation, retries, requests in flight, reads. Credentials, region
     /// and endpoint come from the standard AWS environment (`AWS_REGION`, `AWS_PROFILE`,
     /// `AWS_ENDPOINT_URL_KINESIS`, …) unless set here.
@@ -143,9 +145,10 @@ pub struct StreamConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LeaseConfig {
-    /// Seconds without renewal after which another worker takes a lease over (the time a dead
-    /// worker's shards wait). Leases are renewed every third of it.
-    pub ttl_secs: f64,
+    /// Time without renewal after which another worker takes a lease over (the time a dead
+    /// worker's shards wait; `"10s"`). Leases are renewed every third of it.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
     /// This worker's name in the leases; empty: host name, process id and a random suffix.
     pub worker_id: String,
 }
@@ -153,7 +156,7 @@ pub struct LeaseConfig {
 impl Default for LeaseConfig {
     fn default() -> Self {
         LeaseConfig {
-            ttl_secs: 10.0,
+            ttl: Duration::from_secs(10),
             worker_id: String::new(),
         }
     }
@@ -161,10 +164,10 @@ impl Default for LeaseConfig {
 
 impl LeaseConfig {
     fn validate(&self) -> Result<(), String> {
-        if !(self.ttl_secs.is_finite() && self.ttl_secs >= 0.3) {
+        if self.ttl < Duration::from_millis(300) {
             return Err(format!(
-                "stream.leases.ttl_secs must be at least 0.3 seconds, got {}",
-                self.ttl_secs
+                "stream.leases.ttl must be at least 300ms, got {}",
+                humantime_serde::re::humantime::format_duration(self.ttl)
             ));
         }
         Ok(())
@@ -191,7 +194,6 @@ impl Default for StreamConfig {
         StreamConfig {
             uri: "local".into(),
             shards: 4,
-            retention_hours: 24,
             kinesis: Default::default(),
             leases: Default::default(),
         }
@@ -353,7 +355,7 @@ impl DataArgs {
                 lake.store(),
                 &name,
                 config.stream.leases.worker_id(),
-                Duration::from_secs_f64(config.stream.leases.ttl_secs),
+                config.stream.leases.ttl,
             )),
         })
     }
@@ -391,10 +393,14 @@ mod tests {
         let err = PipelineConfig::parse("[stage]\nreporting_currency = \"XYZ\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("XYZ"), "{err:#}");
         let ok = PipelineConfig::parse(
-            "[stage]\nreporting_currency = \"EUR\"\n[compaction]\ninterval_secs = 5\n",
+            "[stage]\nreporting_currency = \"EUR\"\nsession_timeout = \"45m\"\n[compaction]\ninterval = \"5s\"\n",
         )
         .unwrap();
-        assert_eq!(ok.compaction.interval_secs, 5);
+        assert_eq!(ok.compaction.interval, Duration::from_secs(5));
+        assert_eq!(ok.stage.stage.session_timeout, Duration::from_secs(45 * 60));
+        // A duration without its unit is refused, and the message says what was wrong.
+        let err = PipelineConfig::parse("[compaction]\ninterval = \"5\"\n").unwrap_err();
+        assert!(format!("{err:#}").contains("interval"), "{err:#}");
     }
 
     #[test]

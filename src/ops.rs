@@ -20,8 +20,17 @@ pub struct LogArgs {
     #[arg(long, env = "SHOPLAKE_LOG", default_value = "info", global = true)]
     pub log: String,
     /// Log format.
-    #[arg(long, env = "SHOPLAKE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"], global = true)]
-    pub log_format: String,
+    #[arg(long, env = "SHOPLAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event for a person.
+    Text,
+    /// One JSON object per event for a log pipeline.
+    Json,
 }
 
 impl LogArgs {
@@ -31,7 +40,7 @@ impl LogArgs {
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr);
-        if self.log_format == "json" {
+        if self.log_format == LogFormat::Json {
             builder.json().init();
         } else {
             builder.init();

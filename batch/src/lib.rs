@@ -29,9 +29,9 @@
 //!   polars), which seeds the live recommendations on a cold start;
 //! - [`schedule`]: those jobs on intervals, as `shoplake up` runs them ([`Schedule`]).
 //!
-//! Reading back: [`history`] streams the lake's recent events in event-time order, from which
-//! the live engines rebuild their state when their saved copy is missing. (It is not
-//! `shoplake replay`, which re-sends the Firehose raw archive into the stream.)
+//! Reading back: [`archive`] puts the Firehose raw archive back on the events stream (`shoplake
+//! replay`); [`history`] streams the lake's recent events in event-time order, from which
+//! the live engines rebuild their state when their saved copy is missing.
 //!
 //! Modules depend one way: `schedule` → `compact`, `optimize`, `affinity`; `compact` →
 //! `derived`, `identities`, `staged`; every job → `write` → `tables`; and all → [`Lake`].
@@ -79,12 +79,13 @@
 //!
 //! Why these dependencies: `deltalake` writes and reads the Delta log (atomic commits, the format
 //! other engines read); `datafusion` runs the anti-join and the derived tables' SQL; `object_store` and
-//! `parquet` read the staging files; `polars` runs the product-affinity job's self-joins and
+//! `parquet` read the staging files; `shoplake-ingest` is the stream a replay puts the archive back on and the archive's line format; `polars` runs the product-affinity job's self-joins and
 //! group-bys (lazy API only, no polars I/O: see [`affinity`] for why data crosses column by column).
 
 use deltalake::kernel::transaction::TransactionError;
 
 pub mod affinity;
+pub mod archive;
 pub mod compact;
 pub mod derived;
 pub mod history;
@@ -194,6 +195,12 @@ pub enum Error {
     UnexpectedResult {
         table: &'static str,
         problem: &'static str,
+    },
+    /// The stream refused records put back on it (`shoplake replay`).
+    #[error("putting records back on the stream: {source}")]
+    Stream {
+        #[source]
+        source: shoplake_ingest::Error,
     },
     /// A batch job's blocking task panicked.
     #[error("the {table} job panicked: {source}")]

@@ -1,6 +1,7 @@
 //! The collector's settings: the `[collector]` table of the pipeline config file.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,14 +33,18 @@ pub struct CollectorConfig {
     /// Take the client's IP from the first address of `X-Forwarded-For` (only behind a proxy
     /// that sets it); otherwise the peer address of the connection is used.
     pub trust_x_forwarded_for: bool,
-    /// Seconds a client is told to wait (`Retry-After`) when the stream is unavailable.
-    pub retry_after_secs: u64,
-    /// Seconds `/ready` answers 503 after the stream failed a write, before traffic is let
-    /// through again to test it.
-    pub unready_secs: u64,
-    /// Seconds after which a key created or revoked by `shoplake keys` (another process) is
-    /// seen by a running collector.
-    pub key_refresh_secs: u64,
+    /// How long a client is told to wait (`Retry-After`, whole seconds) when the stream is
+    /// unavailable (`"2s"`).
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+    /// How long `/ready` answers 503 after the stream failed a write, before traffic is let
+    /// through again to test it (`"5s"`).
+    #[serde(with = "humantime_serde")]
+    pub unready: Duration,
+    /// How soon a key created or revoked by `shoplake keys` (another process) is seen by a
+    /// running collector (`"2s"`).
+    #[serde(with = "humantime_serde")]
+    pub key_refresh: Duration,
 }
 
 impl Default for CollectorConfig {
@@ -54,9 +59,9 @@ impl Default for CollectorConfig {
             truncate_ips: false,
             hash_emails: false,
             trust_x_forwarded_for: false,
-            retry_after_secs: 2,
-            unready_secs: 5,
-            key_refresh_secs: 2,
+            retry_after: Duration::from_secs(2),
+            unready: Duration::from_secs(5),
+            key_refresh: Duration::from_secs(2),
         }
     }
 }

@@ -44,16 +44,16 @@
 //! Modules: [`config`] (the `[collector]` settings), [`keys`] (write keys), [`segment`] (the
 //! mapping), [`enrich`] (user agent, GeoIP, privacy), [`limit`] (rate limits), [`metrics`].
 //!
-//! Why these dependencies: `shoplake-ingest` for the stream it writes to (the
-//! [`StreamProducer`] trait and the stream's limits); `shoplake-events` for the contract each
-//! message is mapped onto and checked against; `shoplake-server` for the error body every API
-//! answers with and the metrics exporter; `axum` (the HTTP server of the workspace);
-//! `serde_json` with raw values (messages are re-keyed without being re-typed or copied into
-//! maps); `flate2` (gzip bodies; already in the tree for Parquet); `base64` (basic auth); `sha2`
-//! (hashed write keys and e-mails); `redb` (the write keys, stored hashed: the embedded storage
-//! engine the local log uses too); `woothee` (user agents: see [`enrich`] for why this parser);
-//! `maxminddb` (IP → country); `url` (query strings); `uuid` (v5 event ids); `rand` (key
-//! secrets); `chrono` (timestamps).
+//! Why these dependencies: `shoplake-ingest` for the stream it writes to (the [`StreamProducer`]
+//! trait and the stream's limits); `shoplake-events` for the contract each message is mapped onto
+//! and checked against; `shoplake-server` for the error body every API answers with and the metrics
+//! exporter; `axum` (the HTTP server of the workspace); `serde_json` with raw values (messages are
+//! re-keyed without being re-typed or copied into maps); `flate2` (gzip bodies; already in the tree
+//! for Parquet); `base64` (basic auth); `sha2` (hashed write keys and e-mails); `redb` (the write
+//! keys, stored hashed: the embedded storage engine the local log uses too); `woothee` (user
+//! agents: see [`enrich`] for why this parser); `maxminddb` (IP → country); `url` (query strings);
+//! `humantime-serde` (the config's durations with units, `"2s"`); `uuid` (v5 event ids); `rand`
+//! (key secrets); `chrono` (timestamps).
 
 pub mod config;
 pub mod enrich;
@@ -138,7 +138,7 @@ impl Collector {
         };
         Ok(Collector {
             producer,
-            keys: KeyCache::new(keys, Duration::from_secs(config.key_refresh_secs))?,
+            keys: KeyCache::new(keys, config.key_refresh)?,
             limiter: RateLimiter::new(config.rate_limit_events_per_sec, config.rate_limit_burst),
             edge: Edge {
                 geo,
@@ -158,11 +158,11 @@ impl Collector {
         self.metrics.clone()
     }
 
-    /// Whether the stream takes writes: false for `unready_secs` after a failed write, then true
+    /// Whether the stream takes writes: false for `unready` after a failed write, then true
     /// again so that traffic tests the stream.
     pub fn ready(&self) -> bool {
         let failed = self.metrics.stream_failed_at.load(Ordering::Relaxed);
-        failed == 0 || now_micros() - failed > self.config.unready_secs as i64 * 1_000_000
+        failed == 0 || now_micros() - failed > self.config.unready.as_micros() as i64
     }
 }
 
@@ -661,7 +661,7 @@ fn stream_failed(c: &Collector, e: StreamError, events: usize) -> Refusal {
         .store(now_micros(), Ordering::Relaxed);
     warn!(error = %e, events, "the events stream failed a write; answering 503");
     Refusal {
-        retry_after: Some(Duration::from_secs(c.config.retry_after_secs.max(1))),
+        retry_after: Some(c.config.retry_after.max(Duration::from_secs(1))),
         events,
         ..Refusal::new(
             RejectReason::StreamUnavailable,

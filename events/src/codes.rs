@@ -108,3 +108,63 @@ mod tests {
         }
     }
 }
+
+/// An ISO 4217 currency code, checked when it is made: the type of every currency a config names
+/// (the reporting currency, the base of the conversion rates). Reads and writes as its code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub const USD: Currency = Currency(*b"USD");
+
+    pub fn as_str(&self) -> &str {
+        // Only ever built from a checked code: upper-case ASCII.
+        std::str::from_utf8(&self.0).unwrap_or("???")
+    }
+}
+
+impl std::str::FromStr for Currency {
+    type Err = String;
+
+    fn from_str(code: &str) -> Result<Self, String> {
+        match code.as_bytes() {
+            &[a, b, c] if is_currency(code) => Ok(Currency([a, b, c])),
+            _ => Err(format!(
+                "{code:?} is not an ISO 4217 currency code (three capital letters, such as USD or EUR)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Currency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        code.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod currency_tests {
+    use super::Currency;
+
+    #[test]
+    fn a_currency_is_a_known_iso_code() {
+        assert_eq!("EUR".parse::<Currency>().unwrap().as_str(), "EUR");
+        let err = "eur".parse::<Currency>().unwrap_err();
+        assert!(err.contains("ISO 4217"), "{err}");
+        assert!("XYZ".parse::<Currency>().is_err());
+        assert!("EURO".parse::<Currency>().is_err());
+    }
+}

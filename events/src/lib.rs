@@ -44,6 +44,7 @@ pub mod validate;
 pub mod wire;
 
 pub use codec::{BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, events_from_batch};
+pub use codes::Currency;
 pub use names::EventName;
 pub use schema::{bad_rows_schema, events_schema, fraud_decisions_schema, product_affinity_schema};
 pub use validate::{

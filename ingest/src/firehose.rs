@@ -29,6 +29,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use aws_sdk_firehose::Client;
 use aws_sdk_firehose::error::ProvideErrorMetadata;
@@ -75,11 +76,13 @@ pub struct FirehoseConfig {
     pub max_in_flight: usize,
     /// Attempts of one record (or one call) before the error is returned.
     pub max_attempts: u32,
-    /// First backoff after a throttled or failed attempt, milliseconds; doubles each attempt,
+    /// First backoff after a throttled or failed attempt (`"100ms"`); doubles each attempt,
     /// with full jitter.
-    pub backoff_base_ms: u64,
-    /// Longest backoff, milliseconds.
-    pub backoff_max_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest backoff (`"5s"`).
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
 }
 
 impl Default for FirehoseConfig {
@@ -92,8 +95,8 @@ impl Default for FirehoseConfig {
             endpoint_url: None,
             max_in_flight: 4,
             max_attempts: 10,
-            backoff_base_ms: 100,
-            backoff_max_ms: 5_000,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
         }
     }
 }
@@ -122,10 +125,10 @@ impl FirehoseConfig {
         if self.max_attempts == 0 {
             return Err("firehose.max_attempts must be at least 1".into());
         }
-        if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
+        if self.backoff_base.is_zero() || self.backoff_max < self.backoff_base {
             return Err(format!(
-                "firehose.backoff_base_ms must be at least 1 and at most backoff_max_ms ({}), got {}",
-                self.backoff_max_ms, self.backoff_base_ms
+                "firehose.backoff_base must be above zero and at most backoff_max ({:?}), got {:?}",
+                self.backoff_max, self.backoff_base
             ));
         }
         Ok(())
@@ -133,8 +136,8 @@ impl FirehoseConfig {
 
     fn backoff(&self) -> Backoff {
         Backoff {
-            base: std::time::Duration::from_millis(self.backoff_base_ms),
-            max: std::time::Duration::from_millis(self.backoff_max_ms),
+            base: self.backoff_base,
+            max: self.backoff_max,
         }
     }
 }

@@ -22,7 +22,8 @@
 //! adds `aws-config`, `aws-sdk-kinesis`, `prost` (see [`kinesis`] for why each) and `rand`
 //! (retry jitter); the raw archive and the events sink add `aws-sdk-firehose`, `serde_json` and
 //! `base64` (archived records as JSON lines; see [`firehose`]). `serde` reads the backends'
-//! configs; `shoplake-server` exports their counters (one metrics registry per process).
+//! configs; `shoplake-server` exports their counters (one metrics registry per process);
+//! `humantime-serde` reads the configs' durations with units (`"100ms"`).
 
 pub mod backend;
 pub mod conformance;

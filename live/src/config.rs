@@ -1,8 +1,9 @@
 //! What the live engines do: `[stage.fraud]`, `[stage.recommendations]` and
-//! `stage.live_rebuild_hours` of the pipeline config file (they sit in `[stage]` because the stage
+//! `stage.live_rebuild` of the pipeline config file (they sit in `[stage]` because the stage
 //! feeds them; the binary's config splits that table between the stage and this crate).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,8 +14,10 @@ use crate::recs::RecsConfig;
 #[serde(deny_unknown_fields, default)]
 pub struct LiveConfig {
     /// When the live state (fraud windows, recommendations) has no saved copy, it is rebuilt from
-    /// this many hours of the lake's events before the stage starts reading the stream.
-    pub live_rebuild_hours: u64,
+    /// this much of the lake's latest events (`"72h"`) before the stage starts reading the
+    /// stream; `"0s"` starts empty.
+    #[serde(with = "humantime_serde")]
+    pub live_rebuild: Duration,
     /// Real-time fraud scoring (`[stage.fraud]`).
     pub fraud: FraudConfig,
     /// Live recommendations (`[stage.recommendations]`).
@@ -24,7 +27,7 @@ pub struct LiveConfig {
 impl Default for LiveConfig {
     fn default() -> Self {
         LiveConfig {
-            live_rebuild_hours: 72,
+            live_rebuild: Duration::from_secs(72 * 3_600),
             fraud: FraudConfig::default(),
             recommendations: RecommendationsConfig::default(),
         }
@@ -33,7 +36,7 @@ impl Default for LiveConfig {
 
 impl LiveConfig {
     /// The keys of `[stage]` that are this config's.
-    pub const KEYS: [&'static str; 3] = ["live_rebuild_hours", "fraud", "recommendations"];
+    pub const KEYS: [&'static str; 3] = ["live_rebuild", "fraud", "recommendations"];
 }
 
 /// `[stage.fraud]`: real-time fraud scoring.
@@ -45,8 +48,9 @@ pub struct FraudConfig {
     /// The rules file (TOML); the built-in rules when absent. Re-read when it changes: a file
     /// that does not parse is refused with its line and reason, and the running rules stay.
     pub rules_file: Option<PathBuf>,
-    /// How often the rules file is checked for changes, in milliseconds.
-    pub reload_interval_ms: u64,
+    /// How often the rules file is checked for changes (`"2s"`).
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
 }
 
 impl Default for FraudConfig {
@@ -54,7 +58,7 @@ impl Default for FraudConfig {
         FraudConfig {
             enabled: true,
             rules_file: None,
-            reload_interval_ms: 2_000,
+            reload_interval: Duration::from_secs(2),
         }
     }
 }

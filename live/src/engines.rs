@@ -105,7 +105,7 @@ impl Live {
                 .is_enabled()
                 .then(|| RwLock::new(RecsEngine::new(recommendations.model.clone()))),
             rules_file: Mutex::new(rules_file),
-            reload_interval: Duration::from_millis(fraud.reload_interval_ms.max(100)),
+            reload_interval: fraud.reload_interval.max(Duration::from_millis(100)),
             now: AtomicI64::new(i64::MIN),
             saved_now: AtomicI64::new(i64::MIN),
             observed_until: AtomicI64::new(i64::MIN),
@@ -323,7 +323,7 @@ impl Live {
         }
     }
 
-    /// Checks the rules file every `reload_interval_ms` until the task is dropped.
+    /// Checks the rules file every `reload_interval` until the task is dropped.
     pub async fn watch_rules(self: Arc<Self>) {
         if self.rules_file.lock().is_none() {
             return;

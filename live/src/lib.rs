@@ -20,7 +20,7 @@
 //! - [`fraud`]: features over event-time windows, rules from a TOML file (reloaded when it
 //!   changes), a decision per order, and the rows of the `fraud_decisions` table;
 //! - [`recs`]: item-to-item, trending, popular, buy-again and recently viewed recommendations;
-//! - [`config`]: `[stage.fraud]`, `[stage.recommendations]`, `stage.live_rebuild_hours`;
+//! - [`config`]: `[stage.fraud]`, `[stage.recommendations]`, `stage.live_rebuild`;
 //! - [`http`]: the storefront's endpoints;
 //! - [`warm`]: attaching the engines to a stage, rebuilding their state from the lake when no
 //!   saved copy exists;
@@ -34,7 +34,8 @@
 //! and evaluates the fraud rules' conditions (a small, well-kept expression language, so rules are
 //! data, not code) and `toml` reads the rules files; `parking_lot` gives the engines read-write
 //! locks that the stage and the HTTP handlers share without poisoning; `axum` serves the
-//! endpoints and `shoplake-server` gives them their error body and exports the engines' counters.
+//! endpoints and `shoplake-server` gives them their error body and exports the engines' counters;
+//! `humantime-serde` reads the config's durations with units (`"72h"`).
 
 pub mod config;
 pub mod engines;

@@ -4,6 +4,7 @@
 //! `product_affinity` and the last hours of `events`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use shoplake_batch::CompactOptions;
@@ -17,13 +18,13 @@ use crate::{Error, Live, Result};
 /// Attaches `live` to `stage`. When nothing was saved (a new stage state, or one from before the
 /// live engines existed) and the lake has events, the recommendations are first seeded with the
 /// lake's whole item-to-item history (`product_affinity`, rebuilt first when it does not reach the
-/// replayed window), then both engines are fed the last `rebuild_hours` of events, so that fraud
+/// replayed window), then both engines are fed the last `rebuild_window` of events, so that fraud
 /// windows and recommendations do not start empty.
 pub async fn attach(
     stage: Stage,
     live: &Arc<Live>,
     lake: &shoplake_batch::Lake,
-    rebuild_hours: u64,
+    rebuild_window: Duration,
     write: &CompactOptions,
 ) -> Result<Stage> {
     if !live.is_enabled() {
@@ -34,20 +35,20 @@ pub async fn attach(
         info!(entities = loaded, "live state loaded");
         return Ok(stage);
     }
-    let window = (rebuild_hours as i64).saturating_mul(3_600_000_000);
+    let window = i64::try_from(rebuild_window.as_micros()).unwrap_or(i64::MAX);
     if let Err(e) = seed(live, lake, window, write).await {
         // The replay below still gives the engines the recent days.
         warn!(error = %e, "live recommendations could not be seeded from product_affinity");
     }
     let mut stage = stage;
-    rebuild(&mut stage, live, lake, rebuild_hours).await?;
+    rebuild(&mut stage, live, lake, window).await?;
     Ok(stage)
 }
 
 /// The `product_affinity` job's options for counting as the engine configured by `recs` does.
 pub fn affinity_options(recs: &RecsConfig) -> AffinityOptions {
     AffinityOptions {
-        half_life_hours: recs.half_life_hours,
+        half_life_hours: recs.half_life_hours(),
         session_window: recs.session_window,
         order_pair_limit: recs.order_pair_limit,
         neighbours: 2 * recs.neighbours,
@@ -93,10 +94,10 @@ async fn seed(
     let Some(table) = table else {
         return Ok(0);
     };
-    if (table.half_life_hours - config.half_life_hours).abs() > 1e-9 {
+    if (table.half_life_hours - config.half_life_hours()).abs() > 1e-9 {
         warn!(
             table = table.half_life_hours,
-            engine = config.half_life_hours,
+            engine = config.half_life_hours(),
             "product_affinity was decayed with another half-life than the engine's; loaded as it is"
         );
     }
@@ -109,18 +110,17 @@ async fn seed(
     Ok(pairs)
 }
 
-/// Feeds the stage's live engines the lake's last `hours` of events (oldest first), which also
-/// join its de-duplication window; returns how many.
+/// Feeds the stage's live engines the lake's last `window` microseconds of events (oldest
+/// first), which also join its de-duplication window; returns how many.
 async fn rebuild(
     stage: &mut Stage,
     live: &Live,
     lake: &shoplake_batch::Lake,
-    hours: u64,
+    window: i64,
 ) -> Result<usize> {
-    if hours == 0 {
+    if window == 0 {
         return Ok(0);
     }
-    let window = (hours as i64).saturating_mul(3_600_000_000);
     let Some(mut stream) = shoplake_batch::history::recent_events(lake, window).await? else {
         return Ok(0);
     };
@@ -142,7 +142,7 @@ async fn rebuild(
     }
     info!(
         events = fed,
-        hours,
+        window_hours = window as f64 / 3.6e9,
         entities = live.entities(),
         secs = started.elapsed().as_secs_f64(),
         "live state rebuilt from the lake"

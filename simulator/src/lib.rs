@@ -80,6 +80,34 @@ impl Default for FraudMix {
     }
 }
 
+/// `"card_testing,account_takeover,multi_account"`: three weights ≥ 0, not all 0 (the
+/// `--fraud-mix` of `shoplake eval` and `shoplake emit`).
+impl std::str::FromStr for FraudMix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let w: Vec<f64> = s
+            .split(',')
+            .map(|x| x.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{s:?}: {e}"))?;
+        match w[..] {
+            [card_testing, account_takeover, multi_account]
+                if w.iter().all(|x| *x >= 0.0) && w.iter().any(|x| *x > 0.0) =>
+            {
+                Ok(FraudMix {
+                    card_testing,
+                    account_takeover,
+                    multi_account,
+                })
+            }
+            _ => Err(format!(
+                "{s:?}: three weights ≥ 0, not all 0: CARD_TESTING,ACCOUNT_TAKEOVER,MULTI_ACCOUNT"
+            )),
+        }
+    }
+}
+
 /// What to simulate.
 #[derive(Clone, Debug)]
 pub struct SimConfig {

@@ -18,15 +18,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use shoplake_events::EventName;
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
 use shoplake_live::Live;
 use shoplake_live::fraud::eval::{FraudReport, evaluate};
-use shoplake_live::fraud::{Decision, RulesFile, Verdict};
+use shoplake_live::fraud::{DECISIONS_SQL, Decision, RulesFile};
 use shoplake_live::probe::Probed;
-use shoplake_live::recs::eval::{BASELINE, Evaluation, Metrics, Protocol};
-use shoplake_live::recs::{Normalization, RecsQuery};
-use shoplake_simulator::{FraudMix, SimConfig, Simulator};
+use shoplake_live::recs::Normalization;
+use shoplake_live::recs::eval::{BASELINE, Metrics, OrderProbe, Protocol};
+use shoplake_simulator::{FraudMix, SimConfig, SimStats, Simulator};
 use shoplake_transform::Stage;
 use tracing::info;
 
@@ -44,8 +43,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0.02)]
     pub fraud_share: f64,
     /// Weights of the fraud patterns: CARD_TESTING,ACCOUNT_TAKEOVER,MULTI_ACCOUNT.
-    #[arg(long, default_value = "1,1,1", value_parser = parse_mix)]
-    pub fraud_mix: FraudMixArg,
+    #[arg(long, default_value = "1,1,1")]
+    pub fraud_mix: FraudMix,
     /// Fraud rules to evaluate (TOML); the stage's configured or built-in rules otherwise.
     #[arg(long)]
     pub rules: Option<std::path::PathBuf>,
@@ -55,41 +54,6 @@ pub struct Args {
     /// Print the figures as one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
-}
-
-/// `--fraud-mix`, parsed.
-#[derive(Debug, Clone)]
-pub struct FraudMixArg(pub FraudMix);
-
-fn parse_mix(s: &str) -> Result<FraudMixArg, String> {
-    let w: Vec<f64> = s
-        .split(',')
-        .map(|x| x.trim().parse::<f64>())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{s:?}: {e}"))?;
-    match w[..] {
-        [card_testing, account_takeover, multi_account]
-            if w.iter().all(|x| *x >= 0.0) && w.iter().any(|x| *x > 0.0) =>
-        {
-            Ok(FraudMixArg(FraudMix {
-                card_testing,
-                account_takeover,
-                multi_account,
-            }))
-        }
-        _ => Err(format!(
-            "{s:?}: three weights ≥ 0, not all 0: CARD_TESTING,ACCOUNT_TAKEOVER,MULTI_ACCOUNT"
-        )),
-    }
-}
-
-/// What the probe collects while the stage runs.
-struct Probe {
-    k: usize,
-    /// The served engine, asked the way the endpoint asks.
-    served: Metrics,
-    /// The same cases through every normalisation, and the popularity baseline.
-    side_by_side: Evaluation,
 }
 
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
@@ -102,34 +66,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         stage_config.live.fraud.enabled = true;
     }
     stage_config.live.recommendations.enabled = Some(true);
-    stage_config.live.live_rebuild_hours = 0;
+    stage_config.live.live_rebuild = std::time::Duration::ZERO;
     let work = tempfile::tempdir().context("creating a temporary folder")?;
 
-    // The simulation, onto an embedded stream.
     let started = std::time::Instant::now();
     let stream = Arc::new(LocalLog::open(&work.path().join("stream.redb"), 4)?);
-    let mut sim = Simulator::new(SimConfig {
-        seed: args.seed,
-        max_sessions: Some(args.sessions),
-        fraud_share: args.fraud_share,
-        fraud_mix: args.fraud_mix.0.clone(),
-        ..SimConfig::default()
-    });
-    let mut labels: HashMap<String, String> = HashMap::new();
-    let mut batch = Vec::with_capacity(500);
-    while let Some(r) = sim.next() {
-        batch.push(Record {
-            partition_key: r.partition_key,
-            data: r.payload.into(),
-        });
-        if batch.len() == 500 {
-            stream.put_records(std::mem::take(&mut batch)).await?;
-        }
-        labels.extend(sim.labels().into_iter().map(|l| (l.order_id, l.pattern)));
-    }
-    stream.put_records(batch).await?;
-    labels.extend(sim.labels().into_iter().map(|l| (l.order_id, l.pattern)));
-    let stats = sim.stats().clone();
+    let (labels, stats) = simulate(&args, &stream).await?;
     info!(
         records = stats.records,
         secs = started.elapsed().as_secs_f64(),
@@ -150,41 +92,11 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             (format!("item-to-item {}", n.as_str()), c)
         })
         .collect();
-    let probe = Arc::new(Mutex::new(Probe {
-        k: args.k,
-        served: Metrics::default(),
-        side_by_side: Evaluation::new(variants, args.k),
-    }));
+    let probe = Arc::new(Mutex::new(OrderProbe::new(variants, args.k)));
     let tap = probe.clone();
     let probed = Probed::new(
         live.clone(),
-        Box::new(move |event, session, live: &Live| {
-            let mut p = tap.lock();
-            if event.name == EventName::OrderCompleted {
-                let e = &event.event;
-                let bought: Vec<&str> = e
-                    .properties
-                    .as_ref()
-                    .and_then(|p| p.products.as_ref())
-                    .map(|ps| ps.iter().filter_map(|p| p.product_id.as_deref()).collect())
-                    .unwrap_or_default();
-                let shopper = e.user_id.as_deref().or(e.anonymous_id.as_deref());
-                if let Some(shopper) = shopper
-                    && !bought.is_empty()
-                {
-                    let query = RecsQuery {
-                        k: p.k,
-                        context_product: None,
-                        category: None,
-                    };
-                    if let Some((_, items)) = live.recommend(shopper, &query) {
-                        p.served
-                            .record(items.iter().map(|i| i.product_id.as_str()), &bought);
-                    }
-                }
-            }
-            p.side_by_side.feed(event, session);
-        }),
+        Box::new(move |event, session, live: &Live| tap.lock().observe(event, session, live)),
     );
     let (mut stage, _) = Stage::open(
         stream,
@@ -204,18 +116,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     // Decisions as the lake holds them.
     shoplake_batch::compact_all(&lake, &config.compaction.options()).await?;
     let service = shoplake_query::QueryService::open(lake.root().as_str(), HashMap::new()).await?;
-    let rows = service
-        .sql(
-            "select order_id, event_id, user_id, anonymous_id, event_time, \
-             cast(total as double) as total, currency, decision, score, reasons, \
-             shadow_reasons, features['amount'] as amount, rules_version from fraud_decisions",
-        )
-        .await?;
+    let rows = service.sql(DECISIONS_SQL).await?;
     let rows: Vec<Value> = serde_json::from_str(&shoplake_query::render(
         &rows,
         shoplake_query::Format::Json,
     )?)?;
-    let decisions: Vec<Decision> = rows.iter().map(decision_of).collect();
+    let decisions: Vec<Decision> = rows.iter().map(Decision::from_lake_row).collect();
     let fraud = evaluate(&decisions, &labels);
 
     let p = probe.lock();
@@ -229,7 +135,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         "seed": args.seed,
         "sessions": args.sessions,
         "fraud_share": args.fraud_share,
-        "fraud_mix": args.fraud_mix.0,
+        "fraud_mix": args.fraud_mix,
         "records": stats.records,
         "events": drained.events,
         "rules_version": live.rules_version(),
@@ -258,50 +164,37 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn metrics_json(m: &Metrics) -> Value {
-    json!({"cases": m.cases, "hits": m.hits, "hit_rate": m.hit_rate(), "mrr": m.mrr()})
+/// The seeded simulation onto `stream`; the fraud labels by order id, and what was emitted.
+async fn simulate(
+    args: &Args,
+    stream: &LocalLog,
+) -> anyhow::Result<(HashMap<String, String>, SimStats)> {
+    let mut sim = Simulator::new(SimConfig {
+        seed: args.seed,
+        max_sessions: Some(args.sessions),
+        fraud_share: args.fraud_share,
+        fraud_mix: args.fraud_mix.clone(),
+        ..SimConfig::default()
+    });
+    let mut labels: HashMap<String, String> = HashMap::new();
+    let mut batch = Vec::with_capacity(500);
+    while let Some(r) = sim.next() {
+        batch.push(Record {
+            partition_key: r.partition_key,
+            data: r.payload.into(),
+        });
+        if batch.len() == 500 {
+            stream.put_records(std::mem::take(&mut batch)).await?;
+        }
+        labels.extend(sim.labels().into_iter().map(|l| (l.order_id, l.pattern)));
+    }
+    stream.put_records(batch).await?;
+    labels.extend(sim.labels().into_iter().map(|l| (l.order_id, l.pattern)));
+    Ok((labels, sim.stats().clone()))
 }
 
-/// A decision read back from the `fraud_decisions` table; of the features, the `amount` the
-/// baseline ranks by.
-fn decision_of(row: &Value) -> Decision {
-    let text = |k: &str| row[k].as_str().unwrap_or_default().to_owned();
-    let optional = |k: &str| row[k].as_str().map(str::to_owned);
-    let list = |k: &str| {
-        row[k]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    Decision {
-        order_id: text("order_id"),
-        event_id: text("event_id"),
-        user_id: optional("user_id"),
-        anonymous_id: optional("anonymous_id"),
-        event_time: row["event_time"]
-            .as_str()
-            .and_then(shoplake_events::parse_timestamp)
-            .unwrap_or_default(),
-        total: row["total"].as_f64(),
-        currency: optional("currency"),
-        score: row["score"].as_f64().unwrap_or_default(),
-        verdict: match row["decision"].as_str() {
-            Some("block") => Verdict::Block,
-            Some("review") => Verdict::Review,
-            _ => Verdict::Allow,
-        },
-        reasons: list("reasons"),
-        shadow_reasons: list("shadow_reasons"),
-        features: row["amount"]
-            .as_f64()
-            .map(|a| vec![("amount", a)])
-            .unwrap_or_default(),
-        rules_version: text("rules_version"),
-    }
+fn metrics_json(m: &Metrics) -> Value {
+    json!({"cases": m.cases, "hits": m.hits, "hit_rate": m.hit_rate(), "mrr": m.mrr()})
 }
 
 fn print_report(
@@ -313,7 +206,7 @@ fn print_report(
 ) {
     println!(
         "seed {}, {} sessions, fraud share {}, mix {:?}\n",
-        args.seed, args.sessions, args.fraud_share, args.fraud_mix.0
+        args.seed, args.sessions, args.fraud_share, args.fraud_mix
     );
     println!("Fraud (review + block counted as flagged)\n{fraud}");
     println!(

@@ -1,6 +1,6 @@
 //! `shoplake keys`: the collector's write keys. A key is printed once, when it is created; only its
 //! hash is stored (DATA_DIR/collector/keys.redb). Works while `shoplake collect` runs: the
-//! collector sees a new or revoked key within `collector.key_refresh_secs`.
+//! collector sees a new or revoked key within `collector.key_refresh`.
 
 use anyhow::Context;
 use shoplake_collector::KeyStore;

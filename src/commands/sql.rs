@@ -9,12 +9,24 @@ pub struct Args {
     /// The SQL statement.
     sql: String,
     /// Output format.
-    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json", "ndjson"])]
-    format: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
     /// Read every row of the scanned tables: no file, row-group or page skipping. Only for
     /// measuring what pruning saves (`bench/run.sh`).
     #[arg(long)]
     no_pruning: bool,
+}
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OutputFormat {
+    /// Aligned columns for a terminal.
+    Table,
+    Csv,
+    /// A JSON array of objects, one per row.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
 }
 
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
@@ -27,11 +39,11 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     )
     .await?;
     let result = service.sql(&args.sql).await?;
-    let format = match args.format.as_str() {
-        "csv" => Format::Csv,
-        "json" => Format::Json,
-        "ndjson" => Format::NdJson,
-        _ => Format::Table,
+    let format = match args.format {
+        OutputFormat::Table => Format::Table,
+        OutputFormat::Csv => Format::Csv,
+        OutputFormat::Json => Format::Json,
+        OutputFormat::Ndjson => Format::NdJson,
     };
     println!("{}", shoplake_query::render(&result, format)?);
     Ok(())

@@ -43,7 +43,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         stage,
         &live,
         &lake,
-        config.stage.live.live_rebuild_hours,
+        config.stage.live.live_rebuild,
         &config.compaction.options(),
     )
     .await?;

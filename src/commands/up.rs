@@ -157,7 +157,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                         firehose.attach(stage),
                         &live,
                         &lake,
-                        pipeline.stage.live.live_rebuild_hours,
+                        pipeline.stage.live.live_rebuild,
                         &write,
                     )
                     .await?;
@@ -182,14 +182,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let mut schedule = shoplake_batch::Schedule::new(
         lake.clone(),
         config.compaction.options(),
-        Duration::from_secs(config.compaction.interval_secs),
+        config.compaction.interval,
     )
-    .with_optimize(Duration::from_secs(
-        config.compaction.optimize_interval_secs,
-    ));
+    .with_optimize(config.compaction.optimize_interval);
     if let Some(recs) = live.recs_config() {
         schedule = schedule.with_affinity(
-            Duration::from_secs(config.compaction.affinity_interval_secs),
+            config.compaction.affinity_interval,
             shoplake_live::warm::affinity_options(recs),
         );
     }

@@ -416,7 +416,7 @@ fn up_serves_the_growing_lake_and_continues_after_a_restart() {
     let data = dir.path();
     let config = pipeline_config(
         data,
-        "[stage]\nmax_batch_age_ms = 300\n[compaction]\ninterval_secs = 1\n",
+        "[stage]\nmax_batch_age = \"300ms\"\n[compaction]\ninterval = \"1s\"\n",
     );
     let start = |addr: &str| {
         shoplake(

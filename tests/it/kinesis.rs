@@ -501,7 +501,7 @@ fn workers_share_shards_and_a_killed_one_is_taken_over() {
     let stream = format!("workers-{}", std::process::id());
     runtime.block_on(create_stream(&endpoint, &stream, 4));
     let dir = tempfile::tempdir().unwrap();
-    let config = "[stream.leases]\nttl_secs = 2\n[stage]\nmax_batch_age_ms = 1500\n";
+    let config = "[stream.leases]\nttl = \"2s\"\n[stage]\nmax_batch_age = \"1500ms\"\n";
     let dirs: Vec<_> = ["emit", "a", "b", "c"]
         .iter()
         .map(|name| {

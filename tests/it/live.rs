@@ -65,7 +65,7 @@ fn wait_caught_up(child: &mut Child, addr: &str, records: u64, progress: &str) {
         );
         let read = metric(addr, "shoplake_stage_records_read_total").unwrap_or(0.0);
         if read as u64 >= records && metric(addr, progress).unwrap_or(0.0) > 0.0 {
-            // The last flush comes at most max_batch_age_ms after the last read.
+            // The last flush comes at most max_batch_age after the last read.
             std::thread::sleep(Duration::from_millis(800));
             return;
         }
@@ -138,7 +138,7 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     std::fs::write(
         &config,
         format!(
-            "[stage]\nmax_batch_age_ms = 300\nlive_rebuild_hours = 2400\n[stage.fraud]\nrules_file = {:?}\nreload_interval_ms = 200\n",
+            "[stage]\nmax_batch_age = \"300ms\"\nlive_rebuild = \"100days\"\n[stage.fraud]\nrules_file = {:?}\nreload_interval = \"200ms\"\n",
             rules.display().to_string()
         ),
     )

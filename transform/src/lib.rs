@@ -37,7 +37,8 @@
 //! Why these dependencies: `redb` holds the durable state (embedded, ACID, pure Rust; the same
 //! engine as the local stream); `object_store` + `parquet` write staging; `uuid` parses event ids
 //! into 128-bit dedup keys and derives inferred session ids (v5); `shoplake-server` exports the
-//! stage's and the leases' counters.
+//! stage's and the leases' counters; `humantime-serde` reads the config's durations with units
+//! (`"30m"`).
 
 pub mod admit;
 pub mod config;

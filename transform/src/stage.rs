@@ -226,7 +226,7 @@ impl Stage {
         Ok(Stage {
             limits: config.limits(),
             sessions: Sessions::new(
-                config.session_timeout_secs as i64 * 1_000_000,
+                crate::config::micros(config.session_timeout),
                 loaded.sessions,
             ),
             bots: BotCache::default(),
@@ -500,7 +500,7 @@ impl Stage {
         self.batch_records >= self.config.max_batch_records
             || self
                 .batch_started
-                .is_some_and(|t| t.elapsed() >= Duration::from_millis(self.config.max_batch_age_ms))
+                .is_some_and(|t| t.elapsed() >= self.config.max_batch_age)
     }
 
     /// Writes the buffered batch to staging, then moves the checkpoints (with the dedup window and
@@ -600,7 +600,7 @@ impl Stage {
     /// window's size; returns them. Walks the window only when over its size or every 100
     /// flushes.
     fn expire_dedup_window(&mut self) -> Vec<u128> {
-        let ttl = self.config.dedup_ttl_hours as i64 * 3_600_000_000;
+        let ttl = crate::config::micros(self.config.dedup_ttl);
         let mut expired_ids = Vec::new();
         let size = self.dedup.len() + self.pending_ids.len();
         if size <= self.config.dedup_max_entries

@@ -74,7 +74,7 @@ async fn start(config: CollectorConfig) -> Server {
             stream.clone(),
             keys,
             CollectorConfig {
-                key_refresh_secs: 0,
+                key_refresh: std::time::Duration::ZERO,
                 ..config
             },
         )

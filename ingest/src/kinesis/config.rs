@@ -1,6 +1,8 @@
 //! `[stream.kinesis]`: how the Kinesis backend puts and reads. The stream's name comes from
 //! `--stream kinesis://NAME`; credentials and region from the standard AWS chain.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// Settings of the Kinesis backend. Every field has a default that suits a stream of small events.
@@ -27,14 +29,17 @@ pub struct KinesisConfig {
     /// Attempts of one record (or one call) before the error is returned (throttling, partial
     /// failures, service errors that a retry can fix).
     pub max_attempts: u32,
-    /// First backoff after a throttled or failed attempt, milliseconds; doubles each attempt,
+    /// First backoff after a throttled or failed attempt (`"100ms"`); doubles each attempt,
     /// with full jitter.
-    pub backoff_base_ms: u64,
-    /// Longest backoff, milliseconds.
-    pub backoff_max_ms: u64,
-    /// Least time between two GetRecords calls on one shard, milliseconds (Kinesis allows 5
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    /// Longest backoff (`"5s"`).
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Least time between two GetRecords calls on one shard (`"200ms"`; Kinesis allows 5
     /// calls/s per shard, shared by every reader of the shard).
-    pub get_records_interval_ms: u64,
+    #[serde(with = "humantime_serde")]
+    pub get_records_interval: Duration,
     /// Most records one GetRecords call asks for (Kinesis' limit: 10,000).
     pub get_records_limit: usize,
 }
@@ -49,9 +54,9 @@ impl Default for KinesisConfig {
             max_in_flight: 8,
             strict_order: true,
             max_attempts: 10,
-            backoff_base_ms: 100,
-            backoff_max_ms: 5_000,
-            get_records_interval_ms: 200,
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            get_records_interval: Duration::from_millis(200),
             get_records_limit: 10_000,
         }
     }
@@ -80,10 +85,10 @@ impl KinesisConfig {
                 self.aggregate_max_bytes
             ));
         }
-        if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
+        if self.backoff_base.is_zero() || self.backoff_max < self.backoff_base {
             return Err(format!(
-                "stream.kinesis.backoff_base_ms must be at least 1 and at most backoff_max_ms ({}), got {}",
-                self.backoff_max_ms, self.backoff_base_ms
+                "stream.kinesis.backoff_base must be above zero and at most backoff_max ({:?}), got {:?}",
+                self.backoff_max, self.backoff_base
             ));
         }
         Ok(())

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_kinesis::primitives::DateTime;
@@ -128,7 +128,7 @@ impl StreamConsumer for KinesisStream {
     }
 }
 
-/// Reads one shard: GetRecords at most every `get_records_interval_ms`, de-aggregating KPL
+/// Reads one shard: GetRecords at most every `get_records_interval`, de-aggregating KPL
 /// records; holds nothing but its position, so a lease layer can hand the shard to another worker
 /// at any returned record.
 pub struct KinesisShardReader {
@@ -320,7 +320,7 @@ impl ShardReader for KinesisShardReader {
         if !self.buffer.is_empty() || self.ended {
             return Ok(self.take(max));
         }
-        let interval = Duration::from_millis(self.stream.inner.config.get_records_interval_ms);
+        let interval = self.stream.inner.config.get_records_interval;
         // Calls are few (5/s per shard), so each asks for a good number of records; what exceeds
         // `max` waits in the buffer for the next call of `next_batch`.
         let limit = max

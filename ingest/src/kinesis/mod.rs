@@ -2,8 +2,8 @@
 //!
 //! [`KinesisStream`] implements [`StreamProducer`](crate::StreamProducer) and
 //! [`StreamConsumer`](crate::StreamConsumer) on one Amazon Kinesis Data Stream through the AWS
-//! SDK (`aws-sdk-kinesis`), with the same semantics as the embedded log: the [`conformance`]
-//! suite runs against it (over the wire, on kinesalite and kinesis-local, in `ingest/tests/it`).
+//! SDK (`aws-sdk-kinesis`), with the same semantics as the embedded log: the
+//! [`conformance`](crate::conformance) suite runs against it (over the wire, on kinesalite and kinesis-local, in `ingest/tests/it`).
 //!
 //! ```text
 //!  put_records(Vec<Record>)                                   list_shards ─► ListShards (paged)
@@ -23,8 +23,8 @@
 //! ## Sequence numbers of aggregated records
 //!
 //! A record put inside a KPL aggregate has the aggregate's Kinesis sequence number `S`; the
-//! backend numbers the user records inside it `S.0`, `S.1`, … ([`SequenceNumber`] orders them
-//! after `S`'s predecessors and before `S`'s successors). A checkpoint `S.k` re-opens the shard
+//! backend numbers the user records inside it `S.0`, `S.1`, … ([`SequenceNumber`](crate::SequenceNumber)
+//! orders them after `S`'s predecessors and before `S`'s successors). A checkpoint `S.k` re-opens the shard
 //! `AT_SEQUENCE_NUMBER S` and skips the user records `0..=k` of that aggregate, so a checkpoint in
 //! the middle of an aggregate neither loses nor repeats a record (the KCL's "extended sequence
 //! numbers", written as one string so that the stage stores it like any other). Ordinary records
@@ -319,8 +319,8 @@ pub struct Backoff {
 impl Backoff {
     pub fn from_config(config: &KinesisConfig) -> Self {
         Backoff {
-            base: Duration::from_millis(config.backoff_base_ms),
-            max: Duration::from_millis(config.backoff_max_ms),
+            base: config.backoff_base,
+            max: config.backoff_max,
         }
     }
 

@@ -43,8 +43,8 @@ fn client(endpoint: &str) -> Client {
 
 fn fast() -> FirehoseConfig {
     FirehoseConfig {
-        backoff_base_ms: 10,
-        backoff_max_ms: 100,
+        backoff_base: std::time::Duration::from_millis(10),
+        backoff_max: std::time::Duration::from_millis(100),
         ..FirehoseConfig::default()
     }
 }

@@ -49,9 +49,9 @@ fn client(endpoint: &str) -> Client {
 fn test_config() -> KinesisConfig {
     KinesisConfig {
         // Emulators answer at once: keep waits short so the tests stay quick.
-        backoff_base_ms: 10,
-        backoff_max_ms: 200,
-        get_records_interval_ms: 20,
+        backoff_base: std::time::Duration::from_millis(10),
+        backoff_max: std::time::Duration::from_millis(200),
+        get_records_interval: std::time::Duration::from_millis(20),
         ..KinesisConfig::default()
     }
 }

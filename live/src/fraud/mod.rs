@@ -107,7 +107,55 @@ pub struct Decision {
     pub rules_version: String,
 }
 
+/// The `fraud_decisions` columns [`Decision::from_lake_row`] reads, as SQL over the lake (the
+/// `amount` feature is the one the evaluation's baseline ranks by).
+pub const DECISIONS_SQL: &str = "select order_id, event_id, user_id, anonymous_id, event_time, \
+     cast(total as double) as total, currency, decision, score, reasons, shadow_reasons, \
+     features['amount'] as amount, rules_version from fraud_decisions";
+
 impl Decision {
+    /// A decision read back from the lake: a row of [`DECISIONS_SQL`] as a JSON object (the
+    /// query service's JSON rows). Of the features, only `amount` comes back.
+    pub fn from_lake_row(row: &serde_json::Value) -> Decision {
+        let text = |k: &str| row[k].as_str().unwrap_or_default().to_owned();
+        let optional = |k: &str| row[k].as_str().map(str::to_owned);
+        let list = |k: &str| {
+            row[k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Decision {
+            order_id: text("order_id"),
+            event_id: text("event_id"),
+            user_id: optional("user_id"),
+            anonymous_id: optional("anonymous_id"),
+            event_time: row["event_time"]
+                .as_str()
+                .and_then(shoplake_events::parse_timestamp)
+                .unwrap_or_default(),
+            total: row["total"].as_f64(),
+            currency: optional("currency"),
+            score: row["score"].as_f64().unwrap_or_default(),
+            verdict: match row["decision"].as_str() {
+                Some("block") => Verdict::Block,
+                Some("review") => Verdict::Review,
+                _ => Verdict::Allow,
+            },
+            reasons: list("reasons"),
+            shadow_reasons: list("shadow_reasons"),
+            features: row["amount"]
+                .as_f64()
+                .map(|a| vec![("amount", a)])
+                .unwrap_or_default(),
+            rules_version: text("rules_version"),
+        }
+    }
+
     /// A feature's value by name.
     pub fn feature(&self, name: &str) -> Option<f64> {
         self.features

@@ -1,5 +1,7 @@
 //! What the recommendation engine does: the `[recs]` table of the pipeline config file.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 /// How a co-occurrence count `c_ij` of products `i` and `j` becomes a score, given how often each
@@ -48,8 +50,9 @@ pub struct RecsConfig {
     /// did best on the simulator's held-out purchases (figures in the `recs` module docs).
     pub normalization: Normalization,
     /// Half-life of every decayed count (co-occurrences, products' session and order counts,
-    /// popularity), in hours of event time.
-    pub half_life_hours: f64,
+    /// popularity), in event time (`"14days"`).
+    #[serde(with = "humantime_serde")]
+    pub half_life: Duration,
     /// Evidence shrinkage: a pair seen `c` times (decayed) keeps `c / (c + shrinkage)` of its
     /// normalised score, so that one chance co-occurrence of two rare products does not win.
     pub shrinkage: f64,
@@ -69,29 +72,34 @@ pub struct RecsConfig {
     pub purchases_per_shopper: usize,
     /// Ids (anonymous ids and user id) kept per shopper; the oldest anonymous id goes first.
     pub ids_per_shopper: usize,
-    /// A shopper not seen for this long is forgotten, in days of event time.
-    pub shopper_ttl_days: f64,
+    /// A shopper not seen for this long (event time) is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub shopper_ttl: Duration,
     /// Most shoppers kept; the least recently seen goes first.
     pub max_shoppers: usize,
     /// Most products kept. A product first seen while the engine holds this many is ignored until
     /// `expire` makes room (it evicts the least recently seen tenth once the cap is reached).
     pub max_products: usize,
-    /// A product without events for this long is forgotten, in days of event time.
-    pub product_ttl_days: f64,
+    /// A product without events for this long (event time) is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub product_ttl: Duration,
     /// Most distinct categories; products of further categories count as uncategorised.
     pub max_categories: usize,
-    /// Width of one trending bucket, in minutes of event time.
-    pub trending_bucket_minutes: u32,
+    /// Width of one trending bucket, in event time (`"1h"`; whole seconds).
+    #[serde(with = "humantime_serde")]
+    pub trending_bucket: Duration,
     /// Buckets in the trending window (window = buckets × bucket width).
     pub trending_buckets: usize,
     /// Trending and popular products precomputed per category and overall.
     pub list_len: usize,
-    /// How often (seconds of event time) `observe` refreshes the precomputed serving lists;
-    /// `expire` refreshes them too.
-    pub refresh_secs: u64,
-    /// A product the shopper bought within this many days is not recommended, unless it is a
+    /// How often (in event time) `observe` refreshes the precomputed serving lists; `expire`
+    /// refreshes them too.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+    /// A product the shopper bought within this long is not recommended, unless it is a
     /// buy-again product that is due.
-    pub exclude_bought_days: f64,
+    #[serde(with = "humantime_serde")]
+    pub exclude_bought: Duration,
     /// A product is a buy-again product when its estimated repurchase rate (share of its buyers
     /// who bought it again, shrunk toward its category's and then the store's rate) is at least
     /// this many times the store's rate.
@@ -115,14 +123,15 @@ pub struct Weights {
     /// Seed weight of the product on the page (`context_product`).
     pub context: f64,
     /// Seed weight of the most recently viewed product; each older seed gets `seed_decay` times
-    /// the weight of the one before, and every seed halves per `recency_half_life_hours` since
-    /// it was viewed.
+    /// the weight of the one before, and every seed halves per `recency_half_life` since it was
+    /// viewed.
     pub recent_seed: f64,
     pub seed_decay: f64,
-    /// Half-life of the shopper's own views as seeds and as candidates, in hours of event time
-    /// since the view (time, not list position: the ongoing session's products all count nearly
-    /// fully, last week's little).
-    pub recency_half_life_hours: f64,
+    /// Half-life of the shopper's own views as seeds and as candidates, in event time since the
+    /// view (time, not list position: the ongoing session's products all count nearly fully,
+    /// last week's little).
+    #[serde(with = "humantime_serde")]
+    pub recency_half_life: Duration,
     /// Seed weight of each of the shopper's three latest purchases (their bought-together
     /// neighbours only: complements of what they own).
     pub purchase_seed: f64,
@@ -131,7 +140,7 @@ pub struct Weights {
     /// Weight of viewed-together neighbours.
     pub viewed_together: f64,
     /// Weight of a product the shopper has just viewed, itself a candidate (halving per
-    /// `recency_half_life_hours` since the view).
+    /// `recency_half_life` since the view).
     pub recently_viewed: f64,
     /// Factor of a recently viewed product that is in the cart.
     pub cart_factor: f64,
@@ -147,7 +156,7 @@ impl Default for Weights {
             context: 2.0,
             recent_seed: 1.0,
             seed_decay: 0.7,
-            recency_half_life_hours: 24.0,
+            recency_half_life: Duration::from_secs(24 * HOUR),
             purchase_seed: 0.4,
             bought_together: 1.0,
             viewed_together: 0.6,
@@ -163,7 +172,7 @@ impl Default for RecsConfig {
     fn default() -> Self {
         RecsConfig {
             normalization: Normalization::Cosine,
-            half_life_hours: 14.0 * 24.0,
+            half_life: Duration::from_secs(14 * DAY),
             shrinkage: 1.0,
             neighbours: 30,
             serve_neighbours: 20,
@@ -172,16 +181,16 @@ impl Default for RecsConfig {
             recently_viewed: 20,
             purchases_per_shopper: 50,
             ids_per_shopper: 8,
-            shopper_ttl_days: 90.0,
+            shopper_ttl: Duration::from_secs(90 * DAY),
             max_shoppers: 200_000,
             max_products: 100_000,
-            product_ttl_days: 180.0,
+            product_ttl: Duration::from_secs(180 * DAY),
             max_categories: 4_096,
-            trending_bucket_minutes: 60,
+            trending_bucket: Duration::from_secs(HOUR),
             trending_buckets: 24,
             list_len: 100,
-            refresh_secs: 60,
-            exclude_bought_days: 30.0,
+            refresh: Duration::from_secs(60),
+            exclude_bought: Duration::from_secs(30 * DAY),
             buy_again_min_lift: 2.0,
             buy_again_prior: 5.0,
             buy_again_due_fraction: 0.5,
@@ -191,7 +200,16 @@ impl Default for RecsConfig {
     }
 }
 
+const HOUR: u64 = 3_600;
+const DAY: u64 = 24 * HOUR;
+
 impl RecsConfig {
+    /// [`RecsConfig::half_life`] in hours (the unit of the decay arithmetic and of the
+    /// `product_affinity` table's `half_life_hours`).
+    pub fn half_life_hours(&self) -> f64 {
+        self.half_life.as_secs_f64() / 3_600.0
+    }
+
     /// The config with sizes raised to their smallest workable values (a zero cap would make the
     /// engine keep nothing).
     pub(super) fn sanitized(mut self) -> Self {
@@ -205,11 +223,14 @@ impl RecsConfig {
         self.max_shoppers = self.max_shoppers.max(1);
         self.max_products = self.max_products.max(1);
         self.max_categories = self.max_categories.clamp(1, usize::from(u16::MAX));
-        self.trending_bucket_minutes = self.trending_bucket_minutes.max(1);
+        self.trending_bucket = self.trending_bucket.max(Duration::from_secs(1));
         self.trending_buckets = self.trending_buckets.max(1);
         self.list_len = self.list_len.max(1);
-        if !(self.half_life_hours.is_finite() && self.half_life_hours > 0.0) {
-            self.half_life_hours = RecsConfig::default().half_life_hours;
+        if self.half_life.is_zero() {
+            self.half_life = RecsConfig::default().half_life;
+        }
+        if self.weights.recency_half_life.is_zero() {
+            self.weights.recency_half_life = Weights::default().recency_half_life;
         }
         self.shrinkage = self.shrinkage.max(0.0);
         self.buy_again_prior = self.buy_again_prior.max(0.0);

@@ -14,7 +14,6 @@ use super::model::{
 use super::{Reason, Recommendation, RecsQuery};
 
 const SECOND: i64 = 1_000_000;
-const DAY: f64 = 86_400.0 * 1e6;
 
 /// Trending activity of one event, per product.
 const TREND_VIEW: f32 = 1.0;
@@ -167,7 +166,7 @@ impl RecsEngine {
         RecsEngine {
             decay: Decay {
                 t_ref: 0,
-                half_life_micros: config.half_life_hours * 3_600.0 * 1e6,
+                half_life_micros: config.half_life.as_secs_f64() * 1e6,
             },
             config,
             started: false,
@@ -279,7 +278,7 @@ impl RecsEngine {
     }
 
     fn bucket(&self, t: i64) -> i64 {
-        t.div_euclid(i64::from(self.config.trending_bucket_minutes) * 60 * SECOND)
+        t.div_euclid(self.config.trending_bucket.as_secs().max(1) as i64 * SECOND)
     }
 
     /// The product's slot, created (with its category) when there is room.
@@ -856,14 +855,14 @@ impl RecsEngine {
 
     /// Recomputes what serving reads, as of the latest event time: stale products' neighbour
     /// lists, trending and popular lists, repeat-buying statistics. `observe` runs it every
-    /// `refresh_secs` of event time and `expire` each time; call it after restoring, before
+    /// `refresh` of event time and `expire` each time; call it after restoring, before
     /// serving.
     pub fn refresh(&mut self) {
         self.refreshes += 1;
         self.needs_refresh = false;
         self.next_refresh = self
             .clock
-            .saturating_add(self.config.refresh_secs as i64 * SECOND);
+            .saturating_add(self.config.refresh.as_micros() as i64);
         for pid in std::mem::take(&mut self.products.stale) {
             if !self.products.get(pid).is_some_and(|p| p.stale) {
                 continue;
@@ -946,7 +945,7 @@ impl RecsEngine {
             self.shoppers.sort_lru();
             self.lru_unsorted = false;
         }
-        let cutoff = now.saturating_sub((self.config.shopper_ttl_days * DAY) as i64);
+        let cutoff = now.saturating_sub(self.config.shopper_ttl.as_micros() as i64);
         while let Some(tail) = self.shoppers.tail {
             if self
                 .shoppers
@@ -969,7 +968,7 @@ impl RecsEngine {
     /// Evicts idle products, and the least recently seen down to 90% of the cap when `full`,
     /// then removes every reference to them.
     fn sweep_products(&mut self, now: i64, full: bool) {
-        let cutoff = now.saturating_sub((self.config.product_ttl_days * DAY) as i64);
+        let cutoff = now.saturating_sub(self.config.product_ttl.as_micros() as i64);
         let mut by_age: Vec<(i64, Pid)> = self
             .products
             .iter()
@@ -1073,7 +1072,7 @@ impl RecsEngine {
         let Some(s) = shopper else {
             return Vec::new();
         };
-        let window = (self.config.exclude_bought_days * DAY) as i64;
+        let window = self.config.exclude_bought.as_micros() as i64;
         let mut out: Vec<Pid> = s
             .bought
             .iter()
@@ -1133,7 +1132,7 @@ impl RecsEngine {
         }
         if let Some(s) = s {
             let mut seed_w = w.recent_seed;
-            let half_life = w.recency_half_life_hours.max(1e-6) * 3.6e9;
+            let half_life = (w.recency_half_life.as_secs_f64() * 1e6).max(1.0);
             for (i, v) in s.views.iter().enumerate() {
                 let age = (now_micros - v.at).max(0) as f64;
                 let recency = (-age / half_life).exp2();

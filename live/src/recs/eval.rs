@@ -522,6 +522,56 @@ fn score_into(
     }
 }
 
+/// What `shoplake eval` collects while the real stage runs (through [`crate::probe::Probed`]):
+/// for every order, just before the engines see it, what the storefront would have been served
+/// for that shopper (the `GET /v1/recommendations` function), and the same cases through
+/// `variants` and the popularity baseline side by side.
+pub struct OrderProbe {
+    k: usize,
+    /// The served engine, asked the way the endpoint asks.
+    pub served: Metrics,
+    /// The same cases through every variant, and the popularity baseline.
+    pub side_by_side: Evaluation,
+}
+
+impl OrderProbe {
+    pub fn new(variants: Vec<(String, RecsConfig)>, k: usize) -> Self {
+        OrderProbe {
+            k,
+            served: Metrics::default(),
+            side_by_side: Evaluation::new(variants, k),
+        }
+    }
+
+    /// One admitted event, before `live` sees it.
+    pub fn observe(&mut self, event: &ValidEvent<'_>, session_id: &str, live: &crate::Live) {
+        if event.name == EventName::OrderCompleted {
+            let e = &event.event;
+            let bought: Vec<&str> = e
+                .properties
+                .as_ref()
+                .and_then(|p| p.products.as_ref())
+                .map(|ps| ps.iter().filter_map(|p| p.product_id.as_deref()).collect())
+                .unwrap_or_default();
+            let shopper = e.user_id.as_deref().or(e.anonymous_id.as_deref());
+            if let Some(shopper) = shopper
+                && !bought.is_empty()
+            {
+                let query = RecsQuery {
+                    k: self.k,
+                    context_product: None,
+                    category: None,
+                };
+                if let Some((_, items)) = live.recommend(shopper, &query) {
+                    self.served
+                        .record(items.iter().map(|i| i.product_id.as_str()), &bought);
+                }
+            }
+        }
+        self.side_by_side.feed(event, session_id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

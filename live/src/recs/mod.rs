@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! stage: valid, unique, non-bot event ─► RecsEngine::observe ─► state (bounded, decayed)
-//!                                             │ every refresh_secs / expire: serving lists
+//!                                             │ every refresh / expire: serving lists
 //! HTTP:  GET /v1/recommendations ─► recommend(shopper, k, context_product, category)
 //!        GET /v1/products/{id}/related ─► related(product, k)
 //! checkpoint: take_dirty ─► redb (same transaction) ─► restore on start
@@ -17,7 +17,7 @@
 //!   (`c / (c + shrinkage)`), so that a popular product is not everyone's neighbour. Each product
 //!   keeps its strongest `neighbours` per kind by that score; serving lists (top
 //!   `serve_neighbours`, sorted, normalised to 1) are recomputed for changed products every
-//!   `refresh_secs` of event time and at `expire`, so a request does no sorting of neighbours.
+//!   `refresh` of event time and at `expire`, so a request does no sorting of neighbours.
 //! - **Trending**: per product, a ring of `trending_buckets` buckets of event time (views 1, cart
 //!   adds 2, orders 3); top lists per category and overall at each refresh. **Popular**: decayed
 //!   orders (plus 1% of decayed session views), top lists likewise.
@@ -25,7 +25,7 @@
 //!   purchases (`purchases_per_shopper`), the current session's products, and their ids: an event
 //!   carrying both an anonymous id and a user id (`identify`, `alias`, any event of a logged-in
 //!   visit) links them, folding the anonymous history into the user's. Least recently seen
-//!   shoppers go first beyond `max_shoppers`, and after `shopper_ttl_days`.
+//!   shoppers go first beyond `max_shoppers`, and after `shopper_ttl`.
 //! - **Buy again**, learned from the stream: per product, buyers and shoppers who bought it again
 //!   (in a later order), and the repurchase intervals. A product is a buy-again product when its
 //!   repurchase rate, shrunk toward its category's and then the store's (pseudo-count
@@ -38,13 +38,13 @@
 //!
 //! How `recommend` answers: seeds are the page's product (weight `context`), the shopper's
 //! latest `seeds` viewed products (`recent_seed`, decaying by `seed_decay` per position and
-//! halving per `recency_half_life_hours` since the view) and latest three
+//! halving per `recency_half_life` since the view) and latest three
 //! purchases (`purchase_seed`, bought-together only); their serving lists give bought-together and
 //! viewed-together candidates. Recently viewed products themselves (halving likewise, ×
 //! `cart_factor` while in the cart), due buy-again products and
 //! the trending products of the shopper's two favourite categories are candidates too. Scores add
 //! up per product; the reason is the signal that contributed most. Out-of-stock products, the
-//! context product and products bought within `exclude_bought_days` (unless due) are left out;
+//! context product and products bought within `exclude_bought` (unless due) are left out;
 //! a `category` filter keeps that category only. Short answers are completed with trending, then
 //! popular products (of the category when filtered), with those reasons; an unknown shopper or
 //! product gets those alone, and only an engine that knows no product answers nothing.

@@ -259,7 +259,7 @@ fn co_occurrence_decays_with_event_time() {
     let mut e = RecsEngine::new(RecsConfig {
         normalization: Normalization::Raw,
         shrinkage: 0.0,
-        half_life_hours: 1.0,
+        half_life: std::time::Duration::from_secs(3_600),
         ..RecsConfig::default()
     });
     sessions(&mut e, T0, &[&["A", "X"]]);
@@ -270,7 +270,7 @@ fn co_occurrence_decays_with_event_time() {
     // Cosine with decayed counts: c_A = 1.25, c_X = 0.25, c_Y = 1.
     let mut e = RecsEngine::new(RecsConfig {
         shrinkage: 0.0,
-        half_life_hours: 1.0,
+        half_life: std::time::Duration::from_secs(3_600),
         ..RecsConfig::default()
     });
     sessions(&mut e, T0, &[&["A", "X"]]);
@@ -304,7 +304,7 @@ fn bought_together_from_orders() {
 #[test]
 fn trending_window_moves_and_expires() {
     let mut e = RecsEngine::new(RecsConfig {
-        trending_bucket_minutes: 60,
+        trending_bucket: std::time::Duration::from_secs(3_600),
         trending_buckets: 3,
         ..RecsConfig::default()
     });
