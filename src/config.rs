@@ -24,6 +24,8 @@ pub struct PipelineConfig {
     pub collector: shoplake_collector::CollectorConfig,
     /// Firehose: the raw archive (for `shoplake replay`) and the events sink into staging.
     pub firehose: shoplake_ingest::FirehoseConfig,
+    /// What a SQL statement may take (time, memory, rows, turns) and the result cache.
+    pub query: shoplake_query::QueryConfig,
 }
 
 /// `[stage]`: one table in the file, two owners — the streaming stage's settings
@@ -273,6 +275,10 @@ impl PipelineConfig {
             .map_err(|message| anyhow::anyhow!(message))?;
         config
             .firehose
+            .validate()
+            .map_err(|message| anyhow::anyhow!(message))?;
+        config
+            .query
             .validate()
             .map_err(|message| anyhow::anyhow!(message))?;
         Ok(config)

@@ -1,36 +1,62 @@
 //! The HTTP API: `POST /v1/sql` and `GET /v1/tables`.
 //!
-//! `POST /v1/sql` takes `{"sql": "…"}` (or the SQL as a plain-text body) and answers
-//! `{"columns": [{"name", "type"}], "rows": [{…}], "row_count", "truncated", "elapsed_ms",
-//! "bytes_scanned"}` (bytes the Parquet scans read).
-//! Bad SQL is a 400 with `{"error": "bad_sql", "detail": "<what DataFusion said>"}`; a failure of
-//! the service is a 500 with an opaque message, logged once.
+//! `POST /v1/sql` takes `{"sql": "…", "params": [..] | {..}, "limit": N}` (or the SQL as a
+//! plain-text body) and answers in the format the `Accept` header or `?format=` asks for:
+//! - `application/json` (the default): `{"columns": [{"name", "type"}], "rows": [{…}],
+//!   "row_count", "truncated", "elapsed_ms", "bytes_scanned", "cached"}`;
+//! - `application/x-ndjson`, `text/csv`, `application/vnd.apache.arrow.stream` (Arrow IPC
+//!   stream), `application/vnd.apache.parquet`.
+//!
+//! Answers stream batch by batch as the statement produces them. Parameters (`$1`, `$name`) are
+//! bound by the engine. `?limit=N` (or `"limit"`) asks for the first N rows: the answer is cut
+//! there and says so (`truncated`); without it an answer over `query.max_rows` or
+//! `query.max_bytes` is refused. Each answer carries an `ETag` made from the statement, its
+//! parameters and the Delta versions of the tables it reads; `If-None-Match` with it is answered
+//! 304 without running anything until a table changes.
+//!
+//! Errors are `{"error", "detail"}`: 400 `bad_sql` / `bad_params` / `bad_request`, 403
+//! `not_allowed` (not a query), 406 `not_acceptable`, 408 `timed_out`, 413 `too_large` /
+//! `out_of_memory`, 429 `busy` (with `Retry-After`), 500 for the service's own failures (logged
+//! once). An error after the first bytes were sent (a cap or the time limit reached mid-answer)
+//! ends the response without its last chunk, so that no client takes a cut answer for a whole
+//! one; the log says why. The first MiB of an answer is encoded before the status is sent, so
+//! errors within it (most statements' errors, and small caps) get their status.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::Bytes;
+use futures::StreamExt;
 use serde_json::json;
 use shoplake_server::ApiError;
-use tracing::error;
+use tracing::{error, warn};
 
-use crate::{Error, QueryService, to_json_rows};
-
-/// Most rows one HTTP answer carries; more are cut and `truncated` is set.
-const MAX_ROWS: usize = 100_000;
+use crate::{Encoder, Error, Params, QueryRequest, QueryService, QueryStream, WireFormat};
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        match &e {
-            Error::BadSql { .. } => ApiError::bad_request("bad_sql", e.to_string()),
+        let (status, code) = match &e {
+            Error::BadSql { .. } => (StatusCode::BAD_REQUEST, "bad_sql"),
+            Error::BadParams { .. } => (StatusCode::BAD_REQUEST, "bad_params"),
+            Error::NotAllowed { .. } => (StatusCode::FORBIDDEN, "not_allowed"),
+            Error::Timeout { .. } => (StatusCode::REQUEST_TIMEOUT, "timed_out"),
+            Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Error::OutOfMemory { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "out_of_memory"),
+            Error::Busy { retry_after } => {
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string())
+                    .with_retry_after(*retry_after);
+            }
             other => {
                 error!(error = %other, "query failed");
-                ApiError::internal()
+                return ApiError::internal();
             }
-        }
+        };
+        ApiError::new(status, code, e.to_string())
     }
 }
 
@@ -40,59 +66,221 @@ impl IntoResponse for Error {
     }
 }
 
-fn bad_request(detail: String) -> Response {
-    ApiError::bad_request("bad_request", detail).into_response()
+fn boxed_bad_request(detail: impl Into<String>) -> Box<Response> {
+    Box::new(ApiError::bad_request("bad_request", detail).into_response())
 }
 
-async fn sql(
-    State(service): State<Arc<QueryService>>,
-    headers: HeaderMap,
+/// `?format=` and `?limit=`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct SqlQuery {
+    format: Option<String>,
+    limit: Option<u64>,
+}
+
+/// The JSON body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlBody {
+    sql: String,
+    #[serde(default)]
+    params: serde_json::Value,
+    limit: Option<u64>,
+    format: Option<String>,
+}
+
+/// The statement, its format and the request's `If-None-Match`, or the answer to a malformed
+/// request.
+fn read_request(
+    headers: &HeaderMap,
+    query: SqlQuery,
     body: String,
-) -> Response {
+) -> Result<(QueryRequest, WireFormat), Box<Response>> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"))
         || body.trim_start().starts_with('{');
-    let statement = if is_json {
-        match serde_json::from_str::<serde_json::Value>(&body) {
-            Ok(v) => match v.get("sql").and_then(|s| s.as_str()) {
-                Some(s) => s.to_owned(),
-                None => return bad_request("the body must be {\"sql\": \"<statement>\"}".into()),
+    let (mut request, body_format) = if is_json {
+        let body: SqlBody = serde_json::from_str(&body).map_err(|e| {
+            boxed_bad_request(format!(
+                "the body is not JSON of the form {{\"sql\": \"<statement>\", \"params\": [..] or {{..}}, \"limit\": N}}: {e}"
+            ))
+        })?;
+        let params = Params::from_json(&body.params).map_err(|e| Box::new(e.into_response()))?;
+        (
+            QueryRequest {
+                sql: body.sql,
+                params,
+                limit: body.limit,
             },
-            Err(e) => return bad_request(format!("the body is not JSON: {e}")),
-        }
+            body.format,
+        )
     } else {
-        body
+        (QueryRequest::new(body), None)
     };
-    if statement.trim().is_empty() {
-        return bad_request("no SQL statement given".into());
+    if request.sql.trim().is_empty() {
+        return Err(boxed_bad_request("no SQL statement given"));
     }
-    let result = match service.sql(&statement).await {
+    request.limit = query.limit.or(request.limit);
+    let format = match query.format.or(body_format) {
+        Some(name) => WireFormat::from_name(&name).ok_or_else(|| {
+            boxed_bad_request(format!(
+                "format {name:?} is not served; the formats are {}",
+                WireFormat::ALL.map(WireFormat::name).join(", ")
+            ))
+        })?,
+        None => {
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            WireFormat::from_accept(accept).ok_or_else(|| {
+                let refusal = ApiError::new(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "not_acceptable",
+                    format!(
+                        "Accept {:?} names no format served here: {}",
+                        accept.unwrap_or_default(),
+                        WireFormat::ALL.map(WireFormat::content_type).join(", ")
+                    ),
+                );
+                Box::new(refusal.into_response())
+            })?
+        }
+    };
+    Ok((request, format))
+}
+
+async fn sql(
+    State(service): State<Arc<QueryService>>,
+    Query(query): Query<SqlQuery>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let (request, format) = match read_request(&headers, query, body) {
         Ok(r) => r,
+        Err(response) => return *response,
+    };
+    let prepared = match service.prepare(&request).await {
+        Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let mut rows = match to_json_rows(&result) {
-        Ok(rows) => rows,
-        Err(e) => return e.into_response(),
-    };
-    let truncated = rows.len() > MAX_ROWS;
-    rows.truncate(MAX_ROWS);
-    let columns: Vec<_> = result
-        .schema
-        .fields()
-        .iter()
-        .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
-        .collect();
-    axum::Json(json!({
-        "columns": columns,
-        "row_count": rows.len(),
-        "truncated": truncated,
-        "elapsed_ms": result.elapsed.as_secs_f64() * 1000.0,
-        "bytes_scanned": result.bytes_scanned,
-        "rows": rows,
-    }))
-    .into_response()
+    let etag = format!("\"{}-{}\"", prepared.etag(), format.name());
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let stream = prepared.execute();
+    let max_bytes = service.limits().max_bytes.as_u64();
+    match Answer::start(stream, format, max_bytes).await {
+        Ok(answer) => {
+            let mut response = Response::new(Body::from_stream(answer.into_stream()));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(format.content_type()),
+            );
+            if let Ok(tag) = HeaderValue::from_str(&etag) {
+                headers.insert(header::ETAG, tag);
+            }
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Bytes of an answer encoded before its status is sent.
+const HEAD_BYTES: usize = 1 << 20;
+
+/// An answer being sent: the encoder, the statement's stream, and the bytes sent so far.
+struct Answer {
+    encoder: Option<Encoder>,
+    stream: QueryStream,
+    /// Bytes encoded before the response started (the head and the first batch).
+    ready: Option<Bytes>,
+    sent: u64,
+    max_bytes: u64,
+}
+
+impl Answer {
+    /// Encodes the answer's first [`HEAD_BYTES`] (or all of it, when shorter) before anything
+    /// is sent, so that the errors most statements meet, and the caps a small cap reaches, get
+    /// their status and body.
+    async fn start(
+        mut stream: QueryStream,
+        format: WireFormat,
+        max_bytes: u64,
+    ) -> Result<Self, Error> {
+        let too_large = |sent: usize| {
+            (sent as u64 > max_bytes).then_some(Error::TooLarge {
+                what: "bytes",
+                limit: max_bytes,
+            })
+        };
+        let (encoder, head) = Encoder::begin(format, &stream.schema())?;
+        let mut encoder = Some(encoder);
+        let mut ready = head.to_vec();
+        while ready.len() < HEAD_BYTES {
+            let Some(open) = encoder.as_mut() else {
+                break;
+            };
+            match stream.next().await.transpose()? {
+                Some(batch) => ready.extend_from_slice(&open.batch(&batch)?),
+                None => {
+                    if let Some(open) = encoder.take() {
+                        ready.extend_from_slice(&open.finish(stream.trailer())?);
+                    }
+                }
+            }
+            if let Some(e) = too_large(ready.len()) {
+                return Err(e);
+            }
+        }
+        if let Some(e) = too_large(ready.len()) {
+            return Err(e);
+        }
+        Ok(Answer {
+            encoder,
+            sent: ready.len() as u64,
+            stream,
+            ready: Some(Bytes::from(ready)),
+            max_bytes,
+        })
+    }
+
+    fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, Error>> + Send {
+        futures::stream::unfold(self, |mut answer| async move {
+            if let Some(ready) = answer.ready.take() {
+                return Some((Ok(ready), answer));
+            }
+            let encoder = answer.encoder.as_mut()?;
+            let chunk = match answer.stream.next().await {
+                Some(Ok(batch)) => encoder.batch(&batch),
+                Some(Err(e)) => Err(e),
+                None => {
+                    let trailer = answer.stream.trailer();
+                    let chunk = answer.encoder.take()?.finish(trailer);
+                    return Some((chunk, answer));
+                }
+            };
+            let chunk = chunk.and_then(|bytes| {
+                answer.sent += bytes.len() as u64;
+                if answer.sent > answer.max_bytes {
+                    return Err(Error::TooLarge {
+                        what: "bytes",
+                        limit: answer.max_bytes,
+                    });
+                }
+                Ok(bytes)
+            });
+            if let Err(e) = &chunk {
+                // The status is sent already: the response ends without its last chunk.
+                warn!(error = %e, "answer stopped after its first bytes");
+                answer.encoder = None;
+            }
+            Some((chunk, answer))
+        })
+    }
 }
 
 async fn tables(State(service): State<Arc<QueryService>>) -> Response {

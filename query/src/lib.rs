@@ -7,8 +7,19 @@
 //! [`QueryService::sql`] (the `shoplake sql` command), [`render`] (table, CSV, JSON, NDJSON) and
 //! an HTTP API ([`router`]: `POST /v1/sql`, `GET /v1/tables`).
 //!
-//! SQL enters as text and leaves as Arrow `RecordBatch`es. Only queries run: DDL, DML and
-//! session statements are refused, so the HTTP endpoint cannot change the lake or the session.
+//! SQL enters as text and leaves as Arrow `RecordBatch`es, streamed as they are produced
+//! ([`QueryService::prepare`] → [`Prepared::execute`] → [`QueryStream`]). Only queries run:
+//! DDL, DML, `COPY` and session statements are refused before planning and again on the plan,
+//! so no caller can change the lake, the session or a file.
+//!
+//! ## Bounds
+//! Every statement, whoever asks, runs under the `[query]` limits ([`QueryConfig`]): a turn (at
+//! most `max_concurrent` at once, a short queue, then "busy"), a time limit, a memory pool of its
+//! own inside the service's (sorts and aggregations spill, others fail with "out of memory"), and
+//! caps on the rows and bytes of its answer — an answer over a cap is refused, never silently
+//! cut, unless the client asked for a limit. Statements run on a runtime of their own whose
+//! threads have a lower CPU priority (nice 10): in `shoplake up`, heavy queries take the CPU
+//! ingestion leaves. Answers are cached until a table they read gets a new Delta version.
 //!
 //! The lake grows while it is queried: before a query, each table's Delta version is checked (at
 //! most once per `refresh_interval`) and a new version is registered in its place, together with
@@ -17,8 +28,11 @@
 //!
 //! Why these dependencies: `datafusion` plans and runs the SQL; `deltalake` (through
 //! `shoplake-batch`'s [`shoplake_batch::Lake`]) turns a Delta table into a DataFusion table provider
-//! that prunes files by partition and statistics; `arrow` renders results; `axum` serves HTTP;
-//! `shoplake-server` gives it the error body of every API and exports its counters.
+//! that prunes files by partition and statistics; `arrow` renders results (JSON, CSV, the IPC
+//! stream) and `parquet` writes Parquet answers; `axum` serves HTTP; `shoplake-server` gives it
+//! the error body of every API and exports its counters; `humantime-serde` and `bytesize` read
+//! the `[query]` limits with units; `lru` orders the result cache; `sha2` names answers for
+//! `ETag`s; `thread-priority` lowers the query threads' niceness without unsafe code.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,13 +42,25 @@
 //! # Ok(()) }
 //! ```
 
+mod bounds;
+mod cache;
+mod config;
+pub mod encode;
 mod http;
+mod params;
 mod render;
 mod service;
 
+pub use bounds::current_thread_nice;
+pub use config::QueryConfig;
+pub use encode::{Encoder, Trailer, WireFormat};
 pub use http::router;
+pub use params::Params;
 pub use render::{Format, render, to_json_rows};
-pub use service::{QueryOptions, QueryResult, QueryService, VIEWS};
+pub use service::{
+    Prepared, QueryMetrics, QueryOptions, QueryRequest, QueryResult, QueryService, QueryStream,
+    VIEWS, names,
+};
 
 /// Result of the query service.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -66,10 +92,50 @@ pub enum Error {
         #[source]
         source: Box<datafusion::error::DataFusionError>,
     },
+    /// The statement's parameters do not fit it (missing, extra, of the wrong type).
+    #[error("{detail}")]
+    BadParams { detail: String },
+    /// Not a query: DDL, DML, `COPY`, `SET` and the like never run here.
+    #[error("{detail}")]
+    NotAllowed { detail: String },
+    /// The statement ran past `query.timeout` and was stopped.
+    #[error(
+        "the statement ran longer than {} (query.timeout) and was stopped",
+        humantime_serde::re::humantime::format_duration(*limit)
+    )]
+    Timeout { limit: std::time::Duration },
+    /// The answer is larger than `query.max_rows` / `query.max_bytes` allow.
+    #[error(
+        "the answer has more than {limit} {what} (query.max_{what}); add a LIMIT, filter or \
+         aggregate, or ask for a limit (the `limit` of the request) to get the first rows"
+    )]
+    TooLarge { what: &'static str, limit: u64 },
+    /// The statement needed more memory than `query.query_memory_limit` (or the service's
+    /// whole pool) and could not spill.
+    #[error("{detail}")]
+    OutOfMemory { detail: String },
+    /// Every turn is taken and the queue is full, or the wait was too long.
+    #[error(
+        "the query service is busy: every turn is taken (query.max_concurrent) and the queue is \
+         full or moved too slowly; retry in {}",
+        humantime_serde::re::humantime::format_duration(*retry_after)
+    )]
+    Busy { retry_after: std::time::Duration },
+    /// The `[query]` config cannot work.
+    #[error("{detail}")]
+    BadConfig { detail: String },
+    /// The runtime that runs statements could not start.
+    #[error("starting the query runtime: {source}")]
+    Runtime {
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Lake(#[from] shoplake_batch::Error),
     #[error("rendering the result: {0}")]
     Render(#[from] arrow::error::ArrowError),
+    #[error("writing Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
 }
 
 impl Error {
@@ -79,8 +145,16 @@ impl Error {
         }
     }
 
-    /// Whether the caller's SQL is at fault (HTTP 400) rather than the service (HTTP 500).
+    /// Whether the caller's statement is at fault (a 4xx) rather than the service (a 500).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, Error::BadSql { .. })
+        matches!(
+            self,
+            Error::BadSql { .. }
+                | Error::BadParams { .. }
+                | Error::NotAllowed { .. }
+                | Error::Timeout { .. }
+                | Error::TooLarge { .. }
+                | Error::OutOfMemory { .. }
+        )
     }
 }

@@ -5,22 +5,32 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::{MemTable, TableType};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::{MemTable, TableType, ViewTable, source_as_provider};
 use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::{ExecutionPlan, collect};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::{Stream, StreamExt};
 use shoplake_batch::{Lake, tables};
 use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, mpsc};
 use tracing::{debug, info};
 
-use crate::{Error, Result};
+use crate::bounds::{StatementPool, Turns, query_runtime};
+use crate::cache::{Cached, ResultCache, digest};
+use crate::encode::Trailer;
+use crate::{Error, Params, QueryConfig, Result};
 
 /// The views, in dependency order: (name, `CREATE OR REPLACE VIEW` statement).
 pub const VIEWS: &[(&str, &str)] = &[
@@ -40,8 +50,8 @@ pub const VIEWS: &[(&str, &str)] = &[
 pub struct QueryOptions {
     /// Storage options for the lake (S3 endpoint, region, credentials).
     pub storage_options: HashMap<String, String>,
-    /// Memory all running queries may hold; a query over it fails instead of taking the host down.
-    pub memory_limit_bytes: usize,
+    /// What a statement may take: time, memory, rows, turns (the `[query]` config).
+    pub limits: QueryConfig,
     /// How often, at most, table versions are checked.
     pub refresh_interval: Duration,
     /// Skip what filters rule out: Delta files by their statistics, Parquet row groups by theirs
@@ -54,14 +64,14 @@ impl Default for QueryOptions {
     fn default() -> Self {
         QueryOptions {
             storage_options: HashMap::new(),
-            memory_limit_bytes: 2 << 30,
+            limits: QueryConfig::default(),
             refresh_interval: Duration::from_secs(1),
             pruning: true,
         }
     }
 }
 
-/// A query's result: its schema (also when there are no rows) and its batches.
+/// A query's result, collected: its schema (also when there are no rows) and its batches.
 #[derive(Clone, Debug)]
 pub struct QueryResult {
     pub schema: SchemaRef,
@@ -77,6 +87,25 @@ impl QueryResult {
     }
 }
 
+/// One statement to run.
+#[derive(Clone, Debug, Default)]
+pub struct QueryRequest {
+    pub sql: String,
+    pub params: Params,
+    /// Rows the client wants at most: the answer is cut there and says it was (`truncated`),
+    /// instead of being refused at `max_rows`.
+    pub limit: Option<u64>,
+}
+
+impl QueryRequest {
+    pub fn new(sql: impl Into<String>) -> Self {
+        QueryRequest {
+            sql: sql.into(),
+            ..QueryRequest::default()
+        }
+    }
+}
+
 struct Refresh {
     checked: Option<Instant>,
     /// Registered Delta version per table (None: registered empty).
@@ -84,13 +113,28 @@ struct Refresh {
 }
 
 /// Counters for `/metrics`.
-#[derive(Debug, Default)]
 pub struct QueryMetrics {
     pub queries: AtomicU64,
     pub bad_sql: AtomicU64,
     pub failed: AtomicU64,
+    pub not_allowed: AtomicU64,
+    pub timed_out: AtomicU64,
+    pub too_large: AtomicU64,
+    pub busy: AtomicU64,
     pub micros: AtomicU64,
     pub bytes_scanned: AtomicU64,
+    pub rows_sent: AtomicU64,
+    turns: Arc<Turns>,
+    max_concurrent: usize,
+    cache: Arc<ResultCache>,
+}
+
+impl std::fmt::Debug for QueryMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryMetrics")
+            .field("queries", &self.queries)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Metric names of the query service (counters without `_total`, which the encoder adds).
@@ -99,6 +143,11 @@ pub mod names {
     pub const QUERY_ERRORS: &str = "shoplake_query_errors";
     pub const QUERY_SECONDS: &str = "shoplake_query_seconds";
     pub const BYTES_SCANNED: &str = "shoplake_query_bytes_scanned";
+    pub const ROWS_SENT: &str = "shoplake_query_rows_sent";
+    pub const RUNNING: &str = "shoplake_queries_running";
+    pub const WAITING: &str = "shoplake_queries_waiting";
+    pub const CACHE_LOOKUPS: &str = "shoplake_query_cache_lookups";
+    pub const CACHE_BYTES: &str = "shoplake_query_cache_bytes";
 }
 
 impl Collector for QueryMetrics {
@@ -107,23 +156,29 @@ impl Collector for QueryMetrics {
         telemetry::counter(
             &mut enc,
             names::QUERIES,
-            "SQL statements run.",
+            "SQL statements asked for.",
             load(&self.queries),
         )?;
         telemetry::counter_by(
             &mut enc,
             names::QUERY_ERRORS,
-            "Statements that failed: bad SQL (the user's) or failed (the service's).",
+            "Statements that did not answer, by why: bad SQL or parameters, not a query, over \
+             the time limit, over the row or byte cap, no turn free (the caller's or the \
+             limits'), or failed (the service's).",
             "kind",
             [
                 ("bad_sql", load(&self.bad_sql)),
+                ("not_allowed", load(&self.not_allowed)),
+                ("timed_out", load(&self.timed_out)),
+                ("too_large", load(&self.too_large)),
+                ("busy", load(&self.busy)),
                 ("failed", load(&self.failed)),
             ],
         )?;
         telemetry::seconds_counter(
             &mut enc,
             names::QUERY_SECONDS,
-            "Time spent running statements.",
+            "Time spent planning and running statements.",
             load(&self.micros) as f64 / 1e6,
         )?;
         telemetry::counter(
@@ -131,7 +186,59 @@ impl Collector for QueryMetrics {
             names::BYTES_SCANNED,
             "Bytes the Parquet scans read.",
             load(&self.bytes_scanned),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            names::ROWS_SENT,
+            "Rows of answers handed to clients.",
+            load(&self.rows_sent),
+        )?;
+        telemetry::gauge(
+            &mut enc,
+            names::RUNNING,
+            "Statements running now.",
+            self.turns.running(self.max_concurrent) as i64,
+        )?;
+        telemetry::gauge(
+            &mut enc,
+            names::WAITING,
+            "Statements waiting for a turn now.",
+            self.turns.waiting() as i64,
+        )?;
+        telemetry::counter_by(
+            &mut enc,
+            names::CACHE_LOOKUPS,
+            "Result cache lookups, by outcome.",
+            "outcome",
+            [
+                ("hit", load(&self.cache.hits)),
+                ("miss", load(&self.cache.misses)),
+            ],
+        )?;
+        telemetry::gauge(
+            &mut enc,
+            names::CACHE_BYTES,
+            "Bytes of answers the result cache holds.",
+            self.cache.size().0 as i64,
         )
+    }
+}
+
+/// The runtime statements run on, shut down without waiting when the service goes (a runtime
+/// dropped inside another one's task would panic).
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -142,6 +249,9 @@ pub struct QueryService {
     options: QueryOptions,
     refresh: Mutex<Refresh>,
     metrics: Arc<QueryMetrics>,
+    turns: Arc<Turns>,
+    cache: Arc<ResultCache>,
+    runtime: QueryRuntime,
 }
 
 impl QueryService {
@@ -158,9 +268,13 @@ impl QueryService {
     }
 
     pub async fn open_with(lake_root: &str, options: QueryOptions) -> Result<Self> {
+        let limits = &options.limits;
+        limits
+            .validate()
+            .map_err(|detail| Error::BadConfig { detail })?;
         let lake = Lake::open(lake_root, options.storage_options.clone())?;
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_limit(options.memory_limit_bytes, 1.0)
+            .with_memory_limit(QueryConfig::bytes(limits.memory_limit), 1.0)
             .build_arc()
             .map_err(Error::execution)?;
         let mut config = SessionConfig::new().with_information_schema(true);
@@ -172,6 +286,28 @@ impl QueryService {
         parquet.pruning = options.pruning;
         parquet.bloom_filter_on_read = options.pruning;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let turns = Arc::new(Turns::new(
+            limits.max_concurrent,
+            limits.queue,
+            limits.queue_timeout,
+        ));
+        let cache = Arc::new(ResultCache::new(QueryConfig::bytes(limits.cache_size)));
+        let metrics = Arc::new(QueryMetrics {
+            queries: AtomicU64::new(0),
+            bad_sql: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            not_allowed: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+            micros: AtomicU64::new(0),
+            bytes_scanned: AtomicU64::new(0),
+            rows_sent: AtomicU64::new(0),
+            turns: turns.clone(),
+            max_concurrent: limits.max_concurrent,
+            cache: cache.clone(),
+        });
+        let runtime = QueryRuntime(Some(query_runtime(limits.threads, limits.low_priority)?));
         let service = QueryService {
             ctx,
             lake,
@@ -180,7 +316,10 @@ impl QueryService {
                 checked: None,
                 versions: HashMap::new(),
             }),
-            metrics: Arc::default(),
+            metrics,
+            turns,
+            cache,
+            runtime,
         };
         service.refresh(true).await?;
         Ok(service)
@@ -189,6 +328,21 @@ impl QueryService {
     /// Counters of queries served.
     pub fn metrics(&self) -> &Arc<QueryMetrics> {
         &self.metrics
+    }
+
+    /// The niceness of the threads statements run on (Linux; for checks and tests).
+    pub async fn query_thread_nice(&self) -> Option<i32> {
+        let handle = self.runtime.handle()?.clone();
+        handle
+            .spawn(async { crate::current_thread_nice() })
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The limits statements run under.
+    pub fn limits(&self) -> &QueryConfig {
+        &self.options.limits
     }
 
     /// The tables, with their registered Delta versions (None: not written yet) and their
@@ -268,50 +422,485 @@ impl QueryService {
         Ok(())
     }
 
-    /// Runs one query (a SELECT, WITH, EXPLAIN, SHOW or DESCRIBE statement).
+    /// Runs one query (a SELECT, WITH, EXPLAIN, SHOW or DESCRIBE statement) and collects its
+    /// answer, under the same limits as every other caller.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
-        let start = Instant::now();
-        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
-        let result = self.run(sql).await;
-        self.metrics
-            .micros
-            .fetch_add(start.elapsed().as_micros() as u64, Ordering::Relaxed);
-        match &result {
-            Err(Error::BadSql { .. }) => self.metrics.bad_sql.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.metrics.failed.fetch_add(1, Ordering::Relaxed),
-            Ok(_) => 0,
-        };
-        result.map(|(schema, batches, bytes_scanned)| {
-            self.metrics
-                .bytes_scanned
-                .fetch_add(bytes_scanned, Ordering::Relaxed);
-            QueryResult {
-                schema,
-                batches,
-                elapsed: start.elapsed(),
-                bytes_scanned,
-            }
+        self.run(&QueryRequest::new(sql)).await
+    }
+
+    /// [`QueryService::sql`] with parameters and a limit.
+    pub async fn run(&self, request: &QueryRequest) -> Result<QueryResult> {
+        let started = Instant::now();
+        let mut stream = self.prepare(request).await?.execute();
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            batches.push(batch?);
+        }
+        let trailer = stream.trailer();
+        Ok(QueryResult {
+            schema: stream.schema(),
+            batches,
+            elapsed: started.elapsed(),
+            bytes_scanned: trailer.bytes_scanned,
         })
     }
 
-    async fn run(&self, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>, u64)> {
+    /// Takes a turn, plans the statement and looks it up in the cache; nothing runs yet. The
+    /// answer's `etag` is known from here, so that a client that has it already can be told so
+    /// without running anything.
+    pub async fn prepare(&self, request: &QueryRequest) -> Result<Prepared> {
+        let started = Instant::now();
+        self.metrics.queries.fetch_add(1, Ordering::Relaxed);
+        let prepared = self.plan(request, started).await;
+        if let Err(e) = &prepared {
+            self.metrics.count_error(e);
+            self.metrics
+                .micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        prepared
+    }
+
+    async fn plan(&self, request: &QueryRequest, started: Instant) -> Result<Prepared> {
+        let permit = self.turns.take().await?;
         self.refresh(false).await?;
-        let read_only = SQLOptions::new()
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state
+            .sql_to_statement(&request.sql, &dialect)
+            .map_err(classify)?;
+        check_read_only(&statement)?;
+        let normalized = statement.to_string();
+        let plan = state.statement_to_plan(statement).await.map_err(classify)?;
+        SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
-            .with_allow_statements(false);
-        let df = self
-            .ctx
-            .sql_with_options(sql, read_only)
-            .await
-            .map_err(classify)?;
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| Error::NotAllowed {
+                detail: e.strip_backtrace(),
+            })?;
+        let mut read = BTreeSet::new();
+        tables_read(&plan, &mut read);
+        let versions = {
+            let refresh = self.refresh.lock().await;
+            read.iter()
+                .map(|t| {
+                    let v = refresh.versions.get(t.as_str()).copied().flatten();
+                    format!("{t}@{}", v.map_or("-".to_owned(), |v| v.to_string()))
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let key = format!(
+            "{normalized}\u{1f}{}\u{1f}{:?}\u{1f}{versions}",
+            request.params.key(),
+            request.limit
+        );
+        let etag = digest(&key);
+        let mut df = request.params.bind(DataFrame::new(state.clone(), plan))?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let plan = df.create_physical_plan().await.map_err(classify)?;
-        let batches = collect(plan.clone(), self.ctx.task_ctx())
-            .await
-            .map_err(classify)?;
-        Ok((schema, batches, bytes_scanned(plan.as_ref())))
+        let source = match self.cache.get(&key) {
+            Some(cached) => Source::Cached(cached),
+            None => {
+                if let Some(limit) = request.limit {
+                    // One row more than asked: whether there were more is the `truncated` flag.
+                    let fetch = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
+                    df = df.limit(0, Some(fetch)).map_err(classify)?;
+                }
+                let physical = df.create_physical_plan().await.map_err(classify)?;
+                let memory = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+                    .with_memory_pool(Arc::new(StatementPool::new(
+                        state.runtime_env().memory_pool.clone(),
+                        QueryConfig::bytes(self.options.limits.query_memory_limit),
+                    )))
+                    .build_arc()
+                    .map_err(Error::execution)?;
+                let task = Arc::new(TaskContext::from(&state).with_runtime(memory));
+                Source::Plan {
+                    plan: physical,
+                    task,
+                    cache_key: self.cache.enabled().then_some(key),
+                }
+            }
+        };
+        Ok(Prepared {
+            schema,
+            etag,
+            source,
+            limit: request.limit,
+            permit,
+            started,
+            timeout: self.options.limits.timeout,
+            max_rows: self.options.limits.max_rows,
+            runtime: self.runtime.handle().cloned(),
+            metrics: self.metrics.clone(),
+            cache: self.cache.clone(),
+        })
     }
+}
+
+impl QueryMetrics {
+    fn count_error(&self, e: &Error) {
+        let counter = match e {
+            Error::BadSql { .. } | Error::BadParams { .. } => &self.bad_sql,
+            Error::NotAllowed { .. } => &self.not_allowed,
+            Error::Timeout { .. } => &self.timed_out,
+            Error::TooLarge { .. } | Error::OutOfMemory { .. } => &self.too_large,
+            Error::Busy { .. } => &self.busy,
+            _ => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Where a prepared statement's answer comes from.
+enum Source {
+    Cached(Cached),
+    Plan {
+        plan: Arc<dyn ExecutionPlan>,
+        task: Arc<TaskContext>,
+        /// Where to keep the answer, when the cache is on.
+        cache_key: Option<String>,
+    },
+}
+
+/// A planned statement holding its turn: [`Prepared::execute`] runs it.
+pub struct Prepared {
+    schema: SchemaRef,
+    etag: String,
+    source: Source,
+    limit: Option<u64>,
+    permit: OwnedSemaphorePermit,
+    started: Instant,
+    timeout: Duration,
+    max_rows: u64,
+    runtime: Option<tokio::runtime::Handle>,
+    metrics: Arc<QueryMetrics>,
+    cache: Arc<ResultCache>,
+}
+
+impl Prepared {
+    /// The answer's columns.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Names the answer: the same statement, parameters and table versions give the same tag.
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    /// Whether the answer comes from the cache.
+    pub fn is_cached(&self) -> bool {
+        matches!(self.source, Source::Cached(_))
+    }
+
+    /// Runs the statement on the query runtime; batches come through the returned stream as
+    /// they are produced (two at most wait for the reader). Dropping the stream stops the
+    /// statement.
+    pub fn execute(self) -> QueryStream {
+        let (tx, rx) = mpsc::channel(2);
+        let done = Arc::new(Done::default());
+        let schema = self.schema.clone();
+        let cached = self.is_cached();
+        let producer = produce(self, tx, done.clone());
+        QueryStream {
+            schema,
+            rx,
+            done,
+            cached,
+            task: Some(producer),
+        }
+    }
+}
+
+/// What the producer tells after the last batch.
+#[derive(Debug, Default)]
+struct Done {
+    bytes_scanned: AtomicU64,
+    truncated: std::sync::atomic::AtomicBool,
+    elapsed_micros: AtomicU64,
+}
+
+/// Starts the task that runs a prepared statement and sends its batches.
+fn produce(
+    prepared: Prepared,
+    tx: mpsc::Sender<Result<RecordBatch>>,
+    done: Arc<Done>,
+) -> tokio::task::JoinHandle<()> {
+    let runtime = prepared.runtime.clone();
+    let work = async move {
+        let Prepared {
+            source,
+            limit,
+            permit,
+            started,
+            timeout,
+            max_rows,
+            metrics,
+            cache,
+            ..
+        } = prepared;
+        let (batches, plan, cache_key) = match source {
+            Source::Cached(cached) => (
+                BatchSource::Cached(
+                    cached
+                        .batches
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .into_iter(),
+                ),
+                None,
+                None,
+            ),
+            Source::Plan {
+                plan,
+                task,
+                cache_key,
+            } => match execute_stream(plan.clone(), task) {
+                Ok(stream) => (BatchSource::Live(stream), Some(plan), cache_key),
+                Err(e) => (BatchSource::Failed(Some(e)), None, None),
+            },
+        };
+        let mut run = Run {
+            batches,
+            limit,
+            max_rows,
+            deadline: tokio::time::Instant::from_std(started + timeout),
+            timeout,
+            rows: 0,
+            keep: cache_key.as_ref().map(|_| (Vec::new(), 0)),
+            keep_limit: cache.entry_limit(),
+        };
+        let outcome = run.send_all(&tx, &metrics, &done).await;
+        // The statement's tasks stop and its turn comes back before the reader hears the end,
+        // so that a client that asks again at once finds the turn free.
+        let Run { batches, keep, .. } = run;
+        drop(batches);
+        drop(permit);
+        let elapsed = started.elapsed().as_micros() as u64;
+        done.elapsed_micros.store(elapsed, Ordering::Relaxed);
+        metrics.micros.fetch_add(elapsed, Ordering::Relaxed);
+        match outcome {
+            Outcome::Complete => {
+                if let Some(plan) = plan {
+                    let scanned = bytes_scanned(plan.as_ref());
+                    done.bytes_scanned.store(scanned, Ordering::Relaxed);
+                    metrics.bytes_scanned.fetch_add(scanned, Ordering::Relaxed);
+                }
+                if let (Some(key), Some((kept, bytes))) = (cache_key, keep) {
+                    let batches = Arc::new(kept);
+                    cache.put(key, Cached { batches, bytes });
+                }
+            }
+            Outcome::Failed(e) => {
+                metrics.count_error(&e);
+                let _ = tx.send(Err(e)).await;
+            }
+            Outcome::ReaderGone => {}
+        }
+    };
+    // Without a runtime of its own (only while the service is being dropped), the statement
+    // runs on the caller's.
+    match runtime {
+        Some(runtime) => runtime.spawn(work),
+        None => tokio::spawn(work),
+    }
+}
+
+/// How a statement's run ended.
+enum Outcome {
+    Complete,
+    Failed(Error),
+    /// The reader dropped its stream: nobody to tell.
+    ReaderGone,
+}
+
+/// A statement's batches on their way to the reader, with the caps that apply to them.
+struct Run {
+    batches: BatchSource,
+    limit: Option<u64>,
+    max_rows: u64,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    rows: u64,
+    /// The answer so far and its bytes, while it may still go into the cache.
+    keep: Option<(Vec<RecordBatch>, usize)>,
+    keep_limit: usize,
+}
+
+impl Run {
+    async fn send_all(
+        &mut self,
+        tx: &mpsc::Sender<Result<RecordBatch>>,
+        metrics: &QueryMetrics,
+        done: &Done,
+    ) -> Outcome {
+        loop {
+            let next = match &mut self.batches {
+                BatchSource::Cached(iter) => Ok(iter.next().map(Ok)),
+                BatchSource::Live(stream) => {
+                    tokio::time::timeout_at(self.deadline, stream.next()).await
+                }
+                BatchSource::Failed(e) => Ok(e.take().map(Err)),
+            };
+            let mut batch = match next {
+                Err(_) => {
+                    return Outcome::Failed(Error::Timeout {
+                        limit: self.timeout,
+                    });
+                }
+                Ok(None) => return Outcome::Complete,
+                Ok(Some(Err(e))) => return Outcome::Failed(classify(e)),
+                Ok(Some(Ok(batch))) => batch,
+            };
+            let mut last = false;
+            let after = self.rows + batch.num_rows() as u64;
+            match self.limit {
+                Some(limit) if after > limit => {
+                    let fits = usize::try_from(limit - self.rows).unwrap_or(usize::MAX);
+                    batch = batch.slice(0, fits.min(batch.num_rows()));
+                    done.truncated.store(true, Ordering::Relaxed);
+                    last = true;
+                }
+                None if after > self.max_rows => {
+                    return Outcome::Failed(Error::TooLarge {
+                        what: "rows",
+                        limit: self.max_rows,
+                    });
+                }
+                _ => {}
+            }
+            self.rows += batch.num_rows() as u64;
+            if let Some((kept, bytes)) = &mut self.keep {
+                *bytes += batch.get_array_memory_size();
+                if *bytes > self.keep_limit {
+                    self.keep = None;
+                } else {
+                    kept.push(batch.clone());
+                }
+            }
+            metrics
+                .rows_sent
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            if tx.send(Ok(batch)).await.is_err() {
+                return Outcome::ReaderGone;
+            }
+            if last {
+                return Outcome::Complete;
+            }
+        }
+    }
+}
+
+enum BatchSource {
+    Cached(std::vec::IntoIter<RecordBatch>),
+    Live(SendableRecordBatchStream),
+    /// The plan could not start: its error, once.
+    Failed(Option<DataFusionError>),
+}
+
+/// A statement's answer as it is produced.
+pub struct QueryStream {
+    schema: SchemaRef,
+    rx: mpsc::Receiver<Result<RecordBatch>>,
+    done: Arc<Done>,
+    cached: bool,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl QueryStream {
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// What is known after the last batch: whether the client's limit cut the answer, how long
+    /// it took, what the scans read.
+    pub fn trailer(&self) -> Trailer {
+        Trailer {
+            truncated: self.done.truncated.load(Ordering::Relaxed),
+            elapsed_ms: self.done.elapsed_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+            bytes_scanned: self.done.bytes_scanned.load(Ordering::Relaxed),
+            cached: self.cached,
+        }
+    }
+}
+
+impl Drop for QueryStream {
+    fn drop(&mut self) {
+        // A reader that stops early stops the statement (it would stop at its next send anyway).
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Stream for QueryStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// Only queries: SELECT / WITH / VALUES, EXPLAIN of one, SHOW and DESCRIBE.
+fn check_read_only(statement: &DfStatement) -> Result<()> {
+    fn sql_is_query(s: &SqlStatement) -> bool {
+        match s {
+            SqlStatement::Query(_)
+            | SqlStatement::ExplainTable { .. }
+            | SqlStatement::ShowTables { .. }
+            | SqlStatement::ShowColumns { .. }
+            | SqlStatement::ShowVariable { .. } => true,
+            SqlStatement::Explain { statement, .. } => sql_is_query(statement),
+            _ => false,
+        }
+    }
+    let allowed = match statement {
+        DfStatement::Statement(s) => sql_is_query(s),
+        DfStatement::Explain(e) => match e.statement.as_ref() {
+            DfStatement::Statement(s) => sql_is_query(s),
+            _ => false,
+        },
+        _ => false,
+    };
+    if allowed {
+        return Ok(());
+    }
+    let text = statement.to_string();
+    let verb: String = text
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase();
+    Err(Error::NotAllowed {
+        detail: format!(
+            "only queries run here (SELECT, WITH, VALUES, EXPLAIN, SHOW, DESCRIBE); {verb} … is not \
+             allowed"
+        ),
+    })
+}
+
+/// The lake tables a plan reads, through the views it uses.
+fn tables_read(plan: &LogicalPlan, out: &mut BTreeSet<String>) {
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if let Ok(provider) = source_as_provider(&scan.source)
+                && let Some(view) = provider.downcast_ref::<ViewTable>()
+            {
+                tables_read(view.logical_plan(), out);
+            } else {
+                out.insert(scan.table_name.table().to_owned());
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
 }
 
 /// Bytes read by the Parquet scans of an executed plan.
@@ -354,9 +943,13 @@ impl TableProvider for Unpruned {
     }
 }
 
-/// Planning errors are the user's SQL; execution errors are ours, unless they are about the SQL.
+/// Planning errors are the user's SQL; execution errors are ours, unless they are about the SQL
+/// or the statement's memory.
 fn classify(e: DataFusionError) -> Error {
     match e.find_root() {
+        DataFusionError::ResourcesExhausted(detail) => Error::OutOfMemory {
+            detail: detail.clone(),
+        },
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)

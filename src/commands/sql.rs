@@ -34,6 +34,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         &data.lake_root(),
         QueryOptions {
             pruning: !args.no_pruning,
+            limits: data.pipeline_config()?.query,
             ..QueryOptions::default()
         },
     )

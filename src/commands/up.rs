@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use shoplake_query::QueryService;
+use shoplake_query::{QueryOptions, QueryService};
 use shoplake_simulator::{SimConfig, Simulator};
 use shoplake_storefront_emitter::emitter::{Emitter, EmitterConfig};
 use shoplake_transform::Stage;
@@ -195,7 +195,16 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let compaction = tokio::spawn(schedule.run(stopped(stop_rx.clone())));
 
     // SQL API, collector and operations endpoints on one address.
-    let service = Arc::new(QueryService::open(&data.lake_root(), Default::default()).await?);
+    let service = Arc::new(
+        QueryService::open_with(
+            &data.lake_root(),
+            QueryOptions {
+                limits: config.query.clone(),
+                ..QueryOptions::default()
+            },
+        )
+        .await?,
+    );
     let mut telemetry = Telemetry::new();
     telemetry.register(stage_metrics.clone());
     telemetry.register(service.metrics().clone());

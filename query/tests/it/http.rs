@@ -80,11 +80,6 @@ async fn bad_requests_get_400_with_the_reason() {
             "no_such_table",
         ),
         (
-            json!({"sql": "drop table events"}).to_string(),
-            "bad_sql",
-            "DDL",
-        ),
-        (
             json!({"query": "select 1"}).to_string(),
             "bad_request",
             "sql",
