@@ -49,6 +49,7 @@ WRITE_KEY="$("$bin" --data-dir "$data" keys create --source web 2> /dev/null | t
 export WRITE_KEY
 
 addr="127.0.0.1:$(free_port)"
+token=$(bench_token "$data")
 "$bin" --data-dir "$data" collect --http-addr "$addr" > /dev/null 2> "$work/collect.err" &
 pid=$!
 wait_ok "http://$addr/ready"
@@ -89,7 +90,7 @@ for c in "${levels[@]}"; do
         "$(echo "$cpu * 1000000 / ($events + 1)" | bc -l)" "$(echo "$wrk_user + $wrk_sys" | bc)"
 done
 rss_kib=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-accepted=$(curl -s "http://$addr/metrics" | awk '/^shoplake_collector_events_accepted_total / {print $2}')
+accepted=$(curl -s -H "Authorization: Bearer $token" "http://$addr/metrics" | awk '/^shoplake_collector_events_accepted_total / {print $2}')
 kill -TERM "$pid"
 wait "$pid" || true
 pid=

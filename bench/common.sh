@@ -8,6 +8,7 @@
 #   wait_ok URL    waits until URL answers 200 (a server's /health or /ready)
 #   cpu_secs       user + system CPU seconds of the process in $pid so far
 #   bench_lake DATA SESSIONS  makes the seeded, compacted lake in DATA (seed 1) unless it is there
+#   bench_token DATA  prints an admin token of DATA's users (the user is made on first use)
 bin="${SHOPLAKE_BENCH_BIN:-target/release/shoplake}"
 [ -n "${SHOPLAKE_BENCH_BIN:-}" ] || cargo build --release --workspace --bins --quiet
 export SHOPLAKE_LOG=warn
@@ -56,4 +57,9 @@ bench_lake() {
     "$bin" --data-dir "$1" batch compact > /dev/null
     "$bin" --data-dir "$1" batch optimize > /dev/null
     rm -rf "$1/stream"
+}
+
+bench_token() {
+    "$bin" --data-dir "$1" users create bench --role admin > /dev/null 2>&1 || true
+    "$bin" --data-dir "$1" tokens create --user bench 2> /dev/null | tr -d '[:space:]'
 }

@@ -16,7 +16,9 @@ assert(#ids > 0, "no ids")
 local order = '{"user_id":"%s","context":{"ip":"203.0.113.%d","device":{"id":"d-bench-%d"}},' ..
     '"properties":{"total":%d.90,"currency":"USD","payment_method":"card","card_fingerprint":"card-%d",' ..
     '"billing_country":"US","shipping_country":"US","products":[{"product_id":"p-00042","price":%d.90,"quantity":1}]}}'
-local headers = { ["Content-Type"] = "application/json" }
+-- TOKEN: a token of a role that may call the storefront endpoints (bench/live.sh makes one).
+local token = os.getenv("TOKEN") or error("TOKEN is not set")
+local headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token }
 
 local n = 0
 function setup(thread)
@@ -27,9 +29,9 @@ function request()
   n = n + 1
   local id = ids[(n + (offset or 0)) % #ids + 1]
   if mode == "recs" then
-    return wrk.format("GET", "/v1/recommendations/" .. id .. "?k=10")
+    return wrk.format("GET", "/v1/recommendations/" .. id .. "?k=10", headers)
   elseif mode == "related" then
-    return wrk.format("GET", "/v1/products/" .. id .. "/related?k=10")
+    return wrk.format("GET", "/v1/products/" .. id .. "/related?k=10", headers)
   else
     local amount = 20 + n % 400
     return wrk.format("POST", "/v1/fraud/score", headers,

@@ -60,6 +60,8 @@ printf '\nWith the engines on, the stage reads %.0f%% fewer records per second a
 "$bin" --data-dir "$work/on" sql "select distinct products[1]['product_id'] as id from events where event_name = 'product_viewed' limit 2000" --format csv | tail -n +2 > "$work/products"
 
 addr="127.0.0.1:$(free_port)"
+export TOKEN
+TOKEN=$(bench_token "$work/on")
 "$bin" --data-dir "$work/on" stream --metrics-addr "$addr" > /dev/null 2> "$work/stream.err" &
 pid=$!
 wait_ok "http://$addr/health"

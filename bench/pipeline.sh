@@ -55,6 +55,7 @@ printf 'Lake: events table %.1f MiB in %d files = %.1f MiB per million events; t
 # shoplake up: everything in one process at a steady rate, sampled every 30 s: what the stage has
 # read, what is queryable, resident and peak memory (VmRSS, VmHWM) and CPU, from /proc and the API.
 updata="$work/up"
+token=$(bench_token "$updata")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" --data-dir "$updata" up --rate "$up_rate" --http-addr "127.0.0.1:$port" > /dev/null 2> "$work/up.err" &
 pid=$!
@@ -65,8 +66,8 @@ echo "| after | records read by the stage | events queryable | RSS MiB | peak RS
 echo "|---|---|---|---|---|---|"
 for ((t = 30; t <= up_secs; t += 30)); do
     sleep 30
-    read_n=$(curl -s "127.0.0.1:$port/metrics" | awk '/^shoplake_stage_records_read_total/ {print $2}')
-    n=$(curl -s "127.0.0.1:$port/v1/sql" -d '{"sql":"select count(*) as n from events"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])')
+    read_n=$(curl -s -H "Authorization: Bearer $token" "127.0.0.1:$port/metrics" | awk '/^shoplake_stage_records_read_total/ {print $2}')
+    n=$(curl -s -H "Authorization: Bearer $token" "127.0.0.1:$port/v1/sql" -d '{"sql":"select count(*) as n from events"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])')
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
     cpu=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$pid/stat")

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 import urllib.request
@@ -61,12 +62,28 @@ def parameters(con):
     }
 
 
+# Tokens of the servers started, by URL (`login`).
+TOKENS = {}
+
+
+def login(bin, data, url, env=None):
+    """Makes an admin of DATA's users (once) and a token that `ask` sends to URL."""
+    subprocess.run([bin, "--data-dir", data, "users", "create", "bench", "--role", "admin"],
+                   env=env, capture_output=True)
+    out = subprocess.run([bin, "--data-dir", data, "tokens", "create", "--user", "bench"],
+                         env=env, capture_output=True, text=True, check=True)
+    TOKENS[url] = out.stdout.strip()
+
+
 def ask(url, sql):
     """POST /v1/sql of a running `shoplake query`; its JSON answer."""
+    headers = {"content-type": "application/json"}
+    if url in TOKENS:
+        headers["authorization"] = f"Bearer {TOKENS[url]}"
     req = urllib.request.Request(
         f"{url}/v1/sql",
         data=json.dumps({"sql": sql}).encode(),
-        headers={"content-type": "application/json"},
+        headers=headers,
     )
     with urllib.request.urlopen(req, timeout=600) as resp:
         return json.load(resp)
@@ -110,6 +127,8 @@ def measure(con, url, runs, params):
 
 def main():
     lake, url, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if os.environ.get("SHOPLAKE_TOKEN"):
+        TOKENS[url] = os.environ["SHOPLAKE_TOKEN"]
     con = duckdb_over(lake)
     threads = con.execute("select current_setting('threads')").fetchall()[0][0]
     params = parameters(con)

@@ -26,4 +26,4 @@ wait_ok "http://$addr/health"
 
 echo "### Dashboard and analyst queries, hot ($(nproc) cores)"
 echo
-"$venv/bin/python" bench/queries.py "$data/lake" "http://$addr" "$runs"
+SHOPLAKE_TOKEN=$(bench_token "$data") "$venv/bin/python" bench/queries.py "$data/lake" "http://$addr" "$runs"

@@ -287,6 +287,7 @@ class Bench:
         for _ in range(600):
             try:
                 with urllib.request.urlopen(f"{url}/health", timeout=1):
+                    queries.login(self.bin, data, url, self.env)
                     return url
             except OSError:
                 time.sleep(0.1)

@@ -26,6 +26,9 @@ pub struct PipelineConfig {
     pub firehose: shoplake_ingest::FirehoseConfig,
     /// What a SQL statement may take (time, memory, rows, turns) and the result cache.
     pub query: shoplake_query::QueryConfig,
+    /// Who may reach the servers: allowed `Host` names, an open `/metrics`, the refresh of users
+    /// and tokens.
+    pub auth: shoplake_server::auth::AuthConfig,
 }
 
 /// `[stage]`: one table in the file, two owners — the streaming stage's settings
@@ -335,6 +338,30 @@ impl DataArgs {
     /// The collector's write keys (hashed).
     pub fn keys_path(&self) -> PathBuf {
         self.data_dir.join("collector").join("keys.redb")
+    }
+
+    /// Users and API tokens (`shoplake users`, `shoplake tokens`).
+    pub fn auth_path(&self) -> PathBuf {
+        self.data_dir.join("auth.redb")
+    }
+
+    /// The guard every route of a server sits behind: this data folder's users and tokens.
+    pub fn guard(
+        &self,
+        config: &PipelineConfig,
+    ) -> anyhow::Result<std::sync::Arc<shoplake_server::auth::Guard>> {
+        let path = self.auth_path();
+        let store = shoplake_server::auth::AuthStore::open(&path)
+            .with_context(|| format!("opening the users and tokens at {}", path.display()))?;
+        let guard = shoplake_server::auth::Guard::new(store, config.auth.clone())?;
+        if !guard.has_users() {
+            tracing::warn!(
+                "no users yet: every route but /health and /ready answers 401. Make the first admin \
+                 and a token with `shoplake users create admin --role admin` then \
+                 `shoplake tokens create --user admin`"
+            );
+        }
+        Ok(std::sync::Arc::new(guard))
     }
 
     pub fn simulator_state_path(&self) -> PathBuf {

@@ -49,6 +49,10 @@ enum Command {
     Collect(commands::collect::Args),
     /// Create, list and revoke the collector's write keys.
     Keys(commands::keys::Args),
+    /// Create, list and disable the users who may reach the servers, each with a role.
+    Users(commands::users::UsersArgs),
+    /// Create, list and revoke users' API tokens.
+    Tokens(commands::users::TokensArgs),
     /// Measure fraud decisions and recommendations on a seeded simulation's ground truth.
     Eval(commands::eval::Args),
     /// Check a pipeline config file.
@@ -73,6 +77,8 @@ fn main() -> anyhow::Result<()> {
             Command::Query(args) => commands::query::run(args, data).await,
             Command::Collect(args) => commands::collect::run(args, data).await,
             Command::Keys(args) => commands::keys::run(args, data),
+            Command::Users(args) => commands::users::users(args, data),
+            Command::Tokens(args) => commands::users::tokens(args, data),
             Command::Eval(args) => commands::eval::run(args, data).await,
             Command::Config(args) => commands::config::run(args),
         }

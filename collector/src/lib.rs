@@ -68,7 +68,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -82,6 +81,7 @@ use serde_json::value::RawValue;
 use shoplake_events::{Limits, decode, format_timestamp};
 use shoplake_ingest::{Error as StreamError, MAX_RECORDS_PER_PUT, Record, StreamProducer};
 use shoplake_server::ApiError;
+use shoplake_server::auth::{Access, Routes};
 use tracing::{error, warn};
 
 pub use config::CollectorConfig;
@@ -195,7 +195,7 @@ impl Endpoint {
 /// The collector's routes: `POST /v1/{track,page,screen,identify,alias,group,batch,import}`
 /// (and Segment's short names), with CORS. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so that events get the client's address.
-pub fn router(collector: Arc<Collector>) -> Router {
+pub fn router(collector: Arc<Collector>) -> Routes {
     let one = |call: Call| {
         post(
             move |State(c): State<Arc<Collector>>, req: Request| async move {
@@ -208,7 +208,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
             handle(c, Endpoint::Batch, req).await
         })
     };
-    let mut router = Router::new();
+    let mut routes = Routes::new();
     for (long, short, call) in [
         ("/v1/track", "/v1/t", Call::Track),
         ("/v1/page", "/v1/p", Call::Page),
@@ -217,13 +217,16 @@ pub fn router(collector: Arc<Collector>) -> Router {
         ("/v1/alias", "/v1/a", Call::Alias),
         ("/v1/group", "/v1/g", Call::Group),
     ] {
-        router = router.route(long, one(call)).route(short, one(call));
+        for path in [long, short] {
+            routes = routes.route(Method::POST, path, one(call), Access::WriteKey);
+        }
     }
-    router
-        .route("/v1/batch", batch())
-        .route("/v1/b", batch())
-        .route("/v1/import", batch())
-        .layer(middleware::from_fn_with_state(collector.clone(), cors))
+    for path in ["/v1/batch", "/v1/b", "/v1/import"] {
+        routes = routes.route(Method::POST, path, batch(), Access::WriteKey);
+    }
+    let cors_state = collector.clone();
+    routes
+        .map_router(|router| router.layer(middleware::from_fn_with_state(cors_state, cors)))
         .with_state(collector)
 }
 

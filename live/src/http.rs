@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shoplake_events::{EventName, Limits, decode, format_timestamp};
 use shoplake_server::ApiError;
+use shoplake_server::auth::{Access, Routes};
 
 use crate::Live;
 use crate::recs::{Recommendation, RecsQuery};
@@ -31,11 +31,15 @@ fn off(what: &str) -> ApiError {
 }
 
 /// The live endpoints over `live`.
-pub fn router(live: Arc<Live>) -> Router {
-    Router::new()
-        .route("/v1/fraud/score", post(score))
-        .route("/v1/recommendations/{shopper}", get(recommendations))
-        .route("/v1/products/{id}/related", get(related))
+pub fn router(live: Arc<Live>) -> Routes {
+    Routes::new()
+        .post("/v1/fraud/score", score, Access::Storefront)
+        .get(
+            "/v1/recommendations/{shopper}",
+            recommendations,
+            Access::Storefront,
+        )
+        .get("/v1/products/{id}/related", related, Access::Storefront)
         .with_state(live)
 }
 

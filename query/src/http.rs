@@ -24,19 +24,18 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde_json::json;
 use shoplake_server::ApiError;
+use shoplake_server::auth::{Access, Principal, Routes};
 use tracing::{error, warn};
 
-use crate::{Encoder, Error, Params, QueryRequest, QueryService, QueryStream, WireFormat};
+use crate::{Catalog, Encoder, Error, Params, QueryRequest, QueryService, QueryStream, WireFormat};
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
@@ -112,6 +111,7 @@ fn read_request(
                 sql: body.sql,
                 params,
                 limit: body.limit,
+                catalog: Catalog::Full,
             },
             body.format,
         )
@@ -148,16 +148,26 @@ fn read_request(
     Ok((request, format))
 }
 
+/// What the caller's role may read; a router without a guard (tests) reads everything.
+fn catalog_of(principal: Option<&Principal>) -> Catalog {
+    match principal {
+        Some(p) if !p.role.sees_personal_data() => Catalog::NoPersonalData,
+        _ => Catalog::Full,
+    }
+}
+
 async fn sql(
     State(service): State<Arc<QueryService>>,
+    principal: Option<Extension<Principal>>,
     Query(query): Query<SqlQuery>,
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let (request, format) = match read_request(&headers, query, body) {
+    let (mut request, format) = match read_request(&headers, query, body) {
         Ok(r) => r,
         Err(response) => return *response,
     };
+    request.catalog = catalog_of(principal.as_deref());
     let prepared = match service.prepare(&request).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -283,8 +293,11 @@ impl Answer {
     }
 }
 
-async fn tables(State(service): State<Arc<QueryService>>) -> Response {
-    match service.tables().await {
+async fn tables(
+    State(service): State<Arc<QueryService>>,
+    principal: Option<Extension<Principal>>,
+) -> Response {
+    match service.tables(catalog_of(principal.as_deref())).await {
         Ok(tables) => axum::Json(json!({
             "tables": tables.iter().map(|(name, version, schema)| json!({
                 "name": name,
@@ -299,9 +312,9 @@ async fn tables(State(service): State<Arc<QueryService>>) -> Response {
 
 /// `POST /v1/sql` and `GET /v1/tables`. The binary merges it with the process's `/health`,
 /// `/ready` and `/metrics` routes.
-pub fn router(service: Arc<QueryService>) -> Router {
-    Router::new()
-        .route("/v1/sql", post(sql))
-        .route("/v1/tables", get(tables))
+pub fn router(service: Arc<QueryService>) -> Routes {
+    Routes::new()
+        .post("/v1/sql", sql, Access::Sql)
+        .get("/v1/tables", tables, Access::Sql)
         .with_state(service)
 }

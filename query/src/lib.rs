@@ -58,8 +58,8 @@ pub use http::router;
 pub use params::Params;
 pub use render::{Format, render, to_json_rows};
 pub use service::{
-    Prepared, QueryMetrics, QueryOptions, QueryRequest, QueryResult, QueryService, QueryStream,
-    VIEWS, names,
+    Catalog, Prepared, QueryMetrics, QueryOptions, QueryRequest, QueryResult, QueryService,
+    QueryStream, VIEWS, names,
 };
 
 /// Result of the query service.

@@ -12,11 +12,13 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::{MemTable, TableType, ViewTable, source_as_provider};
+use datafusion::datasource::{
+    MemTable, TableType, ViewTable, provider_as_source, source_as_provider,
+};
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -95,6 +97,19 @@ pub struct QueryRequest {
     /// Rows the client wants at most: the answer is cut there and says it was (`truncated`),
     /// instead of being refused at `max_rows`.
     pub limit: Option<u64>,
+    /// What the caller may read.
+    pub catalog: Catalog,
+}
+
+/// The tables and views a statement may read, by what the caller's role may see.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Catalog {
+    /// Every table and view.
+    #[default]
+    Full,
+    /// Tables without their personal columns, and the views whose answers hold none
+    /// (marketing).
+    NoPersonalData,
 }
 
 impl QueryRequest {
@@ -245,6 +260,10 @@ impl Drop for QueryRuntime {
 /// SQL over the lake.
 pub struct QueryService {
     ctx: SessionContext,
+    /// The catalog of roles that may not see personal data: every table without its personal
+    /// columns ([`shoplake_batch::TableDescriptor::personal_columns`]), and the views whose
+    /// answers hold none.
+    restricted: SessionContext,
     lake: Lake,
     options: QueryOptions,
     refresh: Mutex<Refresh>,
@@ -285,6 +304,9 @@ impl QueryService {
         parquet.enable_page_index = options.pruning;
         parquet.pruning = options.pruning;
         parquet.bloom_filter_on_read = options.pruning;
+        // The restricted catalog shares the runtime (its memory pool and the object stores Delta
+        // registers) and the settings.
+        let restricted = SessionContext::new_with_config_rt(config.clone(), runtime.clone());
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let turns = Arc::new(Turns::new(
             limits.max_concurrent,
@@ -310,6 +332,7 @@ impl QueryService {
         let runtime = QueryRuntime(Some(query_runtime(limits.threads, limits.low_priority)?));
         let service = QueryService {
             ctx,
+            restricted,
             lake,
             options,
             refresh: Mutex::new(Refresh {
@@ -346,15 +369,28 @@ impl QueryService {
     }
 
     /// The tables, with their registered Delta versions (None: not written yet) and their
-    /// schemas as the registry describes them.
-    pub async fn tables(&self) -> Result<Vec<(String, Option<u64>, SchemaRef)>> {
+    /// schemas as the registry describes them (without the personal columns in the restricted
+    /// catalog).
+    pub async fn tables(&self, catalog: Catalog) -> Result<Vec<(String, Option<u64>, SchemaRef)>> {
         self.refresh(false).await?;
         let refresh = self.refresh.lock().await;
         Ok(tables::ALL
             .iter()
             .map(|t| {
                 let version = refresh.versions.get(t.name).copied().flatten();
-                (t.name.to_owned(), version, t.schema())
+                let schema = t.schema();
+                let schema = match catalog {
+                    Catalog::Full => schema,
+                    Catalog::NoPersonalData => Arc::new(arrow::datatypes::Schema::new(
+                        schema
+                            .fields()
+                            .iter()
+                            .filter(|f| !t.is_personal(f.name()))
+                            .cloned()
+                            .collect::<Vec<_>>(),
+                    )),
+                };
+                (t.name.to_owned(), version, schema)
             })
             .collect())
     }
@@ -414,11 +450,68 @@ impl QueryService {
                         source: Box::new(source),
                     })?;
             }
+            self.restrict().await?;
             if !force {
                 info!(versions = ?refresh.versions, "lake changed; tables and views refreshed");
             }
         }
         refresh.checked = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Registers the restricted catalog over the full one's providers: each table as a view of
+    /// its columns that hold no personal data, and each view whose answer has no column of a
+    /// personal name (funnels and campaign figures: counts over shoppers, not shoppers).
+    async fn restrict(&self) -> Result<()> {
+        let personal: BTreeSet<&str> = tables::ALL
+            .iter()
+            .flat_map(|t| t.personal_columns.iter().copied())
+            .collect();
+        for descriptor in tables::ALL {
+            let name = descriptor.name;
+            let provider = self
+                .ctx
+                .table_provider(name)
+                .await
+                .map_err(Error::execution)?;
+            let keep: Vec<usize> = provider
+                .schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| !descriptor.is_personal(f.name()))
+                .map(|(i, _)| i)
+                .collect();
+            let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), Some(keep))
+                .and_then(LogicalPlanBuilder::build)
+                .map_err(Error::execution)?;
+            self.restricted
+                .deregister_table(name)
+                .map_err(Error::execution)?;
+            self.restricted
+                .register_table(name, Arc::new(ViewTable::new(plan, None)))
+                .map_err(Error::execution)?;
+        }
+        for (view, _) in VIEWS {
+            self.restricted
+                .deregister_table(*view)
+                .map_err(Error::execution)?;
+            let provider = self
+                .ctx
+                .table_provider(*view)
+                .await
+                .map_err(Error::execution)?;
+            let leaks = provider
+                .schema()
+                .fields()
+                .iter()
+                .any(|f| personal.contains(f.name().as_str()));
+            if !leaks {
+                self.restricted
+                    .register_table(*view, provider)
+                    .map_err(Error::execution)?;
+            }
+        }
         Ok(())
     }
 
@@ -464,7 +557,10 @@ impl QueryService {
     async fn plan(&self, request: &QueryRequest, started: Instant) -> Result<Prepared> {
         let permit = self.turns.take().await?;
         self.refresh(false).await?;
-        let state = self.ctx.state();
+        let state = match request.catalog {
+            Catalog::Full => self.ctx.state(),
+            Catalog::NoPersonalData => self.restricted.state(),
+        };
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state
             .sql_to_statement(&request.sql, &dialect)
@@ -493,9 +589,10 @@ impl QueryService {
                 .join(",")
         };
         let key = format!(
-            "{normalized}\u{1f}{}\u{1f}{:?}\u{1f}{versions}",
+            "{normalized}\u{1f}{}\u{1f}{:?}\u{1f}{:?}\u{1f}{versions}",
             request.params.key(),
-            request.limit
+            request.limit,
+            request.catalog
         );
         let etag = digest(&key);
         let mut df = request.params.bind(DataFrame::new(state.clone(), plan))?;

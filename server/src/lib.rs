@@ -8,12 +8,19 @@
 //! - [`ApiError`]: the one error answer of every API (collector, live endpoints, query service):
 //!   a status and `{"error": code, "detail": sentence}`.
 //! - [`ops`]: `/metrics`, `/health` and `/ready`, merged into each long-running command's router.
+//! - [`auth`]: users with roles, API tokens, and the guard every route sits behind; routes are
+//!   declared with their rule ([`auth::Routes`]) so none exists without one.
 //!
 //! Dependencies: `axum` (the HTTP server of every command), `prometheus-client` (the Prometheus
 //! project's own Rust client: the OpenMetrics encoder, so that no crate writes exposition text
-//! by hand), `serde_json` (the error body).
+//! by hand), `serde_json` (the error body). For [`auth`]: `redb` (the users and tokens file, as
+//! the collector's write keys), `sha2` (tokens are stored as their SHA-256), `rand` (secrets),
+//! `ring` (PBKDF2: the SCRAM-SHA-256 verifier of a password, what Postgres clients log in with),
+//! `base64` (Basic credentials), `parking_lot`, `chrono` and `humantime-serde` (expiries, the
+//! refresh interval).
 
 pub mod api;
+pub mod auth;
 pub mod ops;
 pub mod telemetry;
 

@@ -3,35 +3,37 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::get;
 use serde_json::json;
 
 use crate::Telemetry;
+use crate::auth::{Access, Routes};
 use crate::telemetry::CONTENT_TYPE;
 
 /// Whether the process can do its work now (`/ready`).
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// `/metrics`, `/health` and `/ready`, the latter answering 503 while `ready` says no (a load
-/// balancer then sends traffic elsewhere).
-pub fn router(telemetry: Arc<Telemetry>, ready: Readiness) -> Router {
-    Router::new()
-        .route(
+/// `/metrics` (a token of an admin or analyst, unless `[auth] metrics_open`), `/health` and
+/// `/ready` (open), the latter answering 503 while `ready` says no (a load balancer then sends
+/// traffic elsewhere).
+pub fn router(telemetry: Arc<Telemetry>, ready: Readiness) -> Routes {
+    Routes::new()
+        .get(
             "/metrics",
-            get(move || {
+            move || {
                 let text = telemetry.render();
                 async move { ([("content-type", CONTENT_TYPE)], text) }
-            }),
+            },
+            Access::Metrics,
         )
-        .route(
+        .get(
             "/health",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
+            || async { axum::Json(json!({"status": "ok"})) },
+            Access::Open,
         )
-        .route(
+        .get(
             "/ready",
-            get(move || {
+            move || {
                 let answer = if ready() {
                     (StatusCode::OK, axum::Json(json!({"status": "ready"})))
                 } else {
@@ -41,11 +43,33 @@ pub fn router(telemetry: Arc<Telemetry>, ready: Readiness) -> Router {
                     )
                 };
                 async move { answer }
-            }),
+            },
+            Access::Open,
         )
 }
 
 /// Always ready.
 pub fn always_ready() -> Readiness {
     Arc::new(|| true)
+}
+
+/// `GET /v1/routes` (admins): every route of the process with the access it needs, next to the
+/// routes already declared in `routes`.
+pub fn with_listing(routes: Routes) -> Routes {
+    let mut rules = routes.rules().to_vec();
+    rules.push(crate::auth::RouteRule {
+        method: "GET".into(),
+        path: "/v1/routes".into(),
+        access: Access::Admin,
+    });
+    rules.sort_by(|a, b| a.path.cmp(&b.path).then(a.method.cmp(&b.method)));
+    let listing = Routes::new().get(
+        "/v1/routes",
+        move || {
+            let body = axum::Json(json!({ "routes": rules }));
+            async move { body }
+        },
+        Access::Admin,
+    );
+    routes.merge(listing)
 }

@@ -36,10 +36,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     telemetry.register(collector.metrics());
     backend.register_metrics(&mut telemetry);
     let ready = collector.clone();
-    let router = shoplake_collector::router(collector).merge(shoplake_server::ops::router(
-        telemetry.shared(),
-        Arc::new(move || ready.ready()),
-    ));
+    let router = shoplake_collector::router(collector)
+        .merge(shoplake_server::ops::router(
+            telemetry.shared(),
+            Arc::new(move || ready.ready()),
+        ))
+        .guarded_with_listing(data.guard(&config)?);
     let listener = ops::bind(args.http_addr).await?;
     info!(addr = %args.http_addr, keys = active, "collecting events on POST /v1/track, /v1/page, /v1/identify, /v1/batch, …");
     ops::serve_http_with_peers(listener, router, ops::shutdown_signal()).await

@@ -156,9 +156,10 @@ pub async fn drive(
             for label in sim.labels() {
                 writeln!(labels, "{}", serde_json::to_string(&label)?)?;
             }
-            if stop() || deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
+        }
+        // After every record: at a low rate, 1,024 records are minutes, and a stop must not wait.
+        if stop() || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
         }
     }
     for label in sim.labels() {

@@ -11,3 +11,4 @@ pub mod replay;
 pub mod sql;
 pub mod stream;
 pub mod up;
+pub mod users;

@@ -21,12 +21,13 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
+    let config = data.pipeline_config()?;
     let service = Arc::new(
         QueryService::open_with(
             &data.lake_root(),
             QueryOptions {
                 pruning: !args.no_pruning,
-                limits: data.pipeline_config()?.query,
+                limits: config.query.clone(),
                 ..QueryOptions::default()
             },
         )
@@ -36,10 +37,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     info!(addr = %args.http_addr, "serving SQL on POST /v1/sql");
     let mut telemetry = Telemetry::new();
     telemetry.register(service.metrics().clone());
-    let router = shoplake_query::router(service).merge(shoplake_server::ops::router(
-        telemetry.shared(),
-        shoplake_server::ops::always_ready(),
-    ));
+    let router = shoplake_query::router(service)
+        .merge(shoplake_server::ops::router(
+            telemetry.shared(),
+            shoplake_server::ops::always_ready(),
+        ))
+        .guarded_with_listing(data.guard(&config)?);
     ops::serve_http(listener, router, ops::shutdown_signal()).await?;
     Ok(())
 }

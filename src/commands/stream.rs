@@ -74,10 +74,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     firehose.register_metrics(&mut telemetry);
     let listener = ops::bind(args.metrics_addr).await?;
     info!(addr = %args.metrics_addr, "metrics on /metrics");
-    let router = shoplake_live::http::router(live.clone()).merge(shoplake_server::ops::router(
-        telemetry.shared(),
-        shoplake_server::ops::always_ready(),
-    ));
+    let router = shoplake_live::http::router(live.clone())
+        .merge(shoplake_server::ops::router(
+            telemetry.shared(),
+            shoplake_server::ops::always_ready(),
+        ))
+        .guarded_with_listing(data.guard(&config)?);
     let rules = tokio::spawn(live.watch_rules());
     let server = tokio::spawn(ops::serve_http(listener, router, ops::shutdown_signal()));
     stage.run(ops::shutdown_signal()).await?;

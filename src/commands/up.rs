@@ -219,7 +219,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         .merge(shoplake_server::ops::router(
             telemetry.shared(),
             Arc::new(move || ready.ready()),
-        ));
+        ))
+        .guarded_with_listing(data.guard(&config)?);
     let listener = ops::bind(args.http_addr).await?;
     let server = tokio::spawn(ops::serve_http_with_peers(
         listener,
@@ -229,8 +230,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 
     let addr = args.http_addr;
     eprintln!(
-        "\nshoplake is up (data in {}).\n  SQL over HTTP:  curl -s http://{addr}/v1/sql -d '{{\"sql\": \"select event_name, count(*) from events group by 1\"}}'\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Collector:      POST http://{addr}/v1/batch (Segment tracking API; a write key: shoplake keys create --source web)\n  Storefront:     GET http://{addr}/v1/recommendations/SHOPPER_ID   GET http://{addr}/v1/products/PRODUCT_ID/related   POST http://{addr}/v1/fraud/score\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health\n  Stop with Ctrl-C; start again to continue.\n",
-        data.data_dir.display()
+        "\nshoplake is up (data in {dir}).\n  Every route but /health and /ready needs a token. The first admin and a token:\n    shoplake users create admin --role admin && TOKEN=$(shoplake tokens create --user admin)\n  SQL over HTTP:  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/sql -d 'select event_name, count(*) from events group by 1'\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Collector:      POST http://{addr}/v1/batch (Segment tracking API; a write key: shoplake keys create --source web)\n  Storefront:     GET http://{addr}/v1/recommendations/SHOPPER_ID   GET http://{addr}/v1/products/PRODUCT_ID/related   POST http://{addr}/v1/fraud/score (a token of a storefront user)\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health   Routes: http://{addr}/v1/routes\n  Stop with Ctrl-C; start again to continue.\n",
+        dir = data.data_dir.display()
     );
 
     // Progress.

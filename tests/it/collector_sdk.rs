@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::e2e::{block_on, count, free_port, http_get, ok, run, shoplake, sql, terminate};
+use crate::e2e::{
+    authorize, block_on, count, free_port, http_get, ok, run, shoplake, sql, terminate,
+};
 
 #[test]
 fn segment_sdk_events_land_in_the_lake_exactly_once() {
@@ -29,6 +31,7 @@ fn segment_sdk_events_land_in_the_lake_exactly_once() {
     assert_eq!(listed["source"], "backend");
 
     let addr = format!("127.0.0.1:{}", free_port());
+    authorize(data, &addr);
     let collect = shoplake(data, &["collect", "--http-addr", &addr])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -142,6 +145,7 @@ fn segment_sdk_events_land_in_the_lake_exactly_once() {
 fn start_collect(data: &Path, source: &str) -> (std::process::Child, String, String) {
     let key = run(data, &["keys", "create", "--source", source]);
     let addr = format!("127.0.0.1:{}", free_port());
+    authorize(data, &addr);
     let collect = shoplake(data, &["collect", "--http-addr", &addr])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

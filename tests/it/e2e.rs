@@ -31,6 +31,37 @@ pub(crate) fn run(data: &Path, args: &[&str]) -> String {
     ok(shoplake(data, args).output().expect("start shoplake"))
 }
 
+/// Admin tokens of the servers the tests started, by address: the HTTP helpers send them.
+static TOKENS: std::sync::Mutex<std::collections::BTreeMap<String, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// A token of an admin of `data` (the user is made on first use), as a user gets one.
+pub(crate) fn admin_token(data: &Path) -> String {
+    // "exists already" from a second call is fine: the user is there.
+    let _ = shoplake(data, &["users", "create", "admin", "--role", "admin"]).output();
+    run(data, &["tokens", "create", "--user", "admin"])
+        .trim()
+        .to_owned()
+}
+
+/// Makes an admin token of `data` and has the HTTP helpers send it to the server at `addr`.
+pub(crate) fn authorize(data: &Path, addr: &str) -> String {
+    let token = admin_token(data);
+    TOKENS
+        .lock()
+        .unwrap()
+        .insert(addr.to_owned(), token.clone());
+    token
+}
+
+/// `request` with the token of the server at `addr`, if the test made one.
+pub(crate) fn with_token(request: reqwest::RequestBuilder, addr: &str) -> reqwest::RequestBuilder {
+    match TOKENS.lock().unwrap().get(addr) {
+        Some(token) => request.bearer_auth(token),
+        None => request,
+    }
+}
+
 fn emit(data: &Path, seed: &str, sessions: &str) -> Value {
     let out = run(
         data,
@@ -340,13 +371,15 @@ pub(crate) fn block_on<T>(request: impl std::future::Future<Output = T>) -> T {
 
 fn http_sql(addr: &str, query: &str) -> Option<Value> {
     block_on(async {
-        let resp = reqwest::Client::new()
-            .post(format!("http://{addr}/v1/sql"))
-            .json(&serde_json::json!({ "sql": query }))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .ok()?;
+        let resp = with_token(
+            reqwest::Client::new().post(format!("http://{addr}/v1/sql")),
+            addr,
+        )
+        .json(&serde_json::json!({ "sql": query }))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
         if !resp.status().is_success() {
             return None;
         }
@@ -356,7 +389,8 @@ fn http_sql(addr: &str, query: &str) -> Option<Value> {
 
 pub(crate) fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     block_on(async {
-        let resp = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
+        let request = reqwest::Client::new().get(format!("http://{addr}{path}"));
+        let resp = with_token(request, addr).send().await.ok()?;
         Some((resp.status().as_u16(), resp.text().await.ok()?))
     })
 }
@@ -419,6 +453,7 @@ fn up_serves_the_growing_lake_and_continues_after_a_restart() {
         "[stage]\nmax_batch_age = \"300ms\"\n[compaction]\ninterval = \"1s\"\n",
     );
     let start = |addr: &str| {
+        authorize(data, addr);
         shoplake(
             data,
             &[

@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 use shoplake_ingest::{KinesisConfig, KinesisStream, StreamConsumer};
 
-use crate::e2e::{count, free_port, http_get, ok, shoplake, terminate};
+use crate::e2e::{authorize, count, free_port, http_get, ok, shoplake, terminate};
 
 fn kinesalite() -> Option<String> {
     emulator("SHOPLAKE_TEST_KINESALITE")
@@ -330,6 +330,7 @@ fn simulator_to_kinesis_to_lake(aggregate: bool, on_s3: bool) {
 
     // A running stage shows the Kinesis client's own counters on /metrics.
     let addr = format!("127.0.0.1:{}", free_port());
+    authorize(data, &addr);
     let child = on_kinesis(
         data,
         &endpoint,
@@ -539,6 +540,7 @@ fn workers_share_shards_and_a_killed_one_is_taken_over() {
     };
     let worker = |data: &Path| {
         let addr = format!("127.0.0.1:{}", free_port());
+        authorize(data, &addr);
         let child = on(data, &["stream", "--metrics-addr", &addr])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

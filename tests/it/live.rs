@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::e2e::{block_on, free_port, http_get, run, shoplake, sql, terminate};
+use crate::e2e::{
+    authorize, block_on, free_port, http_get, run, shoplake, sql, terminate, with_token,
+};
 
 /// A running `shoplake stream`, killed when the test ends however it ends (a failed assertion
 /// must not leave it running).
@@ -34,6 +36,7 @@ impl Drop for Running {
 }
 
 fn start_stream(data: &Path, config: &str, addr: &str) -> Running {
+    authorize(data, addr);
     Running(Some(
         shoplake(
             data,
@@ -87,8 +90,8 @@ fn get_json(addr: &str, path: &str) -> (u16, Value) {
 
 fn post_json(addr: &str, path: &str, body: &str) -> (u16, Value) {
     block_on(async {
-        let resp = reqwest::Client::new()
-            .post(format!("http://{addr}{path}"))
+        let request = reqwest::Client::new().post(format!("http://{addr}{path}"));
+        let resp = with_token(request, addr)
             .header("content-type", "application/json")
             .body(body.to_owned())
             .timeout(Duration::from_secs(10))

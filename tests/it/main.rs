@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
+mod auth;
 mod bench;
 mod collector_sdk;
 mod e2e;

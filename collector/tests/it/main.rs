@@ -80,10 +80,12 @@ async fn start(config: CollectorConfig) -> Server {
         )
         .unwrap(),
     );
-    let router = shoplake_collector::router(collector.clone()).route(
-        "/ready",
-        axum::routing::get(shoplake_collector::ready).with_state(collector.clone()),
-    );
+    let router = shoplake_collector::router(collector.clone())
+        .unguarded()
+        .route(
+            "/ready",
+            axum::routing::get(shoplake_collector::ready).with_state(collector.clone()),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

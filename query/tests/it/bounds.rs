@@ -14,7 +14,7 @@ use shoplake_transform::{Stage, StageConfig};
 use crate::lake::{fixture, simulate};
 
 async fn serve(service: Arc<QueryService>) -> String {
-    let app = shoplake_query::router(service);
+    let app = shoplake_query::router(service).unguarded();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -459,4 +459,75 @@ async fn statements_run_below_ingestion_priority() {
         service.query_thread_nice().await,
         shoplake_query::current_thread_nice()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restricted_catalog_holds_no_personal_data() {
+    use shoplake_query::{Catalog, QueryRequest};
+    let (_, service) = start(QueryConfig::default()).await;
+    let ask = |sql: &str| {
+        let service = service.clone();
+        let request = QueryRequest {
+            catalog: Catalog::NoPersonalData,
+            ..QueryRequest::new(sql)
+        };
+        async move { service.run(&request).await }
+    };
+    // Counts, products, campaigns and amounts are there, as many rows as in the full catalog.
+    let n = ask("select count(*) as n from events").await.unwrap();
+    let n = shoplake_query::to_json_rows(&n).unwrap()[0]["n"].clone();
+    assert_eq!(n, json!(fixture().stats.valid_unique));
+    ask("select event_name, count(*) from events group by 1")
+        .await
+        .unwrap();
+    ask("select * from funnel_steps").await.unwrap();
+    ask("select * from daily_campaign_performance")
+        .await
+        .unwrap();
+    // Shoppers' ids, addresses and raw inputs are not, whatever the statement.
+    for sql in [
+        "select user_id from events",
+        "select anonymous_id from visits",
+        "select raw from bad_rows",
+        "select order_id from orders",
+        "select * from sessions",
+        "select * from identities where user_id is not null",
+    ] {
+        let err = ask(sql).await.unwrap_err();
+        assert!(err.is_user_error(), "{sql}: {err}");
+    }
+    let star = ask("select * from events limit 1").await.unwrap();
+    for personal in ["user_id", "anonymous_id", "event_id"] {
+        let names: Vec<_> = star
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        if shoplake_batch::tables::get("events")
+            .unwrap()
+            .is_personal(personal)
+        {
+            assert!(
+                !names.contains(&personal.to_owned()),
+                "{personal} in {names:?}"
+            );
+        }
+    }
+    // The catalog's own description agrees.
+    let columns = ask(
+        "select column_name from information_schema.columns where table_name = 'events' and column_name = 'user_id'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(columns.row_count(), 0);
+    for (name, _, schema) in service.tables(Catalog::NoPersonalData).await.unwrap() {
+        let table = shoplake_batch::tables::get(&name).unwrap();
+        assert!(
+            schema.fields().iter().all(|f| !table.is_personal(f.name())),
+            "{name}"
+        );
+    }
+    // The full catalog still has them.
+    service.sql("select user_id from events").await.unwrap();
 }

@@ -11,7 +11,7 @@ use crate::lake::{fixture, service};
 /// (`/health` and `/metrics` are the binary's, tested end to end through `shoplake up`.)
 async fn start_with_service() -> (String, Arc<QueryService>) {
     let service = service().await;
-    let app = shoplake_query::router(service.clone());
+    let app = shoplake_query::router(service.clone()).unguarded();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
