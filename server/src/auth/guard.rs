@@ -244,17 +244,27 @@ impl Guard {
         }
     }
 
+    /// Whether the store's file was written since the last read (with a second of slack for
+    /// file systems whose times are coarse).
+    fn store_changed(&self) -> bool {
+        let modified = std::fs::metadata(self.store.path())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_micros()).ok());
+        modified.is_none_or(|m| m + 1_000_000 >= self.last_read.load(Ordering::Relaxed))
+    }
+
     /// The principal a token names, if it is live and its user enabled.
     pub fn authenticate(&self, token: &str) -> Option<Principal> {
         self.refresh();
         let hash = hash_token(token);
         // A token made since the last read (`shoplake tokens create` a moment ago) works at once:
-        // an unknown token re-reads the store, at most every 250 ms whatever the callers send.
-        if !self.snapshot.read().tokens.contains_key(&hash) {
+        // an unknown token re-reads the store when the file changed since the last read (one
+        // `stat` per unknown token, however many a caller sends).
+        if !self.snapshot.read().tokens.contains_key(&hash) && self.store_changed() {
             let now = chrono::Utc::now().timestamp_micros();
-            if now - self.last_read.load(Ordering::Relaxed) > 250_000 {
-                self.refresh_now(now, self.next_refresh.load(Ordering::Relaxed));
-            }
+            self.refresh_now(now, self.next_refresh.load(Ordering::Relaxed));
         }
         let snapshot = self.snapshot.read();
         let info = snapshot.tokens.get(&hash)?;
