@@ -664,6 +664,35 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, Arr
     let (anonymous_id, user_id, session_id) =
         (c.text(ANONYMOUS_ID)?, c.text(USER_ID)?, c.text(SESSION_ID)?);
     let session_inferred = c.get(SESSION_INFERRED)?.as_boolean_opt().cloned();
+    let traits = c.text(TRAITS)?;
+    let context = context_reader(&c)?;
+    let properties = properties_reader(&c)?;
+    let mut out = Vec::with_capacity(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let inferred = session_inferred.as_ref().is_some_and(|b| b.value(i));
+        out.push(Event {
+            event_id: event_id(i),
+            event_name: event_name(i),
+            custom_event_name: custom_event_name(i),
+            schema_version: schema_version(i),
+            occurred_at: occurred_at(i),
+            sent_at: sent_at(i),
+            received_at: received_at(i),
+            anonymous_id: anonymous_id(i),
+            user_id: user_id(i),
+            session_id: if inferred { None } else { session_id(i) },
+            context: context(i),
+            properties: Some(properties(i)?).filter(|p| *p != Properties::default()),
+            traits: traits(i),
+        });
+    }
+    Ok(out)
+}
+
+/// A row's context from the context columns; None when every field of it is empty.
+fn context_reader<'b>(
+    c: &Columns<'b>,
+) -> Result<impl Fn(usize) -> Option<Context<'static>> + 'b, ArrowError> {
     let t = |name| c.text(name);
     let (url, path, referrer, title) = (
         t(PAGE_URL)?,
@@ -689,6 +718,51 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, Arr
         t(SOURCE)?,
     );
     let (browser, os) = (t(BROWSER)?, t(OS)?);
+    Ok(move |i: usize| {
+        let none_if_default = |x: Option<Page<'static>>| x.filter(|p| *p != Page::default());
+        let page = none_if_default(Some(Page {
+            url: url(i),
+            path: path(i),
+            referrer: referrer(i),
+            title: title(i),
+        }));
+        let campaign = Some(Campaign {
+            source: usrc(i),
+            medium: umed(i),
+            name: ucmp(i),
+            term: uterm(i),
+            content: ucont(i),
+        })
+        .filter(|c| *c != Campaign::default());
+        let click_ids = Some(ClickIds {
+            gclid: gclid(i),
+            fbclid: fbclid(i),
+            msclkid: msclkid(i),
+        })
+        .filter(|c| *c != ClickIds::default());
+        Some(Context {
+            page,
+            campaign,
+            click_ids,
+            user_agent: ua(i),
+            ip: ip(i),
+            locale: locale(i),
+            country: country(i),
+            device_type: device_type(i),
+            browser: browser(i),
+            os: os(i),
+            device_id: device_id(i),
+            source: source(i),
+        })
+        .filter(|c| *c != Context::default())
+    })
+}
+
+/// A row's properties from the property columns (products decoded from their list).
+fn properties_reader<'b>(
+    c: &Columns<'b>,
+) -> Result<impl Fn(usize) -> Result<Properties<'static>, ArrowError> + 'b, ArrowError> {
+    let t = |name| c.text(name);
     let (order_id, cart_id, checkout_id, step) = (
         t(ORDER_ID)?,
         t(CART_ID)?,
@@ -721,51 +795,13 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, Arr
         t(CREATIVE)?,
         c.int(RATING)?,
     );
-    let (reason, carrier, traits, extra) =
-        (t(REASON)?, t(CARRIER)?, t(TRAITS)?, t(EXTRA_PROPERTIES)?);
+    let (reason, carrier, extra) = (t(REASON)?, t(CARRIER)?, t(EXTRA_PROPERTIES)?);
     let products = c
         .get(PRODUCTS)?
         .as_list_opt::<i32>()
         .ok_or_else(|| ArrowError::SchemaError(format!("column {PRODUCTS} is not a list")))?;
 
-    let mut out = Vec::with_capacity(batch.num_rows());
-    for i in 0..batch.num_rows() {
-        let none_if_default = |x: Option<Page<'static>>| x.filter(|p| *p != Page::default());
-        let page = none_if_default(Some(Page {
-            url: url(i),
-            path: path(i),
-            referrer: referrer(i),
-            title: title(i),
-        }));
-        let campaign = Some(Campaign {
-            source: usrc(i),
-            medium: umed(i),
-            name: ucmp(i),
-            term: uterm(i),
-            content: ucont(i),
-        })
-        .filter(|c| *c != Campaign::default());
-        let click_ids = Some(ClickIds {
-            gclid: gclid(i),
-            fbclid: fbclid(i),
-            msclkid: msclkid(i),
-        })
-        .filter(|c| *c != ClickIds::default());
-        let context = Some(Context {
-            page,
-            campaign,
-            click_ids,
-            user_agent: ua(i),
-            ip: ip(i),
-            locale: locale(i),
-            country: country(i),
-            device_type: device_type(i),
-            browser: browser(i),
-            os: os(i),
-            device_id: device_id(i),
-            source: source(i),
-        })
-        .filter(|c| *c != Context::default());
+    Ok(move |i: usize| {
         let extra = match extra(i) {
             Some(json) => {
                 let map: Vec<(String, Box<RawValue>)> =
@@ -779,7 +815,7 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, Arr
             }
             None => Vec::new(),
         };
-        let properties = Properties {
+        Ok(Properties {
             products: products
                 .is_valid(i)
                 .then(|| products_from(&products.value(i)))
@@ -809,25 +845,8 @@ pub fn events_from_batch(batch: &RecordBatch) -> Result<Vec<Event<'static>>, Arr
             reason: reason(i),
             carrier: carrier(i),
             extra,
-        };
-        let inferred = session_inferred.as_ref().is_some_and(|b| b.value(i));
-        out.push(Event {
-            event_id: event_id(i),
-            event_name: event_name(i),
-            custom_event_name: custom_event_name(i),
-            schema_version: schema_version(i),
-            occurred_at: occurred_at(i),
-            sent_at: sent_at(i),
-            received_at: received_at(i),
-            anonymous_id: anonymous_id(i),
-            user_id: user_id(i),
-            session_id: if inferred { None } else { session_id(i) },
-            context,
-            properties: Some(properties).filter(|p| *p != Properties::default()),
-            traits: traits(i),
-        });
-    }
-    Ok(out)
+        })
+    })
 }
 
 fn products_from(list: &ArrayRef) -> Result<Vec<Product<'static>>, ArrowError> {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::EventName;
 use crate::codes::{is_country, is_currency};
 use crate::wire::keys::GROUP_ID;
-use crate::wire::{Event, Product, Str};
+use crate::wire::{Context, Event, Product, Properties, Str};
 
 /// The contract version this code writes and reads.
 pub const SCHEMA_VERSION: i32 = 1;
@@ -480,8 +480,29 @@ impl Checker<'_> {
     ) -> Result<ValidEvent<'a>, Rejection> {
         self.event_id = event.event_id.as_ref().map(|s| s.to_string());
         self.event_name = event.event_name.as_ref().map(|s| s.to_string());
+        let (name, schema_version) = self.envelope(&event)?;
+        let times = self.times(&event, received_fallback)?;
+        self.context(event.context.as_ref())?;
+        let empty = Default::default();
+        let p = event.properties.as_ref().unwrap_or(&empty);
+        let products = p.products.as_deref().unwrap_or_default();
+        self.properties(name, p, products)?;
+        self.per_event_type(name, &event, p, products)?;
+        Ok(ValidEvent {
+            event,
+            name,
+            schema_version,
+            occurred_at: times.occurred_at,
+            sent_at: times.sent_at,
+            received_at: times.received_at,
+            event_time: times.event_time,
+            clock_skew_ms: times.clock_skew_ms,
+        })
+    }
 
-        // Envelope.
+    /// The envelope: id, name, schema version, who (anonymous id / user id) and the ids the
+    /// event's name requires.
+    fn envelope(&self, event: &Event<'_>) -> Result<(EventName, i32), Rejection> {
         let Some(event_id) = &event.event_id else {
             return Err(self.missing("event_id", "on every event"));
         };
@@ -537,7 +558,12 @@ impl Checker<'_> {
             self.id("custom_event_name", Some(custom))?;
         }
 
-        // Times.
+        Ok((name, schema_version))
+    }
+
+    /// The times: occurred_at, sent_at and received_at read, and the event time on the server's
+    /// clock (corrected by the device's clock skew) within the lateness rules.
+    fn times(&self, event: &Event<'_>, received_fallback: i64) -> Result<Times, Rejection> {
         let Some(occurred) = &event.occurred_at else {
             return Err(self.missing("occurred_at", "on every event"));
         };
@@ -587,8 +613,18 @@ impl Checker<'_> {
             ));
         }
 
-        // Context.
-        if let Some(ctx) = &event.context {
+        Ok(Times {
+            occurred_at,
+            sent_at,
+            received_at,
+            event_time,
+            clock_skew_ms,
+        })
+    }
+
+    /// The context: page, campaign, device and place fields within their limits.
+    fn context(&self, context: Option<&Context<'_>>) -> Result<(), Rejection> {
+        if let Some(ctx) = context {
             if let Some(page) = &ctx.page {
                 self.text("context.page.url", page.url.as_ref())?;
                 self.text("context.page.path", page.path.as_ref())?;
@@ -615,10 +651,16 @@ impl Checker<'_> {
             self.country("context.country", ctx.country.as_ref())?;
         }
 
-        // Properties.
-        let empty = Default::default();
-        let p = event.properties.as_ref().unwrap_or(&empty);
-        let products = p.products.as_deref().unwrap_or_default();
+        Ok(())
+    }
+
+    /// The properties: products, ids, texts, amounts with their currency, countries, ranges.
+    fn properties(
+        &self,
+        name: EventName,
+        p: &Properties<'_>,
+        products: &[Product<'_>],
+    ) -> Result<(), Rejection> {
         if products.len() > self.limits.max_products {
             return Err(self.reject(
                 Reason::TooLarge,
@@ -690,7 +732,17 @@ impl Checker<'_> {
         self.range("properties.rating", p.rating, 1, 5)?;
         self.range("properties.checkout_step", p.checkout_step, 1, 100)?;
 
-        // Per event type.
+        Ok(())
+    }
+
+    /// What each event type requires of its properties and context.
+    fn per_event_type(
+        &self,
+        name: EventName,
+        event: &Event<'_>,
+        p: &Properties<'_>,
+        products: &[Product<'_>],
+    ) -> Result<(), Rejection> {
         use EventName as N;
         if name.is_single_product() {
             if products.len() != 1 {
@@ -759,17 +811,17 @@ impl Checker<'_> {
             return Err(self.missing("properties.group_id", "(a string) on group"));
         }
 
-        Ok(ValidEvent {
-            event,
-            name,
-            schema_version,
-            occurred_at,
-            sent_at,
-            received_at,
-            event_time,
-            clock_skew_ms,
-        })
+        Ok(())
     }
+}
+
+/// The times of an event, read and corrected.
+struct Times {
+    occurred_at: i64,
+    sent_at: Option<i64>,
+    received_at: i64,
+    event_time: i64,
+    clock_skew_ms: i64,
 }
 
 fn truncate(s: &str) -> &str {

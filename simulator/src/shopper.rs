@@ -396,7 +396,6 @@ impl Simulator {
         let step =
             |sim: &mut Simulator, t: &mut i64| *t += sim.rng.random_range(5 * SECOND..90 * SECOND);
 
-        let cats = self.catalog.categories();
         let first_cat = user.interests[0];
         let landing_path = format!("/c/{}", self.catalog.by_category[first_cat].0);
         let mut e = self.event(EventName::PageViewed, &visit, &landing_path, true);
@@ -454,61 +453,7 @@ impl Simulator {
                 Some(p) if self.rng.random_bool(0.45) => {
                     self.catalog.companion(&mut self.rng, p).unwrap_or(p)
                 }
-                _ => {
-                    let cat = if self.rng.random_bool(0.75) {
-                        user.interests[self.rng.random_range(0..2)]
-                    } else {
-                        self.rng.random_range(0..cats)
-                    };
-                    let (name, _, _) = &self.catalog.by_category[cat];
-                    let name = *name;
-                    if self.rng.random_bool(0.25) {
-                        let brand =
-                            self.catalog.products[self.catalog.pick_in(&mut self.rng, cat)].brand;
-                        let mut e =
-                            self.event(EventName::ProductsSearched, &visit, "/search", false);
-                        e.properties = Some(Properties {
-                            query: s(format!("{} {}", brand.to_lowercase(), name)),
-                            ..Properties::default()
-                        });
-                        self.send(e, t, Some(&dev), None);
-                    } else {
-                        let mut e = self.event(
-                            EventName::ProductListViewed,
-                            &visit,
-                            &format!("/c/{name}"),
-                            false,
-                        );
-                        e.properties = Some(Properties {
-                            list_id: s(format!("list-{name}")),
-                            category: s(name),
-                            ..Properties::default()
-                        });
-                        self.send(e, t, Some(&dev), None);
-                    }
-                    t += self.rng.random_range(2 * SECOND..20 * SECOND);
-                    let p = self.catalog.pick_in(&mut self.rng, cat);
-                    let position = self.rng.random_range(1..25);
-                    let mut e = self.event(
-                        EventName::ProductClicked,
-                        &visit,
-                        &format!("/c/{name}"),
-                        false,
-                    );
-                    e.properties = Some(Properties {
-                        products: Some(vec![self.product(
-                            Line {
-                                product: p,
-                                quantity: 1,
-                            },
-                            visit.market,
-                            Some(position),
-                        )]),
-                        ..Properties::default()
-                    });
-                    self.send(e, t, Some(&dev), None);
-                    p
-                }
+                _ => self.discover(&visit, &user, &dev, &mut t),
             };
             last = Some(product);
             let add = self.rng.random_bool((0.13 * conversion).min(0.9));
@@ -561,54 +506,7 @@ impl Simulator {
             self.send(e, t, Some(&dev), None);
         }
         if !cart.is_empty() {
-            if self.rng.random_bool(0.6) {
-                step(self, &mut t);
-                let mut e = self.event(EventName::CartViewed, &visit, "/cart", false);
-                e.properties = Some(Properties {
-                    cart_id: s(format!("cart-{}", visit.device.device_id)),
-                    products: Some(
-                        cart.iter()
-                            .map(|l| self.product(*l, visit.market, None))
-                            .collect(),
-                    ),
-                    ..Properties::default()
-                });
-                self.send(e, t, Some(&dev), None);
-            }
-            if cart.len() > 1 && self.rng.random_bool(0.1) {
-                step(self, &mut t);
-                let line = cart.remove(self.rng.random_range(0..cart.len()));
-                let mut e = self.event(EventName::ProductRemoved, &visit, "/cart", false);
-                e.properties = Some(Properties {
-                    products: Some(vec![self.product(line, visit.market, None)]),
-                    ..Properties::default()
-                });
-                self.send(e, t, Some(&dev), None);
-            }
-            if self.rng.random_bool((0.5 * conversion).min(0.95)) {
-                let completes = self.rng.random_bool(0.72);
-                if user.user_id.is_none() && completes && self.rng.random_bool(0.7) {
-                    step(self, &mut t);
-                    self.sign_up(&mut user, &mut visit, t);
-                }
-                let card = user.card.clone();
-                let home = MARKETS[user.market].0;
-                let ship_to = if self.rng.random_bool(0.04) {
-                    MARKETS[self.rng.random_range(0..MARKETS.len())].0
-                } else {
-                    home
-                };
-                let coupon = self.rng.random_bool(0.15).then_some("SPRING10");
-                if let Some(order) = self.checkout(
-                    &visit, &cart, &mut t, coupon, &card, home, ship_to, completes, None,
-                ) {
-                    self.lifecycle(&order, t, 0.96);
-                    user.bought.extend(cart.iter().map(|l| l.product));
-                    if user.bought.len() > 50 {
-                        user.bought.drain(..user.bought.len() - 50);
-                    }
-                }
-            }
+            self.cart_and_checkout(&mut user, &mut visit, &mut cart, conversion, &dev, &mut t);
         }
         // The shopper joins (or updates) the returning-shopper base.
         match slot {
@@ -617,6 +515,126 @@ impl Simulator {
             None => {
                 let i = self.rng.random_range(0..self.users.len());
                 self.users[i] = user;
+            }
+        }
+    }
+
+    /// How a shopper finds the next product outside the companions of the last one: a search or
+    /// a category list (of one of their two interests, or any category), then a click on a
+    /// product of it. Returns the product.
+    fn discover(&mut self, visit: &Visit, user: &User, dev: &Device, t: &mut i64) -> usize {
+        let cats = self.catalog.categories();
+        let cat = if self.rng.random_bool(0.75) {
+            user.interests[self.rng.random_range(0..2)]
+        } else {
+            self.rng.random_range(0..cats)
+        };
+        let (name, _, _) = &self.catalog.by_category[cat];
+        let name = *name;
+        if self.rng.random_bool(0.25) {
+            let brand = self.catalog.products[self.catalog.pick_in(&mut self.rng, cat)].brand;
+            let mut e = self.event(EventName::ProductsSearched, visit, "/search", false);
+            e.properties = Some(Properties {
+                query: s(format!("{} {}", brand.to_lowercase(), name)),
+                ..Properties::default()
+            });
+            self.send(e, *t, Some(dev), None);
+        } else {
+            let mut e = self.event(
+                EventName::ProductListViewed,
+                visit,
+                &format!("/c/{name}"),
+                false,
+            );
+            e.properties = Some(Properties {
+                list_id: s(format!("list-{name}")),
+                category: s(name),
+                ..Properties::default()
+            });
+            self.send(e, *t, Some(dev), None);
+        }
+        *t += self.rng.random_range(2 * SECOND..20 * SECOND);
+        let p = self.catalog.pick_in(&mut self.rng, cat);
+        let position = self.rng.random_range(1..25);
+        let mut e = self.event(
+            EventName::ProductClicked,
+            visit,
+            &format!("/c/{name}"),
+            false,
+        );
+        e.properties = Some(Properties {
+            products: Some(vec![self.product(
+                Line {
+                    product: p,
+                    quantity: 1,
+                },
+                visit.market,
+                Some(position),
+            )]),
+            ..Properties::default()
+        });
+        self.send(e, *t, Some(dev), None);
+        p
+    }
+
+    /// The end of a session with a cart: maybe viewed, maybe a product removed, maybe a checkout
+    /// (with a sign-up first, for some guests), which may complete into an order and its
+    /// lifecycle; what was bought joins the shopper's purchases.
+    fn cart_and_checkout(
+        &mut self,
+        user: &mut User,
+        visit: &mut Visit,
+        cart: &mut Vec<Line>,
+        conversion: f64,
+        dev: &Device,
+        t: &mut i64,
+    ) {
+        if self.rng.random_bool(0.6) {
+            *t += self.rng.random_range(5 * SECOND..90 * SECOND);
+            let mut e = self.event(EventName::CartViewed, visit, "/cart", false);
+            e.properties = Some(Properties {
+                cart_id: s(format!("cart-{}", visit.device.device_id)),
+                products: Some(
+                    cart.iter()
+                        .map(|l| self.product(*l, visit.market, None))
+                        .collect(),
+                ),
+                ..Properties::default()
+            });
+            self.send(e, *t, Some(dev), None);
+        }
+        if cart.len() > 1 && self.rng.random_bool(0.1) {
+            *t += self.rng.random_range(5 * SECOND..90 * SECOND);
+            let line = cart.remove(self.rng.random_range(0..cart.len()));
+            let mut e = self.event(EventName::ProductRemoved, visit, "/cart", false);
+            e.properties = Some(Properties {
+                products: Some(vec![self.product(line, visit.market, None)]),
+                ..Properties::default()
+            });
+            self.send(e, *t, Some(dev), None);
+        }
+        if self.rng.random_bool((0.5 * conversion).min(0.95)) {
+            let completes = self.rng.random_bool(0.72);
+            if user.user_id.is_none() && completes && self.rng.random_bool(0.7) {
+                *t += self.rng.random_range(5 * SECOND..90 * SECOND);
+                self.sign_up(user, visit, *t);
+            }
+            let card = user.card.clone();
+            let home = MARKETS[user.market].0;
+            let ship_to = if self.rng.random_bool(0.04) {
+                MARKETS[self.rng.random_range(0..MARKETS.len())].0
+            } else {
+                home
+            };
+            let coupon = self.rng.random_bool(0.15).then_some("SPRING10");
+            if let Some(order) = self.checkout(
+                visit, cart, t, coupon, &card, home, ship_to, completes, None,
+            ) {
+                self.lifecycle(&order, *t, 0.96);
+                user.bought.extend(cart.iter().map(|l| l.product));
+                if user.bought.len() > 50 {
+                    user.bought.drain(..user.bought.len() - 50);
+                }
             }
         }
     }

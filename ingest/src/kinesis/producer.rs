@@ -326,95 +326,15 @@ impl StreamProducer for KinesisStream {
                     }
                 }
             }
-            let retry = |mut u: Unit, pending: &mut BTreeMap<usize, Unit>, i: usize, why: &str| {
-                u.attempts += 1;
-                if u.attempts >= inner.config.max_attempts {
-                    return Err(Error::Unavailable {
-                        stream: inner.name.clone(),
-                        message: format!(
-                            "a record of partition key {:?} was not accepted after {} attempts: {why}",
-                            u.partition_key, u.attempts
-                        ),
-                    });
-                }
-                u.not_before = Some(Instant::now() + backoff.delay(u.attempts));
-                pending.insert(i, u);
-                Ok(())
-            };
             match outcome {
                 Ok(output) => {
-                    let entries = output.records();
-                    if entries.len() != batch.len() {
-                        return Err(Error::Unavailable {
-                            stream: inner.name.clone(),
-                            message: format!(
-                                "PutRecords answered {} entries for {} records",
-                                entries.len(),
-                                batch.len()
-                            ),
-                        });
-                    }
-                    let mut failed = 0u64;
-                    let mut throttled = 0u64;
-                    for ((i, u), entry) in batch.into_iter().zip(entries) {
-                        match (
-                            entry.error_code(),
-                            entry.shard_id(),
-                            entry.sequence_number(),
-                        ) {
-                            (None, Some(shard), Some(seq)) => {
-                                if u.predicted.as_ref().is_some_and(|p| p.0 != shard) {
-                                    self.mark_shard_map_stale();
-                                }
-                                inner
-                                    .metrics
-                                    .records_put
-                                    .fetch_add(u.members.len() as u64, Ordering::Relaxed);
-                                if u.aggregated {
-                                    inner.metrics.aggregates_put.fetch_add(1, Ordering::Relaxed);
-                                }
-                                for (k, &m) in u.members.iter().enumerate() {
-                                    results[m] = Some(PutResult {
-                                        shard_id: ShardId(shard.to_owned()),
-                                        sequence_number: if u.aggregated {
-                                            SequenceNumber::in_aggregate(seq, k as u64)
-                                        } else {
-                                            SequenceNumber(seq.to_owned())
-                                        },
-                                    });
-                                }
-                            }
-                            (code, _, _) => {
-                                failed += 1;
-                                let code = code.unwrap_or("no sequence number");
-                                if is_throttling_code(code) {
-                                    throttled += 1;
-                                }
-                                let why = format!(
-                                    "{code}: {}",
-                                    entry.error_message().unwrap_or_default()
-                                );
-                                retry(u, &mut pending, i, &why)?;
-                            }
-                        }
-                    }
-                    if failed > 0 {
-                        inner
-                            .metrics
-                            .put_entries_retried
-                            .fetch_add(failed, Ordering::Relaxed);
-                        inner
-                            .metrics
-                            .put_throttled
-                            .fetch_add(throttled, Ordering::Relaxed);
-                        warn!(stream = %inner.name, failed, throttled, "PutRecords partly failed; retrying the failed records");
-                    }
+                    self.accept_entries(batch, &output, &mut results, &mut pending, &backoff)?;
                 }
                 Err(e) if e.is_retryable() => {
                     debug!(stream = %inner.name, error = %e, "PutRecords failed; retrying the request");
                     let why = e.to_string();
                     for (i, u) in batch {
-                        retry(u, &mut pending, i, &why)?;
+                        retry_later(inner, &backoff, &mut pending, i, u, &why)?;
                     }
                 }
                 Err(e) => return Err(e),
@@ -430,6 +350,110 @@ impl StreamProducer for KinesisStream {
             })
             .collect()
     }
+}
+
+impl KinesisStream {
+    /// The entries of a PutRecords answer: a result for each accepted record (its members', for
+    /// an aggregate), and each failed one back in `pending` after its backoff.
+    fn accept_entries(
+        &self,
+        batch: Vec<(usize, Unit)>,
+        output: &PutRecordsOutput,
+        results: &mut [Option<PutResult>],
+        pending: &mut BTreeMap<usize, Unit>,
+        backoff: &Backoff,
+    ) -> Result<()> {
+        let inner = &self.inner;
+        let entries = output.records();
+        if entries.len() != batch.len() {
+            return Err(Error::Unavailable {
+                stream: inner.name.clone(),
+                message: format!(
+                    "PutRecords answered {} entries for {} records",
+                    entries.len(),
+                    batch.len()
+                ),
+            });
+        }
+        let mut failed = 0u64;
+        let mut throttled = 0u64;
+        for ((i, u), entry) in batch.into_iter().zip(entries) {
+            match (
+                entry.error_code(),
+                entry.shard_id(),
+                entry.sequence_number(),
+            ) {
+                (None, Some(shard), Some(seq)) => {
+                    if u.predicted.as_ref().is_some_and(|p| p.0 != shard) {
+                        self.mark_shard_map_stale();
+                    }
+                    inner
+                        .metrics
+                        .records_put
+                        .fetch_add(u.members.len() as u64, Ordering::Relaxed);
+                    if u.aggregated {
+                        inner.metrics.aggregates_put.fetch_add(1, Ordering::Relaxed);
+                    }
+                    for (k, &m) in u.members.iter().enumerate() {
+                        results[m] = Some(PutResult {
+                            shard_id: ShardId(shard.to_owned()),
+                            sequence_number: if u.aggregated {
+                                SequenceNumber::in_aggregate(seq, k as u64)
+                            } else {
+                                SequenceNumber(seq.to_owned())
+                            },
+                        });
+                    }
+                }
+                (code, _, _) => {
+                    failed += 1;
+                    let code = code.unwrap_or("no sequence number");
+                    if is_throttling_code(code) {
+                        throttled += 1;
+                    }
+                    let why = format!("{code}: {}", entry.error_message().unwrap_or_default());
+                    retry_later(inner, backoff, pending, i, u, &why)?;
+                }
+            }
+        }
+        if failed > 0 {
+            inner
+                .metrics
+                .put_entries_retried
+                .fetch_add(failed, Ordering::Relaxed);
+            inner
+                .metrics
+                .put_throttled
+                .fetch_add(throttled, Ordering::Relaxed);
+            warn!(stream = %inner.name, failed, throttled, "PutRecords partly failed; retrying the failed records");
+        }
+        Ok(())
+    }
+}
+
+/// A unit of a failed entry or request back in `pending` after its backoff, or the error once it
+/// has had `max_attempts`.
+fn retry_later(
+    inner: &Inner,
+    backoff: &Backoff,
+    pending: &mut BTreeMap<usize, Unit>,
+    i: usize,
+    mut u: Unit,
+    why: &str,
+) -> Result<()> {
+    u.attempts += 1;
+    if u.attempts >= inner.config.max_attempts {
+        return Err(Error::Unavailable {
+            stream: inner.name.clone(),
+            message: format!(
+                "a record of partition key {:?} was not accepted after {} attempts: {why}",
+                u.partition_key, u.attempts
+            ),
+        });
+    }
+    u.not_before = Some(Instant::now() + backoff.delay(u.attempts));
+    pending.insert(i, u);
+    Ok(())
 }
 
 fn unreachable_closed<T>(inner: &Inner) -> Result<T> {
