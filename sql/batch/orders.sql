@@ -1,7 +1,10 @@
 -- orders: one row per order, its current status and amounts, rebuilt by compaction from the
 -- order lifecycle events of the `events` table.
 --
--- Amounts come from the latest order_completed / order_updated event; the status is the furthest
+-- Each amount and attribute is the latest value an order_completed / order_updated event gave it,
+-- field by field: an update that carries `total` but not `revenue` keeps the revenue the order had
+-- (latest = greatest event_time, then smallest event_id, as for every "latest" in the lake). The
+-- line items come from the latest such event that lists products. The status is the furthest
 -- milestone reached (refunded > cancelled > return requested > delivered > shipped > paid >
 -- payment failed > placed). Only orders whose order_completed event is in the lake appear.
 WITH lifecycle AS (
@@ -12,19 +15,50 @@ WITH lifecycle AS (
                          'payment_authorized', 'payment_failed', 'order_shipped', 'order_delivered',
                          'return_requested')
 ),
-latest_amounts AS (
+amount_events AS (
     SELECT *
+    FROM lifecycle
+    WHERE event_name IN ('order_completed', 'order_updated')
+),
+latest_amounts AS (
+    SELECT order_id,
+           last_value(user_id ORDER BY event_time, event_id DESC) FILTER (WHERE user_id IS NOT NULL) AS user_id,
+           last_value(anonymous_id ORDER BY event_time, event_id DESC) FILTER (WHERE anonymous_id IS NOT NULL) AS anonymous_id,
+           last_value(session_id ORDER BY event_time, event_id DESC) FILTER (WHERE session_id IS NOT NULL) AS session_id,
+           last_value(currency ORDER BY event_time, event_id DESC) FILTER (WHERE currency IS NOT NULL) AS currency,
+           last_value(total ORDER BY event_time, event_id DESC) FILTER (WHERE total IS NOT NULL) AS total,
+           last_value(revenue ORDER BY event_time, event_id DESC) FILTER (WHERE revenue IS NOT NULL) AS revenue,
+           last_value(tax ORDER BY event_time, event_id DESC) FILTER (WHERE tax IS NOT NULL) AS tax,
+           last_value(shipping ORDER BY event_time, event_id DESC) FILTER (WHERE shipping IS NOT NULL) AS shipping,
+           last_value(discount ORDER BY event_time, event_id DESC) FILTER (WHERE discount IS NOT NULL) AS discount,
+           last_value(reporting_currency ORDER BY event_time, event_id DESC) FILTER (WHERE reporting_currency IS NOT NULL) AS reporting_currency,
+           last_value(total_reporting ORDER BY event_time, event_id DESC) FILTER (WHERE total_reporting IS NOT NULL) AS total_reporting,
+           last_value(revenue_reporting ORDER BY event_time, event_id DESC) FILTER (WHERE revenue_reporting IS NOT NULL) AS revenue_reporting,
+           last_value(coupon ORDER BY event_time, event_id DESC) FILTER (WHERE coupon IS NOT NULL) AS coupon,
+           last_value(payment_method ORDER BY event_time, event_id DESC) FILTER (WHERE payment_method IS NOT NULL) AS payment_method,
+           last_value(card_fingerprint ORDER BY event_time, event_id DESC) FILTER (WHERE card_fingerprint IS NOT NULL) AS card_fingerprint,
+           last_value(billing_country ORDER BY event_time, event_id DESC) FILTER (WHERE billing_country IS NOT NULL) AS billing_country,
+           last_value(shipping_country ORDER BY event_time, event_id DESC) FILTER (WHERE shipping_country IS NOT NULL) AS shipping_country,
+           last_value(utm_source ORDER BY event_time, event_id DESC) FILTER (WHERE utm_source IS NOT NULL) AS utm_source,
+           last_value(utm_medium ORDER BY event_time, event_id DESC) FILTER (WHERE utm_medium IS NOT NULL) AS utm_medium,
+           last_value(utm_campaign ORDER BY event_time, event_id DESC) FILTER (WHERE utm_campaign IS NOT NULL) AS utm_campaign,
+           last_value(channel ORDER BY event_time, event_id DESC) FILTER (WHERE channel IS NOT NULL) AS channel
+    FROM amount_events
+    GROUP BY order_id
+),
+latest_products AS (
+    SELECT order_id, products
     FROM (
-        SELECT l.*,
+        SELECT order_id, products,
                row_number() OVER (PARTITION BY order_id ORDER BY event_time DESC, event_id) AS rn
-        FROM lifecycle l
-        WHERE event_name IN ('order_completed', 'order_updated')
+        FROM amount_events
+        WHERE products IS NOT NULL AND cardinality(products) > 0
     ) ranked
     WHERE rn = 1
 ),
 items AS (
     SELECT order_id, sum(coalesce(item['quantity'], 1)) AS item_count
-    FROM (SELECT order_id, unnest(products) AS item FROM latest_amounts) line_items
+    FROM (SELECT order_id, unnest(products) AS item FROM latest_products) line_items
     GROUP BY order_id
 ),
 milestones AS (

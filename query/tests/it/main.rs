@@ -11,4 +11,5 @@ mod http;
 mod identities;
 mod lake;
 mod optimize;
+mod orders;
 mod staging;
