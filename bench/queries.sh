@@ -20,7 +20,9 @@ bench_python
 bench_lake "$data" "$sessions"
 
 addr="127.0.0.1:$(free_port)"
-"$bin" --data-dir "$data" query --http-addr "$addr" > /dev/null 2> "$work/query.err" &
+# Without the result cache: hot runs repeat each statement, and the comparison is of engines.
+printf '[query]\ncache_size = 0\n' > "$work/no-cache.toml"
+"$bin" --data-dir "$data" --config "$work/no-cache.toml" query --http-addr "$addr" > /dev/null 2> "$work/query.err" &
 pid=$!
 wait_ok "http://$addr/health"
 
