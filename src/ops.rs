@@ -77,6 +77,46 @@ pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpL
     })
 }
 
+/// Starts the Postgres wire listener of `service` on `addr` (bound before this returns, so a
+/// taken port fails the command at once); it serves until `shutdown` resolves.
+pub async fn serve_pg(
+    addr: std::net::SocketAddr,
+    service: std::sync::Arc<shoplake_query::QueryService>,
+    guard: std::sync::Arc<shoplake_server::auth::Guard>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let server = shoplake_query::pg::PgServer::new(service, guard)?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("binding the Postgres wire address {addr} (another shoplake or a Postgres running? change --pg-addr)")
+    })?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server.serve(listener, shutdown).await {
+            tracing::error!(error = %e, "the Postgres wire listener stopped");
+        }
+    }))
+}
+
+/// Starts the Arrow Flight SQL listener of `service` on `addr` (bound before this returns); it
+/// serves until `shutdown` resolves.
+pub async fn serve_flight(
+    addr: std::net::SocketAddr,
+    service: std::sync::Arc<shoplake_query::QueryService>,
+    guard: std::sync::Arc<shoplake_server::auth::Guard>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let server = shoplake_query::flight::FlightServer::new(service, guard)?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "binding the Flight SQL address {addr} (another shoplake running? change --flight-addr)"
+        )
+    })?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = server.serve(listener, shutdown).await {
+            tracing::error!(error = %e, "the Flight SQL listener stopped");
+        }
+    }))
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,

@@ -1,5 +1,6 @@
 //! What the query service allows a statement: the `[query]` table of the pipeline config file.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -39,6 +40,33 @@ pub struct QueryConfig {
     /// Answers kept for repeated statements, in bytes of Arrow memory (0: no cache). An answer
     /// is kept until a table it reads gets a new Delta version.
     pub cache_size: ByteSize,
+    /// TLS of the Postgres wire and Flight SQL listeners: `off`, `on` (offered: a client that
+    /// asks for TLS gets it, one that does not is served in plain text) or `required` (a client
+    /// without TLS is refused, never served in plain text). `on` and `required` need `tls_cert`
+    /// and `tls_key`.
+    pub tls: TlsMode,
+    /// PEM file of the certificate chain the listeners present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of its private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Connections each of the Postgres wire and Flight SQL listeners holds at once; one more is
+    /// refused with an error that says so.
+    pub max_connections: usize,
+}
+
+/// Whether the SQL listeners speak TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain text only (the default: the listeners bind 127.0.0.1).
+    #[default]
+    Off,
+    /// TLS for clients that ask for it; plain text for the others.
+    On,
+    /// TLS or nothing.
+    Required,
 }
 
 impl Default for QueryConfig {
@@ -55,6 +83,10 @@ impl Default for QueryConfig {
             threads: 0,
             low_priority: true,
             cache_size: ByteSize::mib(256),
+            tls: TlsMode::Off,
+            tls_cert: None,
+            tls_key: None,
+            max_connections: 64,
         }
     }
 }
@@ -70,6 +102,20 @@ impl QueryConfig {
                 "query.query_memory_limit ({}) is above query.memory_limit ({})",
                 self.query_memory_limit, self.memory_limit
             ));
+        }
+        if self.tls != TlsMode::Off && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err(format!(
+                "query.tls = \"{}\" needs query.tls_cert and query.tls_key (PEM files); without \
+                 them no client could connect with TLS",
+                if self.tls == TlsMode::Required {
+                    "required"
+                } else {
+                    "on"
+                }
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err("query.max_connections = 0 would refuse every SQL client".into());
         }
         if self.timeout.is_zero() {
             return Err("query.timeout = 0 would stop every statement at once".into());

@@ -111,7 +111,7 @@ fn read_request(
                 sql: body.sql,
                 params,
                 limit: body.limit,
-                catalog: Catalog::Full,
+                ..QueryRequest::default()
             },
             body.format,
         )

@@ -46,13 +46,16 @@ mod bounds;
 mod cache;
 mod config;
 pub mod encode;
+pub mod flight;
 mod http;
 mod params;
+pub mod pg;
 mod render;
 mod service;
+mod tls;
 
 pub use bounds::current_thread_nice;
-pub use config::QueryConfig;
+pub use config::{QueryConfig, TlsMode};
 pub use encode::{Encoder, Trailer, WireFormat};
 pub use http::router;
 pub use params::Params;

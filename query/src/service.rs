@@ -11,6 +11,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::{
     MemTable, TableType, ViewTable, provider_as_source, source_as_provider,
@@ -18,7 +19,7 @@ use datafusion::datasource::{
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, Volatility};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -99,6 +100,11 @@ pub struct QueryRequest {
     pub limit: Option<u64>,
     /// What the caller may read.
     pub catalog: Catalog,
+    /// The statement already parsed (the Postgres wire parses with Postgres's dialect and
+    /// rewrites what clients probe); `sql` is then only its text for logs.
+    pub statement: Option<Box<SqlStatement>>,
+    /// A shorter time limit than `query.timeout` (a Postgres session's `statement_timeout`).
+    pub timeout: Option<Duration>,
 }
 
 /// The tables and views a statement may read, by what the caller's role may see.
@@ -308,6 +314,10 @@ impl QueryService {
         // registers) and the settings.
         let restricted = SessionContext::new_with_config_rt(config.clone(), runtime.clone());
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        // What Postgres clients probe (pg_catalog, version()), in both catalogs: each lists only
+        // its own tables and columns.
+        crate::pg::install_catalog(&ctx)?;
+        crate::pg::install_catalog(&restricted)?;
         let turns = Arc::new(Turns::new(
             limits.max_concurrent,
             limits.queue,
@@ -515,6 +525,52 @@ impl QueryService {
         Ok(())
     }
 
+    /// Plans a parsed statement without running it or taking a turn: what a Postgres client's
+    /// Parse and Describe need (its parameters and columns). Refused like [`QueryService::prepare`]
+    /// refuses: only queries, over the catalog the caller may read.
+    pub async fn describe(&self, statement: SqlStatement, catalog: Catalog) -> Result<LogicalPlan> {
+        self.refresh(false).await?;
+        let statement = DfStatement::Statement(Box::new(statement));
+        check_read_only(&statement)?;
+        let plan = self
+            .context(catalog)
+            .state()
+            .statement_to_plan(statement)
+            .await
+            .map_err(classify)?;
+        verify_read_only(&plan)?;
+        Ok(plan)
+    }
+
+    /// [`QueryService::describe`] of a statement's text (Flight SQL).
+    pub async fn describe_sql(&self, sql: &str, catalog: Catalog) -> Result<LogicalPlan> {
+        let state = self.context(catalog).state();
+        let dialect = state.config().options().sql_parser.dialect;
+        match state.sql_to_statement(sql, &dialect).map_err(classify)? {
+            DfStatement::Statement(statement) => self.describe(*statement, catalog).await,
+            other => {
+                check_read_only(&other)?;
+                Err(Error::NotAllowed {
+                    detail: "only queries run here".into(),
+                })
+            }
+        }
+    }
+
+    /// The session of a catalog (the Postgres wire's SHOW and pg_catalog answers read it).
+    pub(crate) fn context(&self, catalog: Catalog) -> &SessionContext {
+        match catalog {
+            Catalog::Full => &self.ctx,
+            Catalog::NoPersonalData => &self.restricted,
+        }
+    }
+
+    /// The runtime statements run on (the Postgres wire's connections run there too, so that
+    /// encoding rows takes the CPU ingestion leaves).
+    pub(crate) fn runtime_handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.runtime.handle()
+    }
+
     /// Runs one query (a SELECT, WITH, EXPLAIN, SHOW or DESCRIBE statement) and collects its
     /// answer, under the same limits as every other caller.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
@@ -557,27 +613,25 @@ impl QueryService {
     async fn plan(&self, request: &QueryRequest, started: Instant) -> Result<Prepared> {
         let permit = self.turns.take().await?;
         self.refresh(false).await?;
-        let state = match request.catalog {
-            Catalog::Full => self.ctx.state(),
-            Catalog::NoPersonalData => self.restricted.state(),
+        let state = self.context(request.catalog).state();
+        let statement = match &request.statement {
+            Some(statement) => DfStatement::Statement(statement.clone()),
+            None => {
+                let dialect = state.config().options().sql_parser.dialect;
+                state
+                    .sql_to_statement(&request.sql, &dialect)
+                    .map_err(classify)?
+            }
         };
-        let dialect = state.config().options().sql_parser.dialect;
-        let statement = state
-            .sql_to_statement(&request.sql, &dialect)
-            .map_err(classify)?;
         check_read_only(&statement)?;
         let normalized = statement.to_string();
         let plan = state.statement_to_plan(statement).await.map_err(classify)?;
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)
-            .map_err(|e| Error::NotAllowed {
-                detail: e.strip_backtrace(),
-            })?;
+        verify_read_only(&plan)?;
         let mut read = BTreeSet::new();
         tables_read(&plan, &mut read);
+        // An answer that depends on more than the lake (now(), random(), the session's user) or
+        // on no table at all (catalog probes: cheap anyway) is not kept.
+        let cacheable = !read.is_empty() && deterministic(&plan);
         let versions = {
             let refresh = self.refresh.lock().await;
             read.iter()
@@ -597,7 +651,12 @@ impl QueryService {
         let etag = digest(&key);
         let mut df = request.params.bind(DataFrame::new(state.clone(), plan))?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let source = match self.cache.get(&key) {
+        let cached = if cacheable {
+            self.cache.get(&key)
+        } else {
+            None
+        };
+        let source = match cached {
             Some(cached) => Source::Cached(cached),
             None => {
                 if let Some(limit) = request.limit {
@@ -617,7 +676,7 @@ impl QueryService {
                 Source::Plan {
                     plan: physical,
                     task,
-                    cache_key: self.cache.enabled().then_some(key),
+                    cache_key: (cacheable && self.cache.enabled()).then_some(key),
                 }
             }
         };
@@ -628,7 +687,9 @@ impl QueryService {
             limit: request.limit,
             permit,
             started,
-            timeout: self.options.limits.timeout,
+            timeout: request.timeout.map_or(self.options.limits.timeout, |t| {
+                t.min(self.options.limits.timeout)
+            }),
             max_rows: self.options.limits.max_rows,
             runtime: self.runtime.handle().cloned(),
             metrics: self.metrics.clone(),
@@ -982,6 +1043,44 @@ fn check_read_only(statement: &DfStatement) -> Result<()> {
              allowed"
         ),
     })
+}
+
+/// The plan holds no DDL, DML or session statement (checked again after planning: a view or a
+/// rewrite could hide one).
+fn verify_read_only(plan: &LogicalPlan) -> Result<()> {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(plan)
+        .map_err(|e| Error::NotAllowed {
+            detail: e.strip_backtrace(),
+        })
+}
+
+/// Whether the plan's answer depends only on the tables it reads: no volatile or stable function
+/// (`random()`, `now()`, `current_date`, `current_user`).
+fn deterministic(plan: &LogicalPlan) -> bool {
+    let mut pure = true;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                let fixed = match e {
+                    Expr::ScalarFunction(f) => {
+                        f.func.signature().volatility == Volatility::Immutable
+                    }
+                    other => !other.is_volatile_node(),
+                };
+                if fixed {
+                    Ok(TreeNodeRecursion::Continue)
+                } else {
+                    pure = false;
+                    Ok(TreeNodeRecursion::Stop)
+                }
+            })
+        })
+    });
+    pure
 }
 
 /// The lake tables a plan reads, through the views it uses.

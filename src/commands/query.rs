@@ -14,6 +14,12 @@ pub struct Args {
     /// Address to serve on.
     #[arg(long, env = "SHOPLAKE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: std::net::SocketAddr,
+    /// Address of the Postgres wire protocol (psql, BI tools, psycopg, pgjdbc).
+    #[arg(long, env = "SHOPLAKE_PG_ADDR", default_value = "127.0.0.1:5433")]
+    pg_addr: std::net::SocketAddr,
+    /// Address of Arrow Flight SQL (ADBC, notebooks).
+    #[arg(long, env = "SHOPLAKE_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
+    flight_addr: std::net::SocketAddr,
     /// Read every row of the scanned tables: no file, row-group or page skipping. Only for
     /// measuring what pruning saves (`bench/run.sh`).
     #[arg(long)]
@@ -33,6 +39,21 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         )
         .await?,
     );
+    let guard = data.guard(&config)?;
+    let pg = ops::serve_pg(
+        args.pg_addr,
+        service.clone(),
+        guard.clone(),
+        ops::shutdown_signal(),
+    )
+    .await?;
+    let flight = ops::serve_flight(
+        args.flight_addr,
+        service.clone(),
+        guard.clone(),
+        ops::shutdown_signal(),
+    )
+    .await?;
     let listener = ops::bind(args.http_addr).await?;
     info!(addr = %args.http_addr, "serving SQL on POST /v1/sql");
     let mut telemetry = Telemetry::new();
@@ -42,7 +63,9 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             telemetry.shared(),
             shoplake_server::ops::always_ready(),
         ))
-        .guarded_with_listing(data.guard(&config)?);
+        .guarded_with_listing(guard);
     ops::serve_http(listener, router, ops::shutdown_signal()).await?;
+    pg.abort();
+    flight.abort();
     Ok(())
 }

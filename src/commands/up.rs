@@ -31,6 +31,12 @@ pub struct Args {
     /// Address of the SQL API, /metrics, /health and /ready.
     #[arg(long, env = "SHOPLAKE_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: std::net::SocketAddr,
+    /// Address of the Postgres wire protocol (psql, BI tools, psycopg, pgjdbc).
+    #[arg(long, env = "SHOPLAKE_PG_ADDR", default_value = "127.0.0.1:5433")]
+    pub pg_addr: std::net::SocketAddr,
+    /// Address of Arrow Flight SQL (ADBC, notebooks).
+    #[arg(long, env = "SHOPLAKE_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
+    pub flight_addr: std::net::SocketAddr,
 }
 
 /// The simulator's run counter, so that a restart does not replay the same events.
@@ -213,6 +219,21 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     stream.register_metrics(&mut telemetry);
     firehose.register_metrics(&mut telemetry);
     let ready = collector.clone();
+    let guard = data.guard(&config)?;
+    let pg = ops::serve_pg(
+        args.pg_addr,
+        service.clone(),
+        guard.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await?;
+    let flight = ops::serve_flight(
+        args.flight_addr,
+        service.clone(),
+        guard.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await?;
     let router = shoplake_query::router(service)
         .merge(shoplake_collector::router(collector))
         .merge(shoplake_live::http::router(live.clone()))
@@ -220,7 +241,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             telemetry.shared(),
             Arc::new(move || ready.ready()),
         ))
-        .guarded_with_listing(data.guard(&config)?);
+        .guarded_with_listing(guard);
     let listener = ops::bind(args.http_addr).await?;
     let server = tokio::spawn(ops::serve_http_with_peers(
         listener,
@@ -230,8 +251,11 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 
     let addr = args.http_addr;
     eprintln!(
-        "\nshoplake is up (data in {dir}).\n  Every route but /health and /ready needs a token. The first admin and a token:\n    shoplake users create admin --role admin && TOKEN=$(shoplake tokens create --user admin)\n  SQL over HTTP:  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/sql -d 'select event_name, count(*) from events group by 1'\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Collector:      POST http://{addr}/v1/batch (Segment tracking API; a write key: shoplake keys create --source web)\n  Storefront:     GET http://{addr}/v1/recommendations/SHOPPER_ID   GET http://{addr}/v1/products/PRODUCT_ID/related   POST http://{addr}/v1/fraud/score (a token of a storefront user)\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health   Routes: http://{addr}/v1/routes\n  Stop with Ctrl-C; start again to continue.\n",
-        dir = data.data_dir.display()
+        "\nshoplake is up (data in {dir}).\n  Every route but /health and /ready needs a token. The first admin and a token:\n    shoplake users create admin --role admin && TOKEN=$(shoplake tokens create --user admin)\n  SQL over HTTP:  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/sql -d 'select event_name, count(*) from events group by 1'\n  Postgres wire:  psql \"host={pg} port={pg_port} user=admin dbname=shoplake\" (a password: shoplake users password admin)\n  Flight SQL:     grpc://{flight} (ADBC: user and password, or a token as Bearer)\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Collector:      POST http://{addr}/v1/batch (Segment tracking API; a write key: shoplake keys create --source web)\n  Storefront:     GET http://{addr}/v1/recommendations/SHOPPER_ID   GET http://{addr}/v1/products/PRODUCT_ID/related   POST http://{addr}/v1/fraud/score (a token of a storefront user)\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health   Routes: http://{addr}/v1/routes\n  Stop with Ctrl-C; start again to continue.\n",
+        dir = data.data_dir.display(),
+        pg = args.pg_addr.ip(),
+        pg_port = args.pg_addr.port(),
+        flight = args.flight_addr,
     );
 
     // Progress.
@@ -269,5 +293,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let r = shoplake_batch::compact_all(&lake, &config.compaction.options()).await?;
     info!(events = r.events_written, "final compaction done");
     server.await??;
+    let _ = pg.await;
+    let _ = flight.await;
     Ok(())
 }

@@ -11,7 +11,10 @@ pub(crate) fn shoplake(data: &Path, args: &[&str]) -> Command {
     cmd.arg("--data-dir")
         .arg(data)
         .args(args)
-        .env("SHOPLAKE_LOG", "warn");
+        .env("SHOPLAKE_LOG", "warn")
+        // Tests run side by side: the SQL listeners take free ports unless a test names one.
+        .env("SHOPLAKE_PG_ADDR", "127.0.0.1:0")
+        .env("SHOPLAKE_FLIGHT_ADDR", "127.0.0.1:0");
     cmd
 }
 

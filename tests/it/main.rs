@@ -8,3 +8,4 @@ mod collector_sdk;
 mod e2e;
 mod kinesis;
 mod live;
+mod pg;

@@ -20,7 +20,7 @@ mod guard;
 mod store;
 
 pub use guard::{AuthConfig, Guard, RouteRule, Routes};
-pub use store::{AuthError, AuthStore, NewToken, TokenInfo, UserInfo};
+pub use store::{AuthError, AuthStore, NewToken, SCRAM_ITERATIONS, TokenInfo, UserInfo};
 
 use serde::{Deserialize, Serialize};
 
