@@ -285,7 +285,8 @@ class Bench:
         port = free_port()
         data = os.path.dirname(lake)
         p = subprocess.Popen([self.bin, "--data-dir", data, "--config", self.no_cache, "query",
-                              "--http-addr", f"127.0.0.1:{port}", *flags], env=self.env,
+                              "--http-addr", f"127.0.0.1:{port}",
+                              "--pg-addr", "127.0.0.1:0", "--flight-addr", "127.0.0.1:0", *flags], env=self.env,
                              stdout=subprocess.DEVNULL)
         self.servers.append(p)
         url = f"http://127.0.0.1:{port}"

@@ -5,7 +5,9 @@
 //! `fraud_decisions`, `product_affinity`) with the views of `sql/views/*.sql` on top, and the
 //! ways to ask it —
 //! [`QueryService::sql`] (the `shoplake sql` command), [`render`] (table, CSV, JSON, NDJSON) and
-//! an HTTP API ([`router`]: `POST /v1/sql`, `GET /v1/tables`).
+//! an HTTP API ([`router`]: `POST /v1/sql`, `GET /v1/tables`), the Postgres wire protocol
+//! ([`pg::PgServer`]: psql, BI tools, psycopg, pgjdbc) and Arrow Flight SQL
+//! ([`flight::FlightServer`]: ADBC, notebooks). Every way in runs the same [`QueryService::prepare`].
 //!
 //! SQL enters as text and leaves as Arrow `RecordBatch`es, streamed as they are produced
 //! ([`QueryService::prepare`] → [`Prepared::execute`] → [`QueryStream`]). Only queries run:
@@ -32,7 +34,12 @@
 //! stream) and `parquet` writes Parquet answers; `axum` serves HTTP; `shoplake-server` gives it
 //! the error body of every API and exports its counters; `humantime-serde` and `bytesize` read
 //! the `[query]` limits with units; `lru` orders the result cache; `sha2` names answers for
-//! `ETag`s; `thread-priority` lowers the query threads' niceness without unsafe code.
+//! `ETag`s; `thread-priority` lowers the query threads' niceness without unsafe code;
+//! `datafusion-postgres` brings pgwire (the Postgres protocol), arrow-pg (Arrow ↔ Postgres
+//! values) and datafusion-pg-catalog (what clients probe) — [`pg`] says which parts are ours and
+//! why; `tokio-rustls` is the listeners' TLS and `tokio-util` the cancel tokens; `arrow-flight`,
+//! `tonic` and `prost` serve Flight SQL, `base64` reads its Basic handshake and `rand` makes its
+//! session tokens.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
