@@ -43,7 +43,9 @@ enum Command {
     Replay(commands::replay::Args),
     /// Run one SQL statement over the lake and print the result.
     Sql(commands::sql::Args),
-    /// Serve SQL over HTTP (POST /v1/sql).
+    /// Run a named report (sql/reports) over the lake and print it; alone: list the reports.
+    Report(commands::report::Args),
+    /// Serve SQL and the reports over HTTP, Postgres wire and Flight SQL.
     Query(commands::query::Args),
     /// Accept events over HTTP in the Segment tracking API and put them on the stream.
     Collect(commands::collect::Args),
@@ -74,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             Command::Batch(args) => commands::batch::run(args, data).await,
             Command::Replay(args) => commands::replay::run(args, data).await,
             Command::Sql(args) => commands::sql::run(args, data).await,
+            Command::Report(args) => commands::report::run(args, data).await,
             Command::Query(args) => commands::query::run(args, data).await,
             Command::Collect(args) => commands::collect::run(args, data).await,
             Command::Keys(args) => commands::keys::run(args, data),

@@ -54,6 +54,11 @@ pub struct QueryConfig {
     /// Connections each of the Postgres wire and Flight SQL listeners holds at once; one more is
     /// refused with an error that says so.
     pub max_connections: usize,
+    /// A folder of the store's own reports (`NAME.sql`, with the header of `sql/reports`): each
+    /// is served beside the built-in ones, and one named like a built-in one replaces it. Read
+    /// at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reports_dir: Option<PathBuf>,
 }
 
 /// Whether the SQL listeners speak TLS.
@@ -87,6 +92,7 @@ impl Default for QueryConfig {
             tls_cert: None,
             tls_key: None,
             max_connections: 64,
+            reports_dir: None,
         }
     }
 }

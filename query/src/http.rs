@@ -1,4 +1,5 @@
-//! The HTTP API: `POST /v1/sql` and `GET /v1/tables`.
+//! The HTTP API: `POST /v1/sql`, `GET /v1/tables`, `GET /v1/reports` and
+//! `GET /v1/reports/NAME` (the named reports of [`crate::reports`]).
 //!
 //! `POST /v1/sql` takes `{"sql": "…", "params": [..] | {..}, "limit": N}` (or the SQL as a
 //! plain-text body) and answers in the format the `Accept` header or `?format=` asks for:
@@ -22,6 +23,7 @@
 //! one; the log says why. The first MiB of an answer is encoded before the status is sent, so
 //! errors within it (most statements' errors, and small caps) get their status.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -46,6 +48,7 @@ impl From<Error> for ApiError {
             Error::Timeout { .. } => (StatusCode::REQUEST_TIMEOUT, "timed_out"),
             Error::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Error::OutOfMemory { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "out_of_memory"),
+            Error::NoReport { .. } => (StatusCode::NOT_FOUND, "no_report"),
             Error::Busy { retry_after } => {
                 return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "busy", e.to_string())
                     .with_retry_after(*retry_after);
@@ -122,29 +125,7 @@ fn read_request(
         return Err(boxed_bad_request("no SQL statement given"));
     }
     request.limit = query.limit.or(request.limit);
-    let format = match query.format.or(body_format) {
-        Some(name) => WireFormat::from_name(&name).ok_or_else(|| {
-            boxed_bad_request(format!(
-                "format {name:?} is not served; the formats are {}",
-                WireFormat::ALL.map(WireFormat::name).join(", ")
-            ))
-        })?,
-        None => {
-            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-            WireFormat::from_accept(accept).ok_or_else(|| {
-                let refusal = ApiError::new(
-                    StatusCode::NOT_ACCEPTABLE,
-                    "not_acceptable",
-                    format!(
-                        "Accept {:?} names no format served here: {}",
-                        accept.unwrap_or_default(),
-                        WireFormat::ALL.map(WireFormat::content_type).join(", ")
-                    ),
-                );
-                Box::new(refusal.into_response())
-            })?
-        }
-    };
+    let format = format_of(headers, query.format.or(body_format).as_deref())?;
     Ok((request, format))
 }
 
@@ -168,7 +149,18 @@ async fn sql(
         Err(response) => return *response,
     };
     request.catalog = catalog_of(principal.as_deref());
-    let prepared = match service.prepare(&request).await {
+    answer(&service, &request, format, &headers).await
+}
+
+/// Runs `request` and sends its answer in `format`, or 304 when the client's `If-None-Match`
+/// holds the answer's tag.
+async fn answer(
+    service: &QueryService,
+    request: &QueryRequest,
+    format: WireFormat,
+    headers: &HeaderMap,
+) -> Response {
+    let prepared = match service.prepare(request).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -293,6 +285,102 @@ impl Answer {
     }
 }
 
+/// The format of a GET: `?format=` or else the `Accept` header.
+fn format_of(headers: &HeaderMap, format: Option<&str>) -> Result<WireFormat, Box<Response>> {
+    match format {
+        Some(name) => WireFormat::from_name(name).ok_or_else(|| {
+            boxed_bad_request(format!(
+                "format {name:?} is not served; the formats are {}",
+                WireFormat::ALL.map(WireFormat::name).join(", ")
+            ))
+        }),
+        None => {
+            let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            WireFormat::from_accept(accept).ok_or_else(|| {
+                let refusal = ApiError::new(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "not_acceptable",
+                    format!(
+                        "Accept {:?} names no format served here: {}",
+                        accept.unwrap_or_default(),
+                        WireFormat::ALL.map(WireFormat::content_type).join(", ")
+                    ),
+                );
+                Box::new(refusal.into_response())
+            })
+        }
+    }
+}
+
+/// Whether the caller may see personal data; a router without a guard (tests) may.
+fn sees_personal(principal: Option<&Principal>) -> bool {
+    catalog_of(principal) == Catalog::Full
+}
+
+/// `GET /v1/reports`: the reports the caller may run, with their parameters and columns.
+async fn reports(
+    State(service): State<Arc<QueryService>>,
+    principal: Option<Extension<Principal>>,
+) -> Response {
+    let personal = sees_personal(principal.as_deref());
+    let catalogue = service.reports();
+    let list: Vec<_> = catalogue
+        .all()
+        .iter()
+        .filter(|r| r.allowed(personal))
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "title": r.title,
+                "description": r.description,
+                "role": r.role,
+                "params": r.params.iter().map(|p| json!({
+                    "name": p.name,
+                    "type": p.ty,
+                    "default": p.default_text,
+                    "required": p.default_text.is_none(),
+                    "allowed": (!p.allowed.is_empty()).then_some(&p.allowed),
+                    "description": p.description,
+                })).collect::<Vec<_>>(),
+                "columns": catalogue.schema(&r.name).map(|s| s.fields().iter().map(|f| json!({
+                    "name": f.name(), "type": f.data_type().to_string()
+                })).collect::<Vec<_>>()),
+                "url": format!("/v1/reports/{}", r.name),
+                "function": format!("report_{}", r.name),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "reports": list })).into_response()
+}
+
+/// `GET /v1/reports/NAME?from=…&to=…&format=…&limit=…`: one report, in any format `/v1/sql`
+/// speaks; every other query parameter is one of the report's.
+async fn report(
+    State(service): State<Arc<QueryService>>,
+    principal: Option<Extension<Principal>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    Query(mut given): Query<BTreeMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let format = given.remove("format");
+    let format = match format_of(&headers, format.as_deref()) {
+        Ok(f) => f,
+        Err(response) => return *response,
+    };
+    let limit = match given.remove("limit").map(|l| l.parse::<u64>()) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(_)) => return *boxed_bad_request("limit is a whole number of rows"),
+    };
+    let personal = sees_personal(principal.as_deref());
+    let mut request = match service.report_request(&name, &given, personal) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    request.limit = limit;
+    answer(&service, &request, format, &headers).await
+}
+
 async fn tables(
     State(service): State<Arc<QueryService>>,
     principal: Option<Extension<Principal>>,
@@ -316,5 +404,7 @@ pub fn router(service: Arc<QueryService>) -> Routes {
     Routes::new()
         .post("/v1/sql", sql, Access::Sql)
         .get("/v1/tables", tables, Access::Sql)
+        .get("/v1/reports", reports, Access::Reports)
+        .get("/v1/reports/{name}", report, Access::Reports)
         .with_state(service)
 }

@@ -23,6 +23,14 @@
 //! threads have a lower CPU priority (nice 10): in `shoplake up`, heavy queries take the CPU
 //! ingestion leaves. Answers are cached until a table they read gets a new Delta version.
 //!
+//! Named reports ([`reports`]): the files of `sql/reports` (and a store's own, `query.reports_dir`),
+//! each a query with a header that declares its title, description, least role and typed
+//! parameters. They are served as `GET /v1/reports` and `GET /v1/reports/NAME`, as `shoplake
+//! report`, and to SQL clients as table functions `report_NAME(from, to, …)`. Their numbers are
+//! checked against DuckDB with SQL written from their descriptions only (`tests/reports_oracle.py`),
+//! so a description is the report's contract: where it is silent, the oracle and the report may
+//! disagree, and the description is what gets fixed. A ratio over zero is null in every report.
+//!
 //! The lake grows while it is queried: before a query, each table's Delta version is checked (at
 //! most once per `refresh_interval`) and a new version is registered in its place, together with
 //! the views over it. A table that was never written is registered empty, with the schema its
@@ -58,6 +66,7 @@ mod http;
 mod params;
 pub mod pg;
 mod render;
+pub mod reports;
 mod service;
 mod tls;
 
@@ -131,6 +140,9 @@ pub enum Error {
         humantime_serde::re::humantime::format_duration(*retry_after)
     )]
     Busy { retry_after: std::time::Duration },
+    /// No report of that name (`sql/reports`).
+    #[error("no report {name:?}; the reports are {known}")]
+    NoReport { name: String, known: String },
     /// The `[query]` config cannot work.
     #[error("{detail}")]
     BadConfig { detail: String },

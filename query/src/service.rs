@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
@@ -33,6 +33,7 @@ use tracing::{debug, info};
 use crate::bounds::{StatementPool, Turns, query_runtime};
 use crate::cache::{Cached, ResultCache, digest};
 use crate::encode::Trailer;
+use crate::reports::Reports;
 use crate::{Error, Params, QueryConfig, Result};
 
 /// The views, in dependency order: (name, `CREATE OR REPLACE VIEW` statement).
@@ -277,6 +278,8 @@ pub struct QueryService {
     turns: Arc<Turns>,
     cache: Arc<ResultCache>,
     runtime: QueryRuntime,
+    /// The named reports of `sql/reports`.
+    reports: Arc<Reports>,
 }
 
 impl QueryService {
@@ -340,6 +343,7 @@ impl QueryService {
             cache: cache.clone(),
         });
         let runtime = QueryRuntime(Some(query_runtime(limits.threads, limits.low_priority)?));
+        let reports = Arc::new(Reports::load(options.limits.reports_dir.as_deref())?);
         let service = QueryService {
             ctx,
             restricted,
@@ -353,8 +357,16 @@ impl QueryService {
             turns,
             cache,
             runtime,
+            reports,
         };
         service.refresh(true).await?;
+        service.reports.plan_schemas(&service.ctx).await?;
+        service
+            .reports
+            .register_functions(&service.ctx, &service.ctx, true);
+        service
+            .reports
+            .register_functions(&service.restricted, &service.ctx, false);
         Ok(service)
     }
 
@@ -371,6 +383,43 @@ impl QueryService {
             .await
             .ok()
             .flatten()
+    }
+
+    /// The named reports.
+    pub fn reports(&self) -> &Reports {
+        &self.reports
+    }
+
+    /// The statement of report `name` with `given` parameters (text, as in a query string) bound
+    /// to their types and the others at their defaults; `personal`: whether the caller may see
+    /// personal data (an analyst's report is refused to the others).
+    pub fn report_request(
+        &self,
+        name: &str,
+        given: &BTreeMap<String, String>,
+        personal: bool,
+    ) -> Result<QueryRequest> {
+        let report = self
+            .reports
+            .get(name)
+            .filter(|r| r.allowed(personal))
+            .ok_or_else(|| Error::NoReport {
+                name: name.to_owned(),
+                known: self
+                    .reports
+                    .all()
+                    .iter()
+                    .filter(|r| r.allowed(personal))
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        Ok(QueryRequest {
+            sql: report.sql.clone(),
+            params: report.bind_text(given, crate::reports::today())?,
+            catalog: Catalog::Full,
+            ..QueryRequest::default()
+        })
     }
 
     /// The limits statements run under.

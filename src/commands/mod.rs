@@ -8,6 +8,7 @@ pub mod eval;
 pub mod keys;
 pub mod query;
 pub mod replay;
+pub mod report;
 pub mod sql;
 pub mod stream;
 pub mod up;

@@ -19,7 +19,7 @@ pub struct Args {
 
 /// `--format`.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// Aligned columns for a terminal.
     Table,
     Csv,
@@ -40,12 +40,17 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     )
     .await?;
     let result = service.sql(&args.sql).await?;
-    let format = match args.format {
-        OutputFormat::Table => Format::Table,
-        OutputFormat::Csv => Format::Csv,
-        OutputFormat::Json => Format::Json,
-        OutputFormat::Ndjson => Format::NdJson,
-    };
-    println!("{}", shoplake_query::render(&result, format)?);
+    println!("{}", shoplake_query::render(&result, args.format.into())?);
     Ok(())
+}
+
+impl From<OutputFormat> for Format {
+    fn from(format: OutputFormat) -> Self {
+        match format {
+            OutputFormat::Table => Format::Table,
+            OutputFormat::Csv => Format::Csv,
+            OutputFormat::Json => Format::Json,
+            OutputFormat::Ndjson => Format::NdJson,
+        }
+    }
 }

@@ -163,6 +163,35 @@ fn psql_lists_describes_and_queries_and_refuses_a_wrong_password() {
             "psql shows {line}:\n{report}"
         );
     }
+    // A named report through its table function: the same figures as `shoplake report`.
+    let funnel = psql_ok(
+        port,
+        "select step, sessions from report_funnel('2020-01-01', '2030-12-31') order by step",
+    );
+    let cli = crate::e2e::run(
+        &served.data,
+        &[
+            "report",
+            "funnel",
+            "--param",
+            "from=2020-01-01",
+            "--param",
+            "to=2030-12-31",
+            "--format",
+            "json",
+        ],
+    );
+    let cli: Vec<serde_json::Value> = serde_json::from_str(cli.trim()).unwrap();
+    assert_eq!(cli.len(), 5, "{cli:?}");
+    for row in &cli {
+        let line = format!("{} | {}", row["step"], row["sessions"]);
+        assert!(
+            funnel
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == line),
+            "psql shows {line}:\n{funnel}"
+        );
+    }
     let version = psql_ok(port, "select version()");
     assert!(version.contains("PostgreSQL 16.6"), "{version}");
 

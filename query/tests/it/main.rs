@@ -12,4 +12,5 @@ mod identities;
 mod lake;
 mod optimize;
 mod orders;
+mod reports;
 mod staging;

@@ -1,0 +1,135 @@
+//! The named reports (`sql/reports`) against an independent engine: every report, run by
+//! `shoplake report`, equals what `tests/reports_oracle.py` computes with DuckDB from the lake's
+//! raw tables with SQL written from the reports' descriptions only (not from shoplake's SQL). The
+//! lake holds two seeded simulations a month apart (bad input, duplicates, clock skew, identity
+//! stitching, several currencies) and hand-made edge cases sent through the collector
+//! (`tests/reports_edge_cases.py`).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::e2e::{authorize, free_port, http_get, ok, run, shoplake, terminate};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shoplake");
+
+fn python() -> String {
+    std::env::var("SHOPLAKE_TEST_PYTHON").expect(
+        "the reports' cross-check needs DuckDB: run it through ./scripts/test, which sets \
+         SHOPLAKE_TEST_PYTHON to its virtual environment's python",
+    )
+}
+
+/// Sends the edge cases through `shoplake collect` into `data`'s stream.
+fn send_edge_cases(data: &Path, python: &str) {
+    let web = run(data, &["keys", "create", "--source", "web"]);
+    let backend = run(data, &["keys", "create", "--source", "backend"]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    authorize(data, &addr);
+    let collect = shoplake(data, &["collect", "--http-addr", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, "/ready").map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "shoplake collect did not get ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reports_edge_cases.py");
+    ok(Command::new(python)
+        .arg(script)
+        .arg(format!("http://{addr}"))
+        .arg(web.trim())
+        .arg(backend.trim())
+        .output()
+        .unwrap());
+    assert!(terminate(collect).success(), "a clean stop on SIGTERM");
+}
+
+#[test]
+fn every_report_agrees_with_duckdb() {
+    let python = python();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    for (seed, start) in [
+        ("11", "2026-09-12T00:00:00Z"),
+        ("12", "2026-10-20T00:00:00Z"),
+    ] {
+        run(
+            data,
+            &[
+                "emit",
+                "--seed",
+                seed,
+                "--sessions",
+                "2500",
+                "--start",
+                start,
+            ],
+        );
+    }
+    send_edge_cases(data, &python);
+    run(data, &["stream", "--drain"]);
+    run(data, &["batch", "compact"]);
+    run(data, &["batch", "affinity"]);
+
+    let reports = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql/reports"))
+        .unwrap()
+        .count();
+    let oracle = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reports_oracle.py");
+    // A month with the first simulation, the next two with the second and the edge cases (the
+    // first one's previous periods and cohorts reach back), one day of edge cases, and a month
+    // with no data at all.
+    for (from, to) in [
+        ("2026-09-01", "2026-09-30"),
+        ("2026-10-01", "2026-11-30"),
+        ("2026-11-25", "2026-11-25"),
+        ("2027-02-01", "2027-02-28"),
+    ] {
+        let out = Command::new(&python)
+            .args([oracle, "--shoplake", BIN, "--data-dir"])
+            .arg(data)
+            .args(["--from", from, "--to", to])
+            .env("SHOPLAKE_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = ok(out);
+        assert!(
+            text.contains(&format!("{reports} of {reports} reports agree")),
+            "{from}..{to}:\n{text}"
+        );
+    }
+
+    // The terminal: the catalogue, and a wrong parameter named.
+    let listed = run(data, &["report"]);
+    for name in ["overview", "attribution", "cohorts", "fraud_review_queue"] {
+        assert!(listed.contains(&format!("{name} — ")), "{listed}");
+    }
+    let out = shoplake(data, &["report", "overview", "--param", "from=2026-02-30"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("parameter from: \"2026-02-30\" is not a date"),
+        "{err}"
+    );
+    let csv = run(
+        data,
+        &[
+            "report",
+            "funnel",
+            "--param",
+            "from=2026-09-01",
+            "--param",
+            "to=2026-09-30",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(csv.lines().count(), 6, "a header and five steps:\n{csv}");
+}
