@@ -132,15 +132,16 @@ pub enum ParamType {
 }
 
 impl ParamType {
+    const ALL: [ParamType; 5] = [
+        ParamType::Date,
+        ParamType::Text,
+        ParamType::Int,
+        ParamType::Float,
+        ParamType::Bool,
+    ];
+
     fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "date" => ParamType::Date,
-            "text" => ParamType::Text,
-            "int" => ParamType::Int,
-            "float" => ParamType::Float,
-            "bool" => ParamType::Bool,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
     }
 
     fn data_type(self) -> DataType {
@@ -176,7 +177,7 @@ impl ParamType {
 
 /// A parameter's default.
 #[derive(Clone, Debug, PartialEq)]
-enum Default {
+enum ParamDefault {
     /// Null: the filter it drives is off.
     Null,
     /// `today-N`: N days before the current UTC date.
@@ -189,7 +190,7 @@ enum Default {
 pub struct ReportParam {
     pub name: String,
     pub ty: ParamType,
-    default: Option<Default>,
+    default: Option<ParamDefault>,
     /// The default as written in the header (`today-29`, `null`, `channel`).
     pub default_text: Option<String>,
     /// The values it may take, when the header lists them.
@@ -210,7 +211,7 @@ pub struct Report {
 }
 
 /// The catalogue of reports, with each one's answer schema once planned.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Reports {
     reports: Vec<Report>,
     schemas: RwLock<HashMap<String, SchemaRef>>,
@@ -368,10 +369,10 @@ impl Report {
                         self.name, param.name, param.description
                     )));
                 }
-                Some(Default::Null) => ScalarValue::try_from(param.ty.data_type())
+                Some(ParamDefault::Null) => ScalarValue::try_from(param.ty.data_type())
                     .map_err(|e| bad(e.strip_backtrace()))?,
-                Some(Default::DaysAgo(n)) => ScalarValue::Date32(Some(today - n)),
-                Some(Default::Value(v)) => v.clone(),
+                Some(ParamDefault::DaysAgo(n)) => ScalarValue::Date32(Some(today - n)),
+                Some(ParamDefault::Value(v)) => v.clone(),
             };
             values.insert(param.name.clone(), value);
         }
@@ -451,14 +452,14 @@ impl ReportParam {
         };
         param.default = match default_text.as_deref() {
             None => None,
-            Some("null") => Some(Default::Null),
-            Some("today") if ty == ParamType::Date => Some(Default::DaysAgo(0)),
+            Some("null") => Some(ParamDefault::Null),
+            Some("today") if ty == ParamType::Date => Some(ParamDefault::DaysAgo(0)),
             Some(d) if ty == ParamType::Date && d.starts_with("today-") => {
-                Some(Default::DaysAgo(d["today-".len()..].parse().map_err(
+                Some(ParamDefault::DaysAgo(d["today-".len()..].parse().map_err(
                     |_| format!("param {name}: default {d}: today-N"),
                 )?))
             }
-            Some(d) => Some(Default::Value(
+            Some(d) => Some(ParamDefault::Value(
                 param
                     .value_of_text(d)
                     .map_err(|e| format!("param {name}: default {d}: {e}"))?,

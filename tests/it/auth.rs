@@ -86,7 +86,7 @@ fn every_route_of_every_command_needs_its_role() {
         (
             "query",
             &["query", "--http-addr"],
-            &["/v1/sql", "/v1/tables"],
+            &["/v1/sql", "/v1/tables", "/v1/reports", "/v1/reports/{name}"],
         ),
         (
             "collect",
@@ -101,7 +101,12 @@ fn every_route_of_every_command_needs_its_role() {
         (
             "up",
             &["up", "--rate", "50", "--http-addr"],
-            &["/v1/sql", "/v1/track", "/v1/products/{id}/related"],
+            &[
+                "/v1/sql",
+                "/v1/reports/{name}",
+                "/v1/track",
+                "/v1/products/{id}/related",
+            ],
         ),
     ];
     for (command, args, expected) in commands {
@@ -142,7 +147,10 @@ fn every_route_of_every_command_needs_its_role() {
             let method = route["method"].as_str().unwrap();
             let rule = route["path"].as_str().unwrap();
             let access: Access = serde_json::from_value(route["access"].clone()).unwrap();
-            let path = rule.replace("{shopper}", "u-1").replace("{id}", "p-1");
+            let path = rule
+                .replace("{shopper}", "u-1")
+                .replace("{id}", "p-1")
+                .replace("{name}", "overview");
             let what = format!("{command}: {method} {rule} ({access:?})");
             let open = matches!(access, Access::Open | Access::WriteKey);
 
@@ -179,6 +187,44 @@ fn every_route_of_every_command_needs_its_role() {
                     );
                 }
             }
+        }
+
+        // The analyst-only report (it lists shoppers) is neither listed nor run for marketing.
+        if command == "query" {
+            let get = |path: &str, role: &str| {
+                block_on(async {
+                    let response = reqwest::Client::new()
+                        .get(format!("http://{addr}{path}"))
+                        .bearer_auth(&tokens[role])
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = response.status().as_u16();
+                    (status, response.json::<Value>().await.unwrap())
+                })
+            };
+            let listed = |role: &str| -> Vec<String> {
+                let (status, body) = get("/v1/reports", role);
+                assert_eq!(status, 200, "{role}: {body}");
+                body["reports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["name"].as_str().unwrap().to_owned())
+                    .collect()
+            };
+            let queue = "fraud_review_queue".to_owned();
+            assert!(!listed("marketing").contains(&queue));
+            assert!(listed("analyst").contains(&queue));
+            assert!(listed("marketing").contains(&"overview".to_owned()));
+            let (status, body) = get("/v1/reports/fraud_review_queue", "marketing");
+            assert_eq!(
+                (status, &body["error"]),
+                (404, &Value::from("no_report")),
+                "{body}"
+            );
+            let (status, body) = get("/v1/reports/fraud_review_queue", "analyst");
+            assert_eq!(status, 200, "{body}");
         }
 
         // A page of another site whose name resolves here (DNS rebinding) is not answered.

@@ -4,14 +4,11 @@
 //! scripts/test installs the SDK and sets SHOPLAKE_TEST_PYTHON; without it, the test is skipped.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::e2e::{
-    authorize, block_on, count, free_port, http_get, ok, run, shoplake, sql, terminate,
-};
+use crate::e2e::{block_on, count, http_get, ok, run, sql, start_collect, terminate};
 
 #[test]
 fn segment_sdk_events_land_in_the_lake_exactly_once() {
@@ -30,21 +27,7 @@ fn segment_sdk_events_land_in_the_lake_exactly_once() {
     let listed: Value = serde_json::from_str(listed.trim()).unwrap();
     assert_eq!(listed["source"], "backend");
 
-    let addr = format!("127.0.0.1:{}", free_port());
-    authorize(data, &addr);
-    let collect = shoplake(data, &["collect", "--http-addr", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(&addr, "/ready").map(|r| r.0) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "shoplake collect did not get ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (collect, addr) = start_collect(data);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/segment_sdk.py");
     let out = Command::new(python)
@@ -142,23 +125,9 @@ fn segment_sdk_events_land_in_the_lake_exactly_once() {
 
 /// Starts `shoplake collect` on `data` with a fresh write key of `source`; returns it, its
 /// address and the key.
-fn start_collect(data: &Path, source: &str) -> (std::process::Child, String, String) {
+fn start_collect_with_key(data: &Path, source: &str) -> (std::process::Child, String, String) {
     let key = run(data, &["keys", "create", "--source", source]);
-    let addr = format!("127.0.0.1:{}", free_port());
-    authorize(data, &addr);
-    let collect = shoplake(data, &["collect", "--http-addr", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(&addr, "/ready").map(|r| r.0) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "shoplake collect did not get ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (collect, addr) = start_collect(data);
     (collect, addr, key.trim().to_owned())
 }
 
@@ -166,7 +135,7 @@ fn start_collect(data: &Path, source: &str) -> (std::process::Child, String, Str
 fn an_alias_through_the_collector_links_the_earlier_visit_to_the_user() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    let (collect, addr, key) = start_collect(data, "web");
+    let (collect, addr, key) = start_collect_with_key(data, "web");
     // A shopper browses anonymously (two hours ago: the device sends late, its clock is right),
     // then signs in: the storefront aliases the anonymous id to the user. Another device
     // identifies with both ids; a third only ever browses.

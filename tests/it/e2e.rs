@@ -355,6 +355,27 @@ fn config_check_refuses(file: &Path) -> String {
 }
 
 /// A free port on 127.0.0.1 (released for the child to take).
+/// Starts `shoplake collect` on a free port of `data`, with an admin token for it, and waits
+/// until it is ready; returns the process and its address.
+pub(crate) fn start_collect(data: &Path) -> (Child, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    authorize(data, &addr);
+    let collect = shoplake(data, &["collect", "--http-addr", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, "/ready").map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "shoplake collect did not get ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (collect, addr)
+}
+
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -6,10 +6,9 @@
 //! (`tests/reports_edge_cases.py`).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::e2e::{authorize, free_port, http_get, ok, run, shoplake, terminate};
+use crate::e2e::{ok, run, shoplake, start_collect, terminate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoplake");
 
@@ -24,21 +23,7 @@ fn python() -> String {
 fn send_edge_cases(data: &Path, python: &str) {
     let web = run(data, &["keys", "create", "--source", "web"]);
     let backend = run(data, &["keys", "create", "--source", "backend"]);
-    let addr = format!("127.0.0.1:{}", free_port());
-    authorize(data, &addr);
-    let collect = shoplake(data, &["collect", "--http-addr", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http_get(&addr, "/ready").map(|r| r.0) != Some(200) {
-        assert!(
-            Instant::now() < deadline,
-            "shoplake collect did not get ready"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (collect, addr) = start_collect(data);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reports_edge_cases.py");
     ok(Command::new(python)
         .arg(script)
