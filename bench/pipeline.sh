@@ -57,7 +57,7 @@ printf 'Lake: events table %.1f MiB in %d files = %.1f MiB per million events; t
 updata="$work/up"
 token=$(bench_token "$updata")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$bin" --data-dir "$updata" up --rate "$up_rate" --http-addr "127.0.0.1:$port" \
+"$bin" --data-dir "$updata" up --rate "$up_rate" --history 0 --http-addr "127.0.0.1:$port" \
   --pg-addr 127.0.0.1:0 --flight-addr 127.0.0.1:0 > /dev/null 2> "$work/up.err" &
 pid=$!
 echo

@@ -1,6 +1,7 @@
 # Programs from Debian's packages the test suite drives, sourced by scripts/test: the Postgres
 # clients nobody on the project wrote (tests/it/pg.rs) — psql, and pgjdbc run by Java — and
-# openssl, which makes the test certificate of the TLS listener. Installed only when missing.
+# openssl, which makes the test certificate of the TLS listener; Chromium, the real browser the
+# dashboards are tested in (tests/dashboards_browser.py). Installed only when missing.
 
 debian_tools_install() {
     local need=()
@@ -8,6 +9,7 @@ debian_tools_install() {
     [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
     command -v java >/dev/null || need+=(default-jre-headless)
     command -v openssl >/dev/null || need+=(openssl)
+    command -v chromium >/dev/null || need+=(chromium)
     if [ ${#need[@]} -gt 0 ]; then
         echo "installing ${need[*]} from Debian" >&2
         local sudo=

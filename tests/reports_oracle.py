@@ -671,6 +671,38 @@ def fraud_rules(con, p):
     return rows(con, sql, p)
 
 
+@report(keys=["reason", "stage", "field"])
+def bad_rows(con, p):
+    """Per reason, stage and field ('(none)' when missing) of the inputs refused in the period
+    (UTC day received): rows, first and last received."""
+    sql = """
+        SELECT reason, stage, coalesce(field, '(none)') AS field, count(*) AS rows,
+               min(received_at) AS first_seen, max(received_at) AS last_seen
+        FROM bad_rows
+        WHERE received_at::date BETWEEN $start AND $end
+        GROUP BY ALL
+    """
+    return rows(con, sql, p)
+
+
+@report(keys=["reason", "stage"])
+def bad_row_examples(con, p):
+    """Per reason and stage, the latest input refused in the period (UTC day received; ties to
+    the greatest bad_row_id): received_at, field, message, the first 500 characters of the input
+    ('(not UTF-8)' when it is not UTF-8), and how many inputs had that reason and stage."""
+    sql = """
+        SELECT reason, stage, count(*) OVER (PARTITION BY reason, stage) AS rows,
+               received_at, field, message,
+               coalesce(substr(try(decode(raw)), 1, 500), '(not UTF-8)') AS example,
+               row_number() OVER (PARTITION BY reason, stage
+                                  ORDER BY received_at DESC, bad_row_id DESC) AS n
+        FROM bad_rows
+        WHERE received_at::date BETWEEN $start AND $end
+        QUALIFY n = 1
+    """
+    return [{k: v for k, v in r.items() if k != "n"} for r in rows(con, sql, p)]
+
+
 @report(keys=["country"])
 def fulfilment(con, p):
     """Per shipping country ('(none)' when missing), all orders placed in the period: orders,

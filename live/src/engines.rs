@@ -64,6 +64,8 @@ pub struct Live {
     observed_until: AtomicI64,
     /// Decisions on the orders observed since the stage's last flush.
     decisions: Mutex<DecisionRows>,
+    /// The last hour, minute by minute (the dashboards' Live page).
+    pulse: crate::pulse::Pulse,
     metrics: LiveMetrics,
 }
 
@@ -99,7 +101,7 @@ impl Live {
             fraud: fraud
                 .enabled
                 .then(|| RwLock::new(FraudEngine::new(rules, fx.clone()))),
-            fx,
+            fx: fx.clone(),
             recs_config: recommendations.model.clone(),
             recs: recommendations
                 .is_enabled()
@@ -110,6 +112,7 @@ impl Live {
             saved_now: AtomicI64::new(i64::MIN),
             observed_until: AtomicI64::new(i64::MIN),
             decisions: Mutex::new(DecisionRows::default()),
+            pulse: crate::pulse::Pulse::new(fx.clone()),
             metrics: LiveMetrics::default(),
         })
     }
@@ -128,6 +131,12 @@ impl Live {
         self.saved_now.store(i64::MIN, Ordering::Relaxed);
         self.observed_until.store(i64::MIN, Ordering::Relaxed);
         *self.decisions.lock() = DecisionRows::default();
+        self.pulse.reset();
+    }
+
+    /// The last hour of the stream, minute by minute, as of now.
+    pub fn pulse(&self) -> crate::pulse::PulseView {
+        self.pulse.view(chrono::Utc::now().timestamp_micros())
     }
 
     /// Loads the lake's item-to-item history into the recommendation engine (see
@@ -193,6 +202,8 @@ impl Live {
 
     fn feed(&self, event: &ValidEvent<'_>, session_id: &str, count: bool) -> Option<Decision> {
         self.now.fetch_max(event.event_time, Ordering::Relaxed);
+        self.pulse
+            .observe(event, session_id, chrono::Utc::now().timestamp_micros());
         if let Some(recs) = &self.recs {
             recs.write().observe(event, session_id);
         }

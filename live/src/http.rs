@@ -1,5 +1,6 @@
 //! The live endpoints the storefront calls: `POST /v1/fraud/score`,
-//! `GET /v1/recommendations/{shopper}`, `GET /v1/products/{id}/related`. They belong to the state
+//! `GET /v1/recommendations/{shopper}`, `GET /v1/products/{id}/related`; and the last hour the
+//! dashboards show, `GET /v1/live/pulse`. They belong to the state
 //! they read; every long-running command that runs a stage (`stream`, `up`) serves them by
 //! merging [`router`] into its own.
 
@@ -30,10 +31,17 @@ fn off(what: &str) -> ApiError {
     )
 }
 
+/// `GET /v1/live/pulse`: the last hour of the stream, minute by minute (the dashboards' Live
+/// page; see [`crate::pulse`]).
+async fn pulse(State(live): State<Arc<Live>>) -> Json<crate::pulse::PulseView> {
+    Json(live.pulse())
+}
+
 /// The live endpoints over `live`.
 pub fn router(live: Arc<Live>) -> Routes {
     Routes::new()
         .post("/v1/fraud/score", score, Access::Storefront)
+        .get("/v1/live/pulse", pulse, Access::Reports)
         .get(
             "/v1/recommendations/{shopper}",
             recommendations,

@@ -12,6 +12,7 @@
 //!
 //!  storefront ──HTTP──► http::router: POST /v1/fraud/score, GET /v1/recommendations/{shopper},
 //!                                     GET /v1/products/{id}/related
+//!  dashboards ──HTTP──► GET /v1/live/pulse (pulse: the last hour, minute by minute)
 //!  shoplake eval ─► fraud::eval, recs::eval, probe::Probed (the engines' answers just before an order)
 //! ```
 //!
@@ -21,7 +22,9 @@
 //!   changes), a decision per order, and the rows of the `fraud_decisions` table;
 //! - [`recs`]: item-to-item, trending, popular, buy-again and recently viewed recommendations;
 //! - [`config`]: `[stage.fraud]`, `[stage.recommendations]`, `stage.live_rebuild`;
-//! - [`http`]: the storefront's endpoints;
+//! - [`http`]: the storefront's endpoints and the dashboards' pulse;
+//! - [`pulse`]: the stream's last hour minute by minute (events, sessions, orders, revenue, top
+//!   and trending products), which the dashboards' Live page reads;
 //! - [`warm`]: attaching the engines to a stage, rebuilding their state from the lake when no
 //!   saved copy exists;
 //! - [`probe`]: an observer that shows an evaluation each event and the engines just before they
@@ -42,6 +45,7 @@ pub mod engines;
 pub mod fraud;
 pub mod http;
 pub mod probe;
+pub mod pulse;
 pub mod recs;
 pub mod warm;
 

@@ -78,7 +78,7 @@ pub use params::Params;
 pub use render::{Format, render, to_json_rows};
 pub use service::{
     Catalog, Prepared, QueryMetrics, QueryOptions, QueryRequest, QueryResult, QueryService,
-    QueryStream, VIEWS, names,
+    QueryStream, TableFiles, VIEWS, names,
 };
 
 /// Result of the query service.

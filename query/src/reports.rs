@@ -99,6 +99,11 @@ pub const REPORT_FILES: &[(&str, &str)] = &[
         "fraud_review_queue",
         include_str!("../../sql/reports/fraud_review_queue.sql"),
     ),
+    ("bad_rows", include_str!("../../sql/reports/bad_rows.sql")),
+    (
+        "bad_row_examples",
+        include_str!("../../sql/reports/bad_row_examples.sql"),
+    ),
 ];
 
 /// The least role that may run a report.

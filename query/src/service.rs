@@ -132,6 +132,34 @@ struct Refresh {
     checked: Option<Instant>,
     /// Registered Delta version per table (None: registered empty).
     versions: HashMap<&'static str, Option<u64>>,
+    /// The data files of each registered Delta version.
+    files: HashMap<&'static str, TableFiles>,
+}
+
+/// The data files of a table's registered version, for the dashboards' pipeline page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableFiles {
+    pub files: usize,
+    pub bytes: u64,
+    /// When the version was committed (UTC milliseconds).
+    pub committed_at_ms: Option<i64>,
+}
+
+impl TableFiles {
+    fn of(table: &deltalake::DeltaTable) -> Self {
+        let Ok(state) = table.snapshot() else {
+            return TableFiles::default();
+        };
+        let log = state.log_data();
+        TableFiles {
+            files: log.num_files(),
+            bytes: log
+                .iter()
+                .map(|f| u64::try_from(f.size()).unwrap_or(0))
+                .sum(),
+            committed_at_ms: table.version().and_then(|v| state.version_timestamp(v)),
+        }
+    }
 }
 
 /// Counters for `/metrics`.
@@ -352,6 +380,7 @@ impl QueryService {
             refresh: Mutex::new(Refresh {
                 checked: None,
                 versions: HashMap::new(),
+                files: HashMap::new(),
             }),
             metrics,
             turns,
@@ -454,6 +483,20 @@ impl QueryService {
             .collect())
     }
 
+    /// The data files of each table as registered now (after a refresh when one is due).
+    pub async fn table_files(&self) -> Result<Vec<(&'static str, Option<u64>, TableFiles)>> {
+        self.refresh(false).await?;
+        let refresh = self.refresh.lock().await;
+        Ok(tables::ALL
+            .iter()
+            .map(|t| {
+                let version = refresh.versions.get(t.name).copied().flatten();
+                let files = refresh.files.get(t.name).copied().unwrap_or_default();
+                (t.name, version, files)
+            })
+            .collect())
+    }
+
     /// Registers new table versions (and the views again) when the lake changed.
     async fn refresh(&self, force: bool) -> Result<()> {
         let mut refresh = self.refresh.lock().await;
@@ -472,6 +515,7 @@ impl QueryService {
             if !force && refresh.versions.get(name) == Some(&version) {
                 continue;
             }
+            let files = table.as_ref().map(TableFiles::of).unwrap_or_default();
             let provider: Arc<dyn TableProvider> = match table {
                 Some(table) => {
                     table
@@ -495,6 +539,7 @@ impl QueryService {
                 .map_err(Error::execution)?;
             debug!(table = name, ?version, "registered table version");
             refresh.versions.insert(name, version);
+            refresh.files.insert(name, files);
             changed = true;
         }
         if changed {

@@ -100,6 +100,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         &emitter,
         args.rate.is_some(),
         deadline,
+        None,
         &labels_path,
         || false,
     )
@@ -119,12 +120,14 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 }
 
 /// Pulls records from the simulator into the emitter until the simulation ends, the deadline
-/// passes or `stop()` says so; paced to simulated server time when `paced`. Appends fraud labels.
+/// passes, a record's server time passes `until_micros`, or `stop()` says so; paced to simulated
+/// server time when `paced`. Appends fraud labels.
 pub async fn drive(
     sim: &mut Simulator,
     emitter: &Emitter,
     paced: bool,
     deadline: Option<Instant>,
+    until_micros: Option<i64>,
     labels_path: &std::path::Path,
     stop: impl Fn() -> bool,
 ) -> anyhow::Result<SimStats> {
@@ -140,6 +143,9 @@ pub async fn drive(
     let mut sim_start = None;
     let mut n: u64 = 0;
     while let Some(record) = sim.next() {
+        if until_micros.is_some_and(|u| record.server_time_micros > u) {
+            break;
+        }
         if paced {
             let first = *sim_start.get_or_insert(record.server_time_micros);
             let due = Duration::from_micros((record.server_time_micros - first).max(0) as u64);

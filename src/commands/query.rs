@@ -1,4 +1,5 @@
-//! `shoplake query`: SQL over HTTP.
+//! `shoplake query`: SQL over HTTP, the Postgres wire and Flight SQL, the reports and the
+//! dashboards.
 
 use std::sync::Arc;
 
@@ -55,10 +56,13 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     )
     .await?;
     let listener = ops::bind(args.http_addr).await?;
-    info!(addr = %args.http_addr, "serving SQL on POST /v1/sql");
+    info!(addr = %args.http_addr, "serving SQL on POST /v1/sql and the dashboards at /dashboards/");
     let mut telemetry = Telemetry::new();
     telemetry.register(service.metrics().clone());
-    let router = shoplake_query::router(service)
+    let router = shoplake_query::router(service.clone())
+        .merge(shoplake_dashboards::router())
+        .merge(shoplake_dashboards::Pipeline::new(service).router())
+        .merge(shoplake_server::auth::session::router(guard.clone()))
         .merge(shoplake_server::ops::router(
             telemetry.shared(),
             shoplake_server::ops::always_ready(),

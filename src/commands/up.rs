@@ -37,6 +37,22 @@ pub struct Args {
     /// Address of Arrow Flight SQL (ADBC, notebooks).
     #[arg(long, env = "SHOPLAKE_FLIGHT_ADDR", default_value = "127.0.0.1:50051")]
     pub flight_addr: std::net::SocketAddr,
+    /// On a new data folder, the simulator first plays this much of the past (`30d`, `12h`; `0`
+    /// for none), as fast as the stream takes it, so that the reports and dashboards have weeks
+    /// to show from the first minute. Only with the simulator (`--rate` above 0).
+    #[arg(long, env = "SHOPLAKE_HISTORY", default_value = "30d", value_parser = parse_duration)]
+    pub history: Duration,
+    /// Shopping sessions per simulated day of that history.
+    #[arg(long, default_value_t = 1500)]
+    pub history_sessions_per_day: u64,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime_serde::re::humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration such as 30d or 12h: {e}"))
 }
 
 /// The simulator's run counter, so that a restart does not replay the same events.
@@ -45,7 +61,8 @@ struct SimulatorState {
     runs: u64,
 }
 
-fn next_simulator_seed(data: &DataArgs, seed: u64) -> anyhow::Result<u64> {
+/// The seed of this run of the simulator, and whether it is the data folder's first.
+fn next_simulator_seed(data: &DataArgs, seed: u64) -> anyhow::Result<(u64, bool)> {
     let path = data.simulator_state_path();
     let mut state: SimulatorState = match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -59,7 +76,41 @@ fn next_simulator_seed(data: &DataArgs, seed: u64) -> anyhow::Result<u64> {
     }
     std::fs::write(&path, serde_json::to_string(&state)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok(seed.wrapping_add((state.runs - 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+    Ok((
+        seed.wrapping_add((state.runs - 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        state.runs == 1,
+    ))
+}
+
+/// Plays the simulated past from `config.start_micros` up to `until` as fast as the stream
+/// takes it (sessions still open at `until` are cut there: the live simulator goes on from now).
+async fn play_history(
+    config: SimConfig,
+    until: i64,
+    spill: &std::path::Path,
+    emitter: &Emitter,
+    labels: &std::path::Path,
+    stop: impl Fn() -> bool,
+) -> anyhow::Result<()> {
+    let from = shoplake_events::format_timestamp(config.start_micros);
+    info!(
+        from,
+        "a new data folder: simulating the past first (--history)"
+    );
+    let started = std::time::Instant::now();
+    let mut sim = Simulator::new(config)
+        .with_spill(spill)
+        .with_context(|| format!("creating {}", spill.display()))?;
+    let stats =
+        super::emit::drive(&mut sim, emitter, false, None, Some(until), labels, stop).await?;
+    drop(sim);
+    let _ = std::fs::remove_dir_all(spill);
+    info!(
+        records = stats.records,
+        seconds = started.elapsed().as_secs(),
+        "history simulated; the storefront goes on live"
+    );
+    Ok(())
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -98,10 +149,20 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 
     // Simulated storefront.
     let simulator = if args.rate > 0.0 {
-        let seed = next_simulator_seed(&data, args.seed)?;
+        let (seed, first_run) = next_simulator_seed(&data, args.seed)?;
+        let now = chrono::Utc::now().timestamp_micros();
+        let history = (first_run && !args.history.is_zero()).then(|| {
+            let micros = i64::try_from(args.history.as_micros()).unwrap_or(i64::MAX);
+            SimConfig {
+                seed: seed ^ 0x005E_ED0F_0A57,
+                start_micros: now.saturating_sub(micros),
+                sessions_per_hour: args.history_sessions_per_day as f64 / 24.0,
+                ..SimConfig::default()
+            }
+        });
         let mut sim_config = SimConfig {
             seed,
-            start_micros: chrono::Utc::now().timestamp_micros(),
+            start_micros: now,
             ..SimConfig::default()
         };
         sim_config.sessions_per_hour = super::emit::sessions_per_hour_for(args.rate, &sim_config);
@@ -117,9 +178,18 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             .with_spill(&spill)
             .with_context(|| format!("creating {}", spill.display()))?;
         let rx = stop_rx.clone();
+        let history_spill = data.data_dir.join("simulator").join("history-pending");
         Some(tokio::spawn(async move {
-            let stats =
-                super::emit::drive(&mut sim, &emitter, true, None, &labels, || *rx.borrow()).await;
+            if let Some(config) = history {
+                play_history(config, now, &history_spill, &emitter, &labels, || {
+                    *rx.borrow()
+                })
+                .await?;
+            }
+            let stats = super::emit::drive(&mut sim, &emitter, true, None, None, &labels, || {
+                *rx.borrow()
+            })
+            .await;
             emitter.close().await?;
             stats
         }))
@@ -234,7 +304,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     )
     .await?;
+    let pipeline = shoplake_dashboards::Pipeline::new(service.clone())
+        .with_stage(stage_metrics.clone(), lake_events.clone());
     let router = shoplake_query::router(service)
+        .merge(shoplake_dashboards::router())
+        .merge(pipeline.router())
+        .merge(shoplake_server::auth::session::router(guard.clone()))
         .merge(shoplake_collector::router(collector))
         .merge(shoplake_live::http::router(live.clone()))
         .merge(shoplake_server::ops::router(
@@ -251,7 +326,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 
     let addr = args.http_addr;
     eprintln!(
-        "\nshoplake is up (data in {dir}).\n  Every route but /health and /ready needs a token. The first admin and a token:\n    shoplake users create admin --role admin && TOKEN=$(shoplake tokens create --user admin)\n  SQL over HTTP:  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/sql -d 'select event_name, count(*) from events group by 1'\n  Postgres wire:  psql \"host={pg} port={pg_port} user=admin dbname=shoplake\" (a password: shoplake users password admin)\n  Flight SQL:     grpc://{flight} (ADBC: user and password, or a token as Bearer)\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Collector:      POST http://{addr}/v1/batch (Segment tracking API; a write key: shoplake keys create --source web)\n  Storefront:     GET http://{addr}/v1/recommendations/SHOPPER_ID   GET http://{addr}/v1/products/PRODUCT_ID/related   POST http://{addr}/v1/fraud/score (a token of a storefront user)\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health   Routes: http://{addr}/v1/routes\n  Stop with Ctrl-C; start again to continue.\n",
+        "\nshoplake is up (data in {dir}).\n  Every route but /health and /ready needs a token. The first admin and a token:\n    shoplake users create admin --role admin && TOKEN=$(shoplake tokens create --user admin)\n  Dashboards:     http://{addr}/ (sign in with a user's password: shoplake users password admin)\n  SQL over HTTP:  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/sql -d 'select event_name, count(*) from events group by 1'\n  Postgres wire:  psql \"host={pg} port={pg_port} user=admin dbname=shoplake\" (a password: shoplake users password admin)\n  Flight SQL:     grpc://{flight} (ADBC: user and password, or a token as Bearer)\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Collector:      POST http://{addr}/v1/batch (Segment tracking API; a write key: shoplake keys create --source web)\n  Storefront:     GET http://{addr}/v1/recommendations/SHOPPER_ID   GET http://{addr}/v1/products/PRODUCT_ID/related   POST http://{addr}/v1/fraud/score (a token of a storefront user)\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health   Routes: http://{addr}/v1/routes\n  Stop with Ctrl-C; start again to continue.\n",
         dir = data.data_dir.display(),
         pg = args.pg_addr.ip(),
         pg_port = args.pg_addr.port(),

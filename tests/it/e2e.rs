@@ -14,7 +14,9 @@ pub(crate) fn shoplake(data: &Path, args: &[&str]) -> Command {
         .env("SHOPLAKE_LOG", "warn")
         // Tests run side by side: the SQL listeners take free ports unless a test names one.
         .env("SHOPLAKE_PG_ADDR", "127.0.0.1:0")
-        .env("SHOPLAKE_FLIGHT_ADDR", "127.0.0.1:0");
+        .env("SHOPLAKE_FLIGHT_ADDR", "127.0.0.1:0")
+        // `up` plays no simulated past unless a test asks (tests/it/dashboards.rs does).
+        .env("SHOPLAKE_HISTORY", "0");
     cmd
 }
 

@@ -5,6 +5,7 @@
 mod auth;
 mod bench;
 mod collector_sdk;
+mod dashboards;
 mod e2e;
 mod kinesis;
 mod live;

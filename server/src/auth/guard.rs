@@ -16,6 +16,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::session::{self, CookieCheck};
 use super::store::{AuthStore, Snapshot, hash_token};
 use super::{Access, Principal};
 use crate::ApiError;
@@ -183,6 +184,8 @@ pub struct Guard {
     next_refresh: AtomicI64,
     /// When the store was last read (µs).
     last_read: AtomicI64,
+    /// Signed-in browsers (the dashboards).
+    sessions: super::session::Sessions,
 }
 
 impl std::fmt::Debug for Guard {
@@ -202,6 +205,7 @@ impl Guard {
             snapshot: RwLock::new(snapshot),
             next_refresh: AtomicI64::new(0),
             last_read: AtomicI64::new(0),
+            sessions: super::session::Sessions::default(),
         })
     }
 
@@ -319,6 +323,10 @@ impl Guard {
     pub fn config(&self) -> &AuthConfig {
         &self.config
     }
+
+    pub(crate) fn sessions(&self) -> &super::session::Sessions {
+        &self.sessions
+    }
 }
 
 /// `host` without its port; `[::1]:8080` → `::1`.
@@ -400,15 +408,29 @@ async fn check(
         return next.run(request).await;
     }
     let principal = match token_of(request.headers()) {
-        None => {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "this route needs a token: Authorization: Bearer <token> (`shoplake tokens create --user NAME`)",
-            )
-            .with_challenge("Bearer realm=\"shoplake\"")
-            .into_response();
-        }
+        None => match session::cookie_of(request.headers()) {
+            Some(cookie) => match guard.check_cookie(cookie, request.method(), request.headers()) {
+                CookieCheck::Valid(p) => p,
+                CookieCheck::NoCsrf => return session::csrf_refused(),
+                CookieCheck::Invalid => {
+                    return ApiError::new(
+                            StatusCode::UNAUTHORIZED,
+                            "unauthenticated",
+                            "the session has ended (signed out, expired, the server restarted or the user was disabled): sign in again",
+                        )
+                        .into_response();
+                }
+            },
+            None => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "this route needs a token: Authorization: Bearer <token> (`shoplake tokens create --user NAME`), or a signed-in session (POST /v1/session)",
+                )
+                .with_challenge("Bearer realm=\"shoplake\"")
+                .into_response();
+            }
+        },
         Some(token) => match guard.authenticate(&token) {
             Some(p) => p,
             None => {

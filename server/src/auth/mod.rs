@@ -14,9 +14,12 @@
 //! - [`Guard`]: the middleware. `Authorization: Bearer TOKEN` (or Basic with the token as the
 //!   password, for tools that only speak Basic); 401 with `WWW-Authenticate` when there is no
 //!   valid token, 403 when the role may not use the route; and requests whose `Host` is not an
-//!   allowed one are refused (DNS rebinding).
+//!   allowed one are refused (DNS rebinding). A browser signs in instead ([`session`]): an
+//!   `HttpOnly`, `SameSite=Strict` cookie that the same guard checks, with a CSRF token for
+//!   requests that change something.
 
 mod guard;
+pub mod session;
 mod store;
 
 pub use guard::{AuthConfig, Guard, RouteRule, Routes};
