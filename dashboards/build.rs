@@ -20,7 +20,7 @@ fn main() {
     let web = manifest.join("web");
     println!("cargo:rerun-if-changed=web/package-lock.json");
     let echarts = web.join(ECHARTS_FILE);
-    if !echarts.exists() {
+    if !echarts.exists() || installed_version(&web) != pinned_version(&web) {
         install(&web);
     }
     let mut files = Vec::new();
@@ -50,6 +50,23 @@ fn main() {
     }
     code.push_str("];\n");
     std::fs::write(out.join("assets.rs"), code).expect("writing assets.rs");
+}
+
+/// The ECharts version `web/package-lock.json` pins.
+fn pinned_version(web: &Path) -> Option<String> {
+    let lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(web.join("package-lock.json")).ok()?).ok()?;
+    lock["packages"]["node_modules/echarts"]["version"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The ECharts version installed in `web/node_modules`.
+fn installed_version(web: &Path) -> Option<String> {
+    let package: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(web.join("node_modules/echarts/package.json")).ok()?)
+            .ok()?;
+    package["version"].as_str().map(str::to_owned)
 }
 
 /// `npm ci` in `web`: ECharts at the version the lock file pins.

@@ -45,6 +45,8 @@ enum Command {
     Sql(commands::sql::Args),
     /// Run a named report (sql/reports) over the lake and print it; alone: list the reports.
     Report(commands::report::Args),
+    /// Load files the store exports elsewhere into the lake (campaign spend).
+    Load(commands::load::Args),
     /// Serve SQL and the reports over HTTP, Postgres wire and Flight SQL.
     Query(commands::query::Args),
     /// Accept events over HTTP in the Segment tracking API and put them on the stream.
@@ -77,6 +79,7 @@ fn main() -> anyhow::Result<()> {
             Command::Replay(args) => commands::replay::run(args, data).await,
             Command::Sql(args) => commands::sql::run(args, data).await,
             Command::Report(args) => commands::report::run(args, data).await,
+            Command::Load(args) => commands::load::run(args, data).await,
             Command::Query(args) => commands::query::run(args, data).await,
             Command::Collect(args) => commands::collect::run(args, data).await,
             Command::Keys(args) => commands::keys::run(args, data),

@@ -55,7 +55,13 @@ import duckdb
 
 REPO = Path(__file__).resolve().parent.parent
 REPORTS_DIR = REPO / "sql" / "reports"
-RAW_TABLES = ["events", "identities", "fraud_decisions", "product_affinity"]
+RAW_TABLES = ["events", "identities", "fraud_decisions", "product_affinity", "bad_rows"]
+# Tables a lake may not have yet (nothing loaded): an empty table of the same columns instead.
+OPTIONAL_TABLES = {
+    "campaign_spend": """CREATE TABLE campaign_spend (spend_date DATE, source VARCHAR,
+        medium VARCHAR, campaign VARCHAR, spend DECIMAL(18, 2), currency VARCHAR,
+        fx_rate DECIMAL(18, 8), impressions BIGINT, clicks BIGINT, loaded_at TIMESTAMPTZ)""",
+}
 REL_TOL = 1e-6
 ABS_TOL = 1e-6
 SHOW_ROWS = 5  # mismatching rows shown per report
@@ -72,6 +78,11 @@ def connect(lake: Path) -> duckdb.DuckDBPyConnection:
     for name in RAW_TABLES:
         dataset = deltalake.DeltaTable(str(lake / name)).to_pyarrow_dataset()
         con.register(name, dataset)
+    for name, empty in OPTIONAL_TABLES.items():
+        if (lake / name / "_delta_log").exists():
+            con.register(name, deltalake.DeltaTable(str(lake / name)).to_pyarrow_dataset())
+        else:
+            con.execute(empty)
     con.execute(SESSIONS_SQL)
     con.execute(ORDERS_SQL)
     return con
@@ -513,7 +524,8 @@ def attribution(con, p):
         )
         SELECT dim AS dimension,
                {", ".join(f"sum({m}) AS orders_{m}, sum({m} * o.revenue_reporting) AS revenue_{m}"
-                          for m in ATTRIBUTION_MODELS)}
+                          for m in ATTRIBUTION_MODELS)},
+               NULL::DOUBLE AS spend  -- by channel (the default): spend is only by campaign
         FROM credits JOIN o USING (order_id)
         GROUP BY dim
     """
@@ -667,6 +679,36 @@ def fraud_rules(con, p):
                count(DISTINCT order_id) FILTER (WHERE o.refunded_at IS NOT NULL) AS later_refunded
         FROM fired LEFT JOIN o_orders o USING (order_id)
         GROUP BY rule, mode
+    """
+    return rows(con, sql, p)
+
+
+@report(keys=["campaign"])
+def campaign_spend(con, p):
+    """Per campaign with spend in the period (UTC spend_date): its sources (distinct, sorted,
+    comma-separated), spend x fx_rate summed, clicks and impressions summed, the non-bot sessions
+    of the period whose first touch has that campaign and a source it was bought on, cost per
+    session and per click."""
+    sql = """
+        WITH spend AS (
+            SELECT campaign,
+                   string_agg(DISTINCT source, ',' ORDER BY source) AS sources,
+                   sum(spend * coalesce(fx_rate, 0)) AS spend,
+                   sum(clicks) AS clicks, sum(impressions) AS impressions
+            FROM campaign_spend WHERE spend_date BETWEEN $start AND $end
+            GROUP BY campaign
+        ),
+        paid AS (
+            SELECT s.utm_campaign AS campaign, count(*) AS sessions
+            FROM o_sessions s
+            WHERE NOT s.is_bot AND s.session_date BETWEEN $start AND $end
+              AND (s.utm_source, s.utm_campaign) IN (SELECT source, campaign FROM campaign_spend)
+            GROUP BY 1
+        )
+        SELECT spend.*, coalesce(paid.sessions, 0) AS sessions,
+               spend.spend / nullif(paid.sessions, 0) AS cost_per_session,
+               spend.spend / nullif(spend.clicks, 0) AS cost_per_click
+        FROM spend LEFT JOIN paid USING (campaign)
     """
     return rows(con, sql, p)
 

@@ -80,7 +80,8 @@
 //! Why these dependencies: `deltalake` writes and reads the Delta log (atomic commits, the format
 //! other engines read); `datafusion` runs the anti-join and the derived tables' SQL; `object_store` and
 //! `parquet` read the staging files; `shoplake-ingest` is the stream a replay puts the archive back on and the archive's line format; `polars` runs the product-affinity job's self-joins and
-//! group-bys (lazy API only, no polars I/O: see [`affinity`] for why data crosses column by column).
+//! group-bys (lazy API only, no polars I/O: see [`affinity`] for why data crosses column by column);
+//! `csv` reads the campaign spend files the ad platforms export ([`spend`]).
 
 use deltalake::kernel::transaction::TransactionError;
 
@@ -93,6 +94,7 @@ pub mod identities;
 mod lake;
 pub mod optimize;
 pub mod schedule;
+pub mod spend;
 pub mod staged;
 pub mod tables;
 pub mod write;

@@ -34,9 +34,9 @@ use shoplake_events::fields::{
     USER_AGENT, USER_ID,
 };
 use shoplake_events::lake::{
-    BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, IDENTITIES_TABLE, ORDERS_TABLE,
-    PRODUCT_AFFINITY_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS, STAGING_FRAUD_DECISIONS,
-    VISITS_TABLE,
+    BAD_ROWS_TABLE, CAMPAIGN_SPEND_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, IDENTITIES_TABLE,
+    ORDERS_TABLE, PRODUCT_AFFINITY_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS,
+    STAGING_FRAUD_DECISIONS, VISITS_TABLE,
 };
 use shoplake_events::schema::{money, timestamp};
 
@@ -53,6 +53,8 @@ pub enum Maintainer {
     /// A batch job rewrites the whole table: `command`, which `shoplake up` also runs on a
     /// schedule.
     Job { command: &'static str },
+    /// Loaded from files the store exports elsewhere, merged on the key: `command`.
+    Loaded { command: &'static str },
 }
 
 /// One Delta table of the lake.
@@ -318,9 +320,43 @@ pub const PRODUCT_AFFINITY: TableDescriptor = TableDescriptor {
     bloom_filter_columns: &[],
 };
 
+/// `campaign_spend`: what each campaign cost per day ([`crate::spend`]).
+pub const CAMPAIGN_SPEND: TableDescriptor = TableDescriptor {
+    name: CAMPAIGN_SPEND_TABLE,
+    description: "What each campaign cost per day, in its currency and at the rate to the \
+                  reporting currency when loaded, as the ad platforms export it.",
+    schema: || CAMPAIGN_SPEND_SCHEMA.clone(),
+    partition_columns: &[],
+    key: &["spend_date", "source", "campaign"],
+    maintainer: Maintainer::Loaded {
+        command: "shoplake load spend FILE",
+    },
+    personal_columns: &[],
+    bloom_filter_columns: &[],
+};
+
+static CAMPAIGN_SPEND_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("spend_date", DataType::Date32, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("medium", DataType::Utf8, true),
+        Field::new("campaign", DataType::Utf8, false),
+        Field::new("spend", money(), false),
+        Field::new("currency", DataType::Utf8, false),
+        Field::new(
+            shoplake_events::fields::FX_RATE,
+            DataType::Decimal128(18, shoplake_events::schema::FX_SCALE),
+            true,
+        ),
+        Field::new("impressions", DataType::Int64, true),
+        Field::new("clicks", DataType::Int64, true),
+        Field::new("loaded_at", timestamp(), false),
+    ]))
+});
+
 /// Every table, in the order of `shoplake_events::lake::TABLES`: those compaction writes, then
 /// the batch jobs' own.
-pub const ALL: [&TableDescriptor; 7] = [
+pub const ALL: [&TableDescriptor; 8] = [
     &EVENTS,
     &BAD_ROWS,
     &ORDERS,
@@ -328,6 +364,7 @@ pub const ALL: [&TableDescriptor; 7] = [
     &IDENTITIES,
     &FRAUD_DECISIONS,
     &PRODUCT_AFFINITY,
+    &CAMPAIGN_SPEND,
 ];
 
 /// The table named `name`; an error naming it when the lake has no such table.

@@ -18,8 +18,9 @@
 //! Why these dependencies: `shoplake-query` for the tables' files and versions, and
 //! `shoplake-transform` for the stage's counters (the pipeline page); `axum` and
 //! `shoplake-server` serve the routes with their access rules; `flate2` (build only) gzips the
-//! files once at build time; `chrono`, `serde_json`, `parking_lot` and `tokio` for the pipeline
-//! page's rate of events.
+//! files once at build time, and `serde_json` (at build time too) reads the pinned ECharts
+//! version; `chrono`, `serde_json`, `parking_lot` and `tokio` for the pipeline page's rate of
+//! events.
 
 pub mod pipeline;
 
@@ -127,12 +128,13 @@ fn serve_from_disk(dir: &std::path::Path, path: &str) -> Response {
     } else {
         dir.join(path)
     };
-    let Some(content_type) = ASSETS
-        .iter()
-        .find(|a| a.path.rsplit('.').next() == path.rsplit('.').next())
-        .map(|a| a.content_type)
-    else {
-        return not_found(path);
+    let content_type = match path.rsplit('.').next().unwrap_or_default() {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        _ => return not_found(path),
     };
     match std::fs::read(&file) {
         Ok(bytes) => with_page_headers(bytes.into_response(), content_type),

@@ -1,6 +1,7 @@
 //! `GET /v1/pipeline`: what an operator checks when a number looks wrong — the stage's counters
 //! and lag, events per second over the last minute, how old the latest compaction is, and each
-//! table's version, files and bytes.
+//! table's version, files and bytes; and what the pages need to know of the process: the
+//! reporting currency, and whether it runs the stage (the Live page).
 //!
 //! `shoplake up` runs the stage in the same process and gives its counters
 //! ([`Pipeline::with_stage`]); `shoplake query` alone has none, and says so (`"stage": null`).
@@ -26,6 +27,8 @@ const RATE_OVER: Duration = Duration::from_secs(60);
 pub struct Pipeline {
     service: Arc<QueryService>,
     stage: Option<(Arc<StageMetrics>, Arc<AtomicU64>)>,
+    /// The reporting currency of the amounts the reports give.
+    currency: String,
     /// (when, events staged so far), oldest first, over [`RATE_OVER`].
     samples: Mutex<VecDeque<(Instant, u64)>>,
 }
@@ -44,10 +47,12 @@ fn timestamp(ms: i64) -> Option<String> {
 }
 
 impl Pipeline {
-    pub fn new(service: Arc<QueryService>) -> Self {
+    /// The pipeline page of `service`, whose amounts are in `currency` (the reporting currency).
+    pub fn new(service: Arc<QueryService>, currency: &str) -> Self {
         Pipeline {
             service,
             stage: None,
+            currency: currency.to_owned(),
             samples: Mutex::new(VecDeque::new()),
         }
     }
@@ -119,6 +124,9 @@ impl Pipeline {
         });
         Ok(json!({
             "as_of": timestamp(now.timestamp_millis()),
+            "currency": self.currency,
+            // Whether this process runs the stage (and so serves /v1/live/pulse).
+            "live": self.stage.is_some(),
             "stage": stage,
             "compaction": {
                 "events_compacted": self.stage.as_ref().map(|(_, c)| c.load(Ordering::Relaxed)),

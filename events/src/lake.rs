@@ -19,6 +19,9 @@ pub const FRAUD_DECISIONS_TABLE: &str = "fraud_decisions";
 /// The `product_affinity` Delta table: per product, its strongest neighbours viewed and bought
 /// together over the lake's history (rewritten whole by `shoplake batch affinity`).
 pub const PRODUCT_AFFINITY_TABLE: &str = "product_affinity";
+/// The `campaign_spend` Delta table: what each campaign cost per day, loaded from the ad
+/// platforms' exports (`shoplake load spend`).
+pub const CAMPAIGN_SPEND_TABLE: &str = "campaign_spend";
 /// Fraud decisions waiting for compaction (Parquet files).
 pub const STAGING_FRAUD_DECISIONS: &str = "_staging/fraud_decisions";
 /// Enriched events waiting for compaction (Parquet files).
@@ -34,4 +37,5 @@ pub const TABLES: &[&str] = &[
     IDENTITIES_TABLE,
     FRAUD_DECISIONS_TABLE,
     PRODUCT_AFFINITY_TABLE,
+    CAMPAIGN_SPEND_TABLE,
 ];

@@ -99,6 +99,10 @@ pub const REPORT_FILES: &[(&str, &str)] = &[
         "fraud_review_queue",
         include_str!("../../sql/reports/fraud_review_queue.sql"),
     ),
+    (
+        "campaign_spend",
+        include_str!("../../sql/reports/campaign_spend.sql"),
+    ),
     ("bad_rows", include_str!("../../sql/reports/bad_rows.sql")),
     (
         "bad_row_examples",

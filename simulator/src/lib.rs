@@ -46,6 +46,7 @@
 
 mod faults;
 mod shopper;
+pub mod spend;
 mod spill;
 mod world;
 
@@ -238,10 +239,13 @@ pub struct Simulator {
     spill: Option<spill::Spill>,
     /// A spill file that could not be read back: the simulation ends there.
     failure: Option<std::io::Error>,
+    /// What the paid campaigns cost ([`spend`]).
+    spend: spend::Spend,
 }
 
 impl Simulator {
     pub fn new(config: SimConfig) -> Self {
+        let config_seed = config.seed;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let catalog = Catalog::generate(&mut rng, config.products);
         let sources = world::sources();
@@ -261,6 +265,7 @@ impl Simulator {
             labels: Vec::new(),
             spill: None,
             failure: None,
+            spend: spend::Spend::new(config_seed),
         };
         sim.seed_users();
         sim
@@ -310,6 +315,12 @@ impl Simulator {
     }
 
     /// Fraud labels of the orders handed out since the last call.
+    /// What the paid campaigns cost per day so far: every session that landed from one (handed
+    /// out or not yet) is a click.
+    pub fn spend(&self) -> Vec<spend::SpendRow> {
+        self.spend.rows()
+    }
+
     pub fn labels(&mut self) -> Vec<FraudLabel> {
         std::mem::take(&mut self.labels)
     }

@@ -390,6 +390,9 @@ impl Simulator {
             (None, self.new_user())
         };
         let mut visit = self.visit_of(&user);
+        if let Some(source) = visit.landing.and_then(|i| self.sources.get(i)) {
+            self.spend.landed(start, source);
+        }
         let conversion = self.sources[visit.landing.unwrap_or(0)].conversion;
         let dev = visit.device.clone();
         let mut t = start;

@@ -12,7 +12,10 @@
 --   the first and the last and 0.2/(n-2) to each between; time decay in proportion to
 --   0.5^(hours from the session's start to the order / (24 × half_life_days)). An order without a
 --   touch is credited to `(no touch)` in every model. Each model's orders add up to the orders
---   counted and its revenue to their revenue.
+--   counted and its revenue to their revenue. By campaign, `spend` is what `campaign_spend` holds
+--   for that campaign over the period's days (each day's spend × its fx_rate, summed over
+--   sources; null without spend, and always null by channel), so that ROAS is a model's revenue /
+--   spend and cost per order its spend / orders.
 -- role: marketing
 -- param: from date = today-29 : First day orders were placed (UTC), inclusive.
 -- param: to date = today : Last day orders were placed (UTC), inclusive.
@@ -72,7 +75,8 @@ credit AS (
     SELECT '(no touch)', o.revenue, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0
     FROM o
     WHERE o.order_id NOT IN (SELECT order_id FROM touch)
-)
+),
+credited AS (
 SELECT
     dimension,
     sum(first_touch)                                AS orders_first_touch,
@@ -89,4 +93,15 @@ SELECT
     sum(time_decay * CAST(revenue AS DOUBLE))       AS revenue_time_decay
 FROM credit
 GROUP BY dimension
+),
+spend AS (
+    SELECT campaign AS dimension,
+           sum(CAST(spend AS DOUBLE) * CAST(coalesce(fx_rate, 0) AS DOUBLE)) AS spend
+    FROM campaign_spend
+    WHERE spend_date BETWEEN $from AND $to AND $by = 'campaign'
+    GROUP BY campaign
+)
+SELECT credited.*, spend.spend
+FROM credited
+LEFT JOIN spend USING (dimension)
 ORDER BY revenue_last_touch DESC, dimension

@@ -45,6 +45,10 @@ pub struct Args {
     /// Print the simulator's counts as JSON when done.
     #[arg(long)]
     pub stats_json: bool,
+    /// Write what the simulated paid campaigns cost per day to this CSV file, in the format
+    /// `shoplake load spend` reads (an ad platform's daily export).
+    #[arg(long)]
+    pub spend_csv: Option<PathBuf>,
 }
 
 /// Sessions per simulated hour that give about `rate` events per second.
@@ -106,6 +110,10 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     )
     .await?;
     emitter.close().await?;
+    if let Some(path) = &args.spend_csv {
+        let csv = shoplake_simulator::spend::to_csv(&sim.spend());
+        std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
+    }
     info!(
         records = stats.records,
         valid_unique = stats.valid_unique,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod emit;
 pub mod eval;
 pub mod keys;
+pub mod load;
 pub mod query;
 pub mod replay;
 pub mod report;

@@ -55,13 +55,14 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         ops::shutdown_signal(),
     )
     .await?;
+    let currency = config.stage.stage.fx_rates()?.reporting().to_owned();
     let listener = ops::bind(args.http_addr).await?;
     info!(addr = %args.http_addr, "serving SQL on POST /v1/sql and the dashboards at /dashboards/");
     let mut telemetry = Telemetry::new();
     telemetry.register(service.metrics().clone());
     let router = shoplake_query::router(service.clone())
         .merge(shoplake_dashboards::router())
-        .merge(shoplake_dashboards::Pipeline::new(service).router())
+        .merge(shoplake_dashboards::Pipeline::new(service, &currency).router())
         .merge(shoplake_server::auth::session::router(guard.clone()))
         .merge(shoplake_server::ops::router(
             telemetry.shared(),

@@ -82,8 +82,26 @@ fn next_simulator_seed(data: &DataArgs, seed: u64) -> anyhow::Result<(u64, bool)
     ))
 }
 
+/// Loads what the simulated campaigns cost into `campaign_spend`, as a store loads its ad
+/// platforms' exports (the same days loaded again replace themselves); logged, not fatal.
+async fn load_simulated_spend(
+    data: &DataArgs,
+    config: &crate::config::PipelineConfig,
+    rows: &[shoplake_simulator::spend::SpendRow],
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let csv = shoplake_simulator::spend::to_csv(rows);
+    match super::load::load_spend(data, config, &csv).await {
+        Ok(report) => info!(%report, "the simulated campaigns' spend loaded into campaign_spend"),
+        Err(e) => error!(error = %e, "the simulated campaigns' spend could not be loaded"),
+    }
+}
+
 /// Plays the simulated past from `config.start_micros` up to `until` as fast as the stream
-/// takes it (sessions still open at `until` are cut there: the live simulator goes on from now).
+/// takes it (sessions still open at `until` are cut there: the live simulator goes on from now);
+/// returns what its campaigns cost.
 async fn play_history(
     config: SimConfig,
     until: i64,
@@ -91,7 +109,7 @@ async fn play_history(
     emitter: &Emitter,
     labels: &std::path::Path,
     stop: impl Fn() -> bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<shoplake_simulator::spend::SpendRow>> {
     let from = shoplake_events::format_timestamp(config.start_micros);
     info!(
         from,
@@ -103,6 +121,7 @@ async fn play_history(
         .with_context(|| format!("creating {}", spill.display()))?;
     let stats =
         super::emit::drive(&mut sim, emitter, false, None, Some(until), labels, stop).await?;
+    let spend = sim.spend();
     drop(sim);
     let _ = std::fs::remove_dir_all(spill);
     info!(
@@ -110,7 +129,7 @@ async fn play_history(
         seconds = started.elapsed().as_secs(),
         "history simulated; the storefront goes on live"
     );
-    Ok(())
+    Ok(spend)
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -179,18 +198,20 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", spill.display()))?;
         let rx = stop_rx.clone();
         let history_spill = data.data_dir.join("simulator").join("history-pending");
+        let (data, pipeline) = (data.clone(), config.clone());
         Some(tokio::spawn(async move {
             if let Some(config) = history {
-                play_history(config, now, &history_spill, &emitter, &labels, || {
-                    *rx.borrow()
-                })
-                .await?;
+                let stop = || *rx.borrow();
+                let spend =
+                    play_history(config, now, &history_spill, &emitter, &labels, stop).await?;
+                load_simulated_spend(&data, &pipeline, &spend).await;
             }
             let stats = super::emit::drive(&mut sim, &emitter, true, None, None, &labels, || {
                 *rx.borrow()
             })
             .await;
             emitter.close().await?;
+            load_simulated_spend(&data, &pipeline, &sim.spend()).await;
             stats
         }))
     } else {
@@ -304,7 +325,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     )
     .await?;
-    let pipeline = shoplake_dashboards::Pipeline::new(service.clone())
+    let currency = config.stage.stage.fx_rates()?.reporting().to_owned();
+    let pipeline = shoplake_dashboards::Pipeline::new(service.clone(), &currency)
         .with_stage(stage_metrics.clone(), lake_events.clone());
     let router = shoplake_query::router(service)
         .merge(shoplake_dashboards::router())
@@ -326,7 +348,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
 
     let addr = args.http_addr;
     eprintln!(
-        "\nshoplake is up (data in {dir}).\n  Every route but /health and /ready needs a token. The first admin and a token:\n    shoplake users create admin --role admin && TOKEN=$(shoplake tokens create --user admin)\n  Dashboards:     http://{addr}/ (sign in with a user's password: shoplake users password admin)\n  SQL over HTTP:  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/sql -d 'select event_name, count(*) from events group by 1'\n  Postgres wire:  psql \"host={pg} port={pg_port} user=admin dbname=shoplake\" (a password: shoplake users password admin)\n  Flight SQL:     grpc://{flight} (ADBC: user and password, or a token as Bearer)\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Collector:      POST http://{addr}/v1/batch (Segment tracking API; a write key: shoplake keys create --source web)\n  Storefront:     GET http://{addr}/v1/recommendations/SHOPPER_ID   GET http://{addr}/v1/products/PRODUCT_ID/related   POST http://{addr}/v1/fraud/score (a token of a storefront user)\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health   Routes: http://{addr}/v1/routes\n  Stop with Ctrl-C; start again to continue.\n",
+        "\nshoplake is up (data in {dir}).\n  Every route but /health and /ready needs a token. The first admin and a token:\n    shoplake users create admin --role admin && TOKEN=$(shoplake tokens create --user admin)\n  Dashboards:     http://{addr}/ (sign in with a password: shoplake users password admin)\n  SQL over HTTP:  curl -s -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/sql -d 'select event_name, count(*) from events group by 1'\n  Postgres wire:  psql \"host={pg} port={pg_port} user=admin dbname=shoplake\" (a password: shoplake users password admin)\n  Flight SQL:     grpc://{flight} (ADBC: user and password, or a token as Bearer)\n  SQL here:       shoplake sql \"select event_name, count(*) from events group by 1\"\n  Collector:      POST http://{addr}/v1/batch (Segment tracking API; a write key: shoplake keys create --source web)\n  Storefront:     GET http://{addr}/v1/recommendations/SHOPPER_ID   GET http://{addr}/v1/products/PRODUCT_ID/related   POST http://{addr}/v1/fraud/score (a token of a storefront user)\n  Metrics:        http://{addr}/metrics   Health: http://{addr}/health   Routes: http://{addr}/v1/routes\n  Stop with Ctrl-C; start again to continue.\n",
         dir = data.data_dir.display(),
         pg = args.pg_addr.ip(),
         pg_port = args.pg_addr.port(),

@@ -24,7 +24,7 @@ enum UsersCommand {
         name: String,
         #[arg(long)]
         role: Role,
-        /// Read a password (for Postgres clients; 12 characters or more) from the first line of
+        /// Read a password (for the dashboards and Postgres clients; 12 characters or more) from the first line of
         /// standard input.
         #[arg(long)]
         password_stdin: bool,

@@ -44,6 +44,9 @@ fn every_report_agrees_with_duckdb() {
         ("11", "2026-09-12T00:00:00Z"),
         ("12", "2026-10-20T00:00:00Z"),
     ] {
+        // With what its paid campaigns cost, loaded as a store loads its ad platforms' exports.
+        let spend = data.join(format!("spend-{seed}.csv"));
+        let spend = spend.to_str().unwrap();
         run(
             data,
             &[
@@ -54,9 +57,38 @@ fn every_report_agrees_with_duckdb() {
                 "2500",
                 "--start",
                 start,
+                "--spend-csv",
+                spend,
             ],
         );
+        let loaded: serde_json::Value =
+            serde_json::from_str(&run(data, &["load", "spend", spend])).unwrap();
+        assert!(loaded["inserted"].as_u64().unwrap() > 0, "{loaded}");
     }
+    // Loading a file again replaces its days; a file with a bad line loads nothing and names it.
+    let again: serde_json::Value = serde_json::from_str(&run(
+        data,
+        &["load", "spend", data.join("spend-12.csv").to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(again["inserted"], 0, "{again}");
+    assert_eq!(again["replaced"], again["rows"], "{again}");
+    let bad = data.join("bad-spend.csv");
+    std::fs::write(
+        &bad,
+        "date,source,campaign,spend,currency\n2026-09-12,google,brand_search,5,USD\n2026-09-31,google,x,1,USD\n",
+    )
+    .unwrap();
+    let out = shoplake(data, &["load", "spend", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nothing loaded: 1 bad line(s)")
+            && err.contains("line 3: date \"2026-09-31\""),
+        "{err}"
+    );
     send_edge_cases(data, &python);
     run(data, &["stream", "--drain"]);
     run(data, &["batch", "compact"]);

@@ -122,7 +122,8 @@ async fn tables_and_query_counters() {
             "visits",
             "identities",
             "fraud_decisions",
-            "product_affinity"
+            "product_affinity",
+            "campaign_spend"
         ]
     );
     assert!(tables["tables"][0]["delta_version"].is_u64());
