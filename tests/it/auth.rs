@@ -86,7 +86,15 @@ fn every_route_of_every_command_needs_its_role() {
         (
             "query",
             &["query", "--http-addr"],
-            &["/v1/sql", "/v1/tables", "/v1/reports", "/v1/reports/{name}"],
+            &[
+                "/v1/sql",
+                "/v1/tables",
+                "/v1/reports",
+                "/v1/reports/{name}",
+                "/v1/session",
+                "/v1/pipeline",
+                "/dashboards/{*path}",
+            ],
         ),
         (
             "collect",
@@ -106,6 +114,8 @@ fn every_route_of_every_command_needs_its_role() {
                 "/v1/reports/{name}",
                 "/v1/track",
                 "/v1/products/{id}/related",
+                "/v1/live/pulse",
+                "/v1/pipeline",
             ],
         ),
     ];

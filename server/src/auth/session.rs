@@ -212,10 +212,19 @@ async fn sign_in(State(guard): State<Arc<Guard>>, headers: HeaderMap, body: Stri
 fn not_signed_in() -> Response {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "unauthenticated",
+        "no_session",
         "not signed in (POST /v1/session with a user and password)",
     )
     .into_response()
+}
+
+/// 204 and the cookie cleared.
+fn signed_out(headers: &HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Some(value) = set_cookie(headers, "", 0) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
 }
 
 /// `GET /v1/session`: who the cookie signs in, and the CSRF token for changing requests.
@@ -234,22 +243,18 @@ async fn current(State(guard): State<Arc<Guard>>, headers: HeaderMap) -> Respons
     }
 }
 
-/// `DELETE /v1/session`: signs out (needs the CSRF token, as any changing request).
+/// `DELETE /v1/session`: signs out (needs the CSRF token, as any changing request). Without a
+/// live session there is nothing to end: 204 as well.
 async fn sign_out(State(guard): State<Arc<Guard>>, headers: HeaderMap) -> Response {
     let Some(cookie) = cookie_of(&headers) else {
-        return not_signed_in();
+        return signed_out(&headers);
     };
     match guard.check_cookie(cookie, &Method::DELETE, &headers) {
-        CookieCheck::Valid(_) => {}
+        CookieCheck::Valid(_) => guard.sessions().end(cookie),
         CookieCheck::NoCsrf => return csrf_refused(),
-        CookieCheck::Invalid => return not_signed_in(),
+        CookieCheck::Invalid => {}
     }
-    guard.sessions().end(cookie);
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Some(value) = set_cookie(&headers, "", 0) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
+    signed_out(&headers)
 }
 
 pub(crate) fn csrf_refused() -> Response {
