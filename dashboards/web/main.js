@@ -13,6 +13,7 @@ let session = null; // {user, role, csrf}
 let catalogue = {}; // report name → its entry in GET /v1/reports
 let currency = 'USD'; // the reporting currency, from /v1/pipeline
 let hasLive = false; // whether this process runs the stage (and so serves /v1/live/pulse)
+let freshness = null; // how complete the reports' period is, from their answers' headers
 let charts = [];
 let timers = [];
 let generation = 0; // bumped on every render, so that a slow answer of an old view is dropped
@@ -81,6 +82,9 @@ async function api(path, options = {}) {
     options.body = JSON.stringify(options.json);
   }
   const res = await fetch(path, { ...options, headers, credentials: 'same-origin' });
+  if (res.ok && res.headers.has('X-Shoplake-Complete-Until')) {
+    freshness = { until: res.headers.get('X-Shoplake-Complete-Until'), late: res.headers.get('X-Shoplake-Late-Days') || '' };
+  }
   const body = res.status === 204 ? null : await res.json().catch(() => null);
   if (res.status === 401 && !path.startsWith('/v1/session')) {
     showSignIn('Your session has ended: sign in again.');
@@ -767,7 +771,19 @@ async function render() {
   const range = `${f.from}|${f.to}`;
   const newRange = range !== lastRange;
   lastRange = range;
+  freshness = null;
   await draw(main, f);
+  if (freshness && mine === generation) {
+    // Days whose figures changed after the day ended: named when few, counted when many.
+    const late = freshness.late ? freshness.late.split(',').map((x) => x.split('=')) : [];
+    const events = late.reduce((a, [, n]) => a + Number(n), 0);
+    const lateText = late.length === 0 ? ''
+      : late.length <= 3 ? ` · late events arrived for ${late.map(([d, n]) => `${d} (${n})`).join(', ')}`
+        : ` · ${late.length} days received ${fmtInt.format(events)} events after they ended (latest ${late[late.length - 1][0]})`;
+    main.querySelector('.page-note').append(el('span', {
+      class: 'freshness', 'data-freshness': freshness.until, title: freshness.late.replaceAll(',', '\n'),
+    }, ` · data compacted until ${freshness.until.replace('T', ' ').replace('Z', ' UTC')}`, lateText));
+  }
   // The filters' choices after the panels, so that they do not compete with them for the
   // query service's turns.
   if (newRange && mine === generation) await fillFilterOptions(f);

@@ -15,6 +15,10 @@
 //! parameters and the Delta versions of the tables it reads; `If-None-Match` with it is answered
 //! 304 without running anything until a table changes.
 //!
+//! A report's answer also says how complete its period is (headers, in every format):
+//! `X-Shoplake-Complete-Until` (the latest commit of `events`) and `X-Shoplake-Late-Days` (the
+//! period's days that received events after they ended, `DAY=EVENTS,…`).
+//!
 //! Errors are `{"error", "detail"}`: 400 `bad_sql` / `bad_params` / `bad_request`, 403
 //! `not_allowed` (not a query), 406 `not_acceptable`, 408 `timed_out`, 413 `too_large` /
 //! `out_of_memory`, 429 `busy` (with `Retry-After`), 500 for the service's own failures (logged
@@ -378,7 +382,35 @@ async fn report(
         Err(e) => return e.into_response(),
     };
     request.limit = limit;
-    answer(&service, &request, format, &headers).await
+    let freshness = service.freshness(&request).await;
+    let mut response = answer(&service, &request, format, &headers).await;
+    match freshness {
+        Ok(Some(f)) => freshness_headers(response.headers_mut(), &f),
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, report = name, "the report's freshness could not be read"),
+    }
+    response
+}
+
+/// `X-Shoplake-Complete-Until`: when `events` was last committed (RFC 3339; events after it are
+/// not in the answer yet). `X-Shoplake-Late-Days`: the period's days that received events after
+/// they ended, `DAY=EVENTS` comma-separated (a report of those days changed after the fact).
+fn freshness_headers(headers: &mut HeaderMap, f: &crate::Freshness) {
+    let until = f
+        .complete_until_ms
+        .and_then(arrow::temporal_conversions::timestamp_ms_to_datetime)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    if let Some(value) = until.and_then(|u| HeaderValue::from_str(&u).ok()) {
+        headers.insert("x-shoplake-complete-until", value);
+    }
+    let late: Vec<String> = f
+        .late_days
+        .iter()
+        .map(|(d, n)| format!("{d}={n}"))
+        .collect();
+    if let Ok(value) = HeaderValue::from_str(&late.join(",")) {
+        headers.insert("x-shoplake-late-days", value);
+    }
 }
 
 async fn tables(

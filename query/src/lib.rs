@@ -77,8 +77,8 @@ pub use http::router;
 pub use params::Params;
 pub use render::{Format, render, to_json_rows};
 pub use service::{
-    Catalog, Prepared, QueryMetrics, QueryOptions, QueryRequest, QueryResult, QueryService,
-    QueryStream, TableFiles, VIEWS, names,
+    Catalog, Freshness, Prepared, QueryMetrics, QueryOptions, QueryRequest, QueryResult,
+    QueryService, QueryStream, TableFiles, VIEWS, names,
 };
 
 /// Result of the query service.

@@ -22,6 +22,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, Volatility};
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::{Stream, StreamExt};
@@ -134,6 +135,15 @@ struct Refresh {
     versions: HashMap<&'static str, Option<u64>>,
     /// The data files of each registered Delta version.
     files: HashMap<&'static str, TableFiles>,
+}
+
+/// How complete a report's period is ([`QueryService::freshness`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Freshness {
+    /// When `events` was last committed (UTC milliseconds): later events are not in the answer.
+    pub complete_until_ms: Option<i64>,
+    /// Days of the period (`YYYY-MM-DD`) that received events after they ended, and how many.
+    pub late_days: Vec<(String, u64)>,
 }
 
 /// The data files of a table's registered version, for the dashboards' pipeline page.
@@ -449,6 +459,69 @@ impl QueryService {
             catalog: Catalog::Full,
             ..QueryRequest::default()
         })
+    }
+
+    /// How complete a report's period is: when `events` was last committed (data after that is
+    /// still in the stream or staging) and the days of the period that received events after
+    /// they ended (late data: a report of such a day changed after the fact). None when the
+    /// request binds no `from` and `to`.
+    pub async fn freshness(&self, request: &QueryRequest) -> Result<Option<Freshness>> {
+        let Params::Named(values) = &request.params else {
+            return Ok(None);
+        };
+        let (Some(ScalarValue::Date32(Some(from))), Some(ScalarValue::Date32(Some(to)))) =
+            (values.get("from"), values.get("to"))
+        else {
+            return Ok(None);
+        };
+        let complete_until = self
+            .table_files()
+            .await?
+            .into_iter()
+            .find(|(name, _, _)| *name == shoplake_events::lake::EVENTS_TABLE)
+            .and_then(|(_, _, files)| files.committed_at_ms);
+        let day = |days: &i32| {
+            arrow::temporal_conversions::date32_to_datetime(*days)
+                .map(|t| t.date().format("%Y-%m-%d").to_string())
+        };
+        let (Some(from), Some(to)) = (day(from), day(to)) else {
+            return Ok(None);
+        };
+        let sql = format!(
+            "SELECT CAST(event_date AS VARCHAR) AS day, count(*) AS events \
+             FROM events \
+             WHERE event_date BETWEEN DATE '{from}' AND DATE '{to}' \
+               AND received_at >= CAST(event_date AS TIMESTAMP) + INTERVAL '1 day' \
+             GROUP BY event_date ORDER BY event_date"
+        );
+        let batches = self
+            .ctx
+            .sql(&sql)
+            .await
+            .map_err(Error::execution)?
+            .collect()
+            .await
+            .map_err(Error::execution)?;
+        let mut late_days = Vec::new();
+        for batch in &batches {
+            let days = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
+            let days = days.as_any().downcast_ref::<arrow::array::StringArray>();
+            let counts = batch
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>();
+            let (Some(days), Some(counts)) = (days, counts) else {
+                continue;
+            };
+            for i in 0..batch.num_rows() {
+                let events = u64::try_from(counts.value(i)).unwrap_or(0);
+                late_days.push((days.value(i).to_owned(), events));
+            }
+        }
+        Ok(Some(Freshness {
+            complete_until_ms: complete_until,
+            late_days,
+        }))
     }
 
     /// The limits statements run under.

@@ -51,7 +51,36 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("report {name}"))?;
     println!("{}", shoplake_query::render(&result, args.format.into())?);
+    if let Some(f) = service.freshness(&request).await? {
+        eprintln!("{}", freshness_note(&f));
+    }
     Ok(())
+}
+
+/// How complete the report's period is, for the terminal (standard error, so that a CSV or JSON
+/// answer on standard output stays clean).
+fn freshness_note(f: &shoplake_query::Freshness) -> String {
+    let until = f
+        .complete_until_ms
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or("no events compacted yet".to_owned(), |t| {
+            format!(
+                "events compacted until {}",
+                t.format("%Y-%m-%d %H:%M:%S UTC")
+            )
+        });
+    if f.late_days.is_empty() {
+        return format!("({until}; no day of the period received events after it ended)");
+    }
+    let late: Vec<String> = f
+        .late_days
+        .iter()
+        .map(|(day, n)| format!("{day} ({n})"))
+        .collect();
+    format!(
+        "({until}; days that received events after they ended: {})",
+        late.join(", ")
+    )
 }
 
 /// The reports, one paragraph each: name, title, role, parameters.

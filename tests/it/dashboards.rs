@@ -157,6 +157,18 @@ fn check_http(addr: &str) {
         (Some("mark"), Some(csrf.as_str()))
     );
 
+    // A report's answer says how complete its period is.
+    let overview = send(client.get(format!(
+        "http://{addr}/v1/reports/overview?from=2026-10-01&to=2026-10-31"
+    )));
+    assert_eq!(overview.status, StatusCode::OK);
+    let until = overview.header("x-shoplake-complete-until");
+    assert!(until.starts_with("20") && until.ends_with('Z'), "{until:?}");
+    let late = overview.header("x-shoplake-late-days");
+    assert!(
+        late.is_empty() || late.starts_with("2026-10-"),
+        "late days of October only: {late:?}"
+    );
     let reports = send(client.get(format!("http://{addr}/v1/reports")));
     assert_eq!(reports.status, StatusCode::OK);
     let names: Vec<String> = reports.json()["reports"]
