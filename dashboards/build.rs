@@ -1,6 +1,6 @@
-//! Builds the dashboards' files into the binary: every file of `web/` (but the npm files and
-//! `node_modules`), and Apache ECharts from `web/node_modules`, installed here with `npm ci` from
-//! the pinned `web/package-lock.json` when it is missing. Each file is also gzipped here, so that
+//! Builds the dashboards' files into the binary: every file of `app/` (but the npm files and
+//! `node_modules`), and Apache ECharts from `app/node_modules`, installed here with `npm ci` from
+//! the pinned `app/package-lock.json` when it is missing. Each file is also gzipped here, so that
 //! the server sends the compressed bytes without compressing per request.
 
 // A build script reports a failure by panicking with its reason.
@@ -17,8 +17,8 @@ const ECHARTS_FILE: &str = "node_modules/echarts/dist/echarts.min.js";
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
-    let web = manifest.join("web");
-    println!("cargo:rerun-if-changed=web/package-lock.json");
+    let web = manifest.join("app");
+    println!("cargo:rerun-if-changed=app/package-lock.json");
     let echarts = web.join(ECHARTS_FILE);
     if !echarts.exists() || installed_version(&web) != pinned_version(&web) {
         install(&web);
@@ -52,7 +52,7 @@ fn main() {
     std::fs::write(out.join("assets.rs"), code).expect("writing assets.rs");
 }
 
-/// The ECharts version `web/package-lock.json` pins.
+/// The ECharts version `app/package-lock.json` pins.
 fn pinned_version(web: &Path) -> Option<String> {
     let lock: serde_json::Value =
         serde_json::from_slice(&std::fs::read(web.join("package-lock.json")).ok()?).ok()?;
@@ -61,7 +61,7 @@ fn pinned_version(web: &Path) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The ECharts version installed in `web/node_modules`.
+/// The ECharts version installed in `app/node_modules`.
 fn installed_version(web: &Path) -> Option<String> {
     let package: serde_json::Value =
         serde_json::from_slice(&std::fs::read(web.join("node_modules/echarts/package.json")).ok()?)

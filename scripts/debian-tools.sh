@@ -1,7 +1,7 @@
 # Programs from Debian's packages the test suite drives, sourced by scripts/test: the Postgres
 # clients nobody on the project wrote (tests/it/pg.rs) — psql, and pgjdbc run by Java — and
 # openssl, which makes the test certificate of the TLS listener; Chromium, the real browser the
-# dashboards are tested in (tests/dashboards_browser.py). Installed only when missing.
+# dashboards are tested in (tests/dashboards_in_chromium.py). Installed only when missing.
 
 debian_tools_install() {
     local need=()

@@ -36,7 +36,7 @@ use shoplake_events::lake::EVENTS_TABLE;
 use tracing::debug;
 
 use crate::tables::{self, TableDescriptor};
-use crate::write::{WriteOptions, commit_properties, conform};
+use crate::write::{WriteOptions, commit_properties, conform, upsert_on_key};
 use crate::{Lake, Result, delta_err, query_err};
 
 /// A table derived from `events` by SQL, one row per value of its key.
@@ -252,42 +252,14 @@ impl Derived {
             return Ok(0);
         }
         let qe = query_err(self.table.name);
-        let ctx = SessionContext::new();
-        let source = ctx.read_batches(batches).map_err(&qe)?;
-        let schema = self.table.schema();
-        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        let key = self.key();
-        let (_table, metrics) = table
-            .merge(
-                source,
-                col(format!("target.{key}")).eq(col(format!("source.{key}"))),
-            )
-            .with_source_alias("source")
-            .with_target_alias("target")
-            .with_writer_properties(opts.writer_properties(self.table)?)
-            .with_commit_properties(commit_properties(
-                &format!("upsert_{}", self.table.name),
-                None,
-            ))
-            .when_matched_update(|u| {
-                columns
-                    .iter()
-                    .fold(u, |u, c| u.update(*c, col(format!("source.{c}"))))
-            })
-            .and_then(|m| {
-                m.when_not_matched_insert(|i| {
-                    columns
-                        .iter()
-                        .fold(i, |i, c| i.set(*c, col(format!("source.{c}"))))
-                })
-            })
-            .map_err(delta_err(self.table.name))?
-            .await
-            .map_err(delta_err(self.table.name))?;
+        let source = SessionContext::new().read_batches(batches).map_err(&qe)?;
+        let operation = format!("upsert_{}", self.table.name);
+        let (inserted, updated) =
+            upsert_on_key(table, self.table, source, opts, &operation).await?;
         debug!(
             table = self.table.name,
-            inserted = metrics.num_target_rows_inserted,
-            updated = metrics.num_target_rows_updated,
+            inserted,
+            updated,
             ?window,
             "derived rows merged"
         );

@@ -26,11 +26,11 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use chrono::NaiveDate;
-use datafusion::prelude::{SessionContext, col};
+use datafusion::prelude::SessionContext;
 use shoplake_events::schema::{FX_SCALE, MONEY_PRECISION, MONEY_SCALE};
 
 use crate::tables::CAMPAIGN_SPEND;
-use crate::write::{WriteOptions, commit_properties};
+use crate::write::{WriteOptions, commit_properties, upsert_on_key};
 use crate::{Error, Lake, Result, delta_err};
 
 /// One day of one campaign.
@@ -286,45 +286,16 @@ pub async fn load(
         report.inserted = report.rows;
         return Ok(report);
     };
-    let ctx = SessionContext::new();
-    let source = ctx.read_batch(batch).map_err(|e| Error::Query {
-        table: name.to_owned(),
-        source: Box::new(e),
-    })?;
-    let schema = CAMPAIGN_SPEND.schema();
-    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let on = CAMPAIGN_SPEND
-        .key
-        .iter()
-        .map(|k| col(format!("target.{k}")).eq(col(format!("source.{k}"))))
-        .reduce(|a, b| a.and(b))
-        .ok_or_else(|| Error::MissingColumn {
+    let source = SessionContext::new()
+        .read_batch(batch)
+        .map_err(|e| Error::Query {
             table: name.to_owned(),
-            column: "its key".to_owned(),
+            source: Box::new(e),
         })?;
-    let (_, metrics) = table
-        .merge(source, on)
-        .with_source_alias("source")
-        .with_target_alias("target")
-        .with_writer_properties(opts.writer_properties(&CAMPAIGN_SPEND)?)
-        .with_commit_properties(commit_properties("load_spend", Some(rows.len())))
-        .when_matched_update(|u| {
-            columns
-                .iter()
-                .fold(u, |u, c| u.update(*c, col(format!("source.{c}"))))
-        })
-        .and_then(|m| {
-            m.when_not_matched_insert(|i| {
-                columns
-                    .iter()
-                    .fold(i, |i, c| i.set(*c, col(format!("source.{c}"))))
-            })
-        })
-        .map_err(delta_err(name))?
-        .await
-        .map_err(delta_err(name))?;
-    report.inserted = metrics.num_target_rows_inserted as u64;
-    report.replaced = metrics.num_target_rows_updated as u64;
+    let (inserted, replaced) =
+        upsert_on_key(table, &CAMPAIGN_SPEND, source, opts, "load_spend").await?;
+    report.inserted = inserted as u64;
+    report.replaced = replaced as u64;
     Ok(report)
 }
 

@@ -112,6 +112,55 @@ pub(crate) fn commit_properties(operation: &str, rows: Option<usize>) -> CommitP
     }
 }
 
+/// Merges `source` into `table` on its descriptor's key: a matched row takes every column of the
+/// source row, an unmatched one is inserted whole. Returns (rows inserted, rows updated).
+pub(crate) async fn upsert_on_key(
+    table: deltalake::DeltaTable,
+    descriptor: &TableDescriptor,
+    source: datafusion::dataframe::DataFrame,
+    opts: &WriteOptions,
+    operation: &str,
+) -> Result<(usize, usize)> {
+    use datafusion::prelude::col;
+    let name = descriptor.name;
+    let schema = descriptor.schema();
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let on = descriptor
+        .key
+        .iter()
+        .map(|k| col(format!("target.{k}")).eq(col(format!("source.{k}"))))
+        .reduce(|a, b| a.and(b))
+        .ok_or_else(|| Error::MissingColumn {
+            table: name.to_owned(),
+            column: "its key".to_owned(),
+        })?;
+    let (_, metrics) = table
+        .merge(source, on)
+        .with_source_alias("source")
+        .with_target_alias("target")
+        .with_writer_properties(opts.writer_properties(descriptor)?)
+        .with_commit_properties(commit_properties(operation, None))
+        .when_matched_update(|u| {
+            columns
+                .iter()
+                .fold(u, |u, c| u.update(*c, col(format!("source.{c}"))))
+        })
+        .and_then(|m| {
+            m.when_not_matched_insert(|i| {
+                columns
+                    .iter()
+                    .fold(i, |i, c| i.set(*c, col(format!("source.{c}"))))
+            })
+        })
+        .map_err(crate::delta_err(name))?
+        .await
+        .map_err(crate::delta_err(name))?;
+    Ok((
+        metrics.num_target_rows_inserted,
+        metrics.num_target_rows_updated,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,7 @@
 //! # shoplake-dashboards: the marketing team's web app, served by shoplake itself
 //!
-//! The pages (`web/`: plain ES modules, no framework, no build step) are built into the binary by
-//! `build.rs`, with Apache ECharts installed from npm at the version `web/package-lock.json` pins.
+//! The pages (`app/`: plain ES modules, no framework, no build step) are built into the binary by
+//! `build.rs`, with Apache ECharts installed from npm at the version `app/package-lock.json` pins.
 //! [`router`] serves them at `/dashboards/` (and `/` redirects there) on the query address of
 //! `shoplake up` and `shoplake query`. The pages read the named reports (`GET /v1/reports/NAME`),
 //! the stream's last hour (`GET /v1/live/pulse`, served by the live engines) and the pipeline's
@@ -12,7 +12,7 @@
 //! Each answer carries a content security policy that lets the page load only its own scripts
 //! and talk only to its own origin, and no other site may frame it.
 //!
-//! Set `SHOPLAKE_DASHBOARDS_DIR` to a checkout's `dashboards/web` to serve the files from disk
+//! Set `SHOPLAKE_DASHBOARDS_DIR` to a checkout's `dashboards/app` to serve the files from disk
 //! instead (editing the pages without rebuilding).
 //!
 //! Why these dependencies: `shoplake-query` for the tables' files and versions, and
@@ -114,7 +114,7 @@ fn serve_built_in(path: &str, headers: &HeaderMap) -> Response {
     with_page_headers(response, asset.content_type)
 }
 
-/// A file from a checkout's `web/` (`SHOPLAKE_DASHBOARDS_DIR`), for editing the pages.
+/// A file from a checkout's `app/` (`SHOPLAKE_DASHBOARDS_DIR`), for editing the pages.
 fn serve_from_disk(dir: &std::path::Path, path: &str) -> Response {
     let path = if path.is_empty() { "index.html" } else { path };
     if path

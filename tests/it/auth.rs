@@ -71,7 +71,7 @@ fn refused_by_guard(error: &str) -> bool {
     matches!(error, "unauthenticated" | "invalid_token" | "forbidden")
 }
 
-fn wait_healthy(addr: &str, child: &mut std::process::Child) {
+pub(crate) fn wait_healthy(addr: &str, child: &mut std::process::Child) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while crate::e2e::http_get(addr, "/health").map(|r| r.0) != Some(200) {
         assert!(child.try_wait().unwrap().is_none(), "the server exited");

@@ -1,18 +1,19 @@
 //! The dashboards as a person meets them: served by `shoplake query` and `shoplake up`, signed in
 //! with a password, and driven in a real browser (Debian's Chromium, by Playwright:
-//! `tests/dashboards_browser.py`), which checks that the numbers each page shows are the
+//! `tests/dashboards_in_chromium.py`), which checks that the numbers each page shows are the
 //! reports' numbers over HTTP. Screenshots of every page are written to
 //! `target/dashboards-screenshots/` for a reviewer to look at.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
+use crate::auth::wait_healthy;
 use crate::e2e::{authorize, block_on, free_port, ok, run, shoplake, terminate};
 
 const ANALYST: (&str, &str) = ("ana", "analyst-password-1");
@@ -31,15 +32,6 @@ fn create_user(data: &Path, (name, password): (&str, &str), role: &str) {
     .unwrap();
     writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
     ok(child.wait_with_output().unwrap());
-}
-
-fn wait_ready(child: &mut Child, addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while crate::e2e::http_get(addr, "/health").map(|r| r.0) != Some(200) {
-        assert!(child.try_wait().unwrap().is_none(), "the server exited");
-        assert!(Instant::now() < deadline, "no /health in 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A client that follows no redirect (the test looks at them).
@@ -273,10 +265,10 @@ fn dashboards_sign_in_and_show_the_reports_numbers_in_a_browser() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_ready(&mut child, &addr);
+    wait_healthy(&addr, &mut child);
     check_http(&addr);
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboards_browser.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboards_in_chromium.py");
     let pair = |(user, password): (&str, &str)| format!("{user}:{password}");
     let out = Command::new(&python)
         .arg(script)
@@ -320,7 +312,7 @@ fn up_plays_a_simulated_past_on_a_new_folder_and_serves_the_live_hour() {
         command
     };
     let mut child = start().stderr(Stdio::null()).spawn().unwrap();
-    wait_ready(&mut child, &addr);
+    wait_healthy(&addr, &mut child);
     authorize(data, &addr);
     let today = chrono::Utc::now().date_naive();
     let from = today - chrono::Days::new(3);
@@ -369,7 +361,7 @@ fn up_plays_a_simulated_past_on_a_new_folder_and_serves_the_live_hour() {
 
     // A second start on the same folder goes on live: the past is played once.
     let mut again = start().stderr(Stdio::piped()).spawn().unwrap();
-    wait_ready(&mut again, &addr);
+    wait_healthy(&addr, &mut again);
     let _ = Command::new("kill")
         .args(["-TERM", &again.id().to_string()])
         .status();

@@ -2,7 +2,7 @@
 
 Run by tests/it/dashboards.rs against `shoplake query` on a seeded lake:
 
-    python tests/dashboards_browser.py --url URL --admin USER:PASS --analyst USER:PASS \
+    python tests/dashboards_in_chromium.py --url URL --admin USER:PASS --analyst USER:PASS \
         --marketing USER:PASS --from YYYY-MM-DD --to YYYY-MM-DD --screenshots DIR
 
 It signs in through the form, opens every page, and checks what a reviewer would: the numbers on
