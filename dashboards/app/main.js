@@ -39,7 +39,7 @@ const FORMATS = {
 
 // How a column is shown, from its name.
 function columnFormat(name) {
-  if (/rate|retention|share/.test(name)) return 'pct';
+  if (/rate|retention|share|conversion/.test(name)) return 'pct';
   if (/revenue|value|amount|spend|monetary|total|aov|lifetime/.test(name)) return 'money';
   if (/cost_per|average_order/.test(name)) return 'cents';
   if (/^orders_|average|score|frequency|days|roas/.test(name)) return 'dec';
@@ -440,7 +440,7 @@ async function funnel(main, f) {
       chart(p, 'funnel', {
         tooltip: { trigger: 'item', formatter: (x) => `${x.name}: ${fmtInt.format(x.value)} sessions (${fmtPct.format(x.data.share)} of the first step)` },
         series: [{
-          type: 'funnel', sort: 'none', left: '10%', width: '80%', minSize: '8%',
+          type: 'funnel', sort: 'none', left: '8%', width: '65%', minSize: '8%',
           label: { formatter: (x) => `${x.name.replaceAll('_', ' ')}  ${fmtInt.format(x.value)} (${fmtPct.format(x.data.share)})` },
           data: rows.map((r) => ({ name: r.step_name, value: num(r.sessions), share: num(r.conversion_from_start) })),
         }],
