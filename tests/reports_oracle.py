@@ -483,9 +483,16 @@ def attribution(con, p):
     READING: touches of equal start are ordered by session_id."""
     lookback_days, half_life_days = 30, 7.0
     sql = f"""
-        WITH o AS (
-            SELECT * FROM ({ORDERS_WITH_SHOPPER})
-            WHERE placed_at::date BETWEEN $start AND $end AND {SALE}
+        WITH sales AS (SELECT * FROM ({ORDERS_WITH_SHOPPER}) WHERE {SALE}),
+        firsts AS (
+            -- a new customer's order: the shopper's earliest sale in the lake (ties by order_id)
+            SELECT shopper, arg_min(order_id, (placed_at, order_id)) AS first_id
+            FROM sales GROUP BY shopper
+        ),
+        o AS (
+            SELECT sales.*, (sales.order_id = f.first_id)::DOUBLE AS first_order
+            FROM sales JOIN firsts f USING (shopper)
+            WHERE placed_at::date BETWEEN $start AND $end
         ),
         touches AS (
             SELECT o.order_id, coalesce(s.channel, '(none)') AS dim,
@@ -525,6 +532,7 @@ def attribution(con, p):
         SELECT dim AS dimension,
                {", ".join(f"sum({m}) AS orders_{m}, sum({m} * o.revenue_reporting) AS revenue_{m}"
                           for m in ATTRIBUTION_MODELS)},
+               {", ".join(f"sum({m} * o.first_order) AS new_customers_{m}" for m in ATTRIBUTION_MODELS)},
                NULL::DOUBLE AS spend  -- by channel (the default): spend is only by campaign
         FROM credits JOIN o USING (order_id)
         GROUP BY dim

@@ -355,7 +355,7 @@ const MODELS = [
 
 async function acquisition(main, f) {
   const table1 = panel(main, 'Acquisition', `Sessions, shoppers, conversion, revenue (${currency}) and AOV against the previous period`, 'wide');
-  const attribution = panel(main, 'Campaigns by attribution model', 'Orders and revenue credited to each campaign over a 30-day lookback across a shopper\'s sessions; ROAS and cost per order where spend is loaded', 'wide');
+  const attribution = panel(main, 'Campaigns by attribution model', 'Orders, new customers and revenue credited to each campaign over a 30-day lookback across a shopper\'s sessions; ROAS, cost per order and CAC (spend / new customers) where spend is loaded', 'wide');
   const attributionChart = panel(main, 'Revenue credited per campaign', `${currency}, by the chosen model`);
   const trends = panel(main, 'Sessions per channel, per day', 'Non-bot sessions by first-touch channel');
   let by = 'campaign';
@@ -374,14 +374,16 @@ async function acquisition(main, f) {
       const orders = num(r[`orders_${model}`]);
       const revenue = num(r[`revenue_${model}`]);
       const spend = num(r.spend);
+      const newCustomers = num(r[`new_customers_${model}`]);
       return {
-        campaign: r.dimension, orders, revenue, spend,
+        campaign: r.dimension, orders, new_customers: newCustomers, revenue, spend,
         roas: spend ? revenue / spend : null,
         cost_per_order: spend && orders ? spend / orders : null,
+        cac: spend && newCustomers ? spend / newCustomers : null,
       };
     });
     const url = reportUrl('attribution', f, { by: 'campaign' });
-    table(attribution, 'attribution', url, rows, ['campaign', 'orders', 'revenue', 'spend', 'roas', 'cost_per_order'], { formats: { orders: 'dec' } });
+    table(attribution, 'attribution', url, rows, ['campaign', 'orders', 'new_customers', 'revenue', 'spend', 'roas', 'cost_per_order', 'cac'], { formats: { orders: 'dec', new_customers: 'dec', cac: 'cents', roas: 'dec' } });
     if (!rows.some((r) => r.spend !== null)) {
       attribution.tools.append(el('span', { class: 'muted' }, 'No spend loaded for these days: shoplake load spend FILE'));
     }

@@ -15,31 +15,43 @@
 --   counted and its revenue to their revenue. By campaign, `spend` is what `campaign_spend` holds
 --   for that campaign over the period's days (each day's spend × its fx_rate, summed over
 --   sources; null without spend, and always null by channel), so that ROAS is a model's revenue /
---   spend and cost per order its spend / orders.
+--   spend and cost per order its spend / orders. `new_customers_<model>` is the credit given for
+--   the orders that were their shopper's first: the earliest placed_at (ties by order_id) of all
+--   the shopper's orders in the lake whose status is not cancelled or payment_failed; so a
+--   model's customer acquisition cost is spend / new_customers.
 -- role: marketing
 -- param: from date = today-29 : First day orders were placed (UTC), inclusive.
 -- param: to date = today : Last day orders were placed (UTC), inclusive.
 -- param: by text = channel in (channel, campaign) : What gets the credit.
 -- param: lookback_days int = 30 : How far back a session counts as a touch.
 -- param: half_life_days float = 7 : Half-life of the time-decay model.
-WITH o AS (
-    SELECT o.order_id, o.placed_at, coalesce(o.revenue_reporting, 0) AS revenue,
+WITH sales AS (
+    SELECT o.order_id, o.placed_at, o.order_date, coalesce(o.revenue_reporting, 0) AS revenue,
            coalesce(o.user_id, i.user_id, o.anonymous_id) AS shopper
     FROM orders o
     LEFT JOIN identities i ON i.anonymous_id = o.anonymous_id AND i.is_current
-    WHERE o.order_date BETWEEN $from AND $to
-      AND o.status NOT IN ('cancelled', 'payment_failed')
+    WHERE o.status NOT IN ('cancelled', 'payment_failed')
+),
+o AS (
+    SELECT order_id, placed_at, order_date, revenue, shopper,
+           CASE WHEN row_number() OVER (PARTITION BY shopper ORDER BY placed_at, order_id) = 1
+                THEN 1.0 ELSE 0.0 END AS first_order
+    FROM sales
+),
+o_period AS (
+    SELECT * FROM o WHERE order_date BETWEEN $from AND $to
 ),
 touch AS (
     SELECT
         o.order_id,
         o.revenue,
+        o.first_order,
         s.session_id,
         s.started_at,
         coalesce(s.channel, '(none)') = 'direct' AS direct,
         CASE $by WHEN 'campaign' THEN coalesce(s.utm_campaign, '(none)') ELSE coalesce(s.channel, '(none)') END AS dimension,
         power(0.5, (date_part('epoch', o.placed_at) - date_part('epoch', s.started_at)) / (86400.0 * $half_life_days)) AS decay
-    FROM o
+    FROM o_period o
     JOIN sessions s
       ON coalesce(s.user_id, s.anonymous_id) = o.shopper
      AND NOT s.is_bot
@@ -59,6 +71,7 @@ credit AS (
     SELECT
         dimension,
         revenue,
+        first_order,
         CASE WHEN n = 1 THEN 1.0 ELSE 0.0 END                   AS first_touch,
         CASE WHEN n = touches THEN 1.0 ELSE 0.0 END             AS last_touch,
         CASE WHEN non_direct_rank = 1 THEN 1.0 ELSE 0.0 END     AS last_non_direct,
@@ -72,8 +85,8 @@ credit AS (
         decay / decay_total                                     AS time_decay
     FROM ranked
     UNION ALL
-    SELECT '(no touch)', o.revenue, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0
-    FROM o
+    SELECT '(no touch)', o.revenue, o.first_order, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0
+    FROM o_period o
     WHERE o.order_id NOT IN (SELECT order_id FROM touch)
 ),
 credited AS (
@@ -90,7 +103,13 @@ SELECT
     sum(position_based)                             AS orders_position_based,
     sum(position_based * CAST(revenue AS DOUBLE))   AS revenue_position_based,
     sum(time_decay)                                 AS orders_time_decay,
-    sum(time_decay * CAST(revenue AS DOUBLE))       AS revenue_time_decay
+    sum(time_decay * CAST(revenue AS DOUBLE))       AS revenue_time_decay,
+    sum(first_touch * first_order)                  AS new_customers_first_touch,
+    sum(last_touch * first_order)                   AS new_customers_last_touch,
+    sum(last_non_direct * first_order)              AS new_customers_last_non_direct,
+    sum(linear * first_order)                       AS new_customers_linear,
+    sum(position_based * first_order)               AS new_customers_position_based,
+    sum(time_decay * first_order)                   AS new_customers_time_decay
 FROM credit
 GROUP BY dimension
 ),
