@@ -198,6 +198,7 @@ def main():
                 check(len([c for c in charts if c["id"].startswith("spark-")]) >= 4, "overview: sparklines")
             if page == "acquisition":
                 check_table(b, "acquisition", {**params, "by": "campaign"}, "dimension")
+                check_table(b, "coupons", params, "coupon")
             if page == "products":
                 check_table(b, "products", {**params, "by": "product"}, "dimension")
             if page == "fraud":

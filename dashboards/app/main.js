@@ -40,7 +40,7 @@ const FORMATS = {
 // How a column is shown, from its name.
 function columnFormat(name) {
   if (/rate|retention|share|conversion/.test(name)) return 'pct';
-  if (/revenue|value|amount|spend|monetary|total|aov|lifetime/.test(name)) return 'money';
+  if (/revenue|value|amount|spend|monetary|total|aov|lifetime|discount/.test(name)) return 'money';
   if (/cost_per|average_order/.test(name)) return 'cents';
   if (/^orders_|average|score|frequency|days|roas/.test(name)) return 'dec';
   return 'int';
@@ -342,7 +342,7 @@ async function overview(main, f) {
         grid: { left: 50, right: 16, top: 30, bottom: 50 },
         xAxis: { type: 'category', data: sess.days },
         yAxis: { type: 'value', name: 'sessions' },
-        series: sess.series.map((s) => ({ ...s, type: 'line', showSymbol: false })),
+        series: sess.series.map((s) => ({ ...s, type: 'line', showSymbol: sess.days.length < 3 })),
       });
     }).then(() => { if (sessions.body.querySelector('.state')?.textContent === 'Loading…') empty(sessions, 'No sessions in this period'); }),
   ]);
@@ -358,6 +358,8 @@ async function acquisition(main, f) {
   const attribution = panel(main, 'Campaigns by attribution model', 'Orders, new customers and revenue credited to each campaign over a 30-day lookback across a shopper\'s sessions; ROAS, cost per order and CAC (spend / new customers) where spend is loaded', 'wide');
   const attributionChart = panel(main, 'Revenue credited per campaign', `${currency}, by the chosen model`);
   const trends = panel(main, 'Sessions per channel, per day', 'Non-bot sessions by first-touch channel');
+  const promotions = panel(main, 'Promotions', 'Promotion views → clicks → orders, and the revenue of those orders');
+  const coupons = panel(main, 'Coupons', `Orders with each coupon, the discount given and the average order value (${currency}), beside orders without one`);
   let by = 'campaign';
   const drawAcquisition = () => fill(table1, async (p, current) => {
     const url = reportUrl('acquisition', f, { by });
@@ -408,6 +410,20 @@ async function acquisition(main, f) {
       }
       drawModel();
     }),
+    fill(promotions, async (p, current) => {
+      const url = reportUrl('promotions', f);
+      const rows = (await api(url)).rows;
+      if (!current()) return;
+      if (!rows.length) return empty(p, 'No promotion was seen in this period');
+      table(p, 'promotions', url, rows);
+    }),
+    fill(coupons, async (p, current) => {
+      const url = reportUrl('coupons', f);
+      const rows = (await api(url)).rows;
+      if (!current()) return;
+      if (!rows.length) return empty(p, 'No orders in this period');
+      table(p, 'coupons', url, rows);
+    }),
     fill(trends, async (p, current) => {
       const rows = await report('trend', f, { by: 'channel' });
       if (!current()) return;
@@ -417,7 +433,7 @@ async function acquisition(main, f) {
         tooltip: { trigger: 'axis' }, legend: { type: 'scroll', bottom: 0 },
         grid: { left: 50, right: 16, top: 20, bottom: 50 },
         xAxis: { type: 'category', data: s.days }, yAxis: { type: 'value', name: 'sessions' },
-        series: s.series.map((x) => ({ ...x, type: 'line', showSymbol: false })),
+        series: s.series.map((x) => ({ ...x, type: 'line', showSymbol: s.days.length < 3 })),
       });
     }),
   ]);
