@@ -239,6 +239,17 @@ function table(p, name, url, rows, columns, opts = {}) {
   }
 }
 
+// A panel that is one report's table (or its empty state).
+function reportTable(p, name, f, { extra = {}, empty: emptyText, table: tableName = name, columns = null, options = {} }) {
+  return fill(p, async (q, current) => {
+    const url = reportUrl(name, f, extra);
+    const rows = (await api(url)).rows;
+    if (!current()) return;
+    if (!rows.length) return empty(q, emptyText);
+    table(q, tableName, url, rows, columns, options);
+  });
+}
+
 function switcher(p, options, current, onPick) {
   const box = el('div', { class: 'switch', role: 'group' }, options.map(([value, label]) => el('button', {
     type: 'button',
@@ -361,13 +372,7 @@ async function acquisition(main, f) {
   const promotions = panel(main, 'Promotions', 'Promotion views → clicks → orders, and the revenue of those orders');
   const coupons = panel(main, 'Coupons', `Orders with each coupon, the discount given and the average order value (${currency}), beside orders without one`);
   let by = 'campaign';
-  const drawAcquisition = () => fill(table1, async (p, current) => {
-    const url = reportUrl('acquisition', f, { by });
-    const rows = (await api(url)).rows;
-    if (!current()) return;
-    if (!rows.length) return empty(p, 'No sessions in this period');
-    table(p, 'acquisition', url, rows, ['dimension', 'sessions', 'shoppers', 'new_shoppers', 'returning_shoppers', 'orders', 'conversion_rate', 'revenue', 'average_order_value', 'sessions_previous', 'orders_previous', 'revenue_previous']);
-  });
+  const drawAcquisition = () => reportTable(table1, 'acquisition', f, { extra: { by }, empty: 'No sessions in this period', columns: ['dimension', 'sessions', 'shoppers', 'new_shoppers', 'returning_shoppers', 'orders', 'conversion_rate', 'revenue', 'average_order_value', 'sessions_previous', 'orders_previous', 'revenue_previous'] });
   switcher(table1, [['campaign', 'Campaign'], ['channel', 'Channel'], ['source_medium', 'Source / medium'], ['landing_page', 'Landing page'], ['device', 'Device'], ['country', 'Country']], by, (v) => { by = v; drawAcquisition(); });
   let model = 'last_touch';
   let attributionRows = null;
@@ -410,20 +415,8 @@ async function acquisition(main, f) {
       }
       drawModel();
     }),
-    fill(promotions, async (p, current) => {
-      const url = reportUrl('promotions', f);
-      const rows = (await api(url)).rows;
-      if (!current()) return;
-      if (!rows.length) return empty(p, 'No promotion was seen in this period');
-      table(p, 'promotions', url, rows);
-    }),
-    fill(coupons, async (p, current) => {
-      const url = reportUrl('coupons', f);
-      const rows = (await api(url)).rows;
-      if (!current()) return;
-      if (!rows.length) return empty(p, 'No orders in this period');
-      table(p, 'coupons', url, rows);
-    }),
+    reportTable(promotions, 'promotions', f, { empty: 'No promotion was seen in this period' }),
+    reportTable(coupons, 'coupons', f, { empty: 'No orders in this period' }),
     fill(trends, async (p, current) => {
       const rows = await report('trend', f, { by: 'channel' });
       if (!current()) return;
@@ -478,13 +471,7 @@ async function funnel(main, f) {
   switcher(chartPanel, [['none', 'All sessions'], ['channel', 'By channel'], ['device', 'By device']], by, (v) => { by = v; draw(); });
   await Promise.all([
     draw(),
-    fill(abandonment, async (p, current) => {
-      const url = reportUrl('abandonment', f);
-      const rows = (await api(url)).rows;
-      if (!current()) return;
-      if (!rows.length) return empty(p, 'No carts in this period');
-      table(p, 'abandonment', url, rows);
-    }),
+    reportTable(abandonment, 'abandonment', f, { empty: 'No carts in this period' }),
   ]);
 }
 
@@ -525,27 +512,9 @@ async function products(main, f) {
         ],
       });
     }),
-    fill(together, async (p, current) => {
-      const url = reportUrl('bought_together', f, { relation: 'bought_together', top: 3 });
-      const rows = (await api(url)).rows;
-      if (!current()) return;
-      if (!rows.length) return empty(p, 'No product_affinity yet (shoplake batch affinity, or wait for up\'s schedule)');
-      table(p, 'bought_together', url, rows);
-    }),
-    fill(searches, async (p, current) => {
-      const url = reportUrl('search', f);
-      const rows = (await api(url)).rows;
-      if (!current()) return;
-      if (!rows.length) return empty(p, 'No searches in this period');
-      table(p, 'search', url, rows, ['query', 'searches', 'click_rate', 'conversion_rate', 'revenue']);
-    }),
-    fill(noClick, async (p, current) => {
-      const url = reportUrl('search', f, { no_click_only: 'true' });
-      const rows = (await api(url)).rows;
-      if (!current()) return;
-      if (!rows.length) return empty(p, 'Every search got a click in this period');
-      table(p, 'search_no_click', url, rows, ['query', 'searches', 'without_click', 'click_rate']);
-    }),
+    reportTable(together, 'bought_together', f, { extra: { relation: 'bought_together', top: 3 }, empty: 'No product_affinity yet (shoplake batch affinity, or wait for up\'s schedule)' }),
+    reportTable(searches, 'search', f, { empty: 'No searches in this period', columns: ['query', 'searches', 'click_rate', 'conversion_rate', 'revenue'] }),
+    reportTable(noClick, 'search', f, { extra: { no_click_only: 'true' }, empty: 'Every search got a click in this period', table: 'search_no_click', columns: ['query', 'searches', 'without_click', 'click_rate'] }),
   ]);
 }
 
@@ -592,13 +561,7 @@ async function customers(main, f) {
       });
       p.tools.replaceChildren(el('a', { href: `${url}&format=csv`, download: 'rfm.csv', 'data-csv': 'rfm' }, 'Download CSV'));
     }),
-    fill(ltv, async (p, current) => {
-      const url = reportUrl('lifetime_value', f);
-      const rows = (await api(url)).rows;
-      if (!current()) return;
-      if (!rows.length) return empty(p, 'No shoppers in this period');
-      table(p, 'lifetime_value', url, rows);
-    }),
+    reportTable(ltv, 'lifetime_value', f, { empty: 'No shoppers in this period' }),
   ]);
 }
 
@@ -682,13 +645,7 @@ async function fraud(main, f) {
       if (!rows.length) return empty(p, 'No rule fired in this period');
       table(p, 'fraud_rules', url, rows.map((r) => ({ ...r, refunded_rate: num(r.orders) ? num(r.later_refunded) / num(r.orders) : null })));
     }),
-    fill(queue, async (p, current) => {
-      const url = reportUrl('fraud_review_queue', f);
-      const rows = (await api(url)).rows;
-      if (!current()) return;
-      if (!rows.length) return empty(p, 'No order waiting for review in this period');
-      table(p, 'fraud_review_queue', url, rows, null, { max: 300 });
-    }),
+    reportTable(queue, 'fraud_review_queue', f, { empty: 'No order waiting for review in this period', options: { max: 300 } }),
   ]);
 }
 
@@ -720,20 +677,8 @@ async function pipeline(main, f) {
   };
   await Promise.all([
     refresh(),
-    fill(bad, async (p, current) => {
-      const url = reportUrl('bad_rows', f);
-      const rows = (await api(url)).rows;
-      if (!current()) return;
-      if (!rows.length) return empty(p, 'No bad rows in this period');
-      table(p, 'bad_rows', url, rows);
-    }),
-    examples && fill(examples, async (p, current) => {
-      const url = reportUrl('bad_row_examples', f);
-      const rows = (await api(url)).rows;
-      if (!current()) return;
-      if (!rows.length) return empty(p, 'No bad rows in this period');
-      table(p, 'bad_row_examples', url, rows);
-    }),
+    reportTable(bad, 'bad_rows', f, { empty: 'No bad rows in this period' }),
+    examples && reportTable(examples, 'bad_row_examples', f, { empty: 'No bad rows in this period' }),
   ]);
   timers.push(setInterval(refresh, 10000));
 }

@@ -151,15 +151,16 @@ impl Pulse {
             minute.sessions.insert(session_id.to_owned());
         }
         let products = props.and_then(|p| p.products.as_deref()).unwrap_or(&[]);
-        let mut names = self.names.lock();
-        for product in products {
-            if let (Some(id), Some(name)) = (&product.product_id, &product.name)
-                && !names.contains_key(&**id)
-            {
-                names.insert(id.to_string(), name.to_string());
+        if !products.is_empty() {
+            let mut names = self.names.lock();
+            for product in products {
+                if let (Some(id), Some(name)) = (&product.product_id, &product.name)
+                    && !names.contains_key(&**id)
+                {
+                    names.insert(id.to_string(), name.to_string());
+                }
             }
         }
-        drop(names);
         let count = |minute: &mut Minute, f: &dyn Fn(&mut ProductCounts)| {
             for id in products.iter().filter_map(|p| p.product_id.as_deref()) {
                 f(minute.products.entry(id.to_owned()).or_default());

@@ -494,16 +494,11 @@ impl QueryService {
                AND received_at >= CAST(event_date AS TIMESTAMP) + INTERVAL '1 day' \
              GROUP BY event_date ORDER BY event_date"
         );
-        let batches = self
-            .ctx
-            .sql(&sql)
-            .await
-            .map_err(Error::execution)?
-            .collect()
-            .await
-            .map_err(Error::execution)?;
+        // Through the service's own path: bounded like any statement, and answered from the
+        // result cache until `events` changes.
+        let result = self.run(&QueryRequest::new(sql)).await?;
         let mut late_days = Vec::new();
-        for batch in &batches {
+        for batch in &result.batches {
             let days = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
             let days = days.as_any().downcast_ref::<arrow::array::StringArray>();
             let counts = batch

@@ -80,6 +80,19 @@ pub(crate) fn wait_healthy(addr: &str, child: &mut std::process::Child) {
     }
 }
 
+/// Starts `shoplake query` on a free port of `data` and waits until it answers; returns the
+/// process and its address.
+pub(crate) fn start_query(data: &std::path::Path) -> (std::process::Child, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = shoplake(data, &["query", "--http-addr", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_healthy(&addr, &mut child);
+    (child, addr)
+}
+
 #[test]
 fn every_route_of_every_command_needs_its_role() {
     let commands: [(&str, &[&str], &[&str]); 4] = [
@@ -255,13 +268,7 @@ fn a_revoked_token_stops_working_while_the_server_runs() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let tokens = users(data);
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = shoplake(data, &["query", "--http-addr", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_healthy(&addr, &mut child);
+    let (child, addr) = start_query(data);
     let token = &tokens["analyst"];
     assert_eq!(call(&addr, "GET", "/v1/tables", Some(token), None).0, 200);
 

@@ -26,7 +26,7 @@ struct Served {
     child: std::process::Child,
 }
 
-fn create_user(data: &Path, name: &str, role: &str, password: Option<&str>) {
+pub(crate) fn create_user(data: &Path, name: &str, role: &str, password: Option<&str>) {
     let mut args = vec!["users", "create", name, "--role", role];
     if password.is_some() {
         args.push("--password-stdin");
