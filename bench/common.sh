@@ -7,7 +7,8 @@
 #   free_port      prints a free TCP port of 127.0.0.1
 #   wait_ok URL    waits until URL answers 200 (a server's /health or /ready)
 #   cpu_secs       user + system CPU seconds of the process in $pid so far
-#   bench_lake DATA SESSIONS  makes the seeded, compacted lake in DATA (seed 1) unless it is there
+#   bench_lake DATA SESSIONS  makes the seeded, compacted lake in DATA (seed 1, with the simulated
+#                  campaigns' spend and product affinity) unless it is there
 #   bench_token DATA  prints an admin token of DATA's users (the user is made on first use)
 bin="${SHOPLAKE_BENCH_BIN:-target/release/shoplake}"
 [ -n "${SHOPLAKE_BENCH_BIN:-}" ] || cargo build --release --workspace --bins --quiet
@@ -52,10 +53,14 @@ cpu_secs() {
 
 bench_lake() {
     [ -d "$1/lake/events" ] && return 0
-    "$bin" --data-dir "$1" emit --seed 1 --sessions "$2" --start 2026-03-01T00:00:00Z > /dev/null
+    "$bin" --data-dir "$1" emit --seed 1 --sessions "$2" --start 2026-03-01T00:00:00Z \
+      --spend-csv "$work/spend.csv" > /dev/null
     "$bin" --data-dir "$1" stream --drain > /dev/null
     "$bin" --data-dir "$1" batch compact > /dev/null
     "$bin" --data-dir "$1" batch optimize > /dev/null
+    # What the reports read beside the events: the campaigns' spend and product affinity.
+    "$bin" --data-dir "$1" load spend "$work/spend.csv" > /dev/null
+    "$bin" --data-dir "$1" batch affinity > /dev/null
     rm -rf "$1/stream"
 }
 

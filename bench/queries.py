@@ -2,11 +2,11 @@
 
 Run by bench/queries.sh; prints Markdown. shoplake answers over HTTP (`POST /v1/sql` of a running
 `shoplake query`, the way a dashboard asks it); DuckDB runs in this process over the active
-Parquet files of the same Delta tables (listed by the `deltalake` package: events, orders, and the
-visits compaction keeps), with the dashboard
-views created from the same `sql/views/*.sql` (DuckDB spells the ordered aggregate `first_value(x
-ORDER BY y)` as `first(x ORDER BY y)`; that is the only change). Each query runs once to warm up,
-then RUNS times on each engine; the answers must have the same number of rows.
+Parquet files of the same Delta tables (every table of the lake, listed by the `deltalake`
+package), with the dashboard views created from the same `sql/views/*.sql` (DuckDB spells the
+ordered aggregates `first_value(x ORDER BY y)` / `last_value(…)` as `first(…)` / `last(…)`; that is
+the only change). Each query runs once to warm up, then RUNS times on each engine; the answers
+must have the same number of rows.
 
 usage: queries.py LAKE_DIR SHOPLAKE_URL RUNS   (bench/run.py imports its functions)
 """
@@ -24,23 +24,64 @@ import urllib.request
 
 import deltalake
 import duckdb
+import pyarrow
+import pyarrow.ipc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def duckdb_over(lake):
-    """A DuckDB connection with the lake's tables (their active Parquet files) and the views."""
+VIEWS = ["sessions", "funnel_steps", "daily_campaign_performance"]
+
+
+def duckdb_over(lake, url=None):
+    """DuckDB with every Delta table of LAKE (its active files) and the views of sql/views/.
+
+    A table the lake does not hold yet (no spend loaded, say) is registered empty, with the
+    schema the server at URL gives it (shoplake registers such a table empty too)."""
     con = duckdb.connect()
-    for table in ["events", "orders", "visits", "identities"]:
-        files = deltalake.DeltaTable(os.path.join(lake, table)).file_uris()
-        con.execute(
-            f"create view {table} as select * from read_parquet({files!r}, hive_partitioning = true)"
-        )
-    for view in ["sessions", "funnel_steps", "daily_campaign_performance"]:
-        text = open(os.path.join(ROOT, "sql", "views", f"{view}.sql")).read()
-        con.execute(re.sub(r"\bfirst_value\(", "first(", text))
+    present = set()
+    for table in sorted(os.listdir(lake)):
+        path = os.path.join(lake, table)
+        if table.startswith("_") or not os.path.isdir(os.path.join(path, "_delta_log")):
+            continue
+        dt = deltalake.DeltaTable(path)
+        files = dt.file_uris()
+        if files:
+            partitioned = "true" if dt.metadata().partition_columns else "false"
+            con.execute(f"create view {table} as select * from "
+                        f"read_parquet({files!r}, hive_partitioning = {partitioned}, union_by_name = true)")
+        else:
+            empty(con, table, pyarrow.schema(dt.schema().to_arrow()).empty_table())
+        present.add(table)
+    if url:
+        tables = arrow_of(url, "SELECT table_name FROM information_schema.tables "
+                               "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")
+        for table in tables.column(0).to_pylist():
+            if table not in present:
+                empty(con, table, arrow_of(url, f"SELECT * FROM {table} LIMIT 0"))
+    for view in VIEWS:
+        con.execute(duck_sql(open(os.path.join(ROOT, "sql", "views", f"{view}.sql")).read()))
     return con
+
+
+def empty(con, table, arrow):
+    """TABLE as a view over an empty Arrow table (DuckDB cannot read an empty file list)."""
+    con.register(f"{table}_empty", arrow)
+    con.execute(f"create view {table} as select * from {table}_empty")
+
+
+def arrow_of(url, sql):
+    """A statement's answer from the server at URL, as a pyarrow Table."""
+    req = urllib.request.Request(f"{url}/v1/sql?format=arrow", data=sql.encode(),
+                                 headers={"content-type": "text/plain", **auth(url)})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return pyarrow.ipc.open_stream(resp.read()).read_all()
+
+
+def duck_sql(text):
+    text = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("--"))
+    return re.sub(r"\b(first|last)_value\((?=[^()]*\bORDER BY\b)", r"\1(", text)
 
 
 def parameters(con):
@@ -75,11 +116,14 @@ def login(bin, data, url, env=None):
     TOKENS[url] = out.stdout.strip()
 
 
+def auth(url):
+    """The Authorization header of URL's token (`login`), if any."""
+    return {"authorization": f"Bearer {TOKENS[url]}"} if url in TOKENS else {}
+
+
 def ask(url, sql):
     """POST /v1/sql of a running `shoplake query`; its JSON answer."""
-    headers = {"content-type": "application/json"}
-    if url in TOKENS:
-        headers["authorization"] = f"Bearer {TOKENS[url]}"
+    headers = {"content-type": "application/json", **auth(url)}
     req = urllib.request.Request(
         f"{url}/v1/sql",
         data=json.dumps({"sql": sql}).encode(),

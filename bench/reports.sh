@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Every report of the catalogue over the last 30 days of a seeded lake, hot, on shoplake
+# (`GET /v1/reports/NAME` of `shoplake query`) and on DuckDB running the same report's SQL over the
+# same Parquet files, in the same run (bench/reports.py). Prints Markdown. bench/run.sh measures
+# the same as one of its rows.
+# Usage: bench/reports.sh [SESSIONS] [RUNS] [DATA_DIR]   (as bench/queries.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sessions="${1:-530000}"
+runs="${2:-10}"
+data="${3:-}"
+
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_python
+[ -n "$data" ] || data="$work/data"
+bench_lake "$data" "$sessions"
+
+addr="127.0.0.1:$(free_port)"
+# Without the result cache: hot runs repeat each report, and the comparison is of engines.
+printf '[query]\ncache_size = 0\n' > "$work/no-cache.toml"
+"$bin" --data-dir "$data" --config "$work/no-cache.toml" query --http-addr "$addr" \
+  --pg-addr 127.0.0.1:0 --flight-addr 127.0.0.1:0 > /dev/null 2> "$work/query.err" &
+pid=$!
+wait_ok "http://$addr/health"
+
+echo "### Reports, hot ($(nproc) cores)"
+echo
+SHOPLAKE_TOKEN=$(bench_token "$data") "$venv/bin/python" bench/reports.py "$data/lake" "http://$addr" "$runs"

@@ -1,0 +1,245 @@
+"""The analysts' query service (issue 24): how fast a large answer leaves it over each protocol,
+and what heavy queries cost ingestion in `shoplake up`. Prints Markdown; bench/service.sh runs it.
+
+1. A 1M-row answer (seven columns of `events`: ids, a timestamp, strings, a decimal) fetched whole
+   by the client a BI tool or notebook would use: psycopg 3 over the Postgres wire (a server-side
+   cursor, rows as Python tuples), ADBC's Flight SQL driver (to a pyarrow Table), HTTP Arrow IPC
+   (`?format=arrow`, read into a pyarrow Table) and HTTP JSON (parsed by `json`), beside DuckDB
+   producing the same rows to Arrow in this process over the same Parquet files. Rows per second
+   of wall time, the median of RUNS runs after one warm-up; each client checks the row count.
+2. Ingestion in `shoplake up` on a copy of the lake (so heavy queries have 10M events to chew),
+   the simulator asking for more than the stage can take (`--rate` above its capacity), measured
+   as the stage's records read per second over a window, alone and then with four heavy queries
+   kept running over HTTP by four client threads the whole window.
+
+usage: service.py --bin SHOPLAKE --lake-data DIR --work DIR [--runs N] [--window SECONDS] [--rate N]
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import adbc_driver_flightsql.dbapi as flight_sql
+import psycopg
+import pyarrow.ipc
+
+import queries
+
+ROWS = 1_000_000
+ANSWER = ("SELECT event_id, event_time, event_name, anonymous_id, session_id, country, revenue "
+          f"FROM events LIMIT {ROWS}")
+# Each of these reads every row of events and aggregates on a string key: seconds each on 10M events.
+HEAVY = [
+    "SELECT anonymous_id, count(*) AS n, sum(revenue) AS revenue FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+    "SELECT session_id, count(DISTINCT event_name) AS kinds FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+    "SELECT page_url, count(DISTINCT anonymous_id) AS shoppers FROM events GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+    "SELECT ip, user_agent, count(*) AS n FROM events GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10",
+]
+PASSWORD = "bench-password-1"
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+class Service:
+    """`shoplake query` (or `up`) on DATA with every listener on a free port, and an analyst."""
+
+    def __init__(self, bin, data, env, command, *flags):
+        self.http_port, self.pg_port, self.flight_port = (free_port() for _ in range(3))
+        subprocess.run([bin, "--data-dir", data, "users", "create", "bench", "--role", "admin"],
+                       env=env, capture_output=True)  # fails when the user is there: fine
+        run([bin, "--data-dir", data, "users", "password", "bench"], input=PASSWORD + "\n", env=env)
+        self.token = run([bin, "--data-dir", data, "tokens", "create", "--user", "bench"], env=env).stdout.strip()
+        self.proc = subprocess.Popen(
+            [bin, "--data-dir", data, *command, "--http-addr", f"127.0.0.1:{self.http_port}",
+             "--pg-addr", f"127.0.0.1:{self.pg_port}", "--flight-addr", f"127.0.0.1:{self.flight_port}", *flags],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        queries.TOKENS[self.url] = self.token
+        for _ in range(1200):
+            try:
+                with urllib.request.urlopen(f"{self.url}/ready", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit(f"{' '.join(command)} did not become ready on {self.url}")
+
+    def metric(self, name):
+        req = urllib.request.Request(f"{self.url}/metrics", headers=queries.auth(self.url))
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith(name + " ") or line.startswith(name + "{"):
+                    return float(line.rsplit(" ", 1)[1])
+        raise SystemExit(f"no metric {name}")
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_body(url, sql, fmt):
+    req = urllib.request.Request(f"{url}/v1/sql?format={fmt}", data=sql.encode(),
+                                 headers={"content-type": "text/plain", **queries.auth(url)})
+    return urllib.request.urlopen(req, timeout=900)
+
+
+def fetch_clients(svc, con):
+    """name → (function answering the row count of ANSWER)."""
+
+    def pg():
+        with psycopg.connect(host="127.0.0.1", port=svc.pg_port, user="bench", password=PASSWORD,
+                             dbname="shoplake", sslmode="disable") as conn:
+            with conn.cursor(name="answer") as cur:
+                cur.itersize = 10_000
+                cur.execute(ANSWER)
+                return sum(1 for _ in cur)
+
+    def flight():
+        with flight_sql.connect(f"grpc://127.0.0.1:{svc.flight_port}",
+                                db_kwargs={"username": "bench", "password": PASSWORD}) as conn:
+            with conn.cursor() as cur:
+                cur.execute(ANSWER)
+                return cur.fetch_arrow_table().num_rows
+
+    def arrow():
+        with http_body(svc.url, ANSWER, "arrow") as resp:
+            return pyarrow.ipc.open_stream(resp).read_all().num_rows
+
+    def js():
+        with http_body(svc.url, ANSWER, "json") as resp:
+            return len(json.load(resp)["rows"])
+
+    def duck():
+        return con.sql(ANSWER).to_arrow_table().num_rows
+
+    return [
+        ("Postgres wire: psycopg 3, server-side cursor", pg),
+        ("Flight SQL: ADBC driver → pyarrow Table", flight),
+        ("HTTP Arrow IPC stream → pyarrow Table", arrow),
+        ("HTTP JSON → Python objects", js),
+        ("DuckDB, in process → pyarrow Table (the peer)", duck),
+    ]
+
+
+def protocols(args, env):
+    con = queries.duckdb_over(os.path.join(args.lake_data, "lake"))
+    (expected,) = con.sql(f"select count(*) from ({ANSWER})").fetchall()[0]
+    svc = Service(args.bin, args.lake_data, env, ["--config", args.no_cache, "query"])
+    rows = []
+    try:
+        for name, fetch in fetch_clients(svc, con):
+            n, times = queries.timed(lambda _: fetch(), None, args.runs)
+            if n != expected:
+                raise SystemExit(f"{name}: {n} rows, not {expected}")
+            rows.append((name, n, statistics.median(times), min(times), max(times)))
+    finally:
+        svc.close()
+    return rows
+
+
+def ingestion(args, env):
+    """Records/s the stage reads in `up`, alone and under four heavy queries (one window each)."""
+    data = os.path.join(args.work, "up")
+    shutil.copytree(args.lake_data, data, ignore=shutil.ignore_patterns("stream", "users*", "tokens*"))
+    svc = Service(args.bin, data, env, ["up"], "--rate", str(args.rate), "--history", "0")
+    figures = {}
+    try:
+        # The stage past its start: reading, and 15 s on.
+        for _ in range(600):
+            if svc.metric("shoplake_stage_records_read_total") > 0:
+                break
+            time.sleep(0.5)
+        time.sleep(15)
+        for label, heavy in [("alone", False), ("four heavy queries running", True)]:
+            stop = threading.Event()
+            done = []
+
+            def keep_asking(sql):
+                while not stop.is_set():
+                    try:
+                        queries.ask(svc.url, sql)
+                        done.append(sql)
+                    except urllib.error.HTTPError as e:
+                        done.append(f"HTTP {e.code}")
+
+            threads = [threading.Thread(target=keep_asking, args=(q,), daemon=True) for q in HEAVY] if heavy else []
+            for t in threads:
+                t.start()
+            time.sleep(5 if heavy else 0)  # the queries under way
+            start, before = time.monotonic(), svc.metric("shoplake_stage_records_read_total")
+            cpu0 = cpu_secs(svc.proc.pid)
+            time.sleep(args.window)
+            after, wall = svc.metric("shoplake_stage_records_read_total"), time.monotonic() - start
+            cpu = cpu_secs(svc.proc.pid) - cpu0
+            stop.set()
+            for t in threads:
+                t.join()
+            answered = sum(1 for d in done if not d.startswith("HTTP"))
+            refused = len(done) - answered
+            figures[label] = dict(rate=(after - before) / wall, cpu=cpu / wall, answered=answered, refused=refused)
+    finally:
+        svc.close()
+    return figures
+
+
+def cpu_secs(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bin", required=True)
+    p.add_argument("--lake-data", required=True, help="a data folder holding the 10M-event lake")
+    p.add_argument("--work", required=True)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--window", type=int, default=60, help="seconds of each ingestion window")
+    p.add_argument("--rate", type=int, default=100000, help="events/s asked of up's simulator")
+    args = p.parse_args()
+    args.bin = os.path.abspath(args.bin)
+    args.no_cache = os.path.join(args.work, "no-cache.toml")
+    with open(args.no_cache, "w") as f:
+        f.write("[query]\ncache_size = 0\n")
+    env = dict(os.environ, SHOPLAKE_LOG="warn")
+
+    print(f"### A {ROWS:,}-row answer by protocol ({args.runs} runs after a warm-up; rows/s of wall time)")
+    print()
+    print(f"`{ANSWER}`")
+    print()
+    print("| client | rows | median s | rows/s | spread s |")
+    print("|---|---|---|---|---|")
+    for name, n, med, lo, hi in protocols(args, env):
+        print(f"| {name} | {n:,} | {med / 1000:.2f} | {n / (med / 1000):,.0f} | {lo / 1000:.2f}–{hi / 1000:.2f} |")
+    print()
+    fig = ingestion(args, env)
+    print(f"### Ingestion in `shoplake up --rate {args.rate}` with and without four heavy queries "
+          f"({args.window} s windows)")
+    print()
+    print("| while | records read by the stage per s | process CPU (cores) | heavy queries answered | refused |")
+    print("|---|---|---|---|---|")
+    for label, f in fig.items():
+        print(f"| {label} | {f['rate']:,.0f} | {f['cpu']:.2f} | {f['answered']} | {f['refused']} |")
+    alone, loaded = fig["alone"]["rate"], fig["four heavy queries running"]["rate"]
+    print()
+    print(f"Under four heavy queries ingestion keeps {loaded / alone:.0%} of its rate alone "
+          f"(target: at least 80%).")
+
+
+if __name__ == "__main__":
+    main()
