@@ -19,6 +19,7 @@ import os
 import re
 import statistics
 import sys
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -77,7 +78,12 @@ def measure(con, url, runs):
         if "previous_to" in used:
             bound["previous_to"] = frm - datetime.timedelta(days=1)
         http = {k: v.isoformat() for k, v in bound.items() if k in ("from", "to")}
-        rows, ours = queries.timed(lambda _: report(url, name, http), None, runs)
+        try:
+            rows, ours = queries.timed(lambda _: report(url, name, http), None, runs)
+        except urllib.error.HTTPError as e:
+            # A report that fails is a figure too (the row says why), not the end of the run.
+            results.append({"name": name, "error": f"HTTP {e.code}: {json.load(e).get('error')}"})
+            continue
         duck_rows, theirs = queries.timed(
             lambda _: con.sql(text, params=bound).to_arrow_table().num_rows, None, runs)
         if rows != duck_rows:
@@ -93,12 +99,15 @@ def table(r):
         "|---|---|---|---|---|---|---|",
     ]
     for x in r["results"]:
+        if "error" in x:
+            lines.append(f"| {x['name']} | | fails: {x['error']} | | | | |")
+            continue
         a, b = statistics.median(x["shoplake"]), statistics.median(x["duckdb"])
         mark = " **over 300 ms**" if queries.pct(x["shoplake"], 95) > 300 else ""
         lines.append(f"| {x['name']} | {x['rows']} | {a:.1f} | {queries.pct(x['shoplake'], 95):.1f}{mark} "
                      f"| {b:.1f} | {queries.pct(x['duckdb'], 95):.1f} | {a / b:.2f} |")
-    ours = [statistics.median(x["shoplake"]) for x in r["results"]]
-    theirs = [statistics.median(x["duckdb"]) for x in r["results"]]
+    ours = [statistics.median(x["shoplake"]) for x in r["results"] if "error" not in x]
+    theirs = [statistics.median(x["duckdb"]) for x in r["results"] if "error" not in x]
     ratios = [a / b for a, b in zip(ours, theirs)]
     lines.append(f"| **geometric mean** | | {queries.geo(ours):.1f} | | {queries.geo(theirs):.1f} | "
                  f"| **{queries.geo(ratios):.2f}** |")

@@ -146,6 +146,9 @@ pub enum Error {
     /// The `[query]` config cannot work.
     #[error("{detail}")]
     BadConfig { detail: String },
+    /// The late events of a report's period could not be counted.
+    #[error("counting the late events of the period: {detail}")]
+    Freshness { detail: String },
     /// The runtime that runs statements could not start.
     #[error("starting the query runtime: {source}")]
     Runtime {

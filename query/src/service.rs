@@ -25,6 +25,7 @@ use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::{Stream, StreamExt};
 use shoplake_batch::{Lake, tables};
 use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
@@ -135,6 +136,57 @@ struct Refresh {
     versions: HashMap<&'static str, Option<u64>>,
     /// The data files of each registered Delta version.
     files: HashMap<&'static str, TableFiles>,
+    /// The late events per day of the registered `events` version, being counted or counted.
+    late: Option<LateDays>,
+}
+
+/// Late events per day (Date32 → events received after their day ended) of one `events`
+/// version, over the whole table. Counted once per version, in the background from the moment the
+/// version is registered, and shared by every report answer until the next version: a report then
+/// pays nothing for its freshness, where counting per answer cost a scan of the period's
+/// `received_at` (a second on 10M events, the whole of a small report's time).
+type LateDays = Shared<BoxFuture<'static, std::result::Result<Arc<BTreeMap<i32, u64>>, String>>>;
+
+/// Counts [`LateDays`] on the query runtime, within the statement time limit.
+fn count_late_days(
+    ctx: SessionContext,
+    runtime: Option<&tokio::runtime::Handle>,
+    timeout: Duration,
+) -> LateDays {
+    let work = async move {
+        let sql = "SELECT event_date, count(*) AS events FROM events \
+                   WHERE received_at >= CAST(event_date AS TIMESTAMP) + INTERVAL '1 day' \
+                   GROUP BY event_date";
+        let batches = tokio::time::timeout(timeout, async { ctx.sql(sql).await?.collect().await })
+            .await
+            .map_err(|_| format!("counting late events took more than {timeout:?}"))?
+            .map_err(|e| e.to_string())?;
+        let mut late = BTreeMap::new();
+        for batch in &batches {
+            let days = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Date32)
+                .map_err(|e| e.to_string())?;
+            let (Some(days), Some(counts)) = (
+                days.as_any().downcast_ref::<arrow::array::Date32Array>(),
+                batch
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>(),
+            ) else {
+                return Err("late events: unexpected column types".to_owned());
+            };
+            for i in 0..batch.num_rows() {
+                late.insert(days.value(i), u64::try_from(counts.value(i)).unwrap_or(0));
+            }
+        }
+        Ok(Arc::new(late))
+    };
+    let task = match runtime {
+        Some(runtime) => runtime.spawn(work),
+        None => tokio::spawn(work),
+    };
+    async move { task.await.map_err(|e| e.to_string())? }
+        .boxed()
+        .shared()
 }
 
 /// How complete a report's period is ([`QueryService::freshness`]).
@@ -391,6 +443,7 @@ impl QueryService {
                 checked: None,
                 versions: HashMap::new(),
                 files: HashMap::new(),
+                late: None,
             }),
             metrics,
             turns,
@@ -474,45 +527,26 @@ impl QueryService {
         else {
             return Ok(None);
         };
-        let complete_until = self
-            .table_files()
-            .await?
-            .into_iter()
-            .find(|(name, _, _)| *name == shoplake_events::lake::EVENTS_TABLE)
-            .and_then(|(_, _, files)| files.committed_at_ms);
-        let day = |days: &i32| {
-            arrow::temporal_conversions::date32_to_datetime(*days)
-                .map(|t| t.date().format("%Y-%m-%d").to_string())
+        self.refresh(false).await?;
+        let (complete_until, late) = {
+            let refresh = self.refresh.lock().await;
+            let events = shoplake_events::lake::EVENTS_TABLE;
+            (
+                refresh.files.get(events).and_then(|f| f.committed_at_ms),
+                refresh.late.clone(),
+            )
         };
-        let (Some(from), Some(to)) = (day(from), day(to)) else {
-            return Ok(None);
+        let late = match late {
+            Some(late) => late.await.map_err(|detail| Error::Freshness { detail })?,
+            None => Arc::default(),
         };
-        let sql = format!(
-            "SELECT CAST(event_date AS VARCHAR) AS day, count(*) AS events \
-             FROM events \
-             WHERE event_date BETWEEN DATE '{from}' AND DATE '{to}' \
-               AND received_at >= CAST(event_date AS TIMESTAMP) + INTERVAL '1 day' \
-             GROUP BY event_date ORDER BY event_date"
-        );
-        // Through the service's own path: bounded like any statement, and answered from the
-        // result cache until `events` changes.
-        let result = self.run(&QueryRequest::new(sql)).await?;
-        let mut late_days = Vec::new();
-        for batch in &result.batches {
-            let days = arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8)?;
-            let days = days.as_any().downcast_ref::<arrow::array::StringArray>();
-            let counts = batch
-                .column(1)
-                .as_any()
-                .downcast_ref::<arrow::array::Int64Array>();
-            let (Some(days), Some(counts)) = (days, counts) else {
-                continue;
-            };
-            for i in 0..batch.num_rows() {
-                let events = u64::try_from(counts.value(i)).unwrap_or(0);
-                late_days.push((days.value(i).to_owned(), events));
-            }
-        }
+        let late_days = late
+            .range(*from..=*to)
+            .filter_map(|(day, events)| {
+                let day = arrow::temporal_conversions::date32_to_datetime(*day)?;
+                Some((day.date().format("%Y-%m-%d").to_string(), *events))
+            })
+            .collect();
         Ok(Some(Freshness {
             complete_until_ms: complete_until,
             late_days,
@@ -609,6 +643,15 @@ impl QueryService {
             refresh.versions.insert(name, version);
             refresh.files.insert(name, files);
             changed = true;
+            if name == shoplake_events::lake::EVENTS_TABLE {
+                refresh.late = version.map(|_| {
+                    count_late_days(
+                        self.ctx.clone(),
+                        self.runtime.handle(),
+                        self.options.limits.timeout,
+                    )
+                });
+            }
         }
         if changed {
             // Views hold the plan of the providers they were created over: create them again.

@@ -25,47 +25,80 @@ flat AS (
            p['product_id'] AS product_id, p['category'] AS category, p['brand'] AS brand,
            CAST(p['price'] AS DOUBLE) AS price, coalesce(p['quantity'], 1) AS quantity
     FROM lines
+    WHERE p['product_id'] IS NOT NULL
 ),
-latest AS (
+-- Each product's own figures first (a few thousand rows), then its orders: the event rows are
+-- grouped once rather than joined to anything.
+per_product AS (
     SELECT product_id,
            last_value(category ORDER BY event_time) AS category,
-           last_value(brand ORDER BY event_time) AS brand
+           last_value(brand ORDER BY event_time)    AS brand,
+           count(*) FILTER (WHERE event_name = 'product_viewed')   AS views,
+           count(*) FILTER (WHERE event_name = 'product_added')    AS adds,
+           count(*) FILTER (WHERE event_name = 'product_reviewed') AS reviews,
+           count(rating) FILTER (WHERE event_name = 'product_reviewed') AS rated,
+           sum(rating) FILTER (WHERE event_name = 'product_reviewed')   AS rating_sum
     FROM flat
     GROUP BY product_id
-),
-returned AS (
-    SELECT DISTINCT order_id FROM events WHERE event_name = 'return_requested'
 ),
 keyed AS (
     SELECT
         CASE $by
-            WHEN 'category' THEN coalesce(l.category, '(none)')
-            WHEN 'brand'    THEN coalesce(l.brand, '(none)')
-            ELSE f.product_id
+            WHEN 'category' THEN coalesce(category, '(none)')
+            WHEN 'brand'    THEN coalesce(brand, '(none)')
+            ELSE product_id
         END AS dimension,
-        f.*,
-        r.order_id IS NOT NULL AS was_returned
-    FROM flat f
-    JOIN latest l ON l.product_id = f.product_id
-    LEFT JOIN returned r ON r.order_id = f.order_id AND f.event_name = 'order_completed'
-    WHERE $category IS NULL OR l.category = $category
+        *
+    FROM per_product
+    WHERE $category IS NULL OR category = $category
+),
+order_lines AS (
+    SELECT product_id, order_id,
+           sum(quantity)                                   AS units,
+           sum(price * quantity * CAST(fx_rate AS DOUBLE)) AS revenue
+    FROM flat
+    WHERE event_name = 'order_completed'
+    GROUP BY product_id, order_id
+),
+returned AS (
+    SELECT DISTINCT order_id FROM events WHERE event_name = 'return_requested'
+),
+sold AS (
+    SELECT k.dimension, l.order_id, sum(l.units) AS units, sum(l.revenue) AS revenue,
+           bool_or(r.order_id IS NOT NULL) AS was_returned
+    FROM order_lines l
+    JOIN keyed k ON k.product_id = l.product_id
+    LEFT JOIN returned r ON r.order_id = l.order_id
+    GROUP BY k.dimension, l.order_id
+),
+sold_by AS (
+    SELECT dimension,
+           count(order_id)                             AS orders,
+           sum(units)                                  AS units,
+           sum(revenue)                                AS revenue,
+           count(order_id) FILTER (WHERE was_returned) AS returns
+    FROM sold
+    GROUP BY dimension
+),
+seen_by AS (
+    SELECT dimension, sum(views) AS views, sum(adds) AS adds, sum(reviews) AS reviews,
+           sum(rated) AS rated, sum(rating_sum) AS rating_sum
+    FROM keyed
+    GROUP BY dimension
 )
 SELECT
-    dimension,
-    count(*) FILTER (WHERE event_name = 'product_viewed')                              AS views,
-    count(*) FILTER (WHERE event_name = 'product_added')                               AS adds_to_cart,
-    CAST(count(*) FILTER (WHERE event_name = 'product_added') AS DOUBLE)
-        / nullif(count(*) FILTER (WHERE event_name = 'product_viewed'), 0)             AS add_to_cart_rate,
-    count(DISTINCT order_id) FILTER (WHERE event_name = 'order_completed')             AS orders,
-    coalesce(sum(quantity) FILTER (WHERE event_name = 'order_completed'), 0)           AS units,
-    coalesce(sum(price * quantity * CAST(fx_rate AS DOUBLE)) FILTER (WHERE event_name = 'order_completed'), 0) AS revenue,
-    CAST(count(DISTINCT order_id) FILTER (WHERE event_name = 'order_completed') AS DOUBLE)
-        / nullif(count(*) FILTER (WHERE event_name = 'product_viewed'), 0)             AS purchase_rate,
-    count(DISTINCT order_id) FILTER (WHERE was_returned)                               AS returns,
-    CAST(count(DISTINCT order_id) FILTER (WHERE was_returned) AS DOUBLE)
-        / nullif(count(DISTINCT order_id) FILTER (WHERE event_name = 'order_completed'), 0) AS return_rate,
-    count(*) FILTER (WHERE event_name = 'product_reviewed')                            AS reviews,
-    avg(rating) FILTER (WHERE event_name = 'product_reviewed')                         AS average_rating
-FROM keyed
-GROUP BY dimension
-ORDER BY revenue DESC, views DESC, dimension
+    s.dimension,
+    s.views,
+    s.adds                                                        AS adds_to_cart,
+    CAST(s.adds AS DOUBLE) / nullif(s.views, 0)                   AS add_to_cart_rate,
+    coalesce(o.orders, 0)                                         AS orders,
+    coalesce(o.units, 0)                                          AS units,
+    coalesce(o.revenue, 0)                                        AS revenue,
+    CAST(coalesce(o.orders, 0) AS DOUBLE) / nullif(s.views, 0)    AS purchase_rate,
+    coalesce(o.returns, 0)                                        AS returns,
+    CAST(o.returns AS DOUBLE) / nullif(o.orders, 0)               AS return_rate,
+    s.reviews,
+    CAST(s.rating_sum AS DOUBLE) / nullif(s.rated, 0)             AS average_rating
+FROM seen_by s
+LEFT JOIN sold_by o ON o.dimension = s.dimension
+ORDER BY revenue DESC, s.views DESC, s.dimension

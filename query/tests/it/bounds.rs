@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::AsArray;
+use datafusion::scalar::ScalarValue;
 use serde_json::{Value, json};
 use shoplake_batch::{CompactOptions, Lake, compact_all};
 use shoplake_ingest::LocalLog;
-use shoplake_query::{QueryConfig, QueryOptions, QueryService};
+use shoplake_query::{Params, QueryConfig, QueryOptions, QueryRequest, QueryService};
 use shoplake_transform::{Stage, StageConfig};
 
 use crate::lake::{fixture, simulate};
@@ -369,7 +371,8 @@ async fn the_cache_answers_until_a_table_changes() {
         async move {
             std::fs::create_dir_all(&dir).unwrap();
             let stream = Arc::new(LocalLog::open(&dir.join("stream.redb"), 2).unwrap());
-            let (stats, _) = simulate(&stream, seed, 20).await;
+            // Enough sessions that some devices send late (the late days below).
+            let (stats, _) = simulate(&stream, seed, 200).await;
             let mut stage = Stage::open(
                 stream,
                 lake.store(),
@@ -397,6 +400,8 @@ async fn the_cache_answers_until_a_table_changes() {
         .unwrap(),
     );
     let base = serve(service.clone()).await;
+    let (late, counted) = (late_days(&service).await, late_days_counted(&service).await);
+    assert_eq!(late, counted);
     let ask = |etag: Option<String>| {
         let mut request = reqwest::Client::new()
             .post(format!("{base}/v1/sql"))
@@ -442,6 +447,60 @@ async fn the_cache_answers_until_a_table_changes() {
         metrics.contains("shoplake_query_cache_lookups_total{outcome=\"hit\"} 2"),
         "{metrics}"
     );
+    // A report's late days follow the new version too (they are counted once per version).
+    let (late_after, counted_after) =
+        (late_days(&service).await, late_days_counted(&service).await);
+    assert_eq!(late_after, counted_after);
+    assert_ne!(late_after, late, "the second round sent late events too");
+}
+
+/// The late days `freshness` gives a report over the whole simulation (2026-03-01 on).
+async fn late_days(service: &QueryService) -> Vec<(String, u64)> {
+    let day = |d: &str| {
+        ScalarValue::Date32(Some(
+            (chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap()
+                - chrono::NaiveDate::default())
+            .num_days() as i32,
+        ))
+    };
+    let mut request = QueryRequest::new("SELECT 1");
+    request.params = Params::Named(
+        [("from", day("2026-03-01")), ("to", day("2026-12-31"))]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    );
+    let freshness = service.freshness(&request).await.unwrap().unwrap();
+    assert!(
+        !freshness.late_days.is_empty(),
+        "the simulation sends late events"
+    );
+    freshness.late_days
+}
+
+/// The same, counted by a statement of its own over the lake as it is now.
+async fn late_days_counted(service: &QueryService) -> Vec<(String, u64)> {
+    let answer = service
+        .run(&QueryRequest::new(
+            "SELECT CAST(CAST(event_date AS VARCHAR) AS TEXT) AS day, count(*) AS n FROM events \
+             WHERE received_at >= CAST(event_date AS TIMESTAMP) + INTERVAL '1 day' \
+             GROUP BY 1 ORDER BY 1",
+        ))
+        .await
+        .unwrap();
+    let mut late = Vec::new();
+    for batch in &answer.batches {
+        let days =
+            arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let days = days.as_string::<i32>();
+        let counts = batch
+            .column(1)
+            .as_primitive::<arrow::datatypes::Int64Type>();
+        for i in 0..batch.num_rows() {
+            late.push((days.value(i).to_owned(), counts.value(i) as u64));
+        }
+    }
+    late
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
