@@ -9,7 +9,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_shoplake");
 
 /// `bench/run.sh --scale smoke` with the debug binary, into a fresh file: every row of issue 6's
 /// table is there with figures for shoplake and its peer, and so is every detail table; every
-/// dashboard query answered the same number of rows on both engines (run.py stops otherwise).
+/// dashboard query and every report answered the same number of rows on both engines (run.py
+/// stops otherwise).
 #[test]
 fn the_benchmark_command_writes_every_row() {
     if std::env::var_os("SHOPLAKE_TEST_PYTHON").is_none() {
@@ -44,6 +45,7 @@ fn the_benchmark_command_writes_every_row() {
         "| compaction of NDJSON staging |",
         "| small-file compaction (",
         "| dashboard queries (",
+        "| reports (",
         "| pruning |",
         "| whole pipeline |",
     ] {
@@ -69,6 +71,7 @@ fn the_benchmark_command_writes_every_row() {
         "### Compaction of NDJSON staging",
         "### Small-file compaction",
         "### Dashboard and analyst queries",
+        "### Reports, hot",
         "### Pruning",
         "| DuckDB |",
         "| **emit → queryable** |",
@@ -77,6 +80,9 @@ fn the_benchmark_command_writes_every_row() {
     }
     assert_eq!(text.matches("| whole pipeline |").count(), 1, "{text}");
     assert!(!text.contains("| old |"), "{text}");
+    // Every report answered, on both engines with the same number of rows (run.py stops otherwise).
+    assert!(!text.contains("fails:"), "{text}");
+    assert!(text.contains("| bought_together |"), "{text}");
     assert!(
         text.ends_with("## Collector\n\nwritten by hand\n"),
         "{text}"
