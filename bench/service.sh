@@ -2,9 +2,9 @@
 # The analysts' query service (issue 24), on this machine (bench/service.py says how):
 #   - rows/s of a 1M-row answer over the Postgres wire (psycopg), Flight SQL (ADBC), HTTP Arrow
 #     and HTTP JSON, beside DuckDB producing the same rows to Arrow in the same run;
-#   - the stage's rate in `shoplake up` alone and with four heavy queries running.
+#   - the stage's rate in `shoplake up` (reading a backlog) alone and with four heavy queries running.
 # Prints Markdown.
-# Usage: bench/service.sh [DATA_DIR] [-- service.py options: --runs N --window S --rate N]
+# Usage: bench/service.sh [DATA_DIR] [-- service.py options: --runs N --window S --backlog-sessions N]
 #   DATA_DIR  the 10-million-event lake of bench/queries.sh / bench/run.sh --query-data (made
 #             there when missing); default: a temp dir
 set -euo pipefail
