@@ -178,7 +178,10 @@ def ingestion(args, env):
         else:
             raise SystemExit("the stage of `up` read nothing in 5 minutes")
         time.sleep(5)
-        for label, heavy in [("alone", False), ("four heavy queries running", True), ("alone, again", False)]:
+        # Alone and loaded in turn, so that each loaded window is compared with the windows alone
+        # just before and after it: the stage's rate drifts as the lake and its state grow.
+        for n in range(2 * args.loaded_windows + 1):
+            label, heavy = ("four heavy queries running", True) if n % 2 else ("alone", False)
             stop = threading.Event()
             done = []
 
@@ -190,7 +193,8 @@ def ingestion(args, env):
                     except urllib.error.HTTPError as e:
                         done.append(f"HTTP {e.code}")
 
-            threads = [threading.Thread(target=keep_asking, args=(q,), daemon=True) for q in HEAVY] if heavy else []
+            threads = [threading.Thread(target=keep_asking, args=(q,), daemon=True)
+                       for q in HEAVY] if heavy else []
             for t in threads:
                 t.start()
             time.sleep(3 if heavy else 0)  # the queries under way
@@ -226,7 +230,10 @@ def main():
     p.add_argument("--work", required=True)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--window", type=int, default=30, help="seconds of each ingestion window")
-    p.add_argument("--backlog-sessions", type=int, default=400000,
+    p.add_argument("--loaded-windows", type=int, default=3,
+                   help="windows with the heavy queries, each between two windows alone")
+    p.add_argument("--only", choices=["protocols", "ingestion"], help="one of the two measurements")
+    p.add_argument("--backlog-sessions", type=int, default=800000,
                    help="simulated sessions emitted into up's stream before it starts")
     args = p.parse_args()
     args.bin = os.path.abspath(args.bin)
@@ -235,15 +242,18 @@ def main():
         f.write("[query]\ncache_size = 0\n")
     env = dict(os.environ, SHOPLAKE_LOG="warn")
 
-    print(f"### A {ROWS:,}-row answer by protocol ({args.runs} runs after a warm-up; rows/s of wall time)")
-    print()
-    print(f"`{ANSWER}`")
-    print()
-    print("| client | rows | median s | rows/s | spread s |")
-    print("|---|---|---|---|---|")
-    for name, n, med, lo, hi in protocols(args, env):
-        print(f"| {name} | {n:,} | {med / 1000:.2f} | {n / (med / 1000):,.0f} | {lo / 1000:.2f}–{hi / 1000:.2f} |")
-    print()
+    if args.only != "ingestion":
+        print(f"### A {ROWS:,}-row answer by protocol ({args.runs} runs after a warm-up; rows/s of wall time)")
+        print()
+        print(f"`{ANSWER}`")
+        print()
+        print("| client | rows | median s | rows/s | spread s |")
+        print("|---|---|---|---|---|")
+        for name, n, med, lo, hi in protocols(args, env):
+            print(f"| {name} | {n:,} | {med / 1000:.2f} | {n / (med / 1000):,.0f} | {lo / 1000:.2f}–{hi / 1000:.2f} |")
+        print()
+    if args.only == "protocols":
+        return
     windows, backlog, left = ingestion(args, env)
     print(f"### Ingestion in `shoplake up` with and without four heavy queries ({args.window} s windows)")
     print()
@@ -252,14 +262,20 @@ def main():
           f"queries read; the four heavy queries are kept running by four HTTP clients, without the "
           f"result cache.")
     print()
-    print("| while | records read by the stage per s | process CPU (cores) | heavy queries answered | refused |")
-    print("|---|---|---|---|---|")
-    for w in windows:
-        print(f"| {w['label']} | {w['rate']:,.0f} | {w['cpu']:.2f} | {w['answered']} | {w['refused']} |")
-    alone = (windows[0]["rate"] + windows[2]["rate"]) / 2
+    print("| while | records read by the stage per s | process CPU (cores) | heavy queries answered "
+          "| refused | rate against the windows alone around it |")
+    print("|---|---|---|---|---|---|")
+    ratios = []
+    for i, w in enumerate(windows):
+        ratio = ""
+        if i % 2:
+            ratios.append(w["rate"] / ((windows[i - 1]["rate"] + windows[i + 1]["rate"]) / 2))
+            ratio = f"{ratios[-1]:.0%}"
+        print(f"| {w['label']} | {w['rate']:,.0f} | {w['cpu']:.2f} | {w['answered']} | {w['refused']} | {ratio} |")
     print()
-    print(f"Under four heavy queries ingestion keeps {windows[1]['rate'] / alone:.0%} of its rate alone "
-          f"(the mean of the two windows alone; target: at least 80%).")
+    print(f"Under four heavy queries ingestion keeps {min(ratios):.0%}–{max(ratios):.0%} of its rate "
+          f"alone (each loaded window against the mean of the windows alone on either side; target: "
+          f"at least 80%).")
 
 
 if __name__ == "__main__":

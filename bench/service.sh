@@ -4,7 +4,8 @@
 #     and HTTP JSON, beside DuckDB producing the same rows to Arrow in the same run;
 #   - the stage's rate in `shoplake up` (reading a backlog) alone and with four heavy queries running.
 # Prints Markdown.
-# Usage: bench/service.sh [DATA_DIR] [-- service.py options: --runs N --window S --backlog-sessions N]
+# Usage: bench/service.sh [DATA_DIR] [-- service.py options: --runs N --window S --loaded-windows N
+#        --backlog-sessions N --only protocols|ingestion]
 #   DATA_DIR  the 10-million-event lake of bench/queries.sh / bench/run.sh --query-data (made
 #             there when missing); default: a temp dir
 set -euo pipefail
