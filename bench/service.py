@@ -233,7 +233,7 @@ def main():
     p.add_argument("--loaded-windows", type=int, default=3,
                    help="windows with the heavy queries, each between two windows alone")
     p.add_argument("--only", choices=["protocols", "ingestion"], help="one of the two measurements")
-    p.add_argument("--backlog-sessions", type=int, default=800000,
+    p.add_argument("--backlog-sessions", type=int, default=400000,
                    help="simulated sessions emitted into up's stream before it starts")
     args = p.parse_args()
     args.bin = os.path.abspath(args.bin)
