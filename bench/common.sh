@@ -10,6 +10,8 @@
 #   bench_lake DATA SESSIONS  makes the seeded, compacted lake in DATA (seed 1, with the simulated
 #                  campaigns' spend and product affinity) unless it is there
 #   bench_token DATA  prints an admin token of DATA's users (the user is made on first use)
+#   bench_query DATA  starts `shoplake query` on DATA without its result cache (hot runs repeat a
+#                  statement, and the comparison is of engines); sets $addr and $pid
 bin="${SHOPLAKE_BENCH_BIN:-target/release/shoplake}"
 [ -n "${SHOPLAKE_BENCH_BIN:-}" ] || cargo build --release --workspace --bins --quiet
 export SHOPLAKE_LOG=warn
@@ -67,4 +69,13 @@ bench_lake() {
 bench_token() {
     "$bin" --data-dir "$1" users create bench --role admin > /dev/null 2>&1 || true
     "$bin" --data-dir "$1" tokens create --user bench 2> /dev/null | tr -d '[:space:]'
+}
+
+bench_query() {
+    addr="127.0.0.1:$(free_port)"
+    printf '[query]\ncache_size = 0\n' > "$work/no-cache.toml"
+    "$bin" --data-dir "$1" --config "$work/no-cache.toml" query --http-addr "$addr" \
+      --pg-addr 127.0.0.1:0 --flight-addr 127.0.0.1:0 > /dev/null 2> "$work/query.err" &
+    pid=$!
+    wait_ok "http://$addr/health"
 }

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -105,6 +106,12 @@ def parameters(con):
 
 # Tokens of the servers started, by URL (`login`).
 TOKENS = {}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def login(bin, data, url, env=None):

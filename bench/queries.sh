@@ -19,13 +19,7 @@ bench_python
 [ -n "$data" ] || data="$work/data"
 bench_lake "$data" "$sessions"
 
-addr="127.0.0.1:$(free_port)"
-# Without the result cache: hot runs repeat each statement, and the comparison is of engines.
-printf '[query]\ncache_size = 0\n' > "$work/no-cache.toml"
-"$bin" --data-dir "$data" --config "$work/no-cache.toml" query --http-addr "$addr" \
-  --pg-addr 127.0.0.1:0 --flight-addr 127.0.0.1:0 > /dev/null 2> "$work/query.err" &
-pid=$!
-wait_ok "http://$addr/health"
+bench_query "$data"
 
 echo "### Dashboard and analyst queries, hot ($(nproc) cores)"
 echo

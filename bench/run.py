@@ -18,7 +18,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -119,12 +118,6 @@ def du(path, suffix=".parquet"):
                 total += os.path.getsize(os.path.join(root, n))
                 files += 1
     return total, files
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Bench:
@@ -288,7 +281,7 @@ class Bench:
         return os.path.join(data, "lake")
 
     def serve(self, lake, *flags):
-        port = free_port()
+        port = queries.free_port()
         data = os.path.dirname(lake)
         p = subprocess.Popen([self.bin, "--data-dir", data, "--config", self.no_cache, "query",
                               "--http-addr", f"127.0.0.1:{port}",

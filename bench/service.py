@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import threading
@@ -55,7 +54,7 @@ class Service:
     """`shoplake query` (or `up`) on DATA with every listener on a free port, and an analyst."""
 
     def __init__(self, bin, data, env, command, *flags):
-        self.http_port, self.pg_port, self.flight_port = (free_port() for _ in range(3))
+        self.http_port, self.pg_port, self.flight_port = (queries.free_port() for _ in range(3))
         subprocess.run([bin, "--data-dir", data, "users", "create", "bench", "--role", "admin"],
                        env=env, capture_output=True)  # fails when the user is there: fine
         run([bin, "--data-dir", data, "users", "password", "bench"], input=PASSWORD + "\n", env=env)
@@ -85,12 +84,6 @@ class Service:
     def close(self):
         self.proc.terminate()
         self.proc.wait()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http_body(url, sql, fmt):

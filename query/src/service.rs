@@ -180,10 +180,7 @@ fn count_late_days(
         }
         Ok(Arc::new(late))
     };
-    let task = match runtime {
-        Some(runtime) => runtime.spawn(work),
-        None => tokio::spawn(work),
-    };
+    let task = spawn_on(runtime, work);
     async move { task.await.map_err(|e| e.to_string())? }
         .boxed()
         .shared()
@@ -1065,8 +1062,19 @@ fn produce(
             Outcome::ReaderGone => {}
         }
     };
-    // Without a runtime of its own (only while the service is being dropped), the statement
-    // runs on the caller's.
+    spawn_on(runtime.as_ref(), work)
+}
+
+/// Spawns `work` on the query runtime. Without a runtime of its own (only while the service is
+/// being dropped), it runs on the caller's.
+fn spawn_on<F>(
+    runtime: Option<&tokio::runtime::Handle>,
+    work: F,
+) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     match runtime {
         Some(runtime) => runtime.spawn(work),
         None => tokio::spawn(work),

@@ -482,7 +482,7 @@ async fn late_days(service: &QueryService) -> Vec<(String, u64)> {
 async fn late_days_counted(service: &QueryService) -> Vec<(String, u64)> {
     let answer = service
         .run(&QueryRequest::new(
-            "SELECT CAST(CAST(event_date AS VARCHAR) AS TEXT) AS day, count(*) AS n FROM events \
+            "SELECT CAST(event_date AS VARCHAR) AS day, count(*) AS n FROM events \
              WHERE received_at >= CAST(event_date AS TIMESTAMP) + INTERVAL '1 day' \
              GROUP BY 1 ORDER BY 1",
         ))
