@@ -435,6 +435,25 @@ impl StreamConsumer for LocalLog {
                     stream: self.inner.name.clone(),
                     message: format!("sequence number {seq} is not one of this log's"),
                 })?;
+                // A reader after a sequence the log never reached would wait for it in silence,
+                // while the log's own records go unread: refuse, and say why.
+                let reached = self
+                    .latest_sequence(shard)?
+                    .and_then(|s| s.as_u64())
+                    .unwrap_or(0)
+                    .max(self.inner.floor(index));
+                if reader.after > reached {
+                    return Err(Error::Limit {
+                        stream: self.inner.name.clone(),
+                        message: format!(
+                            "{} was asked to resume after sequence {}, but this log has only \
+                             reached {reached} there: the checkpoint belongs to another log (was \
+                             the stream's folder removed or replaced while the stage's state was \
+                             kept?). Remove the stage's state to read this log from its start",
+                            shard.0, reader.after
+                        ),
+                    });
+                }
             }
             StartPosition::AtTimestamp(t) => reader.at = Some(t),
         }

@@ -216,3 +216,37 @@ async fn trim_drops_old_records_only() {
         .unwrap();
     assert_eq!(r[0].sequence_number.as_u64(), Some(3));
 }
+
+/// A checkpoint from another log (the stream's folder replaced, the stage's state kept) is refused
+/// with an error that says so, rather than waiting in silence for a sequence that may never come.
+#[tokio::test]
+async fn a_checkpoint_past_the_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = log(&dir, 1);
+    let put = l
+        .put_records(vec![Record {
+            partition_key: "k".into(),
+            data: Bytes::from("one"),
+        }])
+        .await
+        .unwrap();
+    let shard = put[0].shard_id.clone();
+    // Resuming after the last record written is fine; after a sequence it never reached is not.
+    l.open_shard(
+        &shard,
+        StartPosition::AfterSequenceNumber(put[0].sequence_number.clone()),
+    )
+    .await
+    .unwrap();
+    let far = shoplake_ingest::SequenceNumber::from_u64(5_000);
+    let err = l
+        .open_shard(&shard, StartPosition::AfterSequenceNumber(far))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("resume after sequence 5000") && err.contains("only reached 1"),
+        "{err}"
+    );
+}
