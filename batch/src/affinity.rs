@@ -50,7 +50,7 @@ use shoplake_events::lake::{EVENTS_TABLE, PRODUCT_AFFINITY_TABLE};
 use shoplake_events::product_affinity_schema;
 
 use crate::tables::PRODUCT_AFFINITY as TABLE;
-use crate::write::{WriteOptions, commit_properties, conform};
+use crate::write::{WriteOptions, conform, create_empty, writer_commit};
 use crate::{Error, Lake, Result};
 
 /// Relation of a row: products viewed in the same session.
@@ -161,17 +161,25 @@ pub async fn rebuild_rows(
     report.compute_secs = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let table = lake
-        .table_for_write(PRODUCT_AFFINITY_TABLE)
-        .await?
+    // Created empty, then overwritten with the writer transaction: of two jobs at once exactly
+    // one lands (`write`'s *Concurrent writers*); the other fails with a conflict.
+    let table = match lake.table(PRODUCT_AFFINITY_TABLE).await? {
+        Some(table) => table,
+        None => create_empty(lake, &TABLE, write).await?,
+    };
+    let commit = writer_commit(
+        &table,
+        PRODUCT_AFFINITY_TABLE,
+        "product_affinity",
+        Some(report.rows as usize),
+    )
+    .await?;
+    let table = table
         .write(vec![batch.clone()])
         .with_save_mode(SaveMode::Overwrite)
         .with_writer_properties(write.writer_properties(&TABLE)?)
         .with_target_file_size(write.target_file_size())
-        .with_commit_properties(commit_properties(
-            "product_affinity",
-            Some(report.rows as usize),
-        ))
+        .with_commit_properties(commit)
         .await
         .map_err(|e| Error::delta(PRODUCT_AFFINITY_TABLE, e))?;
     report.version = table.version();

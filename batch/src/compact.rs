@@ -8,23 +8,22 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Date32Type, SchemaRef, TimestampMicrosecondType};
 use datafusion::common::{JoinType, ScalarValue};
 use datafusion::prelude::{SessionContext, col, lit};
-use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 use shoplake_events::fields::{EVENT_DATE, EVENT_TIME, RECEIVED_AT};
-use shoplake_events::lake::{STAGING_BAD_ROWS, STAGING_EVENTS, STAGING_FRAUD_DECISIONS};
-use tracing::{debug, info};
+use shoplake_events::lake::{
+    QUARANTINE, STAGING_BAD_ROWS, STAGING_EVENTS, STAGING_FRAUD_DECISIONS,
+};
+use shoplake_events::{BadRow, BadRowBatchBuilder, Reason, Rejection};
+use tracing::{debug, info, warn};
 
 use crate::derived::{self, Touched};
 use crate::staged::{self, Encoding};
 use crate::tables::{self, TableDescriptor};
-use crate::write::{WriteOptions, commit_properties, conform};
+use crate::write::{WriteOptions, conform, create_empty, writer_commit};
 use crate::{Error, Lake, Result, delta_err, query_err};
-
-/// The Delta application id of compaction commits (see [`append_new`]).
-pub const COMPACTOR_APP_ID: &str = "shoplake-compactor";
 
 /// How much one compaction round takes and how it writes (the `[compaction]` config).
 #[derive(Clone, Debug)]
@@ -73,12 +72,16 @@ pub struct CompactReport {
     /// Events the lake already held (a re-run after a crash, or a re-read of the stream).
     pub already_in_lake: u64,
     pub bad_rows_written: u64,
+    /// Staged files that could not be read, moved under `_quarantine/` (each has a bad row).
+    pub quarantined_files: u64,
+    /// Commits that lost to another writer's (the step ran again against its result).
+    pub conflicts: u64,
     /// Rows appended to `fraud_decisions`.
     pub fraud_decisions_written: u64,
-    /// Orders re-derived from their events (merged into the table, or all of it when rebuilt).
+    /// Orders re-derived from their events (merged into the table, or all of it when filled).
     pub orders: Option<u64>,
     /// Visits (sessions) re-derived from their events (merged into the table, or all of it when
-    /// rebuilt).
+    /// filled).
     pub visits: Option<u64>,
     /// Identity links re-derived from their events and merged into `identities` (all of them
     /// when the table was created).
@@ -93,6 +96,8 @@ impl CompactReport {
         self.duplicates_in_staging += o.duplicates_in_staging;
         self.already_in_lake += o.already_in_lake;
         self.bad_rows_written += o.bad_rows_written;
+        self.quarantined_files += o.quarantined_files;
+        self.conflicts += o.conflicts;
         self.fraud_decisions_written += o.fraud_decisions_written;
         let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(a), Some(b)) => Some(a + b),
@@ -139,15 +144,26 @@ fn take_round(
     files.drain(..n).collect()
 }
 
-/// The rows of the staged `files` in `schema`, and the bad rows of NDJSON lines that did not decode.
-async fn read_staging(
-    lake: &Lake,
-    files: &[ObjectMeta],
-    schema: &SchemaRef,
-) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+/// What a round read from staging.
+#[derive(Default)]
+struct Read {
+    /// The rows of the readable files, in the table's schema.
+    rows: Vec<RecordBatch>,
+    /// Bad rows: NDJSON lines that did not decode, and one per unreadable file.
+    bad_rows: Vec<RecordBatch>,
+    /// Files that could not be read, copied under [`QUARANTINE`].
+    quarantined: u64,
+}
+
+/// The rows of the staged `files` in `schema`. A file that cannot be read (truncated or corrupt
+/// Parquet or gzip) does not stop the round: it is copied under [`QUARANTINE`] with the same
+/// path, a bad row `unreadable_file` says which file and why, and the round goes on without it
+/// (the file is deleted from staging with the others after the round's commits). A re-run after
+/// a crash copies it again and finds the same bad row (its id is the file's path, its
+/// `received_at` the file's write time).
+async fn read_staging(lake: &Lake, files: &[ObjectMeta], schema: &SchemaRef) -> Result<Read> {
     let store = lake.store();
-    let mut batches = Vec::new();
-    let mut bad_rows = Vec::new();
+    let mut read = Read::default();
     for f in files {
         let store_err = |source| Error::Store {
             path: f.location.to_string(),
@@ -164,11 +180,50 @@ async fn read_staging(
             Err(source) => return Err(store_err(source)),
         };
         let bytes = got.bytes().await.map_err(store_err)?;
-        let decoded = tokio::task::block_in_place(|| staged::decode(f, bytes, schema))?;
-        batches.extend(decoded.rows);
-        bad_rows.extend(decoded.bad_rows);
+        match tokio::task::block_in_place(|| staged::decode(f, bytes, schema)) {
+            Ok(decoded) => {
+                read.rows.extend(decoded.rows);
+                read.bad_rows.extend(decoded.bad_rows);
+            }
+            Err(e) => {
+                let to = Path::from(format!("{QUARANTINE}/{}", f.location));
+                match store.copy(&f.location, &to).await {
+                    Ok(()) => {}
+                    Err(object_store::Error::NotFound { .. }) => continue,
+                    Err(source) => return Err(store_err(source)),
+                }
+                warn!(path = %f.location, quarantine = %to, error = %e,
+                      "a staged file cannot be read: quarantined, compaction goes on");
+                read.bad_rows.push(unreadable_file(f, &to, &e)?);
+                read.quarantined += 1;
+            }
+        }
     }
-    Ok((batches, bad_rows))
+    Ok(read)
+}
+
+/// The bad row of a staged file that cannot be read, quarantined at `to`.
+fn unreadable_file(f: &ObjectMeta, to: &Path, e: &Error) -> Result<RecordBatch> {
+    let mut bad = BadRowBatchBuilder::default();
+    bad.append(&BadRow {
+        bad_row_id: f.location.to_string(),
+        received_at: f.last_modified.timestamp_micros(),
+        stage: "compact",
+        rejection: Rejection {
+            reason: Reason::UnreadableFile,
+            field: None,
+            message: format!(
+                "staged file {} ({} bytes) cannot be read, moved to {to}: {e}",
+                f.location, f.size
+            ),
+            event_id: None,
+            event_name: None,
+        },
+        raw: &[],
+        stream_shard: "",
+        stream_sequence: "",
+    });
+    Ok(bad.finish()?)
 }
 
 /// Keeps the first row of every key of `table`; returns the batches and how many rows were
@@ -229,32 +284,6 @@ fn received_range(batches: &[RecordBatch]) -> Option<(i64, i64)> {
     range
 }
 
-/// Creates `table` empty (a commit with its schema and partitioning, no files) and loads it.
-///
-/// Tables are created before any rows go in, so that every row is appended against a snapshot
-/// and guarded by the compactor's application transaction: delta-rs retries a *creating* commit
-/// that lost the race at the next version without a conflict check, which would let two
-/// compactors that both saw no table append the same rows. Two concurrent creations are harmless
-/// (the second adds an empty commit).
-async fn create_table(
-    lake: &Lake,
-    table: &TableDescriptor,
-    opts: &WriteOptions,
-) -> Result<deltalake::DeltaTable> {
-    lake.new_table(table.name)?
-        .write(vec![RecordBatch::new_empty(table.schema())])
-        .with_save_mode(SaveMode::Ignore)
-        .with_partition_columns(table.partition_columns.iter().copied())
-        .with_writer_properties(opts.writer_properties(table)?)
-        .await
-        .map_err(delta_err(table.name))?;
-    lake.table(table.name)
-        .await?
-        .ok_or_else(|| Error::MissingTable {
-            table: table.name.to_owned(),
-        })
-}
-
 /// Appends the rows of `batches` whose key `target` does not hold yet; returns (written, skipped).
 async fn append_new(
     lake: &Lake,
@@ -281,7 +310,7 @@ async fn append_new(
     // compactor that committed in between is a conflict (see below), never a silent duplicate.
     let table = match lake.table(table_name).await? {
         Some(table) => table,
-        None => create_table(lake, target, opts).await?,
+        None => create_empty(lake, target, opts).await?,
     };
     table
         .update_datafusion_session(&ctx.state())
@@ -333,28 +362,17 @@ async fn append_new(
     let out = conform(df.collect().await.map_err(&qe)?, target)?;
     let written: usize = out.iter().map(|b| b.num_rows()).sum();
     if written > 0 {
-        // Every compaction commit carries the next version of one application transaction
-        // (Delta `txn` action). Two compactors that read the same snapshot both write the same
-        // app id, and Delta's conflict checker refuses the second commit instead of letting two
-        // blind appends both land; the loser re-runs its round against the new snapshot.
-        let txn_version = table
-            .snapshot()
-            .map_err(delta_err(table_name))?
-            .transaction_version(table.log_store().as_ref(), COMPACTOR_APP_ID)
-            .await
-            .map_err(delta_err(table_name))?
-            .unwrap_or(0)
-            + 1;
+        // Against the snapshot the anti-join read, with the writer transaction: a compactor that
+        // committed in between makes this commit a conflict (`write`'s *Concurrent writers*),
+        // and the round runs again against its result.
+        let commit = writer_commit(&table, table_name, operation, Some(written)).await?;
         table
             .write(out)
             .with_save_mode(SaveMode::Append)
             .with_partition_columns(target.partition_columns.iter().copied())
             .with_writer_properties(opts.writer_properties(target)?)
             .with_target_file_size(opts.target_file_size())
-            .with_commit_properties(
-                commit_properties(operation, Some(written))
-                    .with_application_transaction(Transaction::new(COMPACTOR_APP_ID, txn_version)),
-            )
+            .with_commit_properties(commit)
             .await
             .map_err(delta_err(table_name))?;
     }
@@ -389,35 +407,40 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     }
 
     let write = opts.write_options();
-    let (events, undecodable) = read_staging(lake, &events_files, &tables::EVENTS.schema()).await?;
-    report.events_read = events.iter().map(|b| b.num_rows() as u64).sum();
-    let (events, dups) = dedup_first(events, &tables::EVENTS)?;
+    let events = read_staging(lake, &events_files, &tables::EVENTS.schema()).await?;
+    let bad_staged = read_staging(lake, &bad_files, &tables::BAD_ROWS.schema()).await?;
+    let decisions = read_staging(lake, &decision_files, &tables::FRAUD_DECISIONS.schema()).await?;
+    report.quarantined_files = events.quarantined + bad_staged.quarantined + decisions.quarantined;
+    report.events_read = events.rows.iter().map(|b| b.num_rows() as u64).sum();
+    let (events_rows, dups) = dedup_first(events.rows, &tables::EVENTS)?;
     report.duplicates_in_staging = dups;
-    let touched_orders = Touched::of(&events, derived::ORDERS.key());
-    let touched_visits = Touched::of(&events, derived::VISITS.key());
-    let touched_identities = crate::identities::linked_anonymous_ids(&events)?;
-    let (written, skipped) = append_new(lake, &tables::EVENTS, events, &write, "compact").await?;
+    let touched_orders = Touched::of(&events_rows, derived::ORDERS.key());
+    let touched_visits = Touched::of(&events_rows, derived::VISITS.key());
+    let touched_identities = crate::identities::linked_anonymous_ids(&events_rows)?;
+    let (written, skipped) =
+        append_new(lake, &tables::EVENTS, events_rows, &write, "compact").await?;
     report.events_written = written;
     report.already_in_lake = skipped;
 
-    let (mut bad, _) = read_staging(lake, &bad_files, &tables::BAD_ROWS.schema()).await?;
-    bad.extend(undecodable);
+    // Bad rows: the stage's, and those of staged lines and files this round could not read.
+    let mut bad = bad_staged.rows;
+    bad.extend(bad_staged.bad_rows);
+    bad.extend(events.bad_rows);
+    bad.extend(decisions.bad_rows);
     let (bad, _) = dedup_first(bad, &tables::BAD_ROWS)?;
     let (bad_written, _) = append_new(lake, &tables::BAD_ROWS, bad, &write, "compact").await?;
     report.bad_rows_written = bad_written;
 
     // Fraud decisions: one per scored order_completed event, de-duplicated like the events (a
     // stage that re-reads records after a crash decides on them again).
-    let (decisions, _) =
-        read_staging(lake, &decision_files, &tables::FRAUD_DECISIONS.schema()).await?;
-    let (decisions, _) = dedup_first(decisions, &tables::FRAUD_DECISIONS)?;
+    let (decisions, _) = dedup_first(decisions.rows, &tables::FRAUD_DECISIONS)?;
     let (decisions_written, _) =
         append_new(lake, &tables::FRAUD_DECISIONS, decisions, &write, "compact").await?;
     report.fraud_decisions_written = decisions_written;
 
     // Orders and visits this round's events belong to are derived again from the lake and
-    // merged; a table is rebuilt when it is missing (a new lake, or a crash between the first
-    // events commit and this step).
+    // merged; a table is filled from all events when it is missing or was never filled (a new
+    // lake, or a crash between its creation and its fill).
     report.orders = derived::ORDERS
         .update(lake, &touched_orders, written, &write)
         .await?;
@@ -448,25 +471,23 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
 /// Conflicts with concurrent compactors tolerated in a row before giving up.
 const MAX_CONFLICTS_IN_A_ROW: u64 = 50;
 
-/// Compacts until staging is empty.
-pub async fn compact_all(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
-    let write = opts.write_options();
-    let mut total = CompactReport {
-        // A lake written before a derived table existed gets it now, not at its next event.
-        orders: derived::ORDERS.ensure(lake, &write).await?,
-        visits: derived::VISITS.ensure(lake, &write).await?,
-        ..Default::default()
-    };
+/// Runs `step` until it does not end in a conflict with another writer (it is idempotent, and
+/// re-runs against the other's result); gives up after [`MAX_CONFLICTS_IN_A_ROW`]. Adds the
+/// conflicts it met to `conflicts_met`.
+async fn again_on_conflict<T, F, Fut>(conflicts_met: &mut u64, mut step: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
     let mut conflicts = 0;
     loop {
-        let round = match compact(lake, opts).await {
-            Ok(round) => round,
-            // Another compactor committed first: re-run the round (idempotent) on its result.
+        match step().await {
             // Each conflict means the other compactor made progress, so this cannot go on for
             // ever; the bound is on conflicts in a row, with jitter so two runs fall out of step.
             Err(e) if e.is_conflict() && conflicts < MAX_CONFLICTS_IN_A_ROW => {
                 conflicts += 1;
-                debug!(error = %e, conflicts, "another compactor committed first; re-running the round");
+                *conflicts_met += 1;
+                debug!(error = %e, conflicts, "another writer committed first; running again");
                 let jitter = u64::from(
                     std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -478,16 +499,30 @@ pub async fn compact_all(lake: &Lake, opts: &CompactOptions) -> Result<CompactRe
                     20 * conflicts.min(10) + jitter,
                 ))
                 .await;
-                continue;
             }
-            Err(e) => return Err(e),
-        };
-        conflicts = 0;
+            result => return result,
+        }
+    }
+}
+
+/// Compacts until staging is empty.
+pub async fn compact_all(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
+    let write = opts.write_options();
+    let mut conflicts = 0;
+    let mut total = CompactReport {
+        // A lake written before a derived table existed gets it now, not at its next event.
+        orders: again_on_conflict(&mut conflicts, || derived::ORDERS.ensure(lake, &write)).await?,
+        visits: again_on_conflict(&mut conflicts, || derived::VISITS.ensure(lake, &write)).await?,
+        ..Default::default()
+    };
+    loop {
+        let round = again_on_conflict(&mut conflicts, || compact(lake, opts)).await?;
         if round.staged_files == 0 {
             break;
         }
         total.add(round);
     }
+    total.conflicts = conflicts;
     if total.staged_files > 0 {
         info!(
             files = total.staged_files,

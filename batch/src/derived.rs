@@ -9,8 +9,13 @@
 //! them into the table on the key (a Delta MERGE: update when present, insert when new). The work
 //! follows the round, not the lake's history, and a re-run after a crash derives the same rows,
 //! because every row comes from the lake rather than from the round's events alone. A missing
-//! table (a new lake, or one written before the table existed) is rebuilt from the whole events
-//! table in one overwrite.
+//! table (a new lake, or one written before the table existed) is created empty, then filled from
+//! the whole events table in one overwrite; a table created but never filled (a crash in between,
+//! or a lake written before fills were marked) has no writer transaction yet, and is filled by the
+//! next round. Every merge and fill carries the writer transaction, so of two compactors that
+//! touch the table at once exactly one commits and the other re-runs its round
+//! ([`crate::write`]'s *Concurrent writers*: without it, two compactors that both found the table
+//! missing each added every order, and orders came out twice).
 //!
 //! A session's events lie between its first and last event, so for `visits` the events read are
 //! also restricted to a time window: from the earliest to the latest of the round's events and
@@ -36,7 +41,9 @@ use shoplake_events::lake::EVENTS_TABLE;
 use tracing::debug;
 
 use crate::tables::{self, TableDescriptor};
-use crate::write::{WriteOptions, commit_properties, conform, upsert_on_key};
+use crate::write::{
+    WriteOptions, conform, create_empty, last_writer_version, upsert_on_key, writer_commit,
+};
 use crate::{Lake, Result, delta_err, query_err};
 
 /// A table derived from `events` by SQL, one row per value of its key.
@@ -214,25 +221,30 @@ impl Derived {
         conform(batches, self.table)
     }
 
-    /// Rebuilds the table from the whole events table (an atomic overwrite); returns its rows.
-    pub async fn rebuild(&self, lake: &Lake, opts: &WriteOptions) -> Result<u64> {
+    /// Fills `table` (created empty, or never filled) from the whole events table, in one
+    /// overwrite with the writer transaction; returns its rows.
+    async fn fill(
+        &self,
+        lake: &Lake,
+        table: deltalake::DeltaTable,
+        opts: &WriteOptions,
+    ) -> Result<u64> {
         let mut batches = self.derive(lake, None).await?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if batches.is_empty() {
-            // Nothing yet: the table is written empty (a write needs at least one batch).
+            // Nothing yet: the table is written empty (a write needs at least one batch), which
+            // still marks it filled.
             batches.push(RecordBatch::new_empty(self.table.schema()));
         }
-        lake.table_for_write(self.table.name)
-            .await?
+        let name = self.table.name;
+        let commit = writer_commit(&table, name, &format!("fill_{name}"), Some(rows)).await?;
+        table
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
             .with_writer_properties(opts.writer_properties(self.table)?)
-            .with_commit_properties(commit_properties(
-                &format!("rebuild_{}", self.table.name),
-                None,
-            ))
+            .with_commit_properties(commit)
             .await
-            .map_err(delta_err(self.table.name))?;
+            .map_err(delta_err(name))?;
         Ok(rows as u64)
     }
 
@@ -253,9 +265,9 @@ impl Derived {
         }
         let qe = query_err(self.table.name);
         let source = SessionContext::new().read_batches(batches).map_err(&qe)?;
-        let operation = format!("upsert_{}", self.table.name);
-        let (inserted, updated) =
-            upsert_on_key(table, self.table, source, opts, &operation).await?;
+        let name = self.table.name;
+        let commit = writer_commit(&table, name, &format!("upsert_{name}"), Some(rows)).await?;
+        let (inserted, updated) = upsert_on_key(table, self.table, source, opts, commit).await?;
         debug!(
             table = self.table.name,
             inserted,
@@ -266,9 +278,9 @@ impl Derived {
         Ok(rows as u64)
     }
 
-    /// Keeps the table current after a round: merges the touched keys, or rebuilds the table
-    /// when it is missing and the lake has events. Returns the rows written, None when nothing
-    /// was to do.
+    /// Keeps the table current after a round: merges the touched keys, or fills the table when
+    /// it is missing (and the lake has events) or was never filled. Returns the rows written,
+    /// None when nothing was to do.
     pub async fn update(
         &self,
         lake: &Lake,
@@ -276,24 +288,42 @@ impl Derived {
         events_written: u64,
         opts: &WriteOptions,
     ) -> Result<Option<u64>> {
-        match lake.table(self.table.name).await? {
+        let table = match lake.table(self.table.name).await? {
+            Some(table) => table,
             None if events_written > 0 || !touched.is_empty() => {
-                Ok(Some(self.rebuild(lake, opts).await?))
+                create_empty(lake, self.table, opts).await?
             }
-            Some(table) if !touched.is_empty() => {
-                Ok(Some(self.upsert(lake, table, touched, opts).await?))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Rebuilds the table if it is missing while the lake has events (a lake written before the
-    /// table existed); returns the rows written.
-    pub async fn ensure(&self, lake: &Lake, opts: &WriteOptions) -> Result<Option<u64>> {
-        if lake.table(self.table.name).await?.is_some() || lake.table(EVENTS_TABLE).await?.is_none()
+            None => return Ok(None),
+        };
+        if last_writer_version(&table, self.table.name)
+            .await?
+            .is_none()
         {
+            return Ok(Some(self.fill(lake, table, opts).await?));
+        }
+        if touched.is_empty() {
             return Ok(None);
         }
-        Ok(Some(self.rebuild(lake, opts).await?))
+        Ok(Some(self.upsert(lake, table, touched, opts).await?))
+    }
+
+    /// Fills the table if it is missing or was never filled while the lake has events (a lake
+    /// written before the table existed); returns the rows written.
+    pub async fn ensure(&self, lake: &Lake, opts: &WriteOptions) -> Result<Option<u64>> {
+        if lake.table(EVENTS_TABLE).await?.is_none() {
+            return Ok(None);
+        }
+        let table = match lake.table(self.table.name).await? {
+            Some(table)
+                if last_writer_version(&table, self.table.name)
+                    .await?
+                    .is_some() =>
+            {
+                return Ok(None);
+            }
+            Some(table) => table,
+            None => create_empty(lake, self.table, opts).await?,
+        };
+        Ok(Some(self.fill(lake, table, opts).await?))
     }
 }

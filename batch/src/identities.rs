@@ -43,14 +43,11 @@ use shoplake_events::lake::{EVENTS_TABLE, IDENTITIES_TABLE};
 use tracing::debug;
 
 use crate::tables::{self, IDENTITIES as TABLE};
-use crate::write::{WriteOptions, commit_properties, conform};
+use crate::write::{WriteOptions, conform, create_empty, upsert_on_key, writer_commit};
 use crate::{Error, Lake, Result};
 
 /// The SQL that derives the links from the identity events (`link_events`).
 pub const IDENTITIES_SQL: &str = include_str!("../../sql/batch/identities.sql");
-
-/// The table's key columns: one row per link.
-const KEY: &[&str] = TABLE.key;
 
 /// The events that link an anonymous id to a user id: those that identify a known user.
 fn link_event_names() -> impl Iterator<Item = &'static str> {
@@ -75,7 +72,7 @@ pub async fn update_identities(
 ) -> Result<Option<u64>> {
     let table = match lake.table(IDENTITIES_TABLE).await? {
         Some(table) => table,
-        None if lake.table_exists(EVENTS_TABLE).await? => create(lake, opts).await?,
+        None if lake.table_exists(EVENTS_TABLE).await? => create_empty(lake, &TABLE, opts).await?,
         None => return Ok(None),
     };
     let filled = table
@@ -122,23 +119,6 @@ pub(crate) fn linked_anonymous_ids(events: &[RecordBatch]) -> Result<Vec<String>
         }
     }
     Ok(ids.into_iter().collect())
-}
-
-/// Creates the table empty (a commit with its schema and no rows). Rows only ever go in by MERGE
-/// against a snapshot, never in the creating commit: delta-rs retries a creating commit that lost
-/// a race without a conflict check, which could add the same rows twice.
-async fn create(lake: &Lake, opts: &WriteOptions) -> Result<deltalake::DeltaTable> {
-    lake.new_table(IDENTITIES_TABLE)?
-        .write(vec![RecordBatch::new_empty(TABLE.schema())])
-        .with_save_mode(SaveMode::Ignore)
-        .with_writer_properties(opts.writer_properties(&TABLE)?)
-        .await
-        .map_err(|source| Error::delta(IDENTITIES_TABLE, source))?;
-    lake.table(IDENTITIES_TABLE)
-        .await?
-        .ok_or_else(|| Error::MissingTable {
-            table: IDENTITIES_TABLE.to_owned(),
-        })
 }
 
 /// Runs the identities SQL over the lake's identity events — all of them, or only those of the
@@ -207,11 +187,12 @@ async fn merge(
     };
     let batches = derive(lake, only).await?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let mut commit = commit_properties(operation, Some(rows));
+    // The writer transaction makes any two merges at once conflict (`write`'s *Concurrent
+    // writers*); the fill's own transaction makes it happen once.
+    let mut commit = writer_commit(&table, IDENTITIES_TABLE, operation, Some(rows)).await?;
     if fill {
         commit = commit.with_application_transaction(Transaction::new(FILLED_APP_ID, 1));
     }
-    let de = |source| Error::delta(IDENTITIES_TABLE, source);
     if rows == 0 {
         if fill {
             table
@@ -219,52 +200,14 @@ async fn merge(
                 .with_save_mode(SaveMode::Append)
                 .with_commit_properties(commit)
                 .await
-                .map_err(de)?;
+                .map_err(|source| Error::delta(IDENTITIES_TABLE, source))?;
         }
         return Ok(0);
     }
-    let ctx = SessionContext::new();
-    let source = ctx
+    let source = SessionContext::new()
         .read_batches(batches)
         .map_err(|source| Error::query(IDENTITIES_TABLE, source))?;
-    let on = KEY
-        .iter()
-        .map(|k| col(format!("target.{k}")).eq(col(format!("source.{k}"))))
-        .reduce(|a, b| a.and(b))
-        .unwrap_or_else(|| lit(false));
-    let columns: Vec<String> = TABLE
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let (_table, metrics) = table
-        .merge(source, on)
-        .with_source_alias("source")
-        .with_target_alias("target")
-        .with_writer_properties(opts.writer_properties(&TABLE)?)
-        .with_commit_properties(commit)
-        .when_matched_update(|u| {
-            columns
-                .iter()
-                .filter(|c| !KEY.contains(&c.as_str()))
-                .fold(u, |u, c| u.update(c.as_str(), col(format!("source.{c}"))))
-        })
-        .and_then(|m| {
-            m.when_not_matched_insert(|i| {
-                columns
-                    .iter()
-                    .fold(i, |i, c| i.set(c.as_str(), col(format!("source.{c}"))))
-            })
-        })
-        .map_err(de)?
-        .await
-        .map_err(de)?;
-    debug!(
-        operation,
-        inserted = metrics.num_target_rows_inserted,
-        updated = metrics.num_target_rows_updated,
-        "identities merged"
-    );
+    let (inserted, updated) = upsert_on_key(table, &TABLE, source, opts, commit).await?;
+    debug!(operation, inserted, updated, "identities merged");
     Ok(rows as u64)
 }

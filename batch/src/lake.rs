@@ -158,16 +158,8 @@ impl Lake {
             .map_err(|source| Error::query(name, source))
     }
 
-    /// The table handle for writing: loaded when it exists, uninitialised (created by the first
-    /// write) otherwise.
-    pub async fn table_for_write(&self, name: &str) -> Result<DeltaTable> {
-        match self.table(name).await? {
-            Some(table) => Ok(table),
-            None => self.new_table(name),
-        }
-    }
-
-    /// An uninitialised handle on table `name`, for the write that creates it.
+    /// An uninitialised handle on table `name`, for the write that creates it
+    /// ([`crate::write`]'s `create_empty`: rows never go in by a creating commit).
     pub fn new_table(&self, name: &str) -> Result<DeltaTable> {
         let url = self.table_url(name)?;
         if let Ok(path) = url.to_file_path() {

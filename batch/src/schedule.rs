@@ -11,10 +11,68 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
 use tracing::{info, warn};
 
 use crate::affinity::{self, AffinityOptions};
-use crate::{CompactOptions, Lake, optimize, tables};
+use crate::{CompactOptions, CompactReport, Lake, optimize, tables};
+
+/// What the scheduled compactions did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct CompactionMetrics {
+    events: Arc<AtomicU64>,
+    bad_rows: AtomicU64,
+    quarantined_files: AtomicU64,
+    conflicts: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl CompactionMetrics {
+    fn add(&self, r: &CompactReport) {
+        self.events.fetch_add(r.events_written, Ordering::Relaxed);
+        self.bad_rows
+            .fetch_add(r.bad_rows_written, Ordering::Relaxed);
+        self.quarantined_files
+            .fetch_add(r.quarantined_files, Ordering::Relaxed);
+        self.conflicts.fetch_add(r.conflicts, Ordering::Relaxed);
+    }
+}
+
+impl Collector for CompactionMetrics {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        telemetry::counter(
+            &mut enc,
+            "shoplake_compaction_events_written",
+            "Events compaction appended to the lake.",
+            get(&self.events),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            "shoplake_compaction_bad_rows_written",
+            "Bad rows compaction appended to the lake.",
+            get(&self.bad_rows),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            "shoplake_compaction_quarantined_files",
+            "Staged files compaction could not read, moved under _quarantine/ with a bad row each.",
+            get(&self.quarantined_files),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            "shoplake_compaction_conflicts",
+            "Commits that lost to another writer's commit (the step ran again on its result).",
+            get(&self.conflicts),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            "shoplake_compaction_failures",
+            "Compactions that failed (each is retried at the next interval).",
+            get(&self.failures),
+        )
+    }
+}
 
 /// Shortest time between two compactions.
 const MIN_COMPACT_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,7 +102,7 @@ pub struct Schedule {
     compact_every: Duration,
     optimize_every: Option<Duration>,
     affinity: Option<(Duration, AffinityOptions)>,
-    events_compacted: Arc<AtomicU64>,
+    metrics: Arc<CompactionMetrics>,
 }
 
 impl Schedule {
@@ -56,7 +114,7 @@ impl Schedule {
             compact_every: every.max(MIN_COMPACT_INTERVAL),
             optimize_every: None,
             affinity: None,
-            events_compacted: Arc::new(AtomicU64::new(0)),
+            metrics: Arc::default(),
         }
     }
 
@@ -74,7 +132,12 @@ impl Schedule {
 
     /// The events compaction has written since the schedule started (for progress reports).
     pub fn events_compacted(&self) -> Arc<AtomicU64> {
-        self.events_compacted.clone()
+        self.metrics.events.clone()
+    }
+
+    /// The compactions' counters, for `/metrics`.
+    pub fn metrics(&self) -> Arc<CompactionMetrics> {
+        self.metrics.clone()
     }
 
     /// Runs the jobs until `stop` completes. A stop waits for the job that is running, if any;
@@ -106,11 +169,9 @@ impl Schedule {
 
     async fn compact(&self) {
         match crate::compact_all(&self.lake, &self.compact).await {
-            Ok(r) => {
-                self.events_compacted
-                    .fetch_add(r.events_written, Ordering::Relaxed);
-            }
+            Ok(r) => self.metrics.add(&r),
             Err(e) => {
+                self.metrics.failures.fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, "compaction failed; it is retried at the next interval")
             }
         }

@@ -30,8 +30,8 @@ use datafusion::prelude::SessionContext;
 use shoplake_events::schema::{FX_SCALE, MONEY_PRECISION, MONEY_SCALE};
 
 use crate::tables::CAMPAIGN_SPEND;
-use crate::write::{WriteOptions, commit_properties, upsert_on_key};
-use crate::{Error, Lake, Result, delta_err};
+use crate::write::{WriteOptions, create_empty, upsert_on_key, writer_commit};
+use crate::{Error, Lake, Result};
 
 /// One day of one campaign.
 #[derive(Clone, Debug, PartialEq)]
@@ -275,25 +275,20 @@ pub async fn load(
         return Ok(report);
     }
     let batch = batch_of(rows, rate)?;
-    let Some(table) = lake.table(name).await? else {
-        lake.table_for_write(name)
-            .await?
-            .write(vec![batch])
-            .with_writer_properties(opts.writer_properties(&CAMPAIGN_SPEND)?)
-            .with_commit_properties(commit_properties("load_spend", Some(rows.len())))
-            .await
-            .map_err(delta_err(name))?;
-        report.inserted = report.rows;
-        return Ok(report);
+    // Created empty, then merged into with the writer transaction: two loads at once, even into
+    // a new lake, never both insert a campaign's day (`write`'s *Concurrent writers*).
+    let table = match lake.table(name).await? {
+        Some(table) => table,
+        None => create_empty(lake, &CAMPAIGN_SPEND, opts).await?,
     };
+    let commit = writer_commit(&table, name, "load_spend", Some(rows.len())).await?;
     let source = SessionContext::new()
         .read_batch(batch)
         .map_err(|e| Error::Query {
             table: name.to_owned(),
             source: Box::new(e),
         })?;
-    let (inserted, replaced) =
-        upsert_on_key(table, &CAMPAIGN_SPEND, source, opts, "load_spend").await?;
+    let (inserted, replaced) = upsert_on_key(table, &CAMPAIGN_SPEND, source, opts, commit).await?;
     report.inserted = inserted as u64;
     report.replaced = replaced as u64;
     Ok(report)

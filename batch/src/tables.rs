@@ -48,7 +48,7 @@ pub enum Maintainer {
     /// Compaction appends the rows staged under `staging`, skipping keys the table already holds.
     Compaction { staging: &'static str },
     /// Compaction derives the rows from `events` with the SQL file `sql` and merges them into the
-    /// table on its key, for the keys each round touched (rebuilt whole when missing).
+    /// table on its key, for the keys each round touched (filled whole when missing).
     Derived { sql: &'static str },
     /// A batch job rewrites the whole table: `command`, which `shoplake up` also runs on a
     /// schedule.

@@ -5,17 +5,39 @@
 //! zstd at [`WriteOptions::zstd_level`], row groups of [`ROW_GROUP_ROWS`] rows, and bloom filters
 //! on the columns the table's [`TableDescriptor`] names (why these: the crate docs' *Layout*).
 //! Rows reach a writer through [`conform`], which casts them to the table's schema.
+//!
+//! ## Concurrent writers
+//! Two compactors (or a compactor and `shoplake load spend`) may write the same table at once.
+//! Delta's optimistic commits guard against that only as far as each commit says what it read,
+//! and two rules close what they leave open:
+//! - **Rows never go in by the commit that creates a table.** delta-rs retries a creating commit
+//!   that lost the race at the next version *without a conflict check*, so two writers that both
+//!   saw no table would both add their rows. Tables are created empty ([`create_empty`]; two
+//!   creations at once are harmless) and rows go in by a later commit, against a snapshot.
+//! - **Every commit that adds rows carries the next version of one application transaction**
+//!   ([`WRITER_APP_ID`], a Delta `txn` action; [`writer_commit`]). Delta's conflict checker
+//!   refuses a commit when a commit it did not read carried the same application id, so of two
+//!   writers that read the same snapshot exactly one lands, whatever their predicates say (a
+//!   MERGE's conflict check otherwise rests on file statistics, and an overwrite of a table has
+//!   none). The loser sees [`Error::is_conflict`] and re-runs its round against the new snapshot.
 
 use std::num::NonZeroU64;
 
 use arrow::array::RecordBatch;
+use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 
 use crate::tables::TableDescriptor;
-use crate::{Error, Result};
+use crate::{Error, Lake, Result, delta_err};
+
+/// The Delta application id every commit that adds rows to a table carries (see *Concurrent
+/// writers* above). Its value is the one compaction's appends always carried, so lakes written
+/// before it covered every writer read on.
+pub const WRITER_APP_ID: &str = "shoplake-compactor";
 
 /// Rows per Parquet row group: the unit of statistics and bloom-filter pruning.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -112,14 +134,64 @@ pub(crate) fn commit_properties(operation: &str, rows: Option<usize>) -> CommitP
     }
 }
 
+/// The commit properties of `operation` adding rows to `table`: [`commit_properties`] and the next
+/// version of the [`WRITER_APP_ID`] transaction, so that a concurrent writer's commit conflicts.
+pub(crate) async fn writer_commit(
+    table: &deltalake::DeltaTable,
+    name: &str,
+    operation: &str,
+    rows: Option<usize>,
+) -> Result<CommitProperties> {
+    let version = last_writer_version(table, name).await?.unwrap_or(0) + 1;
+    Ok(commit_properties(operation, rows)
+        .with_application_transaction(Transaction::new(WRITER_APP_ID, version)))
+}
+
+/// The version of the last [`WRITER_APP_ID`] transaction committed to `table`; None when no
+/// commit carried one (a table created empty and never written since).
+pub(crate) async fn last_writer_version(
+    table: &deltalake::DeltaTable,
+    name: &str,
+) -> Result<Option<i64>> {
+    table
+        .snapshot()
+        .map_err(delta_err(name))?
+        .transaction_version(table.log_store().as_ref(), WRITER_APP_ID)
+        .await
+        .map_err(delta_err(name))
+}
+
+/// Creates `table` empty (a commit with its schema and partitioning, no rows) unless it exists,
+/// and loads it. Rows go in by later commits (see *Concurrent writers* above); two creations at
+/// once are harmless (the second adds an empty commit).
+pub(crate) async fn create_empty(
+    lake: &Lake,
+    table: &TableDescriptor,
+    opts: &WriteOptions,
+) -> Result<deltalake::DeltaTable> {
+    lake.new_table(table.name)?
+        .write(vec![RecordBatch::new_empty(table.schema())])
+        .with_save_mode(SaveMode::Ignore)
+        .with_partition_columns(table.partition_columns.iter().copied())
+        .with_writer_properties(opts.writer_properties(table)?)
+        .await
+        .map_err(delta_err(table.name))?;
+    lake.table(table.name)
+        .await?
+        .ok_or_else(|| Error::MissingTable {
+            table: table.name.to_owned(),
+        })
+}
+
 /// Merges `source` into `table` on its descriptor's key: a matched row takes every column of the
-/// source row, an unmatched one is inserted whole. Returns (rows inserted, rows updated).
+/// source row, an unmatched one is inserted whole, in a commit with `commit`'s properties (from
+/// [`writer_commit`]). Returns (rows inserted, rows updated).
 pub(crate) async fn upsert_on_key(
     table: deltalake::DeltaTable,
     descriptor: &TableDescriptor,
     source: datafusion::dataframe::DataFrame,
     opts: &WriteOptions,
-    operation: &str,
+    commit: CommitProperties,
 ) -> Result<(usize, usize)> {
     use datafusion::prelude::col;
     let name = descriptor.name;
@@ -139,7 +211,7 @@ pub(crate) async fn upsert_on_key(
         .with_source_alias("source")
         .with_target_alias("target")
         .with_writer_properties(opts.writer_properties(descriptor)?)
-        .with_commit_properties(commit_properties(operation, None))
+        .with_commit_properties(commit)
         .when_matched_update(|u| {
             columns
                 .iter()

@@ -28,6 +28,9 @@ pub const STAGING_FRAUD_DECISIONS: &str = "_staging/fraud_decisions";
 pub const STAGING_EVENTS: &str = "_staging/events";
 /// Bad rows waiting for compaction (Parquet files).
 pub const STAGING_BAD_ROWS: &str = "_staging/bad_rows";
+/// Staged objects compaction could not read, moved here under their staging path (each is named
+/// by a bad row `unreadable_file`), so that one corrupt file never stops compaction.
+pub const QUARANTINE: &str = "_quarantine";
 /// Every table: those compaction writes, in its order, then the batch jobs' own.
 pub const TABLES: &[&str] = &[
     EVENTS_TABLE,

@@ -69,7 +69,8 @@ pub enum Reason {
     UnknownEvent,
     /// `schema_version` is not one this build reads.
     UnsupportedSchemaVersion,
-    /// An id is empty, too long, or (event_id) not a UUID.
+    /// An id is empty, too long, holds a control or bidirectional character, or (event_id) is
+    /// not a UUID.
     InvalidId,
     /// Not an ISO 4217 currency code.
     InvalidCurrency,
@@ -83,6 +84,9 @@ pub enum Reason {
     TimestampOutOfRange,
     /// The event, a string or a list is larger than its limit.
     TooLarge,
+    /// A staged object compaction cannot read (truncated or corrupt Parquet or gzip). It is
+    /// moved under `_quarantine/`, and its bad row names it and says why.
+    UnreadableFile,
 }
 
 impl Reason {
@@ -101,6 +105,7 @@ impl Reason {
             Reason::InvalidTimestamp => "invalid_timestamp",
             Reason::TimestampOutOfRange => "timestamp_out_of_range",
             Reason::TooLarge => "too_large",
+            Reason::UnreadableFile => "unreadable_file",
         }
     }
 
@@ -118,7 +123,15 @@ impl Reason {
         Reason::InvalidTimestamp,
         Reason::TimestampOutOfRange,
         Reason::TooLarge,
+        Reason::UnreadableFile,
     ];
+}
+
+/// Characters an id may not hold: control characters (C0 with NUL, DEL, C1) and the Unicode
+/// bidirectional formatting characters (marks, embeddings, overrides, isolates).
+fn unprintable_in_id(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 impl fmt::Display for Reason {
@@ -354,6 +367,22 @@ impl Checker<'_> {
                     "{field} must have 1 to {} characters, got {}",
                     self.limits.max_id_len,
                     v.chars().count()
+                ),
+            ));
+        }
+        // An id is joined on, grouped by and shown in reports and terminals: a NUL, a newline or
+        // a bidirectional override in it would split one shopper in two or disguise what a page
+        // or a log line shows.
+        if let Some(v) = value
+            && let Some((at, c)) = v.chars().enumerate().find(|(_, c)| unprintable_in_id(*c))
+        {
+            return Err(self.reject(
+                Reason::InvalidId,
+                field,
+                format!(
+                    "{field} holds the control or bidirectional character U+{:04X} at character {}",
+                    u32::from(c),
+                    at + 1
                 ),
             ));
         }

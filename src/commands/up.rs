@@ -289,6 +289,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         );
     }
     let lake_events = schedule.events_compacted();
+    let compaction_metrics = schedule.metrics();
     let compaction = tokio::spawn(schedule.run(stopped(stop_rx.clone())));
 
     // SQL API, collector and operations endpoints on one address.
@@ -304,6 +305,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     );
     let mut telemetry = Telemetry::new();
     telemetry.register(stage_metrics.clone());
+    telemetry.register(compaction_metrics);
     telemetry.register(service.metrics().clone());
     telemetry.register(collector.metrics());
     telemetry.register(live.clone());

@@ -1,23 +1,18 @@
 //! End to end through the HTTP collector: Segment's official Python SDK, pointed at a running
 //! `shoplake collect`, sends a storefront's e-commerce events; the lake ends with exactly those
 //! events, mapped onto the contract.
-//! scripts/test installs the SDK and sets SHOPLAKE_TEST_PYTHON; without it, the test is skipped.
+//! scripts/test installs the SDK ([`python`]).
 
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-use crate::e2e::{block_on, count, http_get, ok, run, sql, start_collect, terminate};
+use crate::e2e::{block_on, count, http_get, ok, python, run, sql, start_collect, terminate};
 
 #[test]
 fn segment_sdk_events_land_in_the_lake_exactly_once() {
-    let Some(python) = std::env::var_os("SHOPLAKE_TEST_PYTHON") else {
-        eprintln!(
-            "SKIPPED: the Segment SDK test (SHOPLAKE_TEST_PYTHON is not set; ./scripts/test sets it)"
-        );
-        return;
-    };
+    let python = python();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let key = run(data, &["keys", "create", "--source", "backend"]);

@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 
 use crate::auth::{start_query, wait_healthy};
-use crate::e2e::{authorize, block_on, free_port, ok, run, shoplake, terminate};
+use crate::e2e::{authorize, block_on, free_port, ok, python, run, shoplake, terminate};
 
 const ANALYST: (&str, &str) = ("ana", "analyst-password-1");
 const MARKETING: (&str, &str) = ("mark", "marketing-password-1");
@@ -210,13 +210,6 @@ fn check_http(addr: &str) {
     assert_eq!(out.status, StatusCode::NO_CONTENT);
     let after = send(client.get(format!("http://{addr}/v1/reports")));
     assert_eq!(after.status, StatusCode::UNAUTHORIZED);
-}
-
-fn python() -> String {
-    std::env::var("SHOPLAKE_TEST_PYTHON").expect(
-        "the browser test needs Playwright: run it through ./scripts/test, which sets \
-         SHOPLAKE_TEST_PYTHON to its virtual environment's python",
-    )
 }
 
 fn screenshots() -> PathBuf {

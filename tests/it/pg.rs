@@ -1,8 +1,8 @@
 //! The Postgres wire protocol of `shoplake query`, tried with clients nobody on the project
 //! wrote: psql, psycopg 3, SQLAlchemy (tests/pg_clients.py) and pgjdbc (tests/PgJdbc.java).
 //! ./scripts/test installs them (psql and pgjdbc from Debian, the Python drivers from PyPI);
-//! a missing client fails the test rather than skipping it, unless the variable that names it
-//! is unset (a bare `cargo test`).
+//! a missing client fails the test rather than skipping it, and so does a run outside
+//! ./scripts/test (`crate::e2e::python`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::e2e::{count, free_port, ok, run, shoplake, sql, terminate};
+use crate::e2e::{count, free_port, ok, python, run, shoplake, sql, terminate};
 
 const ANALYST_PASSWORD: &str = "analyst-password-1";
 const MARKETING_PASSWORD: &str = "marketing-password-1";
@@ -125,10 +125,7 @@ fn psql_ok(port: u16, command: &str) -> String {
 
 #[test]
 fn psql_lists_describes_and_queries_and_refuses_a_wrong_password() {
-    if std::env::var_os("SHOPLAKE_TEST_PYTHON").is_none() {
-        eprintln!("SKIPPED: Postgres clients (./scripts/test installs them)");
-        return;
-    }
+    python();
     let served = serve(None);
     let port = served.pg_port;
     let tables = psql_ok(port, "\\dt");
@@ -245,10 +242,7 @@ fn psql_lists_describes_and_queries_and_refuses_a_wrong_password() {
 
 #[test]
 fn psycopg_sqlalchemy_and_pgjdbc_see_the_lake() {
-    let Some(python) = std::env::var_os("SHOPLAKE_TEST_PYTHON") else {
-        eprintln!("SKIPPED: Postgres clients (./scripts/test installs them)");
-        return;
-    };
+    let python = python();
     let served = serve(None);
     let port = served.pg_port;
     let counts = |name: &str| {
@@ -360,10 +354,7 @@ fn psycopg_sqlalchemy_and_pgjdbc_see_the_lake() {
 
 #[test]
 fn adbc_over_flight_sql_gets_what_http_gets() {
-    let Some(python) = std::env::var_os("SHOPLAKE_TEST_PYTHON") else {
-        eprintln!("SKIPPED: Flight SQL clients (./scripts/test installs them)");
-        return;
-    };
+    let python = python();
     let served = serve(None);
     let token = run(&served.data, &["tokens", "create", "--user", "analyst"]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flight_client.py");
@@ -414,10 +405,7 @@ fn adbc_over_flight_sql_gets_what_http_gets() {
 
 #[test]
 fn tls_when_required_refuses_plain_text_and_serves_tls() {
-    if std::env::var_os("SHOPLAKE_TEST_PYTHON").is_none() {
-        eprintln!("SKIPPED: Postgres clients (./scripts/test installs them)");
-        return;
-    }
+    python();
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
     ok(Command::new("openssl")

@@ -8,16 +8,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::e2e::{ok, run, shoplake, start_collect, terminate};
+use crate::e2e::{ok, python, run, shoplake, start_collect, terminate};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shoplake");
-
-fn python() -> String {
-    std::env::var("SHOPLAKE_TEST_PYTHON").expect(
-        "the reports' cross-check needs DuckDB: run it through ./scripts/test, which sets \
-         SHOPLAKE_TEST_PYTHON to its virtual environment's python",
-    )
-}
 
 /// Sends the edge cases through `shoplake collect` into `data`'s stream.
 fn send_edge_cases(data: &Path, python: &str) {

@@ -126,6 +126,41 @@ fn ids() {
 }
 
 #[test]
+fn ids_with_control_or_bidirectional_characters_are_invalid() {
+    // NUL, a newline, DEL, a C1 control, a right-to-left override and an isolate.
+    for (field, value, code, at) in [
+        ("anonymous_id", "anon\u{0}1", "U+0000", 5),
+        ("user_id", "user\n2", "U+000A", 5),
+        ("session_id", "s\u{7f}", "U+007F", 2),
+        ("user_id", "\u{85}u", "U+0085", 1),
+        ("user_id", "evil\u{202E}gpj.exe", "U+202E", 5),
+        ("anonymous_id", "a\u{2066}b", "U+2066", 2),
+    ] {
+        let mut e = base("page_viewed");
+        e[field] = json!(value);
+        let r = rejected(&e, Reason::InvalidId, Some(field));
+        assert!(
+            r.message.contains(code) && r.message.contains(&format!("at character {at}")),
+            "{r}"
+        );
+    }
+    let mut e = order();
+    e["properties"]["order_id"] = json!("o\u{0}1");
+    rejected(&e, Reason::InvalidId, Some("properties.order_id"));
+    let mut e = order();
+    e["properties"]["products"][0]["product_id"] = json!("p\u{202D}1");
+    rejected(
+        &e,
+        Reason::InvalidId,
+        Some("properties.products[0].product_id"),
+    );
+    // Letters of any script, emoji and spaces are ids like any other.
+    let mut e = base("page_viewed");
+    e["user_id"] = json!("Zoë 山田 مريم 🛒");
+    run(&e).unwrap();
+}
+
+#[test]
 fn unknown_event_and_version() {
     let r = rejected(
         &base("Order Completed"),

@@ -103,3 +103,82 @@ async fn an_update_keeps_the_amounts_it_does_not_carry() {
     // Line items: from the latest event that lists products.
     assert_eq!(row["item_count"], json!(2), "{row}");
 }
+
+/// Two compactors that both find the `orders` table missing (a new lake, or one written before
+/// the table existed) each derive every order. Before the writer transaction, both commits landed
+/// — the second as a creating commit that delta-rs retries without a conflict check — and every
+/// order came out twice (seen as 393 rows for 391 orders in the e2e test of two compactors).
+/// Now exactly one fill lands, the other conflicts and runs again as compaction would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_fills_of_a_missing_orders_table_write_each_order_once() {
+    use shoplake_batch::derived::{ORDERS, Touched};
+
+    let dir = tempfile::tempdir().unwrap();
+    let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 1).unwrap());
+    let at = (chrono::Utc::now() - chrono::Duration::minutes(5))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let orders: u64 = 25;
+    let records = (0..orders)
+        .map(|i| {
+            event(
+                "order_completed",
+                &format!("00000000-0000-4000-8000-{i:012}"),
+                &at,
+                json!({"order_id": format!("o-{i}"), "total": 10.0, "revenue": 10.0,
+                       "currency": "EUR",
+                       "products": [{"product_id": "p-1", "price": 10.0, "quantity": 1}]}),
+            )
+        })
+        .collect();
+    stream.put_records(records).await.unwrap();
+    let lake = Lake::open(
+        &dir.path().join("lake").display().to_string(),
+        Default::default(),
+    )
+    .unwrap();
+    let mut stage = Stage::open(
+        stream,
+        lake.store(),
+        &dir.path().join("stage.redb"),
+        StageConfig::default(),
+    )
+    .unwrap();
+    let drained = stage.drain().await.unwrap();
+    assert_eq!(drained.events, orders, "{drained:?}");
+    compact_all(&lake, &CompactOptions::default())
+        .await
+        .unwrap();
+    // The lake as one written before `orders` existed: events, no orders table.
+    std::fs::remove_dir_all(dir.path().join("lake").join("orders")).unwrap();
+
+    let opts = CompactOptions::default().write_options();
+    let none = Touched::default();
+    let (a, b) = tokio::join!(
+        ORDERS.update(&lake, &none, 1, &opts),
+        ORDERS.update(&lake, &none, 1, &opts)
+    );
+    let mut conflicts = 0;
+    for result in [a, b] {
+        match result {
+            Ok(rows) => assert_eq!(rows, Some(orders)),
+            Err(e) if e.is_conflict() => {
+                conflicts += 1;
+                // What compaction does on a conflict: run again, against the winner's result.
+                assert_eq!(ORDERS.update(&lake, &none, 1, &opts).await.unwrap(), None);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(conflicts, 1, "the two fills should have raced");
+
+    let service = QueryService::open(lake.root().as_str(), Default::default())
+        .await
+        .unwrap();
+    let result = service
+        .sql("select count(*) as n, count(distinct order_id) as orders from orders")
+        .await
+        .unwrap();
+    let rows = shoplake_query::to_json_rows(&result).unwrap();
+    assert_eq!(rows[0]["n"], json!(orders), "{rows:?}");
+    assert_eq!(rows[0]["orders"], json!(orders), "{rows:?}");
+}
