@@ -37,6 +37,11 @@ pub struct Limits {
     pub max_lateness_micros: i64,
     /// How far after received_at the corrected event time may be, in microseconds.
     pub max_future_micros: i64,
+    /// How far a payload's own `received_at` may be after the time the record reached the
+    /// stream, in microseconds (clock skew between a collector and the stream). The stage's
+    /// de-duplication window and sessions expire by the latest received_at: one record stamped
+    /// in 2099 would otherwise empty them, and keep doing so after every restart.
+    pub max_received_ahead_micros: i64,
 }
 
 impl Default for Limits {
@@ -50,6 +55,7 @@ impl Default for Limits {
             max_quantity: 10_000,
             max_lateness_micros: 30 * MICROS_PER_DAY,
             max_future_micros: MICROS_PER_DAY,
+            max_received_ahead_micros: 5 * 60 * 1_000_000,
         }
     }
 }
@@ -606,6 +612,21 @@ impl Checker<'_> {
             Some(s) => self.timestamp("received_at", s)?,
             None => received_fallback,
         };
+        // A payload's received_at is an earlier stamp of the same arrival (the collector's, or a
+        // replay's): it may be long before the stream got the record, never much after.
+        if received_at > received_fallback.saturating_add(self.limits.max_received_ahead_micros) {
+            return Err(self.reject(
+                Reason::TimestampOutOfRange,
+                "received_at",
+                format!(
+                    "received_at {} is after the server received the event ({}); at most {} s \
+                     of clock skew is allowed",
+                    format_timestamp(received_at),
+                    format_timestamp(received_fallback),
+                    self.limits.max_received_ahead_micros / 1_000_000
+                ),
+            ));
+        }
         let (event_time, clock_skew_ms) = match sent_at {
             Some(sent) => {
                 let delay = sent - occurred_at;

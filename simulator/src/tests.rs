@@ -46,7 +46,7 @@ fn every_record_is_what_the_simulator_says_it_is() {
     for r in &records {
         assert!(r.server_time_micros >= last_time, "server-time order");
         last_time = r.server_time_micros;
-        let decoded = decode(&r.payload, 0, &limits);
+        let decoded = decode(&r.payload, r.server_time_micros, &limits);
         match (r.kind, decoded) {
             (RecordKind::Valid(name), Ok(event)) => {
                 assert_eq!(event.name, name);

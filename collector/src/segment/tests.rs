@@ -4,6 +4,11 @@ use shoplake_events::{Limits, Reason, decode, parse_timestamp};
 
 const RECEIVED: &str = "2026-03-01T12:00:00.000000Z";
 
+/// The server's arrival time of the mapped events: the request's.
+fn received() -> i64 {
+    parse_timestamp(RECEIVED).unwrap()
+}
+
 fn request(source: &'static str) -> RequestContext<'static> {
     RequestContext {
         received_at: RECEIVED,
@@ -119,7 +124,7 @@ fn order_completed_keeps_every_field() {
     assert_eq!(p["products"][0]["quantity"], 2);
     // Through the contract: typed where it has columns, the rest kept as extra properties.
     let raw = serde_json::to_vec(&v).unwrap();
-    let e = decode(&raw, 0, &Limits::default()).unwrap();
+    let e = decode(&raw, received(), &Limits::default()).unwrap();
     let props = e.event.properties.as_ref().unwrap();
     assert_eq!(props.total, Some(59.9));
     assert_eq!(
@@ -268,7 +273,7 @@ fn other_track_events_are_custom() {
     let mut msg = track("x", json!({}));
     msg.as_object_mut().unwrap().remove("event");
     let (m, _) = mapped(Some(Call::Track), msg, &Edge::default());
-    let r = decode(&m.data, 0, &Limits::default()).unwrap_err();
+    let r = decode(&m.data, received(), &Limits::default()).unwrap_err();
     assert_eq!(
         (r.reason, r.field.as_deref()),
         (Reason::MissingField, Some("custom_event_name"))
@@ -385,7 +390,7 @@ fn bad_values_are_left_for_validation() {
         &Edge::default(),
     );
     assert_eq!(v["properties"]["total"], "lots");
-    let r = decode(&m.data, 0, &Limits::default()).unwrap_err();
+    let r = decode(&m.data, received(), &Limits::default()).unwrap_err();
     assert_eq!(
         (r.reason, r.field.as_deref()),
         (Reason::WrongType, Some("properties.total"))
@@ -395,7 +400,7 @@ fn bad_values_are_left_for_validation() {
         json!({"type": "track", "event": "Order Shipped", "userId": {"id": 1}, "properties": {"order_id": "o"}}),
         &Edge::default(),
     );
-    let r = decode(&m.data, 0, &Limits::default()).unwrap_err();
+    let r = decode(&m.data, received(), &Limits::default()).unwrap_err();
     assert_eq!(
         (r.reason, r.field.as_deref()),
         (Reason::WrongType, Some("user_id"))
@@ -406,13 +411,13 @@ fn bad_values_are_left_for_validation() {
         json!({"type": "purchase", "userId": "u"}),
         &Edge::default(),
     );
-    let r = decode(&m.data, 0, &Limits::default()).unwrap_err();
+    let r = decode(&m.data, received(), &Limits::default()).unwrap_err();
     assert_eq!(
         (r.reason, r.event_name.as_deref()),
         (Reason::UnknownEvent, Some("purchase"))
     );
     let (m, _) = mapped(None, json!({"userId": "u"}), &Edge::default());
-    let r = decode(&m.data, 0, &Limits::default()).unwrap_err();
+    let r = decode(&m.data, received(), &Limits::default()).unwrap_err();
     assert_eq!(
         (r.reason, r.field.as_deref()),
         (Reason::MissingField, Some("event_name"))

@@ -112,7 +112,7 @@ async fn collector_every_endpoint_answers_valid_and_invalid_requests() {
     want.sort();
     assert_eq!(names, want);
     for raw in s.records().await {
-        let v = decode(&raw, 0, &Limits::default());
+        let v = decode(&raw, crate::arrival(), &Limits::default());
         assert!(
             v.is_ok(),
             "{:?}: {}",
@@ -147,7 +147,7 @@ async fn collector_one_bad_event_does_not_reject_the_batch() {
     let mut valid = Vec::new();
     let mut rejected = Vec::new();
     for raw in &records {
-        match decode(raw, 0, &Limits::default()) {
+        match decode(raw, crate::arrival(), &Limits::default()) {
             Ok(v) => valid.push(v.event_id().to_owned()),
             Err(r) => rejected.push((r.reason, r.field, raw.clone())),
         }

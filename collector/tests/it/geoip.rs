@@ -127,7 +127,10 @@ async fn collector_geoip_country_and_truncated_ips() {
     for raw in s.records().await {
         let text = String::from_utf8(raw.clone()).unwrap();
         assert!(!text.contains('@'), "no e-mail is stored: {text}");
-        assert!(decode(&raw, 0, &Limits::default()).is_ok(), "{text}");
+        assert!(
+            decode(&raw, crate::arrival(), &Limits::default()).is_ok(),
+            "{text}"
+        );
     }
     // Without a context IP, the peer address (127.0.0.1 here) is looked up and truncated.
     let (status, _) = s

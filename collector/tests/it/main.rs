@@ -200,3 +200,12 @@ fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str, 
         "{detail:?} lacks {detail_has:?}"
     );
 }
+
+/// When the stream got the records a test reads back: now (a payload's received_at may not be
+/// after its arrival, so decoding one needs the arrival).
+fn arrival() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since_epoch.as_micros()).unwrap()
+}

@@ -54,7 +54,11 @@ async fn collector_size_limits() {
     assert_eq!(records.len(), 2);
     let reasons: Vec<Option<Reason>> = records
         .iter()
-        .map(|r| decode(r, 0, &Limits::default()).err().map(|e| e.reason))
+        .map(|r| {
+            decode(r, crate::arrival(), &Limits::default())
+                .err()
+                .map(|e| e.reason)
+        })
         .collect();
     assert!(
         reasons.contains(&None) && reasons.contains(&Some(Reason::TooLarge)),

@@ -161,6 +161,31 @@ fn ids_with_control_or_bidirectional_characters_are_invalid() {
 }
 
 #[test]
+fn a_received_at_after_the_servers_arrival_is_out_of_range() {
+    // A replay's or a collector's received_at before the stream's arrival is honoured.
+    let mut e = base("page_viewed");
+    e["received_at"] = json!("2026-03-01T11:59:59.800Z");
+    e["sent_at"] = json!("2026-03-01T11:59:59.700Z");
+    assert_eq!(run(&e).unwrap().received_at, received() - 200_000);
+    // A few minutes of clock skew between a collector and the stream is tolerated.
+    e["received_at"] = json!("2026-03-01T12:04:00Z");
+    run(&e).unwrap();
+    // One stamped in 2099 would expire the stage's whole de-duplication window and sessions.
+    for (stamp, seen) in [
+        ("2099-01-01T00:00:00Z", "2099-01-01"),
+        ("2026-03-01T12:06:00Z", "12:06"),
+    ] {
+        let mut e = base("page_viewed");
+        e["received_at"] = json!(stamp);
+        let r = rejected(&e, Reason::TimestampOutOfRange, Some("received_at"));
+        assert!(
+            r.message.contains(seen) && r.message.contains("300 s"),
+            "{r}"
+        );
+    }
+}
+
+#[test]
 fn unknown_event_and_version() {
     let r = rejected(
         &base("Order Completed"),

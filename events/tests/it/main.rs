@@ -128,7 +128,7 @@ proptest! {
         let raws: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
         let mut builder = EventBatchBuilder::with_capacity(events.len());
         for raw in &raws {
-            let valid = decode(raw, 0, &Limits::default()).map_err(|r| TestCaseError::fail(r.to_string()))?;
+            let valid = decode(raw, BASE, &Limits::default()).map_err(|r| TestCaseError::fail(r.to_string()))?;
             let session = valid.event.session_id.as_deref().unwrap_or("inferred-session").to_owned();
             let inferred = valid.event.session_id.is_none();
             builder.append(&valid, &enrichment(&session, inferred));
