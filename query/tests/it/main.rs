@@ -13,4 +13,5 @@ mod lake;
 mod optimize;
 mod orders;
 mod reports;
+mod stage;
 mod staging;
