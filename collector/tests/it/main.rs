@@ -1,10 +1,12 @@
 //! The HTTP collector over a real socket: every endpoint (`endpoints`), write keys (`keys`),
 //! limits, gzip, CORS and rate limits (`requests`), a stream that fails (`stream`: nothing
-//! answered 200 is missing), and GeoIP (`geoip`). The stream under them is the local log.
+//! answered 200 is missing), GeoIP (`geoip`), and arbitrary bytes and unicode at every endpoint
+//! (`fuzz`). The stream under them is the local log.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod endpoints;
+mod fuzz;
 mod geoip;
 mod keys;
 mod requests;
