@@ -92,6 +92,19 @@ pub fn fixture() -> &'static Fixture {
     })
 }
 
+/// A lake in `dir/lake`, and a stage with its state in `dir/stage.redb` reading `stream` into it.
+pub fn lake_and_stage(dir: &Path, stream: Arc<LocalLog>) -> (Lake, Stage) {
+    let lake = Lake::open(&dir.join("lake").display().to_string(), Default::default()).unwrap();
+    let stage = Stage::open(
+        stream,
+        lake.store(),
+        &dir.join("stage.redb"),
+        StageConfig::default(),
+    )
+    .unwrap();
+    (lake, stage)
+}
+
 /// A seeded simulation (`seed`, `sessions`) put through an embedded stream in `dir` and drained by
 /// a stage with `config` into the staging of the lake `dir/lake`, not yet compacted.
 pub async fn staged(

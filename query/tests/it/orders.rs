@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use shoplake_batch::{CompactOptions, Lake, compact_all};
+use shoplake_batch::{CompactOptions, compact_all};
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
 use shoplake_query::QueryService;
-use shoplake_transform::{Stage, StageConfig};
 
-fn event(name: &str, id: &str, at: &str, properties: Value) -> Record {
+use crate::lake::lake_and_stage;
+
+pub(crate) fn event(name: &str, id: &str, at: &str, properties: Value) -> Record {
     let body = json!({
         "event_id": id,
         "event_name": name,
@@ -23,6 +24,12 @@ fn event(name: &str, id: &str, at: &str, properties: Value) -> Record {
         partition_key: "a-1".into(),
         data: serde_json::to_vec(&body).unwrap().into(),
     }
+}
+
+/// The properties of order `order_id`: one product at 10 EUR.
+pub(crate) fn one_item_order(order_id: &str) -> Value {
+    json!({"order_id": order_id, "total": 10.0, "revenue": 10.0, "currency": "EUR",
+           "products": [{"product_id": "p-1", "price": 10.0, "quantity": 1}]})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,18 +67,7 @@ async fn an_update_keeps_the_amounts_it_does_not_carry() {
         ])
         .await
         .unwrap();
-    let lake = Lake::open(
-        &dir.path().join("lake").display().to_string(),
-        Default::default(),
-    )
-    .unwrap();
-    let mut stage = Stage::open(
-        stream,
-        lake.store(),
-        &dir.path().join("stage.redb"),
-        StageConfig::default(),
-    )
-    .unwrap();
+    let (lake, mut stage) = lake_and_stage(dir.path(), stream);
     let drained = stage.drain().await.unwrap();
     assert_eq!(drained.events, 3, "{drained:?}");
     compact_all(&lake, &CompactOptions::default())
@@ -124,25 +120,12 @@ async fn two_fills_of_a_missing_orders_table_write_each_order_once() {
                 "order_completed",
                 &format!("00000000-0000-4000-8000-{i:012}"),
                 &at,
-                json!({"order_id": format!("o-{i}"), "total": 10.0, "revenue": 10.0,
-                       "currency": "EUR",
-                       "products": [{"product_id": "p-1", "price": 10.0, "quantity": 1}]}),
+                one_item_order(&format!("o-{i}")),
             )
         })
         .collect();
     stream.put_records(records).await.unwrap();
-    let lake = Lake::open(
-        &dir.path().join("lake").display().to_string(),
-        Default::default(),
-    )
-    .unwrap();
-    let mut stage = Stage::open(
-        stream,
-        lake.store(),
-        &dir.path().join("stage.redb"),
-        StageConfig::default(),
-    )
-    .unwrap();
+    let (lake, mut stage) = lake_and_stage(dir.path(), stream);
     let drained = stage.drain().await.unwrap();
     assert_eq!(drained.events, orders, "{drained:?}");
     compact_all(&lake, &CompactOptions::default())

@@ -3,28 +3,25 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-use shoplake_batch::Lake;
+use serde_json::Value;
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
-use shoplake_transform::{Stage, StageConfig};
+
+use crate::lake::lake_and_stage;
+use crate::orders::{event, one_item_order};
 
 fn order(id: &str, at: &str, received_at: Option<&str>) -> Record {
-    let mut body = json!({
-        "event_id": id,
-        "event_name": "order_completed",
-        "occurred_at": at,
-        "anonymous_id": "a-1",
-        "properties": {"order_id": format!("o-{id}"), "total": 10.0, "revenue": 10.0,
-                       "currency": "EUR",
-                       "products": [{"product_id": "p-1", "price": 10.0, "quantity": 1}]},
-    });
+    let mut record = event(
+        "order_completed",
+        id,
+        at,
+        one_item_order(&format!("o-{id}")),
+    );
     if let Some(r) = received_at {
+        let mut body: Value = serde_json::from_slice(&record.data).unwrap();
         body["received_at"] = Value::from(r);
+        record.data = serde_json::to_vec(&body).unwrap().into();
     }
-    Record {
-        partition_key: "a-1".into(),
-        data: serde_json::to_vec(&body).unwrap().into(),
-    }
+    record
 }
 
 /// One record stamped in 2099 used to move the stage's clock to 2099: the flush after it
@@ -35,11 +32,6 @@ fn order(id: &str, at: &str, received_at: Option<&str>) -> Record {
 async fn a_record_stamped_in_2099_neither_lands_nor_empties_the_dedup_window() {
     let dir = tempfile::tempdir().unwrap();
     let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 1).unwrap());
-    let lake = Lake::open(
-        &dir.path().join("lake").display().to_string(),
-        Default::default(),
-    )
-    .unwrap();
     let now = (chrono::Utc::now() - chrono::Duration::seconds(5))
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let first = "00000000-0000-4000-8000-000000000001";
@@ -51,13 +43,7 @@ async fn a_record_stamped_in_2099_neither_lands_nor_empties_the_dedup_window() {
         ])
         .await
         .unwrap();
-    let mut stage = Stage::open(
-        stream.clone(),
-        lake.store(),
-        &dir.path().join("stage.redb"),
-        StageConfig::default(),
-    )
-    .unwrap();
+    let (_lake, mut stage) = lake_and_stage(dir.path(), stream.clone());
     let drained = stage.drain().await.unwrap();
     assert_eq!((drained.events, drained.bad_rows), (1, 1), "{drained:?}");
 
