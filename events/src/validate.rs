@@ -93,6 +93,10 @@ pub enum Reason {
     /// A staged object compaction cannot read (truncated or corrupt Parquet or gzip). It is
     /// moved under `_quarantine/`, and its bad row names it and says why.
     UnreadableFile,
+    /// Decoding or validating the record panicked (a bug of ours, not of the input's sender).
+    /// The record is kept with its bytes, so it can be replayed once the bug is fixed, and the
+    /// stage goes on instead of crash-looping at its checkpoint.
+    Internal,
 }
 
 impl Reason {
@@ -112,6 +116,7 @@ impl Reason {
             Reason::TimestampOutOfRange => "timestamp_out_of_range",
             Reason::TooLarge => "too_large",
             Reason::UnreadableFile => "unreadable_file",
+            Reason::Internal => "internal",
         }
     }
 
@@ -130,6 +135,7 @@ impl Reason {
         Reason::TimestampOutOfRange,
         Reason::TooLarge,
         Reason::UnreadableFile,
+        Reason::Internal,
     ];
 }
 

@@ -2,7 +2,9 @@
 //! function, used by the stage and by every offline evaluation that replays a stream as the stage
 //! would, so the two cannot drift apart.
 
-use shoplake_events::{Limits, Rejection, ValidEvent, decode};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use shoplake_events::{Limits, Reason, Rejection, ValidEvent, decode};
 
 use crate::enrich::bots::BotCache;
 
@@ -24,6 +26,39 @@ pub enum Admission<'a> {
         id: u128,
         bot: bool,
     },
+}
+
+/// [`admit`], with a panic in it turned into a rejection `internal` that carries the panic's
+/// message: a record that trips a bug becomes a bad row (with its bytes) and the stage goes on,
+/// instead of crashing on it at every restart from its checkpoint.
+pub fn admit_guarded<'a>(
+    payload: &'a [u8],
+    arrival_micros: i64,
+    limits: &Limits,
+    bots: &mut BotCache,
+    first_sighting: impl FnOnce(u128, i64) -> bool,
+) -> Admission<'a> {
+    guarded(|| admit(payload, arrival_micros, limits, bots, first_sighting))
+}
+
+/// Runs `step`; a panic becomes [`Admission::Rejected`] with reason `internal`.
+fn guarded<'a>(step: impl FnOnce() -> Admission<'a>) -> Admission<'a> {
+    // The bot cache and the id sets `step` touches stay usable after a panic: at worst a cache
+    // entry is missing, or the record's id counts as seen (the record is a bad row either way).
+    catch_unwind(AssertUnwindSafe(step)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        Admission::Rejected(Rejection {
+            reason: Reason::Internal,
+            field: None,
+            message: format!("the stage panicked on this record: {what}"),
+            event_id: None,
+            event_name: None,
+        })
+    })
 }
 
 /// Decodes and validates `payload` (arrived at `arrival_micros`), asks `first_sighting` whether
@@ -52,4 +87,44 @@ pub fn admit<'a>(
         ctx.and_then(|c| c.device_type.as_deref()),
     );
     Admission::Admitted { event, id, bot }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_while_admitting_a_record_is_an_internal_rejection() {
+        let rejected = guarded(|| {
+            let ids: Vec<u8> = Vec::new();
+            // An index out of bounds, as a bug in decoding might make.
+            let _ = ids[usize::from(ids.is_empty())];
+            Admission::Duplicate
+        });
+        let Admission::Rejected(r) = rejected else {
+            panic!("{rejected:?}")
+        };
+        assert_eq!(r.reason, Reason::Internal);
+        assert!(
+            r.message
+                .starts_with("the stage panicked on this record: index out of bounds"),
+            "{}",
+            r.message
+        );
+        // And with a formatted message.
+        let Admission::Rejected(r) = guarded(|| panic!("bad {}", 42)) else {
+            unreachable!()
+        };
+        assert!(r.message.ends_with("bad 42"), "{}", r.message);
+    }
+
+    #[test]
+    fn a_record_that_does_not_panic_is_admitted_as_before() {
+        let mut bots = BotCache::default();
+        let got = admit_guarded(b"not json", 0, &Limits::default(), &mut bots, |_, _| true);
+        assert!(
+            matches!(got, Admission::Rejected(ref r) if r.reason == Reason::MalformedJson),
+            "{got:?}"
+        );
+    }
 }
