@@ -146,8 +146,27 @@ async fn sql(
     principal: Option<Extension<Principal>>,
     Query(query): Query<SqlQuery>,
     headers: HeaderMap,
-    body: String,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    // The body is read here rather than by a `String` extractor, whose refusals (a body that is
+    // not UTF-8, one over the size limit) are plain text instead of `{"error", "detail"}`.
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return ApiError::new(e.status(), "bad_request", e.body_text()).into_response(),
+    };
+    let body = match String::from_utf8(body.to_vec()) {
+        Ok(body) => body,
+        Err(e) => {
+            return ApiError::bad_request(
+                "bad_request",
+                format!(
+                    "the body is not UTF-8 text: byte {} is not valid UTF-8",
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+            .into_response();
+        }
+    };
     let (mut request, format) = match read_request(&headers, query, body) {
         Ok(r) => r,
         Err(response) => return *response,
