@@ -103,6 +103,16 @@ fn check_http(addr: &str) {
     let closed = send(client.get(format!("http://{addr}/v1/reports")));
     assert_eq!(closed.status, StatusCode::UNAUTHORIZED);
 
+    // A body that is not UTF-8 is refused in the API's error shape, not axum's plain text.
+    let garbled = send(
+        client
+            .post(format!("http://{addr}/v1/session"))
+            .header("content-type", "application/json")
+            .body(vec![0x80, b'{']),
+    );
+    assert_eq!(garbled.status, StatusCode::BAD_REQUEST);
+    assert_eq!(garbled.json()["error"], "bad_request");
+
     let wrong = sign_in(&client, addr, (MARKETING.0, "not-the-password"));
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.json()["error"], "bad_credentials");

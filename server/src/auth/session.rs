@@ -174,8 +174,14 @@ fn signed_in(principal: &Principal, csrf: &str) -> serde_json::Value {
 }
 
 /// `POST /v1/session`: signs in with a user's name and password.
-async fn sign_in(State(guard): State<Arc<Guard>>, headers: HeaderMap, body: String) -> Response {
-    let Ok(form) = serde_json::from_str::<SignIn>(&body) else {
+async fn sign_in(
+    State(guard): State<Arc<Guard>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    // Bytes, not a `String` extractor: a body that is not UTF-8 gets this answer, not axum's
+    // plain-text refusal.
+    let Ok(form) = serde_json::from_slice::<SignIn>(&body) else {
         return ApiError::bad_request(
             "bad_request",
             "the body is JSON of the form {\"user\": \"NAME\", \"password\": \"…\"}",
