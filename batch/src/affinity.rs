@@ -50,7 +50,7 @@ use shoplake_events::lake::{EVENTS_TABLE, PRODUCT_AFFINITY_TABLE};
 use shoplake_events::product_affinity_schema;
 
 use crate::tables::PRODUCT_AFFINITY as TABLE;
-use crate::write::{WriteOptions, conform, create_empty, writer_commit};
+use crate::write::{WriteOptions, conform, table_or_empty, writer_commit};
 use crate::{Error, Lake, Result};
 
 /// Relation of a row: products viewed in the same session.
@@ -163,10 +163,7 @@ pub async fn rebuild_rows(
     let started = Instant::now();
     // Created empty, then overwritten with the writer transaction: of two jobs at once exactly
     // one lands (`write`'s *Concurrent writers*); the other fails with a conflict.
-    let table = match lake.table(PRODUCT_AFFINITY_TABLE).await? {
-        Some(table) => table,
-        None => create_empty(lake, &TABLE, write).await?,
-    };
+    let table = table_or_empty(lake, &TABLE, write).await?;
     let commit = writer_commit(
         &table,
         PRODUCT_AFFINITY_TABLE,

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use crate::derived::{self, Touched};
 use crate::staged::{self, Encoding};
 use crate::tables::{self, TableDescriptor};
-use crate::write::{WriteOptions, conform, create_empty, writer_commit};
+use crate::write::{WriteOptions, conform, table_or_empty, writer_commit};
 use crate::{Error, Lake, Result, delta_err, query_err};
 
 /// How much one compaction round takes and how it writes (the `[compaction]` config).
@@ -308,10 +308,7 @@ async fn append_new(
         .map_err(&qe)?;
     // The table is loaded once: the anti-join and the commit use the same snapshot, so a
     // compactor that committed in between is a conflict (see below), never a silent duplicate.
-    let table = match lake.table(table_name).await? {
-        Some(table) => table,
-        None => create_empty(lake, target, opts).await?,
-    };
+    let table = table_or_empty(lake, target, opts).await?;
     table
         .update_datafusion_session(&ctx.state())
         .map_err(delta_err(table_name))?;

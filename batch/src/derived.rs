@@ -42,7 +42,8 @@ use tracing::debug;
 
 use crate::tables::{self, TableDescriptor};
 use crate::write::{
-    WriteOptions, conform, create_empty, last_writer_version, upsert_on_key, writer_commit,
+    WriteOptions, commit_after, conform, create_empty, last_writer_version, table_or_empty,
+    upsert_on_key,
 };
 use crate::{Lake, Result, delta_err, query_err};
 
@@ -221,8 +222,8 @@ impl Derived {
         conform(batches, self.table)
     }
 
-    /// Fills `table` (created empty, or never filled) from the whole events table, in one
-    /// overwrite with the writer transaction; returns its rows.
+    /// Fills `table` (created empty, or never filled: no writer transaction yet) from the whole
+    /// events table, in one overwrite with the writer transaction; returns its rows.
     async fn fill(
         &self,
         lake: &Lake,
@@ -237,7 +238,7 @@ impl Derived {
             batches.push(RecordBatch::new_empty(self.table.schema()));
         }
         let name = self.table.name;
-        let commit = writer_commit(&table, name, &format!("fill_{name}"), Some(rows)).await?;
+        let commit = commit_after(None, &format!("fill_{name}"), Some(rows));
         table
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
@@ -249,11 +250,13 @@ impl Derived {
     }
 
     /// Re-derives the `touched` keys from all their events in the lake and merges them into the
-    /// table on the key; returns the rows merged.
-    pub async fn upsert(
+    /// table on the key, `last` being the table's [`last_writer_version`]; returns the rows
+    /// merged.
+    async fn upsert(
         &self,
         lake: &Lake,
         table: deltalake::DeltaTable,
+        last: Option<i64>,
         touched: &Touched,
         opts: &WriteOptions,
     ) -> Result<u64> {
@@ -266,7 +269,7 @@ impl Derived {
         let qe = query_err(self.table.name);
         let source = SessionContext::new().read_batches(batches).map_err(&qe)?;
         let name = self.table.name;
-        let commit = writer_commit(&table, name, &format!("upsert_{name}"), Some(rows)).await?;
+        let commit = commit_after(last, &format!("upsert_{name}"), Some(rows));
         let (inserted, updated) = upsert_on_key(table, self.table, source, opts, commit).await?;
         debug!(
             table = self.table.name,
@@ -295,35 +298,29 @@ impl Derived {
             }
             None => return Ok(None),
         };
-        if last_writer_version(&table, self.table.name)
-            .await?
-            .is_none()
-        {
+        let last = last_writer_version(&table, self.table.name).await?;
+        if last.is_none() {
             return Ok(Some(self.fill(lake, table, opts).await?));
         }
         if touched.is_empty() {
             return Ok(None);
         }
-        Ok(Some(self.upsert(lake, table, touched, opts).await?))
+        Ok(Some(self.upsert(lake, table, last, touched, opts).await?))
     }
 
     /// Fills the table if it is missing or was never filled while the lake has events (a lake
     /// written before the table existed); returns the rows written.
     pub async fn ensure(&self, lake: &Lake, opts: &WriteOptions) -> Result<Option<u64>> {
-        if lake.table(EVENTS_TABLE).await?.is_none() {
+        if !lake.table_exists(EVENTS_TABLE).await? {
             return Ok(None);
         }
-        let table = match lake.table(self.table.name).await? {
-            Some(table)
-                if last_writer_version(&table, self.table.name)
-                    .await?
-                    .is_some() =>
-            {
-                return Ok(None);
-            }
-            Some(table) => table,
-            None => create_empty(lake, self.table, opts).await?,
-        };
+        let table = table_or_empty(lake, self.table, opts).await?;
+        if last_writer_version(&table, self.table.name)
+            .await?
+            .is_some()
+        {
+            return Ok(None);
+        }
         Ok(Some(self.fill(lake, table, opts).await?))
     }
 }

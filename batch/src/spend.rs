@@ -30,7 +30,7 @@ use datafusion::prelude::SessionContext;
 use shoplake_events::schema::{FX_SCALE, MONEY_PRECISION, MONEY_SCALE};
 
 use crate::tables::CAMPAIGN_SPEND;
-use crate::write::{WriteOptions, create_empty, upsert_on_key, writer_commit};
+use crate::write::{WriteOptions, table_or_empty, upsert_on_key, writer_commit};
 use crate::{Error, Lake, Result};
 
 /// One day of one campaign.
@@ -277,10 +277,7 @@ pub async fn load(
     let batch = batch_of(rows, rate)?;
     // Created empty, then merged into with the writer transaction: two loads at once, even into
     // a new lake, never both insert a campaign's day (`write`'s *Concurrent writers*).
-    let table = match lake.table(name).await? {
-        Some(table) => table,
-        None => create_empty(lake, &CAMPAIGN_SPEND, opts).await?,
-    };
+    let table = table_or_empty(lake, &CAMPAIGN_SPEND, opts).await?;
     let commit = writer_commit(&table, name, "load_spend", Some(rows.len())).await?;
     let source = SessionContext::new()
         .read_batch(batch)

@@ -142,9 +142,18 @@ pub(crate) async fn writer_commit(
     operation: &str,
     rows: Option<usize>,
 ) -> Result<CommitProperties> {
-    let version = last_writer_version(table, name).await?.unwrap_or(0) + 1;
-    Ok(commit_properties(operation, rows)
-        .with_application_transaction(Transaction::new(WRITER_APP_ID, version)))
+    let last = last_writer_version(table, name).await?;
+    Ok(commit_after(last, operation, rows))
+}
+
+/// [`writer_commit`] for a caller that already read the table's [`last_writer_version`].
+pub(crate) fn commit_after(
+    last: Option<i64>,
+    operation: &str,
+    rows: Option<usize>,
+) -> CommitProperties {
+    commit_properties(operation, rows)
+        .with_application_transaction(Transaction::new(WRITER_APP_ID, last.unwrap_or(0) + 1))
 }
 
 /// The version of the last [`WRITER_APP_ID`] transaction committed to `table`; None when no
@@ -159,6 +168,18 @@ pub(crate) async fn last_writer_version(
         .transaction_version(table.log_store().as_ref(), WRITER_APP_ID)
         .await
         .map_err(delta_err(name))
+}
+
+/// The table `table`, loaded; created empty first ([`create_empty`]) when the lake lacks it.
+pub(crate) async fn table_or_empty(
+    lake: &Lake,
+    table: &TableDescriptor,
+    opts: &WriteOptions,
+) -> Result<deltalake::DeltaTable> {
+    match lake.table(table.name).await? {
+        Some(loaded) => Ok(loaded),
+        None => create_empty(lake, table, opts).await,
+    }
 }
 
 /// Creates `table` empty (a commit with its schema and partitioning, no rows) unless it exists,

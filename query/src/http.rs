@@ -154,7 +154,7 @@ async fn sql(
         Ok(body) => body,
         Err(e) => return ApiError::new(e.status(), "bad_request", e.body_text()).into_response(),
     };
-    let body = match String::from_utf8(body.to_vec()) {
+    let body = match String::from_utf8(Vec::from(body)) {
         Ok(body) => body,
         Err(e) => {
             return ApiError::bad_request(

@@ -516,6 +516,11 @@ fn up_serves_the_growing_lake_and_continues_after_a_restart() {
         "{metrics}"
     );
     assert!(metrics.contains("shoplake_queries_total"), "{metrics}");
+    assert!(
+        metrics.contains("shoplake_compaction_events_written_total")
+            && metrics.contains("shoplake_compaction_quarantined_files_total 0"),
+        "{metrics}"
+    );
     assert!(terminate(up).success(), "a clean stop on SIGTERM");
     let stopped = count(data, "select count(*) from events");
     assert!(stopped >= first);

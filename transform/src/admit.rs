@@ -28,19 +28,6 @@ pub enum Admission<'a> {
     },
 }
 
-/// [`admit`], with a panic in it turned into a rejection `internal` that carries the panic's
-/// message: a record that trips a bug becomes a bad row (with its bytes) and the stage goes on,
-/// instead of crashing on it at every restart from its checkpoint.
-pub fn admit_guarded<'a>(
-    payload: &'a [u8],
-    arrival_micros: i64,
-    limits: &Limits,
-    bots: &mut BotCache,
-    first_sighting: impl FnOnce(u128, i64) -> bool,
-) -> Admission<'a> {
-    guarded(|| admit(payload, arrival_micros, limits, bots, first_sighting))
-}
-
 /// Runs `step`; a panic becomes [`Admission::Rejected`] with reason `internal`.
 fn guarded<'a>(step: impl FnOnce() -> Admission<'a>) -> Admission<'a> {
     // The bot cache and the id sets `step` touches stay usable after a panic: at worst a cache
@@ -62,7 +49,10 @@ fn guarded<'a>(step: impl FnOnce() -> Admission<'a>) -> Admission<'a> {
 }
 
 /// Decodes and validates `payload` (arrived at `arrival_micros`), asks `first_sighting` whether
-/// its id (with its received time) is new, and tells bots apart.
+/// its id (with its received time) is new, and tells bots apart. A panic on the way becomes a
+/// rejection `internal` carrying the panic's message: a record that trips a bug becomes a bad row
+/// (with its bytes) and the stage goes on, instead of crashing on it at every restart from its
+/// checkpoint.
 pub fn admit<'a>(
     payload: &'a [u8],
     arrival_micros: i64,
@@ -70,23 +60,25 @@ pub fn admit<'a>(
     bots: &mut BotCache,
     first_sighting: impl FnOnce(u128, i64) -> bool,
 ) -> Admission<'a> {
-    let event = match decode(payload, arrival_micros, limits) {
-        Ok(event) => event,
-        Err(rejection) => return Admission::Rejected(rejection),
-    };
-    // decode checked that event_id is a UUID.
-    let id = uuid::Uuid::try_parse(event.event_id())
-        .map(|u| u.as_u128())
-        .unwrap_or_default();
-    if !first_sighting(id, event.received_at) {
-        return Admission::Duplicate;
-    }
-    let ctx = event.event.context.as_ref();
-    let bot = bots.is_bot(
-        ctx.and_then(|c| c.user_agent.as_deref()),
-        ctx.and_then(|c| c.device_type.as_deref()),
-    );
-    Admission::Admitted { event, id, bot }
+    guarded(|| {
+        let event = match decode(payload, arrival_micros, limits) {
+            Ok(event) => event,
+            Err(rejection) => return Admission::Rejected(rejection),
+        };
+        // decode checked that event_id is a UUID.
+        let id = uuid::Uuid::try_parse(event.event_id())
+            .map(|u| u.as_u128())
+            .unwrap_or_default();
+        if !first_sighting(id, event.received_at) {
+            return Admission::Duplicate;
+        }
+        let ctx = event.event.context.as_ref();
+        let bot = bots.is_bot(
+            ctx.and_then(|c| c.user_agent.as_deref()),
+            ctx.and_then(|c| c.device_type.as_deref()),
+        );
+        Admission::Admitted { event, id, bot }
+    })
 }
 
 #[cfg(test)]
@@ -121,7 +113,7 @@ mod tests {
     #[test]
     fn a_record_that_does_not_panic_is_admitted_as_before() {
         let mut bots = BotCache::default();
-        let got = admit_guarded(b"not json", 0, &Limits::default(), &mut bots, |_, _| true);
+        let got = admit(b"not json", 0, &Limits::default(), &mut bots, |_, _| true);
         assert!(
             matches!(got, Admission::Rejected(ref r) if r.reason == Reason::MalformedJson),
             "{got:?}"

@@ -21,7 +21,7 @@ use shoplake_ingest::{Firehose, StreamConsumer, StreamRecord};
 use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
 use tracing::{debug, info, warn};
 
-use crate::admit::{Admission, admit_guarded};
+use crate::admit::{Admission, admit};
 use crate::config::StageConfig;
 use crate::enrich::bots::BotCache;
 use crate::enrich::channel::{Touch, classify};
@@ -411,7 +411,7 @@ impl Stage {
                 &mut self.pending_ids,
                 &mut self.max_received,
             );
-            let admitted = admit_guarded(
+            let admitted = admit(
                 &r.data,
                 r.arrival_micros,
                 &self.limits,

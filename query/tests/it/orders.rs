@@ -26,6 +26,11 @@ pub(crate) fn event(name: &str, id: &str, at: &str, properties: Value) -> Record
     }
 }
 
+/// The time `span` ago, as an event's RFC 3339 timestamp.
+pub(crate) fn ago(span: chrono::Duration) -> String {
+    (chrono::Utc::now() - span).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// The properties of order `order_id`: one product at 10 EUR.
 pub(crate) fn one_item_order(order_id: &str) -> Value {
     json!({"order_id": order_id, "total": 10.0, "revenue": 10.0, "currency": "EUR",
@@ -36,11 +41,7 @@ pub(crate) fn one_item_order(order_id: &str) -> Value {
 async fn an_update_keeps_the_amounts_it_does_not_carry() {
     let dir = tempfile::tempdir().unwrap();
     let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 1).unwrap());
-    let now = chrono::Utc::now();
-    let at = |minutes_ago: i64| {
-        (now - chrono::Duration::minutes(minutes_ago))
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    };
+    let at = |minutes: i64| ago(chrono::Duration::minutes(minutes));
     let product = json!({"product_id": "p-1", "price": 40.0, "quantity": 2});
     stream
         .put_records(vec![
@@ -111,8 +112,7 @@ async fn two_fills_of_a_missing_orders_table_write_each_order_once() {
 
     let dir = tempfile::tempdir().unwrap();
     let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 1).unwrap());
-    let at = (chrono::Utc::now() - chrono::Duration::minutes(5))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let at = ago(chrono::Duration::minutes(5));
     let orders: u64 = 25;
     let records = (0..orders)
         .map(|i| {

@@ -7,7 +7,7 @@ use serde_json::Value;
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
 
 use crate::lake::lake_and_stage;
-use crate::orders::{event, one_item_order};
+use crate::orders::{ago, event, one_item_order};
 
 fn order(id: &str, at: &str, received_at: Option<&str>) -> Record {
     let mut record = event(
@@ -32,8 +32,7 @@ fn order(id: &str, at: &str, received_at: Option<&str>) -> Record {
 async fn a_record_stamped_in_2099_neither_lands_nor_empties_the_dedup_window() {
     let dir = tempfile::tempdir().unwrap();
     let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 1).unwrap());
-    let now = (chrono::Utc::now() - chrono::Duration::seconds(5))
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let now = ago(chrono::Duration::seconds(5));
     let first = "00000000-0000-4000-8000-000000000001";
     let future = "00000000-0000-4000-8000-000000000002";
     stream
