@@ -66,6 +66,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.log.init();
+    // The fault campaign's kill points, armed only when FAILPOINTS names them.
+    let _faults = shoplake_server::faults::arm();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -501,7 +501,9 @@ fn to_arrow(frame: &PlFrame, half_life_hours: f64) -> Result<RecordBatch> {
     let rank: Int32Array = rank.i32().map_err(e)?.iter().collect();
     let as_of = frame
         .column("as_of")
-        .and_then(|c| c.i64().map(|c| c.get(0)))
+        // An empty frame (no product seen with another yet) has no first row; polars' `get`
+        // panics on one (found by scripts/chaos: a warm start on a lake a crash left small).
+        .and_then(|c| c.i64().map(|c| if rows == 0 { None } else { c.get(0) }))
         .map_err(e)?
         .unwrap_or_default();
     let now = chrono::Utc::now().timestamp_micros();
@@ -622,6 +624,14 @@ mod tests {
 
     fn key(p: &str, r: &str, rel: &str) -> (String, String, String) {
         (p.into(), r.into(), rel.into())
+    }
+
+    /// A lake whose sessions each viewed one product (a crash left it small) gives no pairs:
+    /// an empty table, not a panic (found by scripts/chaos in a warm start).
+    #[test]
+    fn a_lake_without_a_pair_gives_no_rows() {
+        let views = [("s1", "A", 9 * HOUR), ("s2", "B", 9 * HOUR)];
+        assert!(rows(&views, &[], &engine_defaults()).is_empty());
     }
 
     #[test]

@@ -1,18 +1,16 @@
 //! Compaction: staging → Delta tables, idempotently.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::{Date32Type, SchemaRef, TimestampMicrosecondType};
-use datafusion::common::{JoinType, ScalarValue};
-use datafusion::prelude::{SessionContext, col, lit};
+use arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::prelude::{SessionContext, col};
 use deltalake::protocol::SaveMode;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
-use shoplake_events::fields::{EVENT_DATE, EVENT_TIME, RECEIVED_AT};
+use shoplake_events::fields::{CLOCK_SKEW_MS, EVENT_DATE, EVENT_TIME};
 use shoplake_events::lake::{
     QUARANTINE, STAGING_BAD_ROWS, STAGING_EVENTS, STAGING_FRAUD_DECISIONS,
 };
@@ -69,8 +67,19 @@ pub struct CompactReport {
     pub events_written: u64,
     /// Copies of one event in several staging files.
     pub duplicates_in_staging: u64,
-    /// Events the lake already held (a re-run after a crash, or a re-read of the stream).
+    /// Events the lake already held (a re-run after a crash, a re-read of the stream, a
+    /// client's retry past the stage's window): found by the key index ([`crate::keys`]).
     pub already_in_lake: u64,
+    /// Data files of the lake whose key column was read: to index a file the key index did not
+    /// cover yet (written by optimize or by a compactor that died), or to confirm a key.
+    pub lake_files_read: u64,
+    /// Time the key index lookups took (wall clock, microseconds): what exactly once across
+    /// workers costs a round.
+    pub key_index_micros: u64,
+    /// Events written with a clock correction of over 12 hours: a retry of one of them, sent
+    /// after the device's clock moved by more than a day, is the one duplicate the key index
+    /// can miss (`keys`' *The window*).
+    pub beyond_dedup_window: u64,
     pub bad_rows_written: u64,
     /// Staged files that could not be read, moved under `_quarantine/` (each has a bad row).
     pub quarantined_files: u64,
@@ -95,6 +104,9 @@ impl CompactReport {
         self.events_written += o.events_written;
         self.duplicates_in_staging += o.duplicates_in_staging;
         self.already_in_lake += o.already_in_lake;
+        self.lake_files_read += o.lake_files_read;
+        self.key_index_micros += o.key_index_micros;
+        self.beyond_dedup_window += o.beyond_dedup_window;
         self.bad_rows_written += o.bad_rows_written;
         self.quarantined_files += o.quarantined_files;
         self.conflicts += o.conflicts;
@@ -254,100 +266,83 @@ fn dedup_first(
     Ok((out, dropped))
 }
 
-fn distinct_dates(batches: &[RecordBatch]) -> Vec<i32> {
-    let mut dates = BTreeSet::new();
-    for b in batches {
-        if let Some(c) = b
-            .column_by_name(EVENT_DATE)
-            .and_then(|c| c.as_primitive_opt::<Date32Type>())
-        {
-            dates.extend(c.iter().flatten());
-        }
-    }
-    dates.into_iter().collect()
+/// A clock correction beyond which a retry's day may differ from the first copy's by more than
+/// the key index looks at (`keys`' *The window*): 12 hours, in milliseconds.
+const DEDUP_WINDOW_SKEW_MS: i64 = 12 * 3_600_000;
+
+/// Events of `batches` whose clock correction is beyond [`DEDUP_WINDOW_SKEW_MS`].
+fn beyond_dedup_window(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|b| {
+            b.column_by_name(CLOCK_SKEW_MS)
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        })
+        .map(|c| {
+            c.iter()
+                .flatten()
+                .filter(|s| s.unsigned_abs() > DEDUP_WINDOW_SKEW_MS.unsigned_abs())
+                .count() as u64
+        })
+        .sum()
 }
 
-/// The first and last received_at of the staged rows.
-fn received_range(batches: &[RecordBatch]) -> Option<(i64, i64)> {
-    let mut range: Option<(i64, i64)> = None;
-    for b in batches {
-        let Some(c) = b
-            .column_by_name(RECEIVED_AT)
-            .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-        else {
-            continue;
-        };
-        if let (Some(lo), Some(hi)) = (arrow::compute::min(c), arrow::compute::max(c)) {
-            range = Some(range.map_or((lo, hi), |(a, z)| (a.min(lo), z.max(hi))));
-        }
-    }
-    range
+/// What [`append_new`] did.
+#[derive(Debug, Default)]
+struct Appended {
+    written: u64,
+    /// Staged rows whose key the table already held.
+    skipped: u64,
+    /// Data files whose key column was read (to index them, or to confirm a key).
+    files_read: u64,
+    /// Time spent in the key index lookup, microseconds.
+    lookup_micros: u64,
 }
 
-/// Appends the rows of `batches` whose key `target` does not hold yet; returns (written, skipped).
+/// Appends the rows of `batches` whose key `target` does not hold yet.
 async fn append_new(
     lake: &Lake,
     target: &TableDescriptor,
     batches: Vec<RecordBatch>,
     opts: &WriteOptions,
     operation: &str,
-) -> Result<(u64, u64)> {
+) -> Result<Appended> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     if rows == 0 {
-        return Ok((0, 0));
+        return Ok(Appended::default());
     }
-    let (table_name, key, schema) = (target.name, target.key_column(), target.schema());
+    let table_name = target.name;
     let qe = query_err(table_name);
-    let ctx = SessionContext::new();
-    let dates = distinct_dates(&batches);
-    let batches_for_range = received_range(&batches);
-    let staged = ctx
-        .read_batches(batches)
-        .map_err(&qe)?
-        .alias("s")
-        .map_err(&qe)?;
-    // The table is loaded once: the anti-join and the commit use the same snapshot, so a
+    // The table is loaded once: the key lookup and the commit use the same snapshot, so a
     // compactor that committed in between is a conflict (see below), never a silent duplicate.
     let table = table_or_empty(lake, target, opts).await?;
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(delta_err(table_name))?;
-    let provider = table.table_provider().await.map_err(&qe)?;
-    let dates = dates
-        .iter()
-        .map(|d| lit(ScalarValue::Date32(Some(*d))))
-        .collect();
-    // A row the lake may already hold is one a crash left behind: a compaction that committed
-    // and died before deleting its staging files, or a stage that staged, died before its
-    // checkpoint and staged the same stream records again. Either way the copy in the lake has
-    // the same received_at (from the payload, or else the stream's arrival time), so only lake
-    // files whose received_at range overlaps the staged rows' are read: the anti-join costs the
-    // size of the round, not of the day's partition. (A client's retry has a new received_at;
-    // the stage's de-duplication window catches those.)
-    let mut existing_filter = col(EVENT_DATE).in_list(dates, false);
-    if let Some((first, last)) = batches_for_range {
-        let ts = |v| {
-            lit(ScalarValue::TimestampMicrosecond(
-                Some(v),
-                Some("UTC".into()),
-            ))
-        };
-        existing_filter = existing_filter.and(col(RECEIVED_AT).between(ts(first), ts(last)));
+    // Whatever happened to the copy the lake holds — a compaction that committed and died before
+    // deleting its staging files, a stage that staged the same records again, a client's retry
+    // past the stage's window, a shard that moved to another worker — the key is in the key
+    // index (`keys`), which reads only the files that may hold it.
+    let started = std::time::Instant::now();
+    let lookup = lake.keys().existing(lake, target, &table, &batches).await?;
+    let lookup_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let key = target.key_column();
+    let mut kept = Vec::with_capacity(batches.len());
+    for batch in batches {
+        if lookup.existing.is_empty() {
+            kept.push(batch);
+            continue;
+        }
+        let keys = batch
+            .column_by_name(key)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| Error::missing_column(table_name, key))?;
+        let keep: BooleanArray = keys
+            .iter()
+            .map(|k| Some(!k.is_some_and(|k| lookup.existing.contains(k))))
+            .collect();
+        kept.push(filter_record_batch(&batch, &keep)?);
     }
-    let existing = ctx
-        .read_table(provider)
-        .and_then(|t| t.filter(existing_filter))
-        .and_then(|t| t.select_columns(&[key]))
-        .and_then(|t| t.alias("l"))
-        .map_err(&qe)?;
-    let df = staged
-        .join_on(
-            existing,
-            JoinType::LeftAnti,
-            [col(format!("s.{key}")).eq(col(format!("l.{key}")))],
-        )
-        .map_err(&qe)?;
-    let df = if schema.column_with_name(EVENT_TIME).is_some() {
+    let ctx = SessionContext::new();
+    let df = ctx.read_batches(kept).map_err(&qe)?;
+    let df = if target.schema().column_with_name(EVENT_TIME).is_some() {
         df.sort(vec![
             col(EVENT_DATE).sort(true, false),
             col(EVENT_TIME).sort(true, false),
@@ -359,7 +354,7 @@ async fn append_new(
     let out = conform(df.collect().await.map_err(&qe)?, target)?;
     let written: usize = out.iter().map(|b| b.num_rows()).sum();
     if written > 0 {
-        // Against the snapshot the anti-join read, with the writer transaction: a compactor that
+        // Against the snapshot the lookup read, with the writer transaction: a compactor that
         // committed in between makes this commit a conflict (`write`'s *Concurrent writers*),
         // and the round runs again against its result.
         let commit = writer_commit(&table, table_name, operation, Some(written)).await?;
@@ -372,8 +367,14 @@ async fn append_new(
             .with_commit_properties(commit)
             .await
             .map_err(delta_err(table_name))?;
+        shoplake_server::faults::point("compact.committed");
     }
-    Ok((written as u64, (rows - written) as u64))
+    Ok(Appended {
+        written: written as u64,
+        skipped: (rows - written) as u64,
+        files_read: lookup.files_indexed + lookup.files_checked,
+        lookup_micros,
+    })
 }
 
 /// One compaction round: reads up to the limits from staging, commits, then deletes what it read.
@@ -414,10 +415,13 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     let touched_orders = Touched::of(&events_rows, derived::ORDERS.key());
     let touched_visits = Touched::of(&events_rows, derived::VISITS.key());
     let touched_identities = crate::identities::linked_anonymous_ids(&events_rows)?;
-    let (written, skipped) =
-        append_new(lake, &tables::EVENTS, events_rows, &write, "compact").await?;
+    report.beyond_dedup_window = beyond_dedup_window(&events_rows);
+    let appended = append_new(lake, &tables::EVENTS, events_rows, &write, "compact").await?;
+    let written = appended.written;
     report.events_written = written;
-    report.already_in_lake = skipped;
+    report.already_in_lake = appended.skipped;
+    report.lake_files_read = appended.files_read;
+    report.key_index_micros = appended.lookup_micros;
 
     // Bad rows: the stage's, and those of staged lines and files this round could not read.
     let mut bad = bad_staged.rows;
@@ -425,15 +429,18 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     bad.extend(events.bad_rows);
     bad.extend(decisions.bad_rows);
     let (bad, _) = dedup_first(bad, &tables::BAD_ROWS)?;
-    let (bad_written, _) = append_new(lake, &tables::BAD_ROWS, bad, &write, "compact").await?;
-    report.bad_rows_written = bad_written;
+    let appended = append_new(lake, &tables::BAD_ROWS, bad, &write, "compact").await?;
+    report.bad_rows_written = appended.written;
+    report.lake_files_read += appended.files_read;
+    report.key_index_micros += appended.lookup_micros;
 
     // Fraud decisions: one per scored order_completed event, de-duplicated like the events (a
     // stage that re-reads records after a crash decides on them again).
     let (decisions, _) = dedup_first(decisions.rows, &tables::FRAUD_DECISIONS)?;
-    let (decisions_written, _) =
-        append_new(lake, &tables::FRAUD_DECISIONS, decisions, &write, "compact").await?;
-    report.fraud_decisions_written = decisions_written;
+    let appended = append_new(lake, &tables::FRAUD_DECISIONS, decisions, &write, "compact").await?;
+    report.fraud_decisions_written = appended.written;
+    report.lake_files_read += appended.files_read;
+    report.key_index_micros += appended.lookup_micros;
 
     // Orders and visits this round's events belong to are derived again from the lake and
     // merged; a table is filled from all events when it is missing or was never filled (a new
@@ -450,7 +457,15 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
         crate::identities::update_identities(lake, touched_identities, &write).await?;
 
     let store = lake.store();
-    for f in events_files.iter().chain(&bad_files).chain(&decision_files) {
+    for (i, f) in events_files
+        .iter()
+        .chain(&bad_files)
+        .chain(&decision_files)
+        .enumerate()
+    {
+        if i == 1 {
+            shoplake_server::faults::point("compact.staging.delete");
+        }
         match store.delete(&f.location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(source) => {

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use object_store::ObjectStore;
 use url::Url;
 
+use crate::keys::KeyIndex;
 use crate::{Error, Result};
 
 /// Where the lake lives and how to reach it.
@@ -22,6 +23,8 @@ pub struct Lake {
     root: Url,
     storage_options: HashMap<String, String>,
     store: Arc<dyn ObjectStore>,
+    /// The key index compaction keeps in memory between rounds ([`crate::keys`]).
+    keys: Arc<KeyIndex>,
 }
 
 impl Lake {
@@ -80,6 +83,7 @@ impl Lake {
             root,
             storage_options,
             store,
+            keys: Arc::default(),
         })
     }
 
@@ -91,6 +95,11 @@ impl Lake {
     /// The object store rooted at the lake root; staging paths are relative to it.
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
+    }
+
+    /// The key index of the lake's appended tables ([`crate::keys`]).
+    pub fn keys(&self) -> &KeyIndex {
+        &self.keys
     }
 
     pub fn storage_options(&self) -> &HashMap<String, String> {

@@ -34,7 +34,7 @@
 //! the live engines rebuild their state when their saved copy is missing.
 //!
 //! Modules depend one way: `schedule` → `compact`, `optimize`, `affinity`; `compact` →
-//! `derived`, `identities`, `staged`; every job → `write` → `tables`; and all → [`Lake`].
+//! `derived`, `identities`, `staged`, `keys`; every job → `write` → `tables`; and all → [`Lake`].
 //! Adding a table: its name in `shoplake_events::lake`, a descriptor in [`tables`] (the registry's
 //! tests check the two agree), and the job that writes it through [`write`].
 //!
@@ -42,7 +42,10 @@
 //! Each compaction step is idempotent by construction: rows whose id is already in the table
 //! are dropped before the append, so re-running after a crash at any point (before a commit, between
 //! commits, before staging cleanup) neither loses nor duplicates a row. Delta's atomic commits mean
-//! readers never see half a compaction.
+//! readers never see half a compaction. Which ids the table holds is answered by the [`keys`]
+//! index, not by a scan, so the same holds for a client's retry that reaches staging long after
+//! the first copy, through any worker: see [`keys`] for the design, its cost and the one window
+//! it leaves.
 //!
 //! ## Layout
 //! Chosen by measuring (`bench/run.sh`; the figures are in BENCHMARKS.md, 9.47 million events
@@ -78,8 +81,10 @@
 //!   1.04 GiB peak heap in one 64 MiB round, 620 MiB in 16 MiB rounds, whatever the backlog.
 //!
 //! Why these dependencies: `deltalake` writes and reads the Delta log (atomic commits, the format
-//! other engines read); `datafusion` runs the anti-join and the derived tables' SQL; `object_store` and
-//! `parquet` read the staging files; `shoplake-ingest` is the stream a replay puts the archive back on and the archive's line format; `polars` runs the product-affinity job's self-joins and
+//! other engines read); `datafusion` sorts each round and runs the derived tables' SQL; `object_store` and
+//! `parquet` read the staging files (and a lake file's key column alone, for [`keys`]);
+//! `twox-hash` is the 64-bit hash the key index keeps (parquet's own, already in the tree);
+//! `shoplake-server` holds the `/metrics` helpers and the fault points; `shoplake-ingest` is the stream a replay puts the archive back on and the archive's line format; `polars` runs the product-affinity job's self-joins and
 //! group-bys (lazy API only, no polars I/O: see [`affinity`] for why data crosses column by column);
 //! `csv` reads the campaign spend files the ad platforms export ([`spend`]).
 
@@ -91,6 +96,7 @@ pub mod compact;
 pub mod derived;
 pub mod history;
 pub mod identities;
+pub mod keys;
 mod lake;
 pub mod optimize;
 pub mod schedule;
@@ -124,6 +130,13 @@ pub enum Error {
         path: String,
         #[source]
         source: object_store::Error,
+    },
+    /// A data file of the lake could not be read (the key index reads their key column).
+    #[error("reading the lake file {path}: {source}")]
+    LakeFile {
+        path: String,
+        #[source]
+        source: parquet::errors::ParquetError,
     },
     #[error("reading staging file {path}: {source}")]
     Staging {

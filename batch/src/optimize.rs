@@ -138,6 +138,7 @@ pub async fn optimize(lake: &Lake, table: &str, opts: &WriteOptions) -> Result<O
             .map_err(delta)?;
         report.files_removed += metrics.num_files_removed;
         report.files_added += metrics.num_files_added;
+        shoplake_server::faults::point("optimize.committed");
         t
     };
     let (_, metrics) = t
@@ -149,6 +150,7 @@ pub async fn optimize(lake: &Lake, table: &str, opts: &WriteOptions) -> Result<O
         .map_err(delta)?;
     report.files_removed += metrics.num_files_removed;
     report.files_added += metrics.num_files_added;
+    shoplake_server::faults::point("optimize.committed");
     Ok(report)
 }
 

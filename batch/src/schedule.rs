@@ -23,6 +23,9 @@ pub struct CompactionMetrics {
     events: Arc<AtomicU64>,
     bad_rows: AtomicU64,
     quarantined_files: AtomicU64,
+    already_in_lake: AtomicU64,
+    lake_files_read: AtomicU64,
+    beyond_dedup_window: AtomicU64,
     conflicts: AtomicU64,
     failures: AtomicU64,
 }
@@ -34,6 +37,12 @@ impl CompactionMetrics {
             .fetch_add(r.bad_rows_written, Ordering::Relaxed);
         self.quarantined_files
             .fetch_add(r.quarantined_files, Ordering::Relaxed);
+        self.already_in_lake
+            .fetch_add(r.already_in_lake, Ordering::Relaxed);
+        self.lake_files_read
+            .fetch_add(r.lake_files_read, Ordering::Relaxed);
+        self.beyond_dedup_window
+            .fetch_add(r.beyond_dedup_window, Ordering::Relaxed);
         self.conflicts.fetch_add(r.conflicts, Ordering::Relaxed);
     }
 }
@@ -58,6 +67,26 @@ impl Collector for CompactionMetrics {
             "shoplake_compaction_quarantined_files",
             "Staged files compaction could not read, moved under _quarantine/ with a bad row each.",
             get(&self.quarantined_files),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            "shoplake_compaction_already_in_lake",
+            "Staged events the lake already held, dropped by the key index (re-reads, retries \
+             past the stage's window, shards that moved).",
+            get(&self.already_in_lake),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            "shoplake_compaction_lake_files_read",
+            "Lake files whose key column the key index read (to index them, or to confirm a key).",
+            get(&self.lake_files_read),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            "shoplake_compaction_beyond_dedup_window",
+            "Events written with a clock correction over 12 h: a retry of one sent after the \
+             device's clock moved by over a day is the one duplicate the key index can miss.",
+            get(&self.beyond_dedup_window),
         )?;
         telemetry::counter(
             &mut enc,

@@ -7,6 +7,7 @@
 //!   owns them.
 //! - [`ApiError`]: the one error answer of every API (collector, live endpoints, query service):
 //!   a status and `{"error": code, "detail": sentence}`.
+//! - [`faults`]: the named places where the fault campaign kills a process.
 //! - [`ops`]: `/metrics`, `/health` and `/ready`, merged into each long-running command's router.
 //! - [`auth`]: users with roles, API tokens, and the guard every route sits behind; routes are
 //!   declared with their rule ([`auth::Routes`]) so none exists without one.
@@ -17,10 +18,11 @@
 //! the collector's write keys), `sha2` (tokens are stored as their SHA-256), `rand` (secrets),
 //! `ring` (PBKDF2: the SCRAM-SHA-256 verifier of a password, what Postgres clients log in with),
 //! `base64` (Basic credentials), `parking_lot`, `chrono` and `humantime-serde` (expiries, the
-//! refresh interval).
+//! refresh interval). `fail` (TiKV's fail points, [`faults`]).
 
 pub mod api;
 pub mod auth;
+pub mod faults;
 pub mod ops;
 pub mod telemetry;
 

@@ -11,7 +11,7 @@ use shoplake_ingest::{KinesisConfig, KinesisStream, StreamConsumer};
 
 use crate::e2e::{authorize, count, free_port, http_get, ok, shoplake, terminate};
 
-fn kinesalite() -> Option<String> {
+pub(crate) fn kinesalite() -> Option<String> {
     emulator("SHOPLAKE_TEST_KINESALITE")
 }
 
@@ -32,7 +32,7 @@ fn emulator(var: &str) -> Option<String> {
 }
 
 /// `shoplake ARGS` on the Kinesis stream `stream` of the emulator at `endpoint`.
-fn on_kinesis(data: &Path, endpoint: &str, stream: &str, args: &[&str]) -> Command {
+pub(crate) fn on_kinesis(data: &Path, endpoint: &str, stream: &str, args: &[&str]) -> Command {
     let mut cmd = shoplake(data, args);
     aws_env(&mut cmd);
     cmd.env("SHOPLAKE_STREAM", format!("kinesis://{stream}"))
@@ -62,7 +62,7 @@ fn count_of(mut sql: Command) -> u64 {
 }
 
 /// A lake on S3 (moto): `s3://BUCKET/lake` in a bucket of its own.
-struct S3Lake {
+pub(crate) struct S3Lake {
     endpoint: String,
     url: String,
     /// The bucket, for reading back what the binary wrote.
@@ -71,7 +71,7 @@ struct S3Lake {
 
 impl S3Lake {
     /// Creates the bucket `bucket` on the moto server of ./scripts/test.
-    fn create(runtime: &tokio::runtime::Runtime, bucket: &str) -> Option<S3Lake> {
+    pub(crate) fn create(runtime: &tokio::runtime::Runtime, bucket: &str) -> Option<S3Lake> {
         let endpoint = emulator("SHOPLAKE_TEST_MOTO")?;
         // moto takes an unsigned CreateBucket, as it takes any credentials.
         let status = runtime.block_on(async {
@@ -100,7 +100,7 @@ impl S3Lake {
     }
 
     /// `cmd` on this lake, found as a user's would: `--lake` and `AWS_ENDPOINT_URL_S3`.
-    fn on(&self, cmd: &mut Command) {
+    pub(crate) fn on(&self, cmd: &mut Command) {
         aws_env(cmd);
         cmd.env("SHOPLAKE_LAKE", &self.url)
             .env("AWS_ENDPOINT_URL_S3", &self.endpoint);
@@ -147,7 +147,7 @@ fn emulator_client(endpoint: &str) -> aws_sdk_kinesis::Client {
 
 /// Creates the stream `name` of `shards` shards on the emulator at `endpoint`, and waits until it
 /// is active.
-async fn create_stream(endpoint: &str, name: &str, shards: u32) {
+pub(crate) async fn create_stream(endpoint: &str, name: &str, shards: u32) {
     KinesisStream::with_client(&emulator_client(endpoint), name, KinesisConfig::default())
         .unwrap()
         .create(shards)

@@ -4,6 +4,7 @@
 
 mod auth;
 mod bench;
+mod chaos;
 mod collector_sdk;
 mod dashboards;
 mod e2e;

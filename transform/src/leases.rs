@@ -137,6 +137,9 @@ struct Seen {
     epoch: u64,
     since: Instant,
     record: LeaseRecord,
+    /// Whether this worker has seen the lease move (a renewal, a checkpoint, a takeover): its
+    /// owner was alive then. A lease seen at one epoch only may be a dead worker's.
+    moved: bool,
 }
 
 impl Seen {
@@ -146,6 +149,7 @@ impl Seen {
             epoch,
             since: Instant::now(),
             record,
+            moved: false,
         }
     }
 }
@@ -281,7 +285,14 @@ impl Leases {
             .try_collect()
             .await?;
         for (shard, epoch, record) in read.into_iter().flatten() {
-            self.seen.insert(shard, Seen::now(epoch, record));
+            let moved = self.seen.contains_key(&shard);
+            self.seen.insert(
+                shard,
+                Seen {
+                    moved,
+                    ..Seen::now(epoch, record)
+                },
+            );
         }
         for path in stale {
             self.delete(&path).await;
@@ -336,6 +347,7 @@ impl Leases {
     /// the checkpoint for the next round's renewal and is logged. Shards not held are returned as
     /// lost.
     async fn advance_all(&mut self, updates: Vec<(ShardId, Option<String>)>) -> Vec<ShardId> {
+        shoplake_server::faults::point("lease.renew");
         let this = &*self;
         let writes = updates.into_iter().map(|(shard, checkpoint)| {
             let next = this.held.get(&shard).map(|h| h.epoch + 1);
@@ -520,6 +532,21 @@ impl Leases {
         self.metrics.acquired.fetch_add(1, Ordering::Relaxed);
         self.count_held();
         Ok(Some(checkpoint))
+    }
+
+    /// Whether an unfinished shard is neither held by this worker nor by a worker seen alive
+    /// (its lease moved since this worker looked): a released shard, or one whose owner may
+    /// have died, which this worker takes once the lease is free or expired. A drain goes on
+    /// until there is none (`Stage::drain`), or it would end with such a shard unread.
+    pub fn waiting_on_others(&self) -> bool {
+        let finished = self.finished();
+        let alive_elsewhere =
+            |s: &Seen| s.moved && s.record.owner.as_ref().is_some_and(|o| *o != self.worker);
+        self.seen.iter().any(|(shard, s)| {
+            let settled =
+                finished.contains(shard) || self.held.contains_key(shard) || alive_elsewhere(s);
+            !settled
+        })
     }
 
     /// Hands every held lease back (a clean stop): other workers take them at once, from the

@@ -41,6 +41,7 @@
 //! (`"30m"`).
 
 pub mod admit;
+pub mod clock;
 pub mod config;
 pub mod enrich;
 pub mod leases;

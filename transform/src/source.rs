@@ -129,6 +129,12 @@ impl Source {
         self.last_shard_scan.is_some()
     }
 
+    /// Whether a shard is held by another worker's lease that may be a dead worker's
+    /// ([`Leases::waiting_on_others`]); never without leases.
+    pub fn waiting_on_others(&self) -> bool {
+        self.leases.as_ref().is_some_and(|l| l.waiting_on_others())
+    }
+
     /// Hands the held leases back, so that other workers go on at once.
     pub async fn release_leases(&mut self) {
         if let Some(leases) = &mut self.leases

@@ -22,6 +22,7 @@ use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
 use tracing::{debug, info, warn};
 
 use crate::admit::{Admission, admit};
+use crate::clock::StageClock;
 use crate::config::StageConfig;
 use crate::enrich::bots::BotCache;
 use crate::enrich::channel::{Touch, classify};
@@ -193,7 +194,9 @@ pub struct Stage {
     bad: BadRowBatchBuilder,
     batch_records: usize,
     batch_started: Option<Instant>,
-    max_received: i64,
+    /// The time the dedup window and sessions expire by (`clock`: the stream's, guarded against
+    /// servers' clock jumps).
+    clock: StageClock,
     metrics: Arc<StageMetrics>,
     /// Fed by every valid, unique, non-bot event (the live engines: fraud scoring and
     /// recommendations).
@@ -211,7 +214,7 @@ impl Stage {
         let fx = config.fx_rates()?;
         let state = StateStore::open(state_path)?;
         let loaded = state.load()?;
-        let max_received = loaded.dedup.values().copied().max().unwrap_or(i64::MIN);
+        let clock = StageClock::new(loaded.dedup.values().copied().max().unwrap_or(i64::MIN));
         info!(
             stream = consumer.name(),
             checkpoints = loaded.checkpoints.len(),
@@ -243,7 +246,7 @@ impl Stage {
             bad: BadRowBatchBuilder::default(),
             batch_records: 0,
             batch_started: None,
-            max_received,
+            clock,
             metrics,
             observer: None,
             config,
@@ -347,7 +350,7 @@ impl Stage {
             };
             if !self.dedup.contains_key(&id) && self.pending_set.insert(id) {
                 self.pending_ids.push((id, received));
-                self.max_received = self.max_received.max(received);
+                self.clock.observe(received);
             }
         }
         Ok(fed)
@@ -405,11 +408,11 @@ impl Stage {
             .archive_skipped
             .fetch_add(skipped, Ordering::Relaxed);
         for r in records {
-            let (dedup, pending_set, pending_ids, max_received) = (
+            let (dedup, pending_set, pending_ids, clock) = (
                 &self.dedup,
                 &mut self.pending_set,
                 &mut self.pending_ids,
-                &mut self.max_received,
+                &mut self.clock,
             );
             let admitted = admit(
                 &r.data,
@@ -417,7 +420,7 @@ impl Stage {
                 &self.limits,
                 &mut self.bots,
                 |id, received| {
-                    *max_received = (*max_received).max(received);
+                    clock.observe(received);
                     let new = !dedup.contains_key(&id) && pending_set.insert(id);
                     if new {
                         pending_ids.push((id, received));
@@ -532,6 +535,7 @@ impl Stage {
         self.metrics
             .bytes_staged
             .fetch_add(staged.event_bytes, Ordering::Relaxed);
+        shoplake_server::faults::point("stage.staged");
         self.checkpoint().await?;
 
         let report = FlushReport {
@@ -565,10 +569,9 @@ impl Stage {
     /// After the batch is staged: expires the dedup window and idle sessions, takes the
     /// checkpoints of what was read, and starts the state commit that makes them durable.
     async fn checkpoint(&mut self) -> Result<()> {
-        let expired_ids = self.expire_dedup_window();
-        let expired_sessions = self
-            .sessions
-            .expire(self.max_received.saturating_sub(2 * 3_600_000_000));
+        let now = self.clock.now();
+        let expired_ids = self.expire_dedup_window(now);
+        let expired_sessions = self.sessions.expire(now.saturating_sub(2 * 3_600_000_000));
         let sessions = self.sessions.take_dirty();
         let live = match &self.observer {
             Some(o) => o.take_dirty(self.metrics.flushes.load(Ordering::Relaxed)),
@@ -591,6 +594,7 @@ impl Stage {
         // checkpoint is durable once it completes, and until then a crash re-reads the records
         // (whose staged files are already written), as before.
         self.wait_for_commit().await?;
+        shoplake_server::faults::point("stage.checkpoint");
         let state = self.state.clone();
         self.committing = Some(tokio::task::spawn_blocking(move || state.commit(&delta)));
         Ok(())
@@ -599,7 +603,7 @@ impl Stage {
     /// Forgets the ids received more than the TTL before the latest, and the oldest beyond the
     /// window's size; returns them. Walks the window only when over its size or every 100
     /// flushes.
-    fn expire_dedup_window(&mut self) -> Vec<u128> {
+    fn expire_dedup_window(&mut self, now: i64) -> Vec<u128> {
         let ttl = crate::config::micros(self.config.dedup_ttl);
         let mut expired_ids = Vec::new();
         let size = self.dedup.len() + self.pending_ids.len();
@@ -612,7 +616,7 @@ impl Stage {
         {
             return expired_ids;
         }
-        let mut cutoff = self.max_received.saturating_sub(ttl);
+        let mut cutoff = now.saturating_sub(ttl);
         let over = size.saturating_sub(self.config.dedup_max_entries);
         if over > 0 {
             let mut times: Vec<i64> = self.dedup.values().copied().collect();
@@ -658,6 +662,14 @@ impl Stage {
             // A flush that finished a closed shard (resharding) makes its children readable:
             // the drain goes on to them instead of stopping at the parent's end.
             if read == 0 && self.source.scanned() {
+                // A shard held by a lease that has not moved since this worker looked may be a
+                // crashed worker's: wait until it moves (its owner is alive and reads it) or
+                // expires (this worker takes it over), or the drain would end with the shard
+                // unread.
+                if self.source.waiting_on_others() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 self.wait_for_commit().await?;
                 self.source.release_leases().await;
                 return Ok(total);

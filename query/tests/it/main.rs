@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod bounds;
+mod exactly_once;
 mod fuzz;
 mod golden;
 mod http;

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use shoplake_ingest::{LocalLog, Record, StreamProducer};
+use shoplake_ingest::{
+    LocalLog, ReadBatch, Record, ShardId, ShardInfo, ShardReader, StartPosition, StreamConsumer,
+    StreamProducer,
+};
 
 use crate::lake::lake_and_stage;
 use crate::orders::{ago, event, one_item_order};
@@ -57,4 +60,140 @@ async fn a_record_stamped_in_2099_neither_lands_nor_empties_the_dedup_window() {
         (0, 1),
         "the retry is a duplicate: {drained:?}"
     );
+}
+
+/// The embedded log, read as if the stream's servers stamped arrivals `offset` microseconds
+/// off: their clock jumped while the test sets the offset.
+struct JumpingClock {
+    log: Arc<LocalLog>,
+    offset: Arc<std::sync::atomic::AtomicI64>,
+}
+
+struct JumpingReader {
+    inner: Box<dyn ShardReader>,
+    offset: Arc<std::sync::atomic::AtomicI64>,
+}
+
+#[async_trait::async_trait]
+impl StreamConsumer for JumpingClock {
+    fn name(&self) -> &str {
+        self.log.name()
+    }
+    async fn list_shards(&self) -> shoplake_ingest::Result<Vec<ShardInfo>> {
+        self.log.list_shards().await
+    }
+    async fn open_shard(
+        &self,
+        shard: &ShardId,
+        from: StartPosition,
+    ) -> shoplake_ingest::Result<Box<dyn ShardReader>> {
+        Ok(Box::new(JumpingReader {
+            inner: self.log.open_shard(shard, from).await?,
+            offset: self.offset.clone(),
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl ShardReader for JumpingReader {
+    async fn next_batch(&mut self, max: usize) -> shoplake_ingest::Result<ReadBatch> {
+        let mut batch = self.inner.next_batch(max).await?;
+        let offset = self.offset.load(std::sync::atomic::Ordering::SeqCst);
+        for r in &mut batch.records {
+            r.arrival_micros += offset;
+        }
+        Ok(batch)
+    }
+}
+
+/// A shopper's order event `id` sent now (device time = server time), without a received_at.
+fn view(id: &str) -> Record {
+    let now = ago(chrono::Duration::zero());
+    let mut record = order(id, &now, None);
+    let mut body: Value = serde_json::from_slice(&record.data).unwrap();
+    body["sent_at"] = Value::from(now);
+    record.data = serde_json::to_vec(&body).unwrap().into();
+    record
+}
+
+/// The stream's servers' clock jumps a year ahead for one record and comes back. Before the
+/// stage's clock (`transform::clock`), that record moved the stage's time a year ahead: the flush
+/// after it expired every open session (the shopper's next event began a new visit) and the
+/// de-duplication window; now the shopper's visit goes on and a retry is still recognised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jump_of_the_servers_clock_neither_ends_open_visits_nor_empties_the_dedup_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 1).unwrap());
+    let offset = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let stream = Arc::new(JumpingClock {
+        log: log.clone(),
+        offset: offset.clone(),
+    });
+    let lake = shoplake_batch::Lake::open(
+        &dir.path().join("lake").display().to_string(),
+        Default::default(),
+    )
+    .unwrap();
+    let config = shoplake_transform::StageConfig::default();
+    let mut stage = shoplake_transform::Stage::open(
+        stream,
+        lake.store(),
+        &dir.path().join("stage.redb"),
+        config,
+    )
+    .unwrap();
+    let (first, jumped, next) = (
+        "00000000-0000-4000-8000-00000000c001",
+        "00000000-0000-4000-8000-00000000c002",
+        "00000000-0000-4000-8000-00000000c003",
+    );
+    log.put_records(vec![view(first)]).await.unwrap();
+    assert_eq!(stage.drain().await.unwrap().events, 1);
+
+    // One record stamped while the servers' clock was a year ahead (its corrected event time
+    // follows the server's clock, so it is valid), a flush, and the clock comes back.
+    offset.store(
+        365 * 24 * 3_600_000_000,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    // Another shopper's.
+    let mut other = view(jumped);
+    let mut body: Value = serde_json::from_slice(&other.data).unwrap();
+    body["anonymous_id"] = Value::from("a-2");
+    body["user_id"] = Value::from("u-2");
+    other.data = serde_json::to_vec(&body).unwrap().into();
+    log.put_records(vec![other]).await.unwrap();
+    stage.drain().await.unwrap();
+    offset.store(0, std::sync::atomic::Ordering::SeqCst);
+    // The window is walked every 100th flush.
+    for _ in 0..100 {
+        stage.flush().await.unwrap();
+    }
+
+    // The shopper's next event, and the client's retry of the first.
+    log.put_records(vec![view(next), view(first)])
+        .await
+        .unwrap();
+    let drained = stage.drain().await.unwrap();
+    assert_eq!(drained.events, 1, "the retry is a duplicate: {drained:?}");
+    shoplake_batch::compact_all(&lake, &Default::default())
+        .await
+        .unwrap();
+    let service = shoplake_query::QueryService::open(
+        &dir.path().join("lake").display().to_string(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let result = service
+        .sql(&format!(
+            "SELECT count(DISTINCT session_id) AS n FROM events WHERE event_id IN ('{first}', '{next}')"
+        ))
+        .await
+        .unwrap();
+    let visits = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+        result.batches[0].column(0),
+    )
+    .value(0);
+    assert_eq!(visits, 1, "the shopper's visit went on through the jump");
 }
