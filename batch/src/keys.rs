@@ -12,7 +12,7 @@
 //! ## How
 //! For every data file of `events`, `bad_rows` and `fraud_decisions`, the index holds the 64-bit
 //! xxHash of each key in the file, sorted: an object `_index/<table>/<file's path>.keys` beside
-//! the lake (8 bytes a key; 76 MB for a day of 10 million events), and in memory the files of
+//! the lake (8 bytes a key; 76 MiB for a day of 10 million events), and in memory the files of
 //! the days recently looked up. A staged row of day *d* is looked up in the files of days
 //! *d − 1*, *d* and *d + 1* of the snapshot the round commits against; a hash that matches names
 //! the files that may hold the key, and only those files' key column is read to confirm it (a

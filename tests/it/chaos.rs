@@ -351,6 +351,10 @@ fn campaign(name: &str, mut backend: impl FnMut(u64) -> Option<Backend>) {
             );
         }
         tally.trials += 1;
+        eprintln!(
+            "{name}: trial {trial} done: {} events checked so far, {} lost, {} doubled",
+            tally.events, tally.lost, tally.doubled
+        );
     }
     tally.print(name);
     assert!(
