@@ -329,6 +329,7 @@ impl KeyIndex {
             .snapshot()
             .map_err(|source| Error::delta(target.name, source))?;
         let mut active: HashMap<i32, Vec<DataFile>> = HashMap::new();
+        let mut sizes: HashMap<String, u64> = HashMap::new();
         for f in snapshot.log_data() {
             let Some(day) = f
                 .partition_values_map()
@@ -339,11 +340,12 @@ impl KeyIndex {
                 continue;
             };
             if days.contains(&day) {
-                active.entry(day).or_default().push(DataFile {
-                    day,
-                    path: f.path().into_owned(),
-                    size: u64::try_from(f.size()).unwrap_or(0),
-                });
+                let (path, size) = (f.path().into_owned(), u64::try_from(f.size()).unwrap_or(0));
+                sizes.insert(path.clone(), size);
+                active
+                    .entry(day)
+                    .or_default()
+                    .push(DataFile { day, path, size });
             }
         }
 
@@ -439,13 +441,8 @@ impl KeyIndex {
         }
 
         // Confirmed in the files themselves.
+        // (The candidates are files of the lookup's days, whose sizes the first pass kept.)
         if !candidates.is_empty() {
-            let sizes: HashMap<String, u64> = snapshot
-                .log_data()
-                .iter()
-                .filter(|f| candidates.contains_key(f.path().as_ref()))
-                .map(|f| (f.path().into_owned(), u64::try_from(f.size()).unwrap_or(0)))
-                .collect();
             for (path, (mut file, keys)) in candidates {
                 file.size = sizes.get(&path).copied().unwrap_or(0);
                 lookup.files_checked += 1;

@@ -5,13 +5,12 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
 use shoplake_batch::{CompactOptions, Lake, WriteOptions, compact_all, optimize::optimize};
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
-use shoplake_query::QueryService;
 use shoplake_transform::{Stage, StageConfig};
 
-use crate::orders::{ago, event, one_item_order};
+use crate::lake::count;
+use crate::orders::{ago, event, one_item_order, with};
 
 /// A worker: its own stream (the shard it holds) and its own state, staging into `lake`.
 async fn worker(dir: &std::path::Path, name: &str, lake: &Lake, records: Vec<Record>) -> u64 {
@@ -29,33 +28,23 @@ async fn worker(dir: &std::path::Path, name: &str, lake: &Lake, records: Vec<Rec
 
 /// How many rows of `events` have `id`.
 async fn copies(lake_root: &std::path::Path, id: &str) -> i64 {
-    let service = QueryService::open(&lake_root.display().to_string(), Default::default())
-        .await
-        .unwrap();
-    let result = service
-        .sql(&format!(
-            "SELECT count(*) AS n FROM events WHERE event_id = '{id}'"
-        ))
-        .await
-        .unwrap();
-    let batch = &result.batches[0];
-    arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batch.column(0)).value(0)
+    count(
+        lake_root,
+        &format!("SELECT count(*) AS n FROM events WHERE event_id = '{id}'"),
+    )
+    .await
 }
 
 /// An order_completed event `id`, as its client sends it: `occurred_at`, `sent_at`, and the
 /// collector's `received_at`.
 fn sent(id: &str, occurred_at: &str, sent_at: &str, received_at: &str) -> Record {
-    let mut record = event(
+    let record = event(
         "order_completed",
         id,
         occurred_at,
         one_item_order(&format!("o-{id}")),
     );
-    let mut body: Value = serde_json::from_slice(&record.data).unwrap();
-    body["sent_at"] = json!(sent_at);
-    body["received_at"] = json!(received_at);
-    record.data = serde_json::to_vec(&body).unwrap().into();
-    record
+    with(with(record, "sent_at", sent_at), "received_at", received_at)
 }
 
 /// Before the key index, compaction compared a staged row only with lake rows of the same

@@ -145,3 +145,14 @@ pub async fn service() -> Arc<shoplake_query::QueryService> {
             .unwrap(),
     )
 }
+
+/// The one number `sql` answers (a count) over the lake at `lake_root`, through the query service.
+pub async fn count(lake_root: &Path, sql: &str) -> i64 {
+    let service =
+        shoplake_query::QueryService::open(&lake_root.display().to_string(), Default::default())
+            .await
+            .unwrap();
+    let result = service.sql(sql).await.unwrap();
+    arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(result.batches[0].column(0))
+        .value(0)
+}

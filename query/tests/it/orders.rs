@@ -26,6 +26,14 @@ pub(crate) fn event(name: &str, id: &str, at: &str, properties: Value) -> Record
     }
 }
 
+/// `record` with the payload field `field` set to `value`.
+pub(crate) fn with(mut record: Record, field: &str, value: impl Into<Value>) -> Record {
+    let mut body: Value = serde_json::from_slice(&record.data).unwrap();
+    body[field] = value.into();
+    record.data = serde_json::to_vec(&body).unwrap().into();
+    record
+}
+
 /// The time `span` ago, as an event's RFC 3339 timestamp.
 pub(crate) fn ago(span: chrono::Duration) -> String {
     (chrono::Utc::now() - span).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
