@@ -97,6 +97,10 @@ pub enum Reason {
     /// The record is kept with its bytes, so it can be replayed once the bug is fixed, and the
     /// stage goes on instead of crash-looping at its checkpoint.
     Internal,
+    /// An event id admitted before with a different payload (another name, person, time or
+    /// properties): the first copy is the event, this one is kept with its bytes rather than
+    /// silently dropped. A sender reusing ids, or a bug in one, shows here.
+    ConflictingDuplicate,
 }
 
 impl Reason {
@@ -117,6 +121,7 @@ impl Reason {
             Reason::TooLarge => "too_large",
             Reason::UnreadableFile => "unreadable_file",
             Reason::Internal => "internal",
+            Reason::ConflictingDuplicate => "conflicting_duplicate",
         }
     }
 
@@ -136,6 +141,7 @@ impl Reason {
         Reason::TooLarge,
         Reason::UnreadableFile,
         Reason::Internal,
+        Reason::ConflictingDuplicate,
     ];
 }
 
@@ -195,6 +201,46 @@ impl ValidEvent<'_> {
     /// The event id (validated present).
     pub fn event_id(&self) -> &str {
         self.event.event_id.as_deref().unwrap_or_default()
+    }
+
+    /// A 64-bit hash of what the event says: its name, who (user, anonymous and session ids),
+    /// when it happened on the device, its properties and traits. Not how it travelled: `sent_at`,
+    /// `received_at` and the context (IP address, user agent, library) may change when a client
+    /// retries through another network or proxy, so a retry keeps its fingerprint and a different
+    /// event under a reused id does not. Never 0 (0 stands for "not known").
+    pub fn fingerprint(&self) -> u64 {
+        let e = &self.event;
+        let mut hasher = HashWriter(twox_hash::XxHash64::with_seed(0));
+        // Serializing into a hasher cannot fail (the writer never does, every field is a string,
+        // number or JSON already checked); a failure would only weaken the hash, not lose data.
+        let _ = serde_json::to_writer(
+            &mut hasher,
+            &(
+                &e.event_name,
+                &e.custom_event_name,
+                self.occurred_at,
+                &e.anonymous_id,
+                &e.user_id,
+                &e.session_id,
+                &e.properties,
+                &e.traits,
+            ),
+        );
+        std::hash::Hasher::finish(&hasher.0).max(1)
+    }
+}
+
+/// Feeds serialized bytes to a hasher without building the string.
+struct HashWriter(twox_hash::XxHash64);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::hash::Hasher::write(&mut self.0, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

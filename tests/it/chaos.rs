@@ -8,14 +8,25 @@
 //! one fraud decision per order event, `orders` and `visits` equal to a derivation from all
 //! events at once.
 //!
+//! Besides the crashes: `up` (stage, compaction and maintenance in one process) killed the same
+//! ways; two compactions at once (a race whose lost commits are counted); and on Kinesis, the
+//! stream going away while a stage reads it (a relay in front of kinesalite is stopped — every
+//! connection reset, new ones refused — and started again a few seconds later, while kinesalite
+//! keeps its records as Kinesis would).
+//!
 //! Two backends: the embedded default (the log in the data folder, a local lake), and Kinesis
 //! (kinesalite) with the lake on S3 (moto). `SHOPLAKE_CHAOS_TRIALS` trials each (1 in the
-//! test suite; `scripts/chaos` runs 20), seeded by `SHOPLAKE_CHAOS_SEED`; each prints a table
-//! of the faults hit and the events checked, lost and doubled.
+//! test suite; `scripts/chaos` runs 20) of `SHOPLAKE_CHAOS_SESSIONS` simulated sessions (250 in
+//! the suite, 700 in `scripts/chaos`), seeded by `SHOPLAKE_CHAOS_SEED`; each prints a table of
+//! the faults hit and the events checked, lost and doubled.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -51,12 +62,89 @@ impl Rng {
     }
 }
 
+/// A TCP relay in front of the stream emulator: stopping it is the stream going away (every
+/// connection reset, new ones refused) while the emulator keeps its records.
+struct Relay {
+    port: u16,
+    target: SocketAddr,
+    stop: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    accepting: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Relays 127.0.0.1:`port` (0: any free port) to `target`.
+    fn start(port: u16, target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (stopped, conns) = (stop.clone(), open.clone());
+        let accepting = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let mut conns = conns.lock().unwrap();
+                conns.push(client.try_clone().unwrap());
+                conns.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 << 10];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay {
+            port,
+            target,
+            stop,
+            open,
+            accepting: Some(accepting),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The stream goes away: every relayed connection is reset and the port refuses new ones.
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.accepting.take() {
+            t.join().unwrap();
+        }
+        for c in self.open.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// The stream comes back on the same port.
+    fn restart(&mut self) {
+        *self = Relay::start(self.port, self.target);
+    }
+}
+
 /// Where a trial's stream and lake live.
 enum Backend {
     Embedded,
-    /// A Kinesis stream of the emulator at `endpoint`, the lake on S3 (moto).
+    /// A Kinesis stream of the emulator behind `relay`, the lake on S3 (moto).
     Kinesis {
-        endpoint: String,
+        relay: Mutex<Relay>,
         stream: String,
         lake: S3Lake,
     },
@@ -68,11 +156,12 @@ impl Backend {
         let mut cmd = match self {
             Backend::Embedded => shoplake(data, args),
             Backend::Kinesis {
-                endpoint,
+                relay,
                 stream,
                 lake,
             } => {
-                let mut cmd = on_kinesis(data, endpoint, stream, args);
+                let endpoint = relay.lock().unwrap().endpoint();
+                let mut cmd = on_kinesis(data, &endpoint, stream, args);
                 lake.on(&mut cmd);
                 cmd
             }
@@ -87,7 +176,20 @@ impl Backend {
             ("stream", Backend::Kinesis { .. }) => {
                 &["stage.staged", "stage.checkpoint", "lease.renew"]
             }
-            ("compact", _) => &["compact.committed", "compact.staging.delete"],
+            ("compact" | "race", _) => &["compact.committed", "compact.staging.delete"],
+            ("up", Backend::Embedded) => &[
+                "stage.staged",
+                "stage.checkpoint",
+                "compact.committed",
+                "compact.staging.delete",
+            ],
+            ("up", Backend::Kinesis { .. }) => &[
+                "stage.staged",
+                "stage.checkpoint",
+                "lease.renew",
+                "compact.committed",
+                "compact.staging.delete",
+            ],
             _ => &["optimize.committed"],
         }
     }
@@ -103,57 +205,94 @@ enum Outcome {
     Finished,
 }
 
-/// Runs `cmd` with one fault: a point armed after `skip` passes, or a SIGKILL after `kill_after`.
-fn step(mut cmd: Command, point: Option<(&'static str, u64)>, kill_after: Duration) -> Outcome {
-    let log = tempfile::NamedTempFile::new().unwrap();
+/// A command running with its fault.
+struct Running {
+    child: Child,
+    stdout: tempfile::NamedTempFile,
+    stderr: tempfile::NamedTempFile,
+    point: Option<(&'static str, u64)>,
+    deadline: Instant,
+    /// Never ends on its own (`up`): at the deadline it is killed, fault or not.
+    server: bool,
+}
+
+/// Starts `cmd` with one fault: a point armed after `skip` passes (waited for up to 300 s, or
+/// `server_patience` for a server, which is then killed), or a SIGKILL after `kill_after`.
+fn start(
+    mut cmd: Command,
+    point: Option<(&'static str, u64)>,
+    kill_after: Duration,
+    server: bool,
+) -> Running {
+    let (stdout, stderr) = (
+        tempfile::NamedTempFile::new().unwrap(),
+        tempfile::NamedTempFile::new().unwrap(),
+    );
     if let Some((name, skip)) = point {
         cmd.env("FAILPOINTS", format!("{name}={skip}*off->return"));
     }
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log.reopen().unwrap()))
+    let child = cmd
+        .stdout(Stdio::from(stdout.reopen().unwrap()))
+        .stderr(Stdio::from(stderr.reopen().unwrap()))
         .spawn()
         .unwrap();
-    let deadline = Instant::now()
-        + if point.is_some() {
-            Duration::from_secs(300)
-        } else {
-            kill_after
-        };
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let wait = match (point, server) {
+        // A server is given time to start.
+        (None, true) => kill_after * 4,
+        (None, false) => kill_after,
+        (Some(_), true) => Duration::from_secs(20),
+        (Some(_), false) => Duration::from_secs(300),
     };
-    let stderr = || std::fs::read_to_string(log.path()).unwrap_or_default();
-    match (status, point) {
-        (None, None) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Outcome::Killed
-        }
-        (None, Some((name, _))) => {
-            let _ = child.kill();
-            panic!("{name}: the command hung for 300 s; stderr:\n{}", stderr())
-        }
-        (Some(status), point) => {
-            let err = stderr();
-            if let Some((name, _)) = point
-                && err.contains(&format!("shoplake fault: killed at {name}"))
-            {
-                assert!(!status.success(), "{name}: the process did not die");
-                return Outcome::Hit(name);
+    Running {
+        child,
+        stdout,
+        stderr,
+        point,
+        deadline: Instant::now() + wait,
+        server,
+    }
+}
+
+impl Running {
+    /// How it ended, and what it printed on stdout.
+    fn wait(mut self) -> (Outcome, String) {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break Some(status);
             }
-            assert!(
-                status.success(),
-                "a command failed without a fault ({status}); stderr:\n{err}"
-            );
-            Outcome::Finished
+            if Instant::now() >= self.deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let stderr = std::fs::read_to_string(self.stderr.path()).unwrap_or_default();
+        let stdout = std::fs::read_to_string(self.stdout.path()).unwrap_or_default();
+        let outcome = match (status, self.point) {
+            (None, None) => Outcome::Killed,
+            (None, Some(_)) if self.server => Outcome::Killed,
+            (None, Some((name, _))) => {
+                let _ = self.child.kill();
+                panic!("{name}: the command hung for 300 s; stderr:\n{stderr}")
+            }
+            (Some(status), point) => {
+                if let Some((name, _)) = point
+                    && stderr.contains(&format!("shoplake fault: killed at {name}"))
+                {
+                    assert!(!status.success(), "{name}: the process did not die");
+                    return (Outcome::Hit(name), stdout);
+                }
+                assert!(
+                    status.success(),
+                    "a command failed without a fault ({status}); stderr:\n{stderr}"
+                );
+                Outcome::Finished
+            }
+        };
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
+        (outcome, stdout)
     }
 }
 
@@ -171,6 +310,14 @@ struct Tally {
     bad_rows_off: u64,
     decisions_off: u64,
     derived_off: u64,
+    /// Steps by kind: `stream`, `compact`, `optimize`, `up` killed; `race`; `outage`.
+    components: BTreeMap<&'static str, u64>,
+    /// Two compactions at once, and the commits that lost the race and ran again.
+    races: u64,
+    conflicts: u64,
+    /// The stream went away under a reading stage: rode it out, or exited with an error.
+    outages: u64,
+    outages_failed: u64,
 }
 
 impl Tally {
@@ -179,9 +326,27 @@ impl Tally {
             "\nchaos on {backend}: {} trials, {} crashing steps ({} ended before their fault)",
             self.trials, self.steps, self.finished
         );
+        eprintln!(
+            "steps: {}",
+            self.components
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         eprintln!("| fault | hits |\n|---|---|");
         for (kind, n) in &self.hit {
             eprintln!("| {kind} | {n} |");
+        }
+        eprintln!(
+            "| two compactions at once | {} (commits that lost the race and ran again: {}) |",
+            self.races, self.conflicts
+        );
+        if self.outages > 0 {
+            eprintln!(
+                "| the stream went away under a stage | {} ({} exited with an error) |",
+                self.outages, self.outages_failed
+            );
         }
         eprintln!(
             "| events checked | lost | doubled | bad rows off | decisions off | derived rows off |\n\
@@ -255,8 +420,8 @@ fn check(backend: &Backend, data: &Path, stats: &Value, tally: &mut Tally) {
     tally.bad_rows_off += bad.values().sum::<u64>();
 }
 
-/// The number of trials, and the campaign's seed.
-fn settings() -> (u64, u64) {
+/// The number of trials, the campaign's seed, and the sessions a trial simulates.
+fn settings() -> (u64, u64, u64) {
     let var = |name, default| {
         std::env::var(name)
             .ok()
@@ -266,13 +431,15 @@ fn settings() -> (u64, u64) {
     (
         var("SHOPLAKE_CHAOS_TRIALS", 1),
         var("SHOPLAKE_CHAOS_SEED", 20_261_206),
+        var("SHOPLAKE_CHAOS_SESSIONS", 250),
     )
 }
 
 /// Runs the campaign's trials on backends made by `backend` (one per trial), and checks that
 /// nothing was lost or doubled.
 fn campaign(name: &str, mut backend: impl FnMut(u64) -> Option<Backend>) {
-    let (trials, seed) = settings();
+    let (trials, seed, sessions) = settings();
+    let sessions = sessions.to_string();
     let mut rng = Rng(seed);
     let mut tally = Tally::default();
     for trial in 0..trials {
@@ -291,7 +458,7 @@ fn campaign(name: &str, mut backend: impl FnMut(u64) -> Option<Backend>) {
                     "--seed",
                     &sim_seed,
                     "--sessions",
-                    "700",
+                    &sessions,
                     "--start",
                     "2026-03-01T00:00:00Z",
                     "--stats-json",
@@ -301,29 +468,107 @@ fn campaign(name: &str, mut backend: impl FnMut(u64) -> Option<Backend>) {
             .unwrap());
         let stats: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
         let mut steps = Vec::new();
-        for _ in 0..6 {
-            let component = *rng.pick(&["stream", "stream", "compact", "compact", "optimize"]);
+        // Every kind of step once per trial, in a seeded order.
+        let mut kinds: Vec<&str> = match backend {
+            Backend::Embedded => vec!["stream", "compact", "optimize", "up", "race", "stream"],
+            Backend::Kinesis { .. } => {
+                vec![
+                    "stream", "compact", "optimize", "up", "race", "outage", "stream",
+                ]
+            }
+        };
+        for i in (1..kinds.len()).rev() {
+            kinds.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        for component in kinds {
+            *tally.components.entry(component).or_default() += 1;
             let args: &[&str] = match component {
-                "stream" => &["stream", "--drain"],
-                "compact" => &["batch", "compact"],
+                "stream" | "outage" => &["stream", "--drain"],
+                "compact" | "race" => &["batch", "compact"],
+                "up" => &[
+                    "up",
+                    "--rate",
+                    "0",
+                    "--http-addr",
+                    "127.0.0.1:0",
+                    "--pg-addr",
+                    "127.0.0.1:0",
+                    "--flight-addr",
+                    "127.0.0.1:0",
+                ],
                 _ => &["batch", "optimize"],
             };
-            let point =
-                (rng.below(5) < 3).then(|| (*rng.pick(backend.points(component)), rng.below(3)));
+            let point = (component != "outage" && rng.below(5) < 3)
+                .then(|| (*rng.pick(backend.points(component)), rng.below(3)));
             let kill_after = Duration::from_millis(100 + rng.below(1500));
+            let server = component == "up";
             tally.steps += 1;
-            let outcome = match step(backend.command(data, args), point, kill_after) {
+            let running = start(backend.command(data, args), point, kill_after, server);
+            let (outcome, note) = match component {
+                "race" => {
+                    // The second compactor runs to its end; both reports count lost commits.
+                    let other = start(
+                        backend.command(data, args),
+                        None,
+                        Duration::from_secs(300),
+                        false,
+                    );
+                    let (outcome, out) = running.wait();
+                    let (_, other_out) = other.wait();
+                    tally.races += 1;
+                    for out in [out, other_out] {
+                        if let Ok(report) = serde_json::from_str::<Value>(out.trim()) {
+                            tally.conflicts += report["conflicts"].as_u64().unwrap_or(0);
+                        }
+                    }
+                    (outcome, String::new())
+                }
+                "outage" => {
+                    let Backend::Kinesis { relay, .. } = &backend else {
+                        unreachable!()
+                    };
+                    std::thread::sleep(kill_after);
+                    relay.lock().unwrap().stop();
+                    let down = Duration::from_millis(1000 + rng.below(3000));
+                    std::thread::sleep(down);
+                    relay.lock().unwrap().restart();
+                    tally.outages += 1;
+                    // The stage either rides the outage out or exits with an error; both leave
+                    // the lake to recovery. Only its exit status differs.
+                    let mut child = running.child;
+                    let deadline = Instant::now() + Duration::from_secs(300);
+                    let status = loop {
+                        if let Some(status) = child.try_wait().unwrap() {
+                            break status;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "the stage hung for 300 s after the stream came back"
+                        );
+                        std::thread::sleep(Duration::from_millis(20));
+                    };
+                    if !status.success() {
+                        tally.outages_failed += 1;
+                    }
+                    (
+                        Outcome::Finished,
+                        format!("stream down {down:?} after {kill_after:?}: {status}"),
+                    )
+                }
+                _ => running.wait(),
+            };
+            let outcome = match outcome {
                 Outcome::Hit(name) => {
                     *tally.hit.entry(name).or_default() += 1;
-                    format!("died at {name}")
+                    format!("died at {name} {note}")
                 }
                 Outcome::Killed => {
                     *tally.hit.entry("sigkill").or_default() += 1;
-                    format!("SIGKILL after {kill_after:?}")
+                    format!("SIGKILL {note}")
                 }
                 Outcome::Finished => {
                     tally.finished += 1;
-                    "ended before its fault".to_owned()
+                    format!("ended before its fault {note}")
                 }
             };
             steps.push(format!("{component} {point:?}: {outcome}"));
@@ -352,8 +597,11 @@ fn campaign(name: &str, mut backend: impl FnMut(u64) -> Option<Backend>) {
         }
         tally.trials += 1;
         eprintln!(
-            "{name}: trial {trial} done: {} events checked so far, {} lost, {} doubled",
-            tally.events, tally.lost, tally.doubled
+            "{name}: trial {trial} done: {} events checked so far, {} lost, {} doubled\n  {}",
+            tally.events,
+            tally.lost,
+            tally.doubled,
+            steps.join("\n  ")
         );
     }
     tally.print(name);
@@ -376,12 +624,16 @@ fn chaos_on_kinesis_and_s3_loses_and_doubles_nothing() {
         return;
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    let target: SocketAddr = endpoint
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap_or_else(|e| panic!("{endpoint}: {e}"));
     campaign("Kinesis and S3", |trial| {
         let name = format!("chaos-{}-{trial}", std::process::id());
         runtime.block_on(create_stream(&endpoint, &name, 2));
         let lake = S3Lake::create(&runtime, &name)?;
         Some(Backend::Kinesis {
-            endpoint: endpoint.clone(),
+            relay: Mutex::new(Relay::start(0, target)),
             stream: name,
             lake,
         })

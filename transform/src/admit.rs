@@ -7,6 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use shoplake_events::{Limits, Reason, Rejection, ValidEvent, decode};
 
 use crate::enrich::bots::BotCache;
+use crate::state::{Seen, Sighting};
 
 /// What became of one record.
 // Returned by value once per record and matched at once, never stored: boxing the event would cost
@@ -16,7 +17,7 @@ use crate::enrich::bots::BotCache;
 pub enum Admission<'a> {
     /// Not an event of the contract: a bad row with this reason.
     Rejected(Rejection),
-    /// An event whose id was admitted before.
+    /// An event whose id was admitted before with the same payload (a retry).
     Duplicate,
     /// The first event of its id. Bots are admitted to the lake (marked `is_bot`) but never feed
     /// the live state.
@@ -48,8 +49,9 @@ fn guarded<'a>(step: impl FnOnce() -> Admission<'a>) -> Admission<'a> {
     })
 }
 
-/// Decodes and validates `payload` (arrived at `arrival_micros`), asks `first_sighting` whether
-/// its id (with its received time) is new, and tells bots apart. A panic on the way becomes a
+/// Decodes and validates `payload` (arrived at `arrival_micros`), asks `sighting` whether its id
+/// (with its received time and payload's fingerprint) is new, a retry or a conflicting copy (a
+/// bad row `conflicting_duplicate`), and tells bots apart. A panic on the way becomes a
 /// rejection `internal` carrying the panic's message: a record that trips a bug becomes a bad row
 /// (with its bytes) and the stage goes on, instead of crashing on it at every restart from its
 /// checkpoint.
@@ -58,7 +60,7 @@ pub fn admit<'a>(
     arrival_micros: i64,
     limits: &Limits,
     bots: &mut BotCache,
-    first_sighting: impl FnOnce(u128, i64) -> bool,
+    sighting: impl FnOnce(u128, Seen) -> Sighting,
 ) -> Admission<'a> {
     guarded(|| {
         let event = match decode(payload, arrival_micros, limits) {
@@ -69,8 +71,27 @@ pub fn admit<'a>(
         let id = uuid::Uuid::try_parse(event.event_id())
             .map(|u| u.as_u128())
             .unwrap_or_default();
-        if !first_sighting(id, event.received_at) {
-            return Admission::Duplicate;
+        let seen = Seen {
+            received: event.received_at,
+            fingerprint: event.fingerprint(),
+        };
+        match sighting(id, seen) {
+            Sighting::First => {}
+            Sighting::Again => return Admission::Duplicate,
+            Sighting::Conflict => {
+                return Admission::Rejected(Rejection {
+                    reason: Reason::ConflictingDuplicate,
+                    field: Some("event_id".into()),
+                    message: format!(
+                        "event {} was received before with a different payload (name, ids, \
+                         occurred_at, properties or traits differ): the first copy is the event, \
+                         this one is kept here",
+                        event.event_id()
+                    ),
+                    event_id: Some(event.event_id().to_owned()),
+                    event_name: Some(event.name.as_str().to_owned()),
+                });
+            }
         }
         let ctx = event.event.context.as_ref();
         let bot = bots.is_bot(
@@ -113,7 +134,9 @@ mod tests {
     #[test]
     fn a_record_that_does_not_panic_is_admitted_as_before() {
         let mut bots = BotCache::default();
-        let got = admit(b"not json", 0, &Limits::default(), &mut bots, |_, _| true);
+        let got = admit(b"not json", 0, &Limits::default(), &mut bots, |_, _| {
+            Sighting::First
+        });
         assert!(
             matches!(got, Admission::Rejected(ref r) if r.reason == Reason::MalformedJson),
             "{got:?}"

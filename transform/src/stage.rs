@@ -9,7 +9,6 @@
 //!   → one redb commit: checkpoints + dedup window + sessions + the observer's state
 //! ```
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -19,7 +18,7 @@ use object_store::ObjectStore;
 use shoplake_events::{BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, Limits, Reason};
 use shoplake_ingest::{Firehose, StreamConsumer, StreamRecord};
 use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::admit::{Admission, admit};
 use crate::clock::StageClock;
@@ -32,7 +31,7 @@ use crate::leases::{LeaseMetrics, Leases};
 use crate::observe::Observer;
 use crate::sink::Sink;
 use crate::source::Source;
-use crate::state::{IdHasher, IdMap, StateDelta, StateStore};
+use crate::state::{IdMap, Seen, Sighting, StateDelta, StateStore};
 use crate::{Error, Result};
 
 /// Counters of the stage, readable while it runs (exported under the [`names`] below).
@@ -57,6 +56,9 @@ pub struct StageMetrics {
     /// Arrow builders (the live engines and the raw archive included when on): the stage's own
     /// cost per record, apart from reading the stream and writing staging.
     pub process_cpu_nanos: AtomicU64,
+    /// Events on which a live engine panicked: they land in the lake all the same; the live
+    /// state (scores, recommendations) misses them.
+    pub live_panics: AtomicU64,
 }
 
 /// Metric names of the stage (counters without `_total`, which the encoder adds).
@@ -73,12 +75,13 @@ pub mod names {
     pub const LAG: &str = "shoplake_stage_lag_milliseconds";
     pub const PROCESS_CPU: &str = "shoplake_stage_process_cpu_seconds";
     pub const DEDUP_ENTRIES: &str = "shoplake_stage_dedup_entries";
+    pub const LIVE_PANICS: &str = "shoplake_stage_live_panics";
 }
 
 impl Collector for StageMetrics {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 8] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 names::RECORDS_READ,
                 "Records read from the stream.",
@@ -118,6 +121,11 @@ impl Collector for StageMetrics {
                 names::BOT_EVENTS,
                 "Events marked as coming from bots.",
                 &self.bots,
+            ),
+            (
+                names::LIVE_PANICS,
+                "Events a live engine panicked on (in the lake all the same, missed by live state).",
+                &self.live_panics,
             ),
         ];
         for (name, help, v) in counters {
@@ -188,8 +196,7 @@ pub struct Stage {
     /// event id → received_at of every event staged within the TTL.
     dedup: IdMap,
     /// Ids of the batch being built (not yet in `dedup`).
-    pending_ids: Vec<(u128, i64)>,
-    pending_set: HashSet<u128, IdHasher>,
+    pending: IdMap,
     events: EventBatchBuilder,
     bad: BadRowBatchBuilder,
     batch_records: usize,
@@ -214,7 +221,14 @@ impl Stage {
         let fx = config.fx_rates()?;
         let state = StateStore::open(state_path)?;
         let loaded = state.load()?;
-        let clock = StageClock::new(loaded.dedup.values().copied().max().unwrap_or(i64::MIN));
+        let clock = StageClock::new(
+            loaded
+                .dedup
+                .values()
+                .map(|s| s.received)
+                .max()
+                .unwrap_or(i64::MIN),
+        );
         info!(
             stream = consumer.name(),
             checkpoints = loaded.checkpoints.len(),
@@ -241,8 +255,7 @@ impl Stage {
             committing: None,
             fx,
             dedup: loaded.dedup,
-            pending_ids: Vec::new(),
-            pending_set: HashSet::default(),
+            pending: IdMap::default(),
             bad: BadRowBatchBuilder::default(),
             batch_records: 0,
             batch_started: None,
@@ -348,8 +361,15 @@ impl Stage {
             let Ok(id) = uuid::Uuid::try_parse(id).map(|u| u.as_u128()) else {
                 continue;
             };
-            if !self.dedup.contains_key(&id) && self.pending_set.insert(id) {
-                self.pending_ids.push((id, received));
+            // Their payloads' fingerprints are not known: a later copy is a plain duplicate.
+            if !self.dedup.contains_key(&id) && !self.pending.contains_key(&id) {
+                self.pending.insert(
+                    id,
+                    Seen {
+                        received,
+                        fingerprint: 0,
+                    },
+                );
                 self.clock.observe(received);
             }
         }
@@ -408,24 +428,20 @@ impl Stage {
             .archive_skipped
             .fetch_add(skipped, Ordering::Relaxed);
         for r in records {
-            let (dedup, pending_set, pending_ids, clock) = (
-                &self.dedup,
-                &mut self.pending_set,
-                &mut self.pending_ids,
-                &mut self.clock,
-            );
+            let (dedup, pending, clock) = (&self.dedup, &mut self.pending, &mut self.clock);
             let admitted = admit(
                 &r.data,
                 r.arrival_micros,
                 &self.limits,
                 &mut self.bots,
-                |id, received| {
-                    clock.observe(received);
-                    let new = !dedup.contains_key(&id) && pending_set.insert(id);
-                    if new {
-                        pending_ids.push((id, received));
+                |id, seen| {
+                    clock.observe(seen.received);
+                    let sighting =
+                        Seen::sighting(dedup.get(&id).or_else(|| pending.get(&id)), seen);
+                    if sighting == Sighting::First {
+                        pending.insert(id, seen);
                     }
-                    new
+                    sighting
                 },
             );
             match admitted {
@@ -458,7 +474,21 @@ impl Stage {
                     }
                     let (session_id, inferred) = self.sessions.of(&valid);
                     if !bot && let Some(observer) = &self.observer {
-                        observer.observe(&valid, session_id);
+                        // A bug in a live engine must not stop the pipeline nor lose the event:
+                        // it lands in the lake, the live state misses it, and it is counted and
+                        // logged with its id. (The engines' locks do not poison: parking_lot.)
+                        let observed =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                observer.observe(&valid, session_id)
+                            }));
+                        if observed.is_err() {
+                            self.metrics.live_panics.fetch_add(1, Ordering::Relaxed);
+                            error!(
+                                event_id = valid.event_id(),
+                                "a live engine panicked on this event: it goes to the lake, \
+                                 the live state misses it"
+                            );
+                        }
                     }
                     self.events.append(
                         &valid,
@@ -478,6 +508,10 @@ impl Stage {
                     self.metrics.duplicates.fetch_add(1, Ordering::Relaxed);
                 }
                 Admission::Rejected(rejection) => {
+                    let stage = match rejection.reason {
+                        Reason::ConflictingDuplicate => "dedup",
+                        _ => "validate",
+                    };
                     let i = Reason::ALL
                         .iter()
                         .position(|x| *x == rejection.reason)
@@ -487,7 +521,7 @@ impl Stage {
                     self.bad.append(&BadRow {
                         bad_row_id: format!("{}:{}", r.shard_id.0, r.sequence_number.0),
                         received_at: r.arrival_micros,
-                        stage: "validate",
+                        stage,
                         rejection,
                         raw: &r.data,
                         stream_shard: &r.shard_id.0,
@@ -578,9 +612,8 @@ impl Stage {
             None => Vec::new(),
         };
         let checkpoints = self.source.take_checkpoints().await;
-        let new_ids = std::mem::take(&mut self.pending_ids);
+        let new_ids: Vec<(u128, Seen)> = self.pending.drain().collect();
         self.dedup.extend(new_ids.iter().copied());
-        self.pending_set.clear();
         let delta = StateDelta {
             checkpoints,
             new_ids,
@@ -606,7 +639,7 @@ impl Stage {
     fn expire_dedup_window(&mut self, now: i64) -> Vec<u128> {
         let ttl = crate::config::micros(self.config.dedup_ttl);
         let mut expired_ids = Vec::new();
-        let size = self.dedup.len() + self.pending_ids.len();
+        let size = self.dedup.len() + self.pending.len();
         if size <= self.config.dedup_max_entries
             && !self
                 .metrics
@@ -619,13 +652,13 @@ impl Stage {
         let mut cutoff = now.saturating_sub(ttl);
         let over = size.saturating_sub(self.config.dedup_max_entries);
         if over > 0 {
-            let mut times: Vec<i64> = self.dedup.values().copied().collect();
+            let mut times: Vec<i64> = self.dedup.values().map(|s| s.received).collect();
             let nth = over.min(times.len().saturating_sub(1));
             times.select_nth_unstable(nth);
             cutoff = cutoff.max(times[nth]);
         }
         self.dedup.retain(|id, seen| {
-            let keep = *seen >= cutoff;
+            let keep = seen.received >= cutoff;
             if !keep {
                 expired_ids.push(*id);
             }

@@ -12,6 +12,10 @@ use crate::{Error, Result};
 
 const CHECKPOINTS: TableDefinition<&str, &str> = TableDefinition::new("checkpoints");
 const DEDUP: TableDefinition<u128, i64> = TableDefinition::new("dedup");
+/// Event id → [`Seen::fingerprint`] of the ids in `dedup` (a table of its own, so that a state
+/// written before fingerprints existed opens as it is: its ids have none, and a later copy of one
+/// counts as a plain duplicate).
+const FINGERPRINTS: TableDefinition<u128, u64> = TableDefinition::new("fingerprints");
 const SESSIONS: TableDefinition<&str, (i64, &str)> = TableDefinition::new("sessions");
 /// Entities of the stage's observer (the live engines: `fraud/…`, `recs/…`), each serialized by
 /// its engine.
@@ -31,7 +35,7 @@ fn db_err(path: &Path) -> impl Fn(redb::Error) -> Error + '_ {
 #[derive(Debug, Default)]
 pub struct StateDelta {
     pub checkpoints: Vec<(String, String)>,
-    pub new_ids: Vec<(u128, i64)>,
+    pub new_ids: Vec<(u128, Seen)>,
     pub expired_ids: Vec<u128>,
     pub sessions: Vec<(String, i64, String)>,
     pub expired_sessions: Vec<String>,
@@ -43,8 +47,47 @@ pub struct StateDelta {
 /// `u128` several times faster than the standard SipHash (one lookup and one insert per event).
 pub type IdHasher = foldhash::quality::RandomState;
 
-/// Event ids → when they were received: the de-duplication window.
-pub type IdMap = HashMap<u128, i64, IdHasher>;
+/// What the de-duplication window keeps of an admitted event id (16 bytes: an entry of the map
+/// takes 32 with or without the fingerprint, as a `u128` key aligns it to 16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Seen {
+    /// When it was received (server time, micros).
+    pub received: i64,
+    /// `ValidEvent::fingerprint` of its payload; 0 when not known (ids read back from the lake at
+    /// a warm start, or kept by a state written before fingerprints).
+    pub fingerprint: u64,
+}
+
+/// What a later copy of an id is, against the first one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sighting {
+    /// The id was not seen in the window.
+    First,
+    /// The same event again (a retry), or one whose first payload is not known.
+    Again,
+    /// The same id with a different payload.
+    Conflict,
+}
+
+impl Seen {
+    /// What `now` is, given what the window kept of the id before (`None`: nothing).
+    pub fn sighting(before: Option<&Seen>, now: Seen) -> Sighting {
+        match before {
+            None => Sighting::First,
+            Some(b)
+                if b.fingerprint != 0
+                    && now.fingerprint != 0
+                    && b.fingerprint != now.fingerprint =>
+            {
+                Sighting::Conflict
+            }
+            Some(_) => Sighting::Again,
+        }
+    }
+}
+
+/// Event ids → what was seen of them: the de-duplication window.
+pub type IdMap = HashMap<u128, Seen, IdHasher>;
 
 /// Everything loaded at start.
 #[derive(Debug, Default)]
@@ -99,7 +142,20 @@ impl StateStore {
             .reserve(t.len().map_err(|e| err(e.into()))? as usize);
         for row in t.iter().map_err(|e| err(e.into()))? {
             let (k, v) = row.map_err(|e| err(e.into()))?;
-            out.dedup.insert(k.value(), v.value());
+            out.dedup.insert(
+                k.value(),
+                Seen {
+                    received: v.value(),
+                    fingerprint: 0,
+                },
+            );
+        }
+        let t = tx.open_table(FINGERPRINTS).map_err(|e| err(e.into()))?;
+        for row in t.iter().map_err(|e| err(e.into()))? {
+            let (k, v) = row.map_err(|e| err(e.into()))?;
+            if let Some(seen) = out.dedup.get_mut(&k.value()) {
+                seen.fingerprint = v.value();
+            }
         }
         let t = tx.open_table(SESSIONS).map_err(|e| err(e.into()))?;
         for row in t.iter().map_err(|e| err(e.into()))? {
@@ -136,11 +192,16 @@ impl StateStore {
                     .map_err(|e| err(e.into()))?;
             }
             let mut t = tx.open_table(DEDUP).map_err(|e| err(e.into()))?;
+            let mut f = tx.open_table(FINGERPRINTS).map_err(|e| err(e.into()))?;
             for (id, seen) in &delta.new_ids {
-                t.insert(*id, *seen).map_err(|e| err(e.into()))?;
+                t.insert(*id, seen.received).map_err(|e| err(e.into()))?;
+                if seen.fingerprint != 0 {
+                    f.insert(*id, seen.fingerprint).map_err(|e| err(e.into()))?;
+                }
             }
             for id in &delta.expired_ids {
                 t.remove(*id).map_err(|e| err(e.into()))?;
+                f.remove(*id).map_err(|e| err(e.into()))?;
             }
             let mut t = tx.open_table(SESSIONS).map_err(|e| err(e.into()))?;
             for (key, last, id) in &delta.sessions {
@@ -168,6 +229,34 @@ impl StateStore {
 mod tests {
     use super::*;
 
+    fn seen(received: i64, fingerprint: u64) -> Seen {
+        Seen {
+            received,
+            fingerprint,
+        }
+    }
+
+    #[test]
+    fn a_later_copy_conflicts_only_when_both_payloads_are_known_and_differ() {
+        assert_eq!(Seen::sighting(None, seen(1, 5)), Sighting::First);
+        assert_eq!(
+            Seen::sighting(Some(&seen(1, 5)), seen(9, 5)),
+            Sighting::Again
+        );
+        assert_eq!(
+            Seen::sighting(Some(&seen(1, 5)), seen(9, 6)),
+            Sighting::Conflict
+        );
+        assert_eq!(
+            Seen::sighting(Some(&seen(1, 0)), seen(9, 6)),
+            Sighting::Again
+        );
+        assert_eq!(
+            Seen::sighting(Some(&seen(1, 5)), seen(9, 0)),
+            Sighting::Again
+        );
+    }
+
     #[test]
     fn state_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -176,7 +265,7 @@ mod tests {
             let s = StateStore::open(&path).unwrap();
             s.commit(&StateDelta {
                 checkpoints: vec![("shardId-000000000000".into(), "00000000000000000042".into())],
-                new_ids: vec![(7, 1000), (8, 2000)],
+                new_ids: vec![(7, seen(1000, 70)), (8, seen(2000, 80)), (9, seen(3000, 0))],
                 expired_ids: vec![],
                 sessions: vec![("anon-1".into(), 5000, "s-1".into())],
                 expired_sessions: vec![],
@@ -199,8 +288,9 @@ mod tests {
             loaded.checkpoints["shardId-000000000000"],
             "00000000000000000042"
         );
-        assert_eq!(loaded.dedup.len(), 1);
-        assert_eq!(loaded.dedup[&8], 2000);
+        assert_eq!(loaded.dedup.len(), 2);
+        assert_eq!(loaded.dedup[&8], seen(2000, 80));
+        assert_eq!(loaded.dedup[&9], seen(3000, 0));
         assert_eq!(loaded.sessions["anon-1"], (5000, "s-1".to_owned()));
         assert_eq!(
             s.load_live().unwrap(),

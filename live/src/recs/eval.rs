@@ -29,6 +29,7 @@ use super::{RecsConfig, RecsEngine, RecsQuery};
 use shoplake_transform::admit::{Admission, admit};
 use shoplake_transform::enrich::bots::BotCache;
 use shoplake_transform::enrich::sessions::Sessions;
+use shoplake_transform::state::{Seen, Sighting};
 
 /// Hits and reciprocal ranks over evaluated cases.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -247,7 +248,8 @@ pub struct Evaluation {
     baseline: PopularityBaseline,
     /// Per protocol: one per engine, then the baseline.
     metrics: HashMap<Protocol, Vec<Metrics>>,
-    seen: HashSet<u128>,
+    /// What the stage's de-duplication window would keep.
+    seen: HashMap<u128, Seen>,
     sessions: Sessions,
     pending: HashMap<String, PendingSession>,
     counts: FeedCounts,
@@ -284,7 +286,7 @@ impl Evaluation {
                 .iter()
                 .map(|p| (*p, vec![Metrics::default(); n]))
                 .collect(),
-            seen: HashSet::new(),
+            seen: HashMap::new(),
             sessions: Sessions::new(SESSION_TIMEOUT_MICROS, HashMap::new()),
             pending: HashMap::new(),
             counts: FeedCounts::default(),
@@ -313,7 +315,13 @@ impl Evaluation {
             arrival_micros,
             &self.limits,
             &mut self.bots,
-            |id, _| seen.insert(id),
+            |id, now| {
+                let sighting = Seen::sighting(seen.get(&id), now);
+                if sighting == Sighting::First {
+                    seen.insert(id, now);
+                }
+                sighting
+            },
         ) {
             Admission::Rejected(_) => {
                 self.counts.rejected += 1;

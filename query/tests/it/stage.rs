@@ -8,7 +8,7 @@ use shoplake_ingest::{
     StreamProducer,
 };
 
-use crate::lake::lake_and_stage;
+use crate::lake::{count, lake_and_stage};
 use crate::orders::{ago, event, one_item_order, with};
 
 fn order(id: &str, at: &str, received_at: Option<&str>) -> Record {
@@ -176,4 +176,147 @@ async fn a_jump_of_the_servers_clock_neither_ends_open_visits_nor_empties_the_de
     )
     .await;
     assert_eq!(visits, 1, "the shopper's visit went on through the jump");
+}
+
+/// The same event id with another payload used to be counted as a duplicate and dropped: the
+/// second order vanished without a trace (`drained.duplicates` was 1 and `bad_rows` empty). Now
+/// it is a bad row `conflicting_duplicate` with its bytes, also after the stage restarts from its
+/// state; a retry that differs only in how it travelled (`sent_at`, `received_at`) is still a
+/// plain duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_id_with_another_payload_is_a_bad_row_and_a_retry_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 1).unwrap());
+    let id = "00000000-0000-4000-8000-0000000000c1";
+    let at = ago(chrono::Duration::minutes(3));
+    let first = with(order(id, &at, None), "sent_at", at.clone());
+    let retry = with(first.clone(), "sent_at", ago(chrono::Duration::minutes(1)));
+    let other = event("order_completed", id, &at, one_item_order("o-reused"));
+    stream
+        .put_records(vec![first, retry, other.clone()])
+        .await
+        .unwrap();
+    let (lake, mut stage) = lake_and_stage(dir.path(), stream.clone());
+    let drained = stage.drain().await.unwrap();
+    assert_eq!(
+        (drained.events, drained.duplicates, drained.bad_rows),
+        (1, 1, 1),
+        "{drained:?}"
+    );
+    drop(stage);
+
+    // A fresh process: the fingerprints come back with the window.
+    let other_again = with(other, "received_at", ago(chrono::Duration::zero()));
+    stream.put_records(vec![other_again]).await.unwrap();
+    let (_, mut stage) = lake_and_stage(dir.path(), stream.clone());
+    let drained = stage.drain().await.unwrap();
+    assert_eq!(
+        (drained.events, drained.duplicates, drained.bad_rows),
+        (0, 0, 1),
+        "{drained:?}"
+    );
+    drop(stage);
+
+    shoplake_batch::compact_all(&lake, &Default::default())
+        .await
+        .unwrap();
+    let root = dir.path().join("lake");
+    assert_eq!(
+        count(
+            &root,
+            &format!("SELECT count(*) FROM events WHERE event_id = '{id}' AND order_id = 'o-{id}'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &root,
+            &format!(
+                "SELECT count(*) FROM bad_rows WHERE reason = 'conflicting_duplicate' \
+                 AND stage = 'dedup' AND event_id = '{id}' \
+                 AND CAST(raw AS VARCHAR) LIKE '%o-reused%'"
+            )
+        )
+        .await,
+        2
+    );
+}
+
+/// A live engine with a bug: it panics on one event id, and counts the others.
+struct PanicsOn(&'static str, std::sync::atomic::AtomicU64);
+
+impl shoplake_transform::Observer for PanicsOn {
+    fn reset(&self) {}
+    fn restore(
+        &self,
+        _: shoplake_transform::observe::SavedEntries,
+    ) -> Result<usize, shoplake_transform::observe::ObserverError> {
+        Ok(0)
+    }
+    fn observe(&self, event: &shoplake_events::ValidEvent<'_>, _: &str) {
+        assert_ne!(event.event_id(), self.0, "a bug in a live engine");
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn replay(
+        &self,
+        _: &arrow::array::RecordBatch,
+    ) -> Result<(usize, usize), shoplake_transform::observe::ObserverError> {
+        Ok((0, 0))
+    }
+    fn take_rows(
+        &self,
+        _: i64,
+    ) -> Result<
+        Vec<shoplake_transform::observe::StagedRows>,
+        shoplake_transform::observe::ObserverError,
+    > {
+        Ok(Vec::new())
+    }
+    fn take_dirty(&self, _: u64) -> Vec<(String, Option<Vec<u8>>)> {
+        Vec::new()
+    }
+}
+
+/// A live engine that panicked on an event used to take the stage down with it, at that record
+/// again after every restart. Now the event lands in the lake, the engine goes on with the next
+/// ones, and the panic is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_engine_that_panics_on_an_event_neither_stops_the_stage_nor_loses_the_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = Arc::new(LocalLog::open(&dir.path().join("stream.redb"), 1).unwrap());
+    let ids = [
+        "00000000-0000-4000-8000-0000000000d1",
+        "00000000-0000-4000-8000-0000000000d2",
+        "00000000-0000-4000-8000-0000000000d3",
+    ];
+    stream
+        .put_records(ids.iter().map(|id| view(id)).collect())
+        .await
+        .unwrap();
+    let (lake, stage) = lake_and_stage(dir.path(), stream);
+    let engine = Arc::new(PanicsOn(ids[1], Default::default()));
+    let (mut stage, _) = stage.with_observer(engine.clone()).unwrap();
+    let drained = stage.drain().await.unwrap();
+    assert_eq!(drained.events, 3, "{drained:?}");
+    assert_eq!(engine.1.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        stage
+            .metrics()
+            .live_panics
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    drop(stage);
+    shoplake_batch::compact_all(&lake, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &dir.path().join("lake"),
+            "SELECT count(*) FROM events WHERE event_name = 'order_completed'"
+        )
+        .await,
+        3
+    );
 }
