@@ -18,6 +18,8 @@ pub struct PipelineConfig {
     pub stage: StageSection,
     /// Compaction into the lake.
     pub compaction: CompactionConfig,
+    /// How long the lake keeps what: retention periods and VACUUM.
+    pub retention: RetentionConfig,
     /// The embedded stream.
     pub stream: StreamConfig,
     /// The HTTP collector (`shoplake collect`).
@@ -125,6 +127,90 @@ impl CompactionConfig {
             zstd_level: self.zstd_level,
             ..Default::default()
         }
+    }
+}
+
+/// `[retention]`: how long the lake keeps what (README, *Retention and VACUUM*). A period left out
+/// keeps for ever.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days of `events` kept, by `event_date` (`"730d"`); for ever by default.
+    #[serde(with = "humantime_serde")]
+    pub events: Option<Duration>,
+    /// Days of `bad_rows` kept (`"30d"`): the raw bytes of bad input are personal data too.
+    #[serde(with = "humantime_serde")]
+    pub bad_rows: Option<Duration>,
+    /// Days of `fraud_decisions` kept; for ever by default.
+    #[serde(with = "humantime_serde")]
+    pub fraud_decisions: Option<Duration>,
+    /// Age at which objects of the raw archive (`[firehose] archive_location`, or the lake's
+    /// `raw/`) are deleted (`"3months"`).
+    #[serde(with = "humantime_serde")]
+    pub raw_archive: Option<Duration>,
+    /// Age at which staged files moved under `_quarantine/` are deleted (`"30d"`).
+    #[serde(with = "humantime_serde")]
+    pub quarantine: Option<Duration>,
+    /// How long a file a table no longer references stays on storage before VACUUM deletes it
+    /// (`"7d"`, at least `"1h"`): the time travel it allows, and far beyond any query in flight.
+    #[serde(with = "humantime_serde")]
+    pub deleted_files: Duration,
+    /// Time between retention and VACUUM runs in `shoplake up` (`"1d"`); `"0s"` turns them off.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let day = 86_400;
+        RetentionConfig {
+            events: None,
+            bad_rows: Some(Duration::from_secs(30 * day)),
+            fraud_decisions: None,
+            // Three months as humantime counts them (30.44 days each), which it prints back as
+            // "3months".
+            raw_archive: Some(Duration::from_secs(3 * 2_630_016)),
+            quarantine: Some(Duration::from_secs(30 * day)),
+            deleted_files: Duration::from_secs(7 * day),
+            interval: Duration::from_secs(day),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// What `batch retain` and `up` apply to the lake opened by `data`.
+    pub fn retention(
+        &self,
+        data: &DataArgs,
+        firehose: &shoplake_ingest::FirehoseConfig,
+    ) -> anyhow::Result<shoplake_batch::lifecycle::Retention> {
+        use shoplake_events::lake::{BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE};
+        let tables = [
+            (EVENTS_TABLE, self.events),
+            (BAD_ROWS_TABLE, self.bad_rows),
+            (FRAUD_DECISIONS_TABLE, self.fraud_decisions),
+        ]
+        .into_iter()
+        .filter_map(|(t, p)| Some((t, p?)))
+        .collect();
+        // The raw archive exists only when a delivery stream archives the records.
+        let raw_archive = match (self.raw_archive, firehose.archive_stream.is_empty()) {
+            (Some(period), false) => {
+                let location = match firehose.archive_location.as_str() {
+                    "" => format!("{}/raw", data.lake_root().trim_end_matches('/')),
+                    configured => configured.to_owned(),
+                };
+                let archive = shoplake_batch::Lake::open(&location, Default::default())
+                    .with_context(|| format!("opening the raw archive at {location}"))?;
+                Some((archive.store(), period))
+            }
+            _ => None,
+        };
+        Ok(shoplake_batch::lifecycle::Retention {
+            tables,
+            quarantine: self.quarantine,
+            raw_archive,
+        })
     }
 }
 
@@ -284,6 +370,12 @@ impl PipelineConfig {
             .query
             .validate()
             .map_err(|message| anyhow::anyhow!(message))?;
+        anyhow::ensure!(
+            config.retention.deleted_files >= shoplake_batch::lifecycle::MIN_GRACE,
+            "retention.deleted_files must be at least 1h (a file is deleted only once no query \
+             may still read it), got {}",
+            humantime_serde::re::humantime::format_duration(config.retention.deleted_files)
+        );
         Ok(config)
     }
 }

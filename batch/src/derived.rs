@@ -291,7 +291,7 @@ impl Derived {
         events_written: u64,
         opts: &WriteOptions,
     ) -> Result<Option<u64>> {
-        let table = match lake.table(self.table.name).await? {
+        let table = match crate::write::evolved(lake, self.table).await? {
             Some(table) => table,
             None if events_written > 0 || !touched.is_empty() => {
                 create_empty(lake, self.table, opts).await?

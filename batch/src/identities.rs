@@ -70,7 +70,7 @@ pub async fn update_identities(
     touched: Vec<String>,
     opts: &WriteOptions,
 ) -> Result<Option<u64>> {
-    let table = match lake.table(IDENTITIES_TABLE).await? {
+    let table = match crate::write::evolved(lake, &TABLE).await? {
         Some(table) => table,
         None if lake.table_exists(EVENTS_TABLE).await? => create_empty(lake, &TABLE, opts).await?,
         None => return Ok(None),

@@ -183,7 +183,7 @@ fn data_path(table: &str, path: &str) -> Path {
 }
 
 /// The store path of the index object of a data file of `table`.
-fn index_path(table: &str, path: &str) -> Path {
+pub(crate) fn index_path(table: &str, path: &str) -> Path {
     let inner = Path::parse(path).unwrap_or_else(|_| Path::from(path));
     let mut parts: Vec<PathPart<'static>> = [INDEX, table]
         .into_iter()

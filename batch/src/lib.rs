@@ -25,6 +25,9 @@
 //!   are deleted only after every commit;
 //! - [`optimize`]: small files → large ones (Delta `OPTIMIZE`: bin-packing, or a sort by event
 //!   time for a day whose files overlap in time);
+//! - [`lifecycle`]: retention (days older than a table's period leave it; old quarantine and
+//!   raw archive objects are deleted) and VACUUM (files no table version within a grace period
+//!   needs leave storage, with their key-index objects);
 //! - [`affinity`]: the `product_affinity` table (item to item over the whole history, in
 //!   polars), which seeds the live recommendations on a cold start;
 //! - [`schedule`]: those jobs on intervals, as `shoplake up` runs them ([`Schedule`]).
@@ -98,6 +101,7 @@ pub mod history;
 pub mod identities;
 pub mod keys;
 mod lake;
+pub mod lifecycle;
 pub mod optimize;
 pub mod schedule;
 pub mod spend;
@@ -176,6 +180,20 @@ pub enum Error {
         "table {table} is not in the lake right after its creation; is something else deleting it?"
     )]
     MissingTable { table: String },
+    /// A table of the lake holds a column with another type than the contract's: such a change
+    /// cannot be merged into the files already written.
+    #[error(
+        "table {table}: column {column} is {found} in the lake but {wanted} in this version of \
+         shoplake; a type change cannot be merged into the files already written. Keep the old \
+         type in the contract and add the new one as a column of another name, or rewrite the \
+         table into a new lake (`shoplake replay` from the raw archive)"
+    )]
+    SchemaChange {
+        table: String,
+        column: String,
+        found: String,
+        wanted: String,
+    },
     /// A name that is not one of the lake's tables ([`tables::ALL`]).
     #[error(
         "the lake has no table named {table:?} (its tables: {})",

@@ -6,8 +6,8 @@
 //! replay, late events. Bin-packing alone concatenates such files, every row group of the result
 //! spans the day, and a time filter prunes nothing (the crate docs' *Layout* gives the measure).
 //! Days whose files follow one another in time, as live ingestion writes them, and the other
-//! tables are bin-packed, which is cheaper and keeps such a day in order. Files that no version
-//! references any more stay on storage: there is no VACUUM yet.
+//! tables are bin-packed, which is cheaper and keeps such a day in order. The files merged stay on
+//! storage, out of the table, until [`crate::lifecycle::vacuum`] deletes them after its grace.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,6 @@
 //! The lake's maintenance on a schedule, as `shoplake up` runs it: compaction every interval,
-//! OPTIMIZE of every table and the `product_affinity` rebuild at their own, longer intervals.
+//! OPTIMIZE of every table, the `product_affinity` rebuild, and retention with VACUUM
+//! ([`crate::lifecycle`]) at their own, longer intervals.
 //!
 //! Each job runs after the compaction of its tick, once its interval has passed since it last
 //! ran, so jobs never overlap. A failure (a conflict with another writer included) is logged as a
@@ -15,6 +16,7 @@ use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
 use tracing::{info, warn};
 
 use crate::affinity::{self, AffinityOptions};
+use crate::lifecycle::{self, Retention};
 use crate::{CompactOptions, CompactReport, Lake, optimize, tables};
 
 /// What the scheduled compactions did, for `/metrics`.
@@ -28,6 +30,11 @@ pub struct CompactionMetrics {
     beyond_dedup_window: AtomicU64,
     conflicts: AtomicU64,
     failures: AtomicU64,
+    retention_files: AtomicU64,
+    retention_objects: AtomicU64,
+    vacuum_files: AtomicU64,
+    /// Bytes of storage freed: VACUUM's deleted files and retention's deleted objects.
+    bytes_reclaimed: AtomicU64,
 }
 
 impl CompactionMetrics {
@@ -99,6 +106,30 @@ impl Collector for CompactionMetrics {
             "shoplake_compaction_failures",
             "Compactions that failed (each is retried at the next interval).",
             get(&self.failures),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            "shoplake_retention_files_removed",
+            "Files of days past their table's retention period removed from the tables.",
+            get(&self.retention_files),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            "shoplake_retention_objects_deleted",
+            "Quarantined and raw archive objects deleted past their retention period.",
+            get(&self.retention_objects),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            "shoplake_vacuum_files_deleted",
+            "Files no table version within the grace period needed, deleted from storage.",
+            get(&self.vacuum_files),
+        )?;
+        telemetry::counter(
+            &mut enc,
+            "shoplake_lake_bytes_reclaimed",
+            "Bytes of storage freed by VACUUM and by retention's object deletes.",
+            get(&self.bytes_reclaimed),
         )
     }
 }
@@ -131,6 +162,8 @@ pub struct Schedule {
     compact_every: Duration,
     optimize_every: Option<Duration>,
     affinity: Option<(Duration, AffinityOptions)>,
+    /// Retention then VACUUM (with its grace) every interval.
+    lifecycle: Option<(Duration, Retention, Duration)>,
     metrics: Arc<CompactionMetrics>,
 }
 
@@ -143,6 +176,7 @@ impl Schedule {
             compact_every: every.max(MIN_COMPACT_INTERVAL),
             optimize_every: None,
             affinity: None,
+            lifecycle: None,
             metrics: Arc::default(),
         }
     }
@@ -156,6 +190,18 @@ impl Schedule {
     /// Also rebuild `product_affinity` with `options` every `every`; zero turns it off.
     pub fn with_affinity(mut self, every: Duration, options: AffinityOptions) -> Self {
         self.affinity = Some((every, options)).filter(|(e, _)| !e.is_zero());
+        self
+    }
+
+    /// Also apply `retention`, then VACUUM every table with `grace`, every `every`; zero turns
+    /// it off.
+    pub fn with_lifecycle(
+        mut self,
+        every: Duration,
+        retention: Retention,
+        grace: Duration,
+    ) -> Self {
+        self.lifecycle = Some((every, retention, grace)).filter(|(e, _, _)| !e.is_zero());
         self
     }
 
@@ -175,6 +221,7 @@ impl Schedule {
         let mut stop = std::pin::pin!(stop);
         let mut last_optimize = Instant::now();
         let mut last_affinity = Instant::now();
+        let mut last_lifecycle = Instant::now();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(self.compact_every) => {}
@@ -192,6 +239,12 @@ impl Schedule {
             {
                 last_affinity = Instant::now();
                 self.affinity(options).await;
+            }
+            if let Some((every, retention, grace)) = &self.lifecycle
+                && last_lifecycle.elapsed() >= *every
+            {
+                last_lifecycle = Instant::now();
+                self.lifecycle(retention, *grace).await;
             }
         }
     }
@@ -219,6 +272,44 @@ impl Schedule {
                 Ok(_) => {}
                 Err(e) => {
                     warn!(table, error = %e, "optimize failed; it is retried at the next interval")
+                }
+            }
+        }
+    }
+
+    async fn lifecycle(&self, retention: &Retention, grace: Duration) {
+        let now = chrono::Utc::now();
+        match lifecycle::retain(&self.lake, retention, now).await {
+            Ok(r) => {
+                let files: u64 = r.tables.values().map(|t| t.files).sum();
+                let objects = r.quarantine_objects_deleted + r.raw_archive_objects_deleted;
+                let m = &self.metrics;
+                m.retention_files.fetch_add(files, Ordering::Relaxed);
+                m.retention_objects.fetch_add(objects, Ordering::Relaxed);
+                m.bytes_reclaimed
+                    .fetch_add(r.bytes_deleted, Ordering::Relaxed);
+                info!(files, objects, "retention applied");
+            }
+            Err(e) => warn!(error = %e, "retention failed; it is retried at the next interval"),
+        }
+        for table in tables::ALL.map(|t| t.name) {
+            match lifecycle::vacuum(&self.lake, table, grace, now).await {
+                Ok(r) => {
+                    let m = &self.metrics;
+                    m.vacuum_files.fetch_add(r.files_deleted, Ordering::Relaxed);
+                    m.bytes_reclaimed
+                        .fetch_add(r.bytes_reclaimed, Ordering::Relaxed);
+                    if r.files_deleted > 0 {
+                        info!(
+                            table,
+                            files = r.files_deleted,
+                            bytes = r.bytes_reclaimed,
+                            "vacuumed"
+                        );
+                    }
+                }
+                Err(e) => {
+                    warn!(table, error = %e, "vacuum failed; it is retried at the next interval")
                 }
             }
         }

@@ -171,15 +171,83 @@ pub(crate) async fn last_writer_version(
 }
 
 /// The table `table`, loaded; created empty first ([`create_empty`]) when the lake lacks it.
+/// Either way its schema is the contract's ([`evolved`]).
 pub(crate) async fn table_or_empty(
     lake: &Lake,
     table: &TableDescriptor,
     opts: &WriteOptions,
 ) -> Result<deltalake::DeltaTable> {
-    match lake.table(table.name).await? {
+    match evolved(lake, table).await? {
         Some(loaded) => Ok(loaded),
         None => create_empty(lake, table, opts).await,
     }
+}
+
+/// The table `table` as every writer opens it: loaded (None when the lake lacks it), its schema
+/// brought up to the contract's first. Columns the contract gained since the table was written
+/// (a newer version of shoplake, a new event field) are added to it as nullable columns, in a
+/// commit of their own recorded as `shoplake.operation = evolve_schema` with
+/// `shoplake.columns_added`: the rows written before read them as null, in shoplake and in any
+/// Delta reader. Columns the table holds and the contract no longer names are kept. A column
+/// whose type changed cannot be merged: [`Error::SchemaChange`] names it and says what to do,
+/// and nothing is written.
+pub(crate) async fn evolved(
+    lake: &Lake,
+    table: &TableDescriptor,
+) -> Result<Option<deltalake::DeltaTable>> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+    use deltalake::kernel::{StructField, StructType};
+    let Some(loaded) = lake.table(table.name).await? else {
+        return Ok(None);
+    };
+    let name = table.name;
+    let current = loaded.snapshot().map_err(delta_err(name))?.schema();
+    let wanted: StructType = table
+        .schema()
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| Error::Arrow(arrow::error::ArrowError::SchemaError(e.to_string())))?;
+    let mut added = Vec::new();
+    for field in wanted.fields() {
+        match current.field(field.name()) {
+            Some(have) if have.data_type() != field.data_type() => {
+                return Err(Error::SchemaChange {
+                    table: name.to_owned(),
+                    column: field.name().clone(),
+                    found: have.data_type().to_string(),
+                    wanted: field.data_type().to_string(),
+                });
+            }
+            Some(_) => {}
+            None => added.push(StructField::new(
+                field.name().clone(),
+                field.data_type().clone(),
+                true,
+            )),
+        }
+    }
+    if added.is_empty() {
+        return Ok(Some(loaded));
+    }
+    let names: Vec<String> = added.iter().map(|f| f.name().clone()).collect();
+    let commit = CommitProperties::default().with_metadata([
+        (
+            "shoplake.operation".to_owned(),
+            serde_json::json!("evolve_schema"),
+        ),
+        (
+            "shoplake.columns_added".to_owned(),
+            serde_json::json!(names),
+        ),
+    ]);
+    let evolved = loaded
+        .add_columns()
+        .with_fields(added)
+        .with_commit_properties(commit)
+        .await
+        .map_err(delta_err(name))?;
+    tracing::info!(table = name, columns = ?names, "schema evolved: columns added");
+    Ok(Some(evolved))
 }
 
 /// Creates `table` empty (a commit with its schema and partitioning, no rows) unless it exists,

@@ -621,11 +621,12 @@ impl QueryService {
                         .update_datafusion_session(&self.ctx.state())
                         .map_err(|source| shoplake_batch::Error::delta(name, source))?;
                     let provider = table.table_provider().await.map_err(Error::execution)?;
-                    if self.options.pruning {
+                    let provider = if self.options.pruning {
                         provider
                     } else {
                         Arc::new(Unpruned(provider))
-                    }
+                    };
+                    with_contract_columns(name, provider, &descriptor.schema())?
                 }
                 None => Arc::new(
                     MemTable::try_new(descriptor.schema(), vec![vec![]])
@@ -1294,6 +1295,39 @@ fn deterministic(plan: &LogicalPlan) -> bool {
         })
     });
     pure
+}
+
+/// `provider` of table `name`, with the columns of the contract (`wanted`) it lacks read as nulls
+/// of their types: a table written before the contract gained them, which the next compaction
+/// evolves (`shoplake_batch::write`'s `evolved`), still answers every view and report meanwhile.
+fn with_contract_columns(
+    name: &str,
+    provider: Arc<dyn TableProvider>,
+    wanted: &SchemaRef,
+) -> Result<Arc<dyn TableProvider>> {
+    let have = provider.schema();
+    let missing: Vec<_> = wanted
+        .fields()
+        .iter()
+        .filter(|f| have.field_with_name(f.name()).is_err())
+        .collect();
+    if missing.is_empty() {
+        return Ok(provider);
+    }
+    let mut columns: Vec<Expr> = have
+        .fields()
+        .iter()
+        .map(|f| Expr::Column(datafusion::common::Column::from_name(f.name())))
+        .collect();
+    for f in missing {
+        let null = ScalarValue::try_from(f.data_type()).map_err(Error::execution)?;
+        columns.push(datafusion::logical_expr::lit(null).alias(f.name()));
+    }
+    let plan = LogicalPlanBuilder::scan(name, provider_as_source(provider), None)
+        .and_then(|b| b.project(columns))
+        .and_then(|b| b.build())
+        .map_err(Error::execution)?;
+    Ok(Arc::new(ViewTable::new(plan, None)))
 }
 
 /// The lake tables a plan reads, through the views it uses.

@@ -24,6 +24,21 @@ enum Job {
     /// session and bought in the same order over the whole history, counted as the live
     /// recommendations count (the `[stage.recommendations.model]` settings).
     Affinity,
+    /// Apply the `[retention]` periods: the days of `events`, `bad_rows` and `fraud_decisions`
+    /// older than their period leave the tables; quarantined and raw archive objects older than
+    /// theirs are deleted. The tables' files stay on storage until `batch vacuum`.
+    Retain,
+    /// Delete from storage the files no table version still needs (removed by optimize or
+    /// retention, or left by a compactor that died before its commit) once they have been out of
+    /// their table for the grace period, with their key-index objects.
+    Vacuum {
+        /// The grace period (`"7d"`; at least `"1h"`). Default: `[retention] deleted_files`.
+        #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Only this table (default: every table).
+        #[arg(long)]
+        table: Option<String>,
+    },
 }
 
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
@@ -50,6 +65,24 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             )
             .await?;
             println!("{}", serde_json::to_string(&r)?);
+        }
+        Job::Retain => {
+            let retention = config.retention.retention(&data, &config.firehose)?;
+            let r =
+                shoplake_batch::lifecycle::retain(&lake, &retention, chrono::Utc::now()).await?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        Job::Vacuum { older_than, table } => {
+            let grace = older_than.unwrap_or(config.retention.deleted_files);
+            let tables: Vec<&str> = match &table {
+                Some(t) => vec![t.as_str()],
+                None => TABLES.to_vec(),
+            };
+            for table in tables {
+                let r = shoplake_batch::lifecycle::vacuum(&lake, table, grace, chrono::Utc::now())
+                    .await?;
+                println!("{}", serde_json::to_string(&r)?);
+            }
         }
         Job::Optimize { target_size } => {
             let mut opts = config.compaction.options().write_options();

@@ -281,7 +281,12 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         config.compaction.options(),
         config.compaction.interval,
     )
-    .with_optimize(config.compaction.optimize_interval);
+    .with_optimize(config.compaction.optimize_interval)
+    .with_lifecycle(
+        config.retention.interval,
+        config.retention.retention(&data, &config.firehose)?,
+        config.retention.deleted_files,
+    );
     if let Some(recs) = live.recs_config() {
         schedule = schedule.with_affinity(
             config.compaction.affinity_interval,

@@ -219,6 +219,34 @@ fn simulator_to_lake_is_exact() {
     let campaigns = count(data, "select count(*) from daily_campaign_performance");
     assert!(campaigns > 0);
     other_engines_read_the_lake(data, &stats);
+
+    // The lake over time. VACUUM refuses a grace shorter than any query may run, and deletes
+    // nothing optimize removed a moment ago (a query may still read it).
+    run(data, &["batch", "optimize"]);
+    let refused = shoplake(data, &["batch", "vacuum", "--older-than", "5m"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && said.contains("at least 1h"),
+        "{said}"
+    );
+    let vacuumed = run(data, &["batch", "vacuum"]);
+    for line in vacuumed.lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(r["files_deleted"], 0, "{line}");
+    }
+    // Retention: these events happened in March; kept 30 days, they leave the table. Bad rows
+    // are dated by their arrival (today): the default 30 days keep them.
+    let events = count(data, "select count(*) from events");
+    let bad = count(data, "select count(*) from bad_rows");
+    let config = pipeline_config(data, "[retention]\nevents = \"30d\"\n");
+    let retained: Value =
+        serde_json::from_str(run(data, &["--config", &config, "batch", "retain"]).trim()).unwrap();
+    assert_eq!(retained["tables"]["events"]["rows"], events, "{retained}");
+    assert_eq!(retained["tables"]["bad_rows"]["rows"], 0, "{retained}");
+    assert_eq!(count(data, "select count(*) from events"), 0);
+    assert_eq!(count(data, "select count(*) from bad_rows"), bad);
 }
 
 /// The lake is plain Delta Lake: the deltalake Python package and DuckDB see the same rows.

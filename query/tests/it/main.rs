@@ -12,6 +12,7 @@ mod golden;
 mod http;
 mod identities;
 mod lake;
+mod lifecycle;
 mod optimize;
 mod orders;
 mod reports;
