@@ -187,7 +187,7 @@ pub(crate) async fn table_or_empty(
 /// brought up to the contract's first. Columns the contract gained since the table was written
 /// (a newer version of shoplake, a new event field) are added to it as nullable columns, in a
 /// commit of their own recorded as `shoplake.operation = evolve_schema` with
-/// `shoplake.columns_added`: the rows written before read them as null, in shoplake and in any
+/// `shoplake.columns_added`, the event contract's version and shoplake's: the rows written before read them as null, in shoplake and in any
 /// Delta reader. Columns the table holds and the contract no longer names are kept. A column
 /// whose type changed cannot be merged: [`Error::SchemaChange`] names it and says what to do,
 /// and nothing is written.
@@ -238,6 +238,14 @@ pub(crate) async fn evolved(
         (
             "shoplake.columns_added".to_owned(),
             serde_json::json!(names),
+        ),
+        (
+            "shoplake.contract_version".to_owned(),
+            serde_json::json!(shoplake_events::SCHEMA_VERSION),
+        ),
+        (
+            "shoplake.version".to_owned(),
+            serde_json::json!(env!("CARGO_PKG_VERSION")),
         ),
     ]);
     let evolved = loaded

@@ -324,6 +324,35 @@ async fn a_lake_written_before_the_contract_gained_columns_takes_todays_events()
         }
     }
 
+    // Another engine reads the merged table: DuckDB through the deltalake package (PyPI, which
+    // ./scripts/test installs), the old rows with nulls in the gained columns.
+    let python = std::env::var("SHOPLAKE_TEST_PYTHON").expect(
+        "SHOPLAKE_TEST_PYTHON is not set: run the tests through ./scripts/test, which installs \
+         deltalake and DuckDB",
+    );
+    let script = r#"
+import sys, duckdb, deltalake
+events = deltalake.DeltaTable(sys.argv[1] + "/events").to_pyarrow_dataset()
+print(duckdb.sql("select count(*), count(promotion_name), count(creative) from events").fetchall()[0])
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let promoted = count(&root, "SELECT count(promotion_name) FROM events").await;
+    let creative = count(&root, "SELECT count(creative) FROM events").await;
+    let all = count(&root, "SELECT count(*) FROM events").await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("({all}, {promoted}, {creative})")
+    );
+
     // Every report answers over the evolved lake.
     let service = Arc::new(
         shoplake_query::QueryService::open(&root.display().to_string(), Default::default())
