@@ -110,7 +110,7 @@ pub mod tables;
 pub mod write;
 
 pub use compact::{CompactOptions, CompactReport, compact, compact_all};
-pub use lake::Lake;
+pub use lake::{AsOf, Lake};
 pub use schedule::Schedule;
 pub use tables::TableDescriptor;
 pub use write::WriteOptions;

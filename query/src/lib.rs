@@ -69,6 +69,7 @@ mod render;
 pub mod reports;
 mod service;
 mod tls;
+mod travel;
 
 pub use bounds::current_thread_nice;
 pub use config::{QueryConfig, TlsMode};

@@ -456,6 +456,12 @@ impl QueryService {
         service
             .reports
             .register_functions(&service.restricted, &service.ctx, false);
+        service.ctx.register_udtf(
+            "table_at",
+            Arc::new(crate::travel::TableAt {
+                lake: service.lake.clone(),
+            }),
+        );
         Ok(service)
     }
 
@@ -1300,7 +1306,7 @@ fn deterministic(plan: &LogicalPlan) -> bool {
 /// `provider` of table `name`, with the columns of the contract (`wanted`) it lacks read as nulls
 /// of their types: a table written before the contract gained them, which the next compaction
 /// evolves (`shoplake_batch::write`'s `evolved`), still answers every view and report meanwhile.
-fn with_contract_columns(
+pub(crate) fn with_contract_columns(
     name: &str,
     provider: Arc<dyn TableProvider>,
     wanted: &SchemaRef,

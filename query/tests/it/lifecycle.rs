@@ -415,3 +415,74 @@ async fn a_column_whose_type_changed_is_refused_with_what_to_do() {
         before
     );
 }
+
+/// Time travel: `table_at(table, version)` and `table_at(table, TIMESTAMP …)` read a table as it
+/// stood then, through the same SQL as everything else; what cannot be read says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_is_read_as_it_stood_at_a_version_or_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = two_days_of_lake(dir.path()).await;
+    let root = dir.path().join("lake");
+    let versions = lake
+        .table("events")
+        .await
+        .unwrap()
+        .unwrap()
+        .version()
+        .unwrap();
+    assert!(
+        versions >= 3,
+        "several rounds, several versions: {versions}"
+    );
+    let now = count(&root, "SELECT count(*) FROM events").await;
+    let at = |v: u64| format!("SELECT count(*) FROM table_at('events', {v})");
+    // Version 0 created the table empty; each round after it appended.
+    assert_eq!(count(&root, &at(0)).await, 0);
+    let first = count(&root, &at(1)).await;
+    assert!(first > 0 && first < now, "{first} of {now}");
+    assert_eq!(count(&root, &at(versions)).await, now);
+    let mut last = 0;
+    for v in 0..=versions {
+        let n = count(&root, &at(v)).await;
+        assert!(
+            n >= last,
+            "version {v} holds fewer rows than the one before"
+        );
+        last = n;
+    }
+    // By time: now is the latest version, and the columns are the contract's.
+    let stamp = Utc::now().format("%Y-%m-%d %H:%M:%S");
+    assert_eq!(
+        count(
+            &root,
+            &format!(
+                "SELECT count(DISTINCT event_id) FROM table_at('events', TIMESTAMP '{stamp}') \
+                 WHERE event_date >= DATE '2026-03-01'"
+            )
+        )
+        .await,
+        now
+    );
+    let service =
+        shoplake_query::QueryService::open(&root.display().to_string(), Default::default())
+            .await
+            .unwrap();
+    for (sql, says) in [
+        (
+            "SELECT count(*) FROM table_at('events', TIMESTAMP '2000-01-01 00:00:00')".to_owned(),
+            "table events has no version from then",
+        ),
+        (at(versions + 5), "events"),
+        (
+            "SELECT * FROM table_at('customers', 1)".to_owned(),
+            "no table named \"customers\"",
+        ),
+        (
+            "SELECT * FROM table_at('events')".to_owned(),
+            "table_at(table, version)",
+        ),
+    ] {
+        let e = service.sql(&sql).await.unwrap_err().to_string();
+        assert!(e.contains(says), "{sql}: {e}");
+    }
+}
