@@ -11,8 +11,8 @@
 //! Besides the crashes: `up` (stage, compaction and maintenance in one process) killed the same
 //! ways; two compactions at once (a race whose lost commits are counted); and on Kinesis, the
 //! stream going away while a stage reads it (a relay in front of kinesalite is stopped — every
-//! connection reset, new ones refused — and started again a few seconds later, while kinesalite
-//! keeps its records as Kinesis would).
+//! connection reset, new ones closed at once — and started again a few seconds later, while
+//! kinesalite keeps its records as Kinesis would).
 //!
 //! Two backends: the embedded default (the log in the data folder, a local lake), and Kinesis
 //! (kinesalite) with the lake on S3 (moto). `SHOPLAKE_CHAOS_TRIALS` trials each (1 in the
@@ -63,29 +63,31 @@ impl Rng {
 }
 
 /// A TCP relay in front of the stream emulator: stopping it is the stream going away (every
-/// connection reset, new ones refused) while the emulator keeps its records.
+/// relayed connection reset, new ones closed as soon as they connect) while the emulator keeps
+/// its records. It holds its port throughout, so that no other test's server can take the port
+/// while the stream is down.
 struct Relay {
     port: u16,
-    target: SocketAddr,
-    stop: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
-    accepting: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Relay {
-    /// Relays 127.0.0.1:`port` (0: any free port) to `target`.
-    fn start(port: u16, target: SocketAddr) -> Relay {
-        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    /// Relays a free port of 127.0.0.1 to `target`.
+    fn start(target: SocketAddr) -> Relay {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let stop = Arc::new(AtomicBool::new(false));
+        let down = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (stopped, conns) = (stop.clone(), open.clone());
-        let accepting = std::thread::spawn(move || {
+        let (is_down, conns) = (down.clone(), open.clone());
+        // The thread lives as long as the test binary; a trial's relay outlives its trial.
+        std::thread::spawn(move || {
             for client in listener.incoming() {
-                if stopped.load(Ordering::SeqCst) {
-                    break;
-                }
                 let Ok(client) = client else { continue };
+                if is_down.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(target) else {
                     continue;
                 };
@@ -108,34 +110,24 @@ impl Relay {
                 }
             }
         });
-        Relay {
-            port,
-            target,
-            stop,
-            open,
-            accepting: Some(accepting),
-        }
+        Relay { port, down, open }
     }
 
     fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The stream goes away: every relayed connection is reset and the port refuses new ones.
+    /// The stream goes away: every relayed connection is reset, and new ones are closed at once.
     fn stop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.accepting.take() {
-            t.join().unwrap();
-        }
+        self.down.store(true, Ordering::SeqCst);
         for c in self.open.lock().unwrap().drain(..) {
             let _ = c.shutdown(Shutdown::Both);
         }
     }
 
-    /// The stream comes back on the same port.
+    /// The stream comes back.
     fn restart(&mut self) {
-        *self = Relay::start(self.port, self.target);
+        self.down.store(false, Ordering::SeqCst);
     }
 }
 
@@ -634,7 +626,7 @@ fn chaos_on_kinesis_and_s3_loses_and_doubles_nothing() {
         runtime.block_on(create_stream(&endpoint, &name, 2));
         let lake = S3Lake::create(&runtime, &name)?;
         Some(Backend::Kinesis {
-            relay: Mutex::new(Relay::start(0, target)),
+            relay: Mutex::new(Relay::start(target)),
             stream: name,
             lake,
         })

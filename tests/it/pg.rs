@@ -63,11 +63,6 @@ fn serve(config: Option<&str>) -> Served {
     create_user(&data, "analyst", "analyst", Some(ANALYST_PASSWORD));
     create_user(&data, "marketing", "marketing", Some(MARKETING_PASSWORD));
     create_user(&data, "shop", "storefront", Some("storefront-password"));
-    let pg_port = free_port();
-    let pg_addr = format!("127.0.0.1:{pg_port}");
-    let http_addr = format!("127.0.0.1:{}", free_port());
-    let flight_port = free_port();
-    let flight_addr = format!("127.0.0.1:{flight_port}");
     let mut args = Vec::new();
     let config_path = config.map(|text| {
         let path = data.join("pipeline.toml");
@@ -75,21 +70,50 @@ fn serve(config: Option<&str>) -> Served {
         path.display().to_string()
     });
     if let Some(path) = &config_path {
-        args.extend(["--config", path.as_str()]);
+        args.push("--config".to_owned());
+        args.push(path.clone());
     }
-    args.extend(["query", "--http-addr", &http_addr, "--pg-addr", &pg_addr]);
-    args.extend(["--flight-addr", &flight_addr]);
-    let mut child = shoplake(&data, &args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&pg_addr).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "shoplake query exited");
-        assert!(Instant::now() < deadline, "no Postgres listener in 60 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Free ports are found by binding and letting go, so another test's server can take one
+    // first: a start that loses a port that way is tried again on new ones.
+    let mut attempts = 0;
+    let (child, pg_port, flight_port, http_addr) = loop {
+        attempts += 1;
+        let (pg_port, flight_port) = (free_port(), free_port());
+        let http_addr = format!("127.0.0.1:{}", free_port());
+        let pg_addr = format!("127.0.0.1:{pg_port}");
+        let mut all = args.clone();
+        all.extend(["query", "--http-addr", &http_addr, "--pg-addr", &pg_addr].map(str::to_owned));
+        all.extend([
+            "--flight-addr".to_owned(),
+            format!("127.0.0.1:{flight_port}"),
+        ]);
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut child = shoplake(&data, &all)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log.reopen().unwrap()))
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let exited = loop {
+            if std::net::TcpStream::connect(&pg_addr).is_ok() {
+                break false;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break true;
+            }
+            assert!(Instant::now() < deadline, "no Postgres listener in 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if !exited {
+            break (child, pg_port, flight_port, http_addr);
+        }
+        let said = std::fs::read_to_string(log.path()).unwrap_or_default();
+        assert!(
+            said.contains("in use") && attempts < 3,
+            "shoplake query exited: {said}"
+        );
+    };
     Served {
         _dir: dir,
         data,
