@@ -325,6 +325,37 @@ fn simulator_to_kinesis_to_lake(aggregate: bool, on_s3: bool) {
             lake.keys(&runtime, "_staging/events/").is_empty(),
             "compaction removed the staged files it committed"
         );
+        // The lake's lifecycle on S3. VACUUM lists the table's objects and deletes none of those
+        // optimize just merged (a query may still read them); retention takes these events,
+        // from March, out of the table, and their objects stay until a VACUUM after the grace.
+        ok(on_lake(shoplake(data, &["batch", "optimize"]))
+            .output()
+            .unwrap());
+        let vacuumed = ok(
+            on_lake(shoplake(data, &["batch", "vacuum", "--table", "events"]))
+                .output()
+                .unwrap(),
+        );
+        let r: Value = serde_json::from_str(vacuumed.trim()).unwrap();
+        assert_eq!(r["files_deleted"], 0, "{r}");
+        let config = data.join("retention.toml");
+        std::fs::write(&config, "[retention]\nevents = \"30d\"\n").unwrap();
+        let config = config.display().to_string();
+        let retained = ok(
+            on_lake(shoplake(data, &["--config", &config, "batch", "retain"]))
+                .output()
+                .unwrap(),
+        );
+        let r: Value = serde_json::from_str(retained.trim()).unwrap();
+        assert_eq!(r["tables"]["events"]["rows"], valid, "{r}");
+        assert_eq!(count(data, "select count(*) from events"), 0);
+        assert_eq!(count(data, "select count(*) from bad_rows"), bad);
+        assert!(
+            lake.keys(&runtime, "events/")
+                .iter()
+                .any(|k| k.ends_with(".parquet")),
+            "the files stay on S3 until VACUUM"
+        );
         return;
     }
 
