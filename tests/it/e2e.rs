@@ -371,12 +371,21 @@ pub(crate) fn start_collect(data: &Path) -> (Child, String) {
     (collect, addr)
 }
 
+/// A port for a server a test starts. Picked below the kernel's ephemeral range (32768–60999 on
+/// Linux), where neither `bind(…:0)` nor an outgoing connection ever takes one, and never the same
+/// twice in this process: so no other test's client or server can take it between this check and
+/// the server's bind. (A port of the ephemeral range, bound and let go, raced with both: a
+/// server now and then exited with "address in use".)
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let port = 20_000 + (start.wrapping_add(n) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs one HTTP exchange to completion (the tests are synchronous; the client is async).
