@@ -73,47 +73,29 @@ fn serve(config: Option<&str>) -> Served {
         args.push("--config".to_owned());
         args.push(path.clone());
     }
-    // Free ports are found by binding and letting go, so another test's server can take one
-    // first: a start that loses a port that way is tried again on new ones.
-    let mut attempts = 0;
-    let (child, pg_port, flight_port, http_addr) = loop {
-        attempts += 1;
-        let (pg_port, flight_port) = (free_port(), free_port());
-        let http_addr = format!("127.0.0.1:{}", free_port());
-        let pg_addr = format!("127.0.0.1:{pg_port}");
-        let mut all = args.clone();
-        all.extend(["query", "--http-addr", &http_addr, "--pg-addr", &pg_addr].map(str::to_owned));
-        all.extend([
-            "--flight-addr".to_owned(),
-            format!("127.0.0.1:{flight_port}"),
-        ]);
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        let mut child = shoplake(&data, &all)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log.reopen().unwrap()))
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let exited = loop {
-            if std::net::TcpStream::connect(&pg_addr).is_ok() {
-                break false;
-            }
-            if child.try_wait().unwrap().is_some() {
-                break true;
-            }
-            assert!(Instant::now() < deadline, "no Postgres listener in 60 s");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        if !exited {
-            break (child, pg_port, flight_port, http_addr);
-        }
-        let said = std::fs::read_to_string(log.path()).unwrap_or_default();
+    let (pg_port, flight_port) = (free_port(), free_port());
+    let http_addr = format!("127.0.0.1:{}", free_port());
+    let pg_addr = format!("127.0.0.1:{pg_port}");
+    let flight_addr = format!("127.0.0.1:{flight_port}");
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend(["query", "--http-addr", &http_addr, "--pg-addr", &pg_addr]);
+    all.extend(["--flight-addr", &flight_addr]);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = shoplake(&data, &all)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log.reopen().unwrap()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&pg_addr).is_err() {
         assert!(
-            said.contains("in use") && attempts < 3,
-            "shoplake query exited: {said}"
+            child.try_wait().unwrap().is_none(),
+            "shoplake query exited: {}",
+            std::fs::read_to_string(log.path()).unwrap_or_default()
         );
-    };
+        assert!(Instant::now() < deadline, "no Postgres listener in 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Served {
         _dir: dir,
         data,
