@@ -158,6 +158,14 @@ pub struct RetentionConfig {
     /// Time between retention and VACUUM runs in `shoplake up` (`"1d"`); `"0s"` turns them off.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// How long after an erasure the files it took out of the tables are deleted by VACUUM
+    /// (`"1h"`): a query that started before the erasure may read them until then.
+    #[serde(with = "humantime_serde")]
+    pub erasure_grace: Duration,
+    /// How long events of an erased person that arrive later are dropped (`"7d"`): longer than
+    /// the stream keeps records, so that none in flight lands.
+    #[serde(with = "humantime_serde")]
+    pub erasure_tombstones: Duration,
 }
 
 impl Default for RetentionConfig {
@@ -173,8 +181,28 @@ impl Default for RetentionConfig {
             quarantine: Some(Duration::from_secs(30 * day)),
             deleted_files: Duration::from_secs(7 * day),
             interval: Duration::from_secs(day),
+            erasure_grace: Duration::from_secs(3_600),
+            erasure_tombstones: Duration::from_secs(7 * day),
         }
     }
+}
+
+/// The raw archive's store: `[firehose] archive_location`, or the lake's `raw/` folder; None
+/// when no delivery stream archives the records.
+pub fn raw_archive(
+    data: &DataArgs,
+    firehose: &shoplake_ingest::FirehoseConfig,
+) -> anyhow::Result<Option<std::sync::Arc<dyn object_store::ObjectStore>>> {
+    if firehose.archive_stream.is_empty() {
+        return Ok(None);
+    }
+    let location = match firehose.archive_location.as_str() {
+        "" => format!("{}/raw", data.lake_root().trim_end_matches('/')),
+        configured => configured.to_owned(),
+    };
+    let archive = shoplake_batch::Lake::open(&location, Default::default())
+        .with_context(|| format!("opening the raw archive at {location}"))?;
+    Ok(Some(archive.store()))
 }
 
 impl RetentionConfig {
@@ -193,17 +221,8 @@ impl RetentionConfig {
         .into_iter()
         .filter_map(|(t, p)| Some((t, p?)))
         .collect();
-        // The raw archive exists only when a delivery stream archives the records.
-        let raw_archive = match (self.raw_archive, firehose.archive_stream.is_empty()) {
-            (Some(period), false) => {
-                let location = match firehose.archive_location.as_str() {
-                    "" => format!("{}/raw", data.lake_root().trim_end_matches('/')),
-                    configured => configured.to_owned(),
-                };
-                let archive = shoplake_batch::Lake::open(&location, Default::default())
-                    .with_context(|| format!("opening the raw archive at {location}"))?;
-                Some((archive.store(), period))
-            }
+        let raw_archive = match (self.raw_archive, raw_archive(data, firehose)?) {
+            (Some(period), Some(store)) => Some((store, period)),
             _ => None,
         };
         Ok(shoplake_batch::lifecycle::Retention {

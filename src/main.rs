@@ -59,6 +59,8 @@ enum Command {
     Tokens(commands::users::TokensArgs),
     /// Measure fraud decisions and recommendations on a seeded simulation's ground truth.
     Eval(commands::eval::Args),
+    /// Erase a person on request (right to be forgotten): their rows, records and state, everywhere.
+    Erase(commands::erase::Args),
     /// Check a pipeline config file.
     Config(commands::config::Args),
 }
@@ -88,6 +90,7 @@ fn main() -> anyhow::Result<()> {
             Command::Users(args) => commands::users::users(args, data),
             Command::Tokens(args) => commands::users::tokens(args, data),
             Command::Eval(args) => commands::eval::run(args, data).await,
+            Command::Erase(args) => commands::erase::run(args, data).await,
             Command::Config(args) => commands::config::run(args),
         }
     })

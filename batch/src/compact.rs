@@ -95,6 +95,9 @@ pub struct CompactReport {
     /// Identity links re-derived from their events and merged into `identities` (all of them
     /// when the table was created).
     pub identities: Option<u64>,
+    /// Staged rows of people erased since they were staged (tombstoned: [`crate::erase`]),
+    /// dropped.
+    pub erased_in_staging: u64,
 }
 
 impl CompactReport {
@@ -111,6 +114,7 @@ impl CompactReport {
         self.quarantined_files += o.quarantined_files;
         self.conflicts += o.conflicts;
         self.fraud_decisions_written += o.fraud_decisions_written;
+        self.erased_in_staging += o.erased_in_staging;
         let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
@@ -405,9 +409,19 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     }
 
     let write = opts.write_options();
-    let events = read_staging(lake, &events_files, &tables::EVENTS.schema()).await?;
-    let bad_staged = read_staging(lake, &bad_files, &tables::BAD_ROWS.schema()).await?;
-    let decisions = read_staging(lake, &decision_files, &tables::FRAUD_DECISIONS.schema()).await?;
+    let mut events = read_staging(lake, &events_files, &tables::EVENTS.schema()).await?;
+    let mut bad_staged = read_staging(lake, &bad_files, &tables::BAD_ROWS.schema()).await?;
+    let mut decisions =
+        read_staging(lake, &decision_files, &tables::FRAUD_DECISIONS.schema()).await?;
+    // People erased since their rows were staged: their rows go no further.
+    let tombstones = crate::erase::load_tombstones(lake).await?;
+    for read in [&mut events, &mut bad_staged, &mut decisions] {
+        for rows in [&mut read.rows, &mut read.bad_rows] {
+            let (kept, dropped) = crate::erase::drop_erased(std::mem::take(rows), &tombstones)?;
+            *rows = kept;
+            report.erased_in_staging += dropped;
+        }
+    }
     report.quarantined_files = events.quarantined + bad_staged.quarantined + decisions.quarantined;
     report.events_read = events.rows.iter().map(|b| b.num_rows() as u64).sum();
     let (events_rows, dups) = dedup_first(events.rows, &tables::EVENTS)?;

@@ -97,6 +97,7 @@ pub mod affinity;
 pub mod archive;
 pub mod compact;
 pub mod derived;
+pub mod erase;
 pub mod history;
 pub mod identities;
 pub mod keys;

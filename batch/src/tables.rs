@@ -34,8 +34,8 @@ use shoplake_events::fields::{
     USER_AGENT, USER_ID,
 };
 use shoplake_events::lake::{
-    BAD_ROWS_TABLE, CAMPAIGN_SPEND_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, IDENTITIES_TABLE,
-    ORDERS_TABLE, PRODUCT_AFFINITY_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS,
+    BAD_ROWS_TABLE, CAMPAIGN_SPEND_TABLE, ERASURES_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE,
+    IDENTITIES_TABLE, ORDERS_TABLE, PRODUCT_AFFINITY_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS,
     STAGING_FRAUD_DECISIONS, VISITS_TABLE,
 };
 use shoplake_events::schema::{money, timestamp};
@@ -354,9 +354,46 @@ static CAMPAIGN_SPEND_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+/// `erasures`: one row per erasure request, once its bytes left storage ([`crate::erase`]).
+pub const ERASURES: TableDescriptor = TableDescriptor {
+    name: ERASURES_TABLE,
+    description: "One row per erasure request (a person's right to be forgotten): when it was \
+                  made, what it removed where, and when the person's bytes left storage. It \
+                  never holds the person's ids.",
+    schema: || ERASURES_SCHEMA.clone(),
+    partition_columns: &[],
+    key: &["request_id"],
+    maintainer: Maintainer::Job {
+        command: "shoplake erase",
+    },
+    personal_columns: &[],
+    bloom_filter_columns: &[],
+};
+
+static ERASURES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let count = |n: &str| Field::new(n, DataType::Int64, false);
+    Arc::new(Schema::new(vec![
+        Field::new("request_id", DataType::Utf8, false),
+        Field::new("requested_at", timestamp(), false),
+        // `user_id`, `anonymous_id` or both: what the request named.
+        Field::new("subject", DataType::Utf8, false),
+        count("ids_found"),
+        // Per table, the rows deleted (a JSON object).
+        Field::new("rows_deleted", DataType::Utf8, false),
+        count("staged_rows_dropped"),
+        count("raw_archive_records"),
+        count("quarantine_objects_deleted"),
+        count("stream_records"),
+        count("state_entries"),
+        count("files_removed"),
+        count("bytes_rewritten"),
+        Field::new("bytes_gone_at", timestamp(), false),
+    ]))
+});
+
 /// Every table, in the order of `shoplake_events::lake::TABLES`: those compaction writes, then
 /// the batch jobs' own.
-pub const ALL: [&TableDescriptor; 8] = [
+pub const ALL: [&TableDescriptor; 9] = [
     &EVENTS,
     &BAD_ROWS,
     &ORDERS,
@@ -365,6 +402,7 @@ pub const ALL: [&TableDescriptor; 8] = [
     &FRAUD_DECISIONS,
     &PRODUCT_AFFINITY,
     &CAMPAIGN_SPEND,
+    &ERASURES,
 ];
 
 /// The table named `name`; an error naming it when the lake has no such table.

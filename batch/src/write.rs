@@ -258,6 +258,25 @@ pub(crate) async fn evolved(
     Ok(Some(evolved))
 }
 
+/// The table property that keeps personal columns out of the Delta log's file statistics: the
+/// log records each file's min and max per column, and it outlives the files (an erased
+/// person's ids would stay in `_delta_log` after their rows and files are gone). Statistics are
+/// kept for every other column (event times for pruning, amounts, …); the personal ones still
+/// have Parquet's own statistics and bloom filters inside each file, which leave with it.
+fn stats_columns(table: &TableDescriptor) -> Vec<(&'static str, Option<String>)> {
+    if table.personal_columns.is_empty() {
+        return Vec::new();
+    }
+    let columns: Vec<String> = table
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|c| !table.is_personal(c) && !table.partition_columns.contains(&c.as_str()))
+        .collect();
+    vec![("delta.dataSkippingStatsColumns", Some(columns.join(",")))]
+}
+
 /// Creates `table` empty (a commit with its schema and partitioning, no rows) unless it exists,
 /// and loads it. Rows go in by later commits (see *Concurrent writers* above); two creations at
 /// once are harmless (the second adds an empty commit).
@@ -270,6 +289,7 @@ pub(crate) async fn create_empty(
         .write(vec![RecordBatch::new_empty(table.schema())])
         .with_save_mode(SaveMode::Ignore)
         .with_partition_columns(table.partition_columns.iter().copied())
+        .with_configuration(stats_columns(table))
         .with_writer_properties(opts.writer_properties(table)?)
         .await
         .map_err(delta_err(table.name))?;

@@ -22,6 +22,9 @@ pub const PRODUCT_AFFINITY_TABLE: &str = "product_affinity";
 /// The `campaign_spend` Delta table: what each campaign cost per day, loaded from the ad
 /// platforms' exports (`shoplake load spend`).
 pub const CAMPAIGN_SPEND_TABLE: &str = "campaign_spend";
+/// The `erasures` Delta table: one row per erasure request (`shoplake erase`), without the
+/// person's ids.
+pub const ERASURES_TABLE: &str = "erasures";
 /// Fraud decisions waiting for compaction (Parquet files).
 pub const STAGING_FRAUD_DECISIONS: &str = "_staging/fraud_decisions";
 /// Enriched events waiting for compaction (Parquet files).
@@ -41,4 +44,5 @@ pub const TABLES: &[&str] = &[
     FRAUD_DECISIONS_TABLE,
     PRODUCT_AFFINITY_TABLE,
     CAMPAIGN_SPEND_TABLE,
+    ERASURES_TABLE,
 ];

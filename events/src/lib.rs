@@ -36,6 +36,7 @@
 
 pub mod codec;
 pub mod codes;
+pub mod erasure;
 pub mod fields;
 pub mod lake;
 mod names;

@@ -305,6 +305,68 @@ impl LocalLog {
             .map(|(k, _)| SequenceNumber::from_u64(k.value())))
     }
 
+    /// Deletes the records for which `matches(partition_key, data)` holds from the log stored
+    /// in `path` (erasure of a person), and rewrites the file, so that none of their bytes is
+    /// left in free pages; returns how many. No process may have the log open (redb's lock
+    /// refuses it, and the error says so). Sequence numbers are never reused: the next one of
+    /// each shard is kept.
+    pub fn erase_records(path: &Path, matches: impl Fn(&str, &[u8]) -> bool) -> Result<u64> {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("local")
+            .to_owned();
+        let storage = |e: redb::Error| Error::Storage {
+            stream: name.clone(),
+            source: Box::new(e),
+        };
+        let io = |e: std::io::Error| storage(redb::Error::Io(e));
+        let old = Database::open(path).map_err(|e| storage(e.into()))?;
+        let tmp = path.with_extension("erasing");
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let new = Database::create(&tmp).map_err(|e| storage(e.into()))?;
+        let read = old.begin_read().map_err(|e| storage(e.into()))?;
+        let write = new.begin_write().map_err(|e| storage(e.into()))?;
+        let mut removed = 0;
+        {
+            let meta = read.open_table(META).map_err(|e| storage(e.into()))?;
+            let mut copy = write.open_table(META).map_err(|e| storage(e.into()))?;
+            let mut shards = 0;
+            for row in meta.iter().map_err(|e| storage(e.into()))? {
+                let (k, v) = row.map_err(|e| storage(e.into()))?;
+                if k.value() == "shards" {
+                    shards = v.value() as u32;
+                }
+                copy.insert(k.value(), v.value())
+                    .map_err(|e| storage(e.into()))?;
+            }
+            for s in 0..shards {
+                let table_name = table_name(s);
+                let def = TableDefinition::<u64, &[u8]>::new(&table_name);
+                let table = read.open_table(def).map_err(|e| storage(e.into()))?;
+                let mut copy = write.open_table(def).map_err(|e| storage(e.into()))?;
+                for row in table.iter().map_err(|e| storage(e.into()))? {
+                    let (k, v) = row.map_err(|e| storage(e.into()))?;
+                    let erased =
+                        decode_value(v.value()).is_ok_and(|(_, key, data)| matches(key, data));
+                    if erased {
+                        removed += 1;
+                    } else {
+                        copy.insert(k.value(), v.value())
+                            .map_err(|e| storage(e.into()))?;
+                    }
+                }
+            }
+        }
+        write.commit().map_err(|e| storage(e.into()))?;
+        drop((read, old, new));
+        std::fs::rename(&tmp, path).map_err(io)?;
+        Ok(removed)
+    }
+
     /// Deletes records that arrived before `micros`; returns how many.
     pub fn trim_older_than(&self, micros: i64) -> Result<u64> {
         let inner = &self.inner;

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod collect;
 pub mod config;
 pub mod emit;
+pub mod erase;
 pub mod eval;
 pub mod keys;
 pub mod load;

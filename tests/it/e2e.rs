@@ -77,7 +77,7 @@ pub(crate) fn with_token(request: reqwest::RequestBuilder, addr: &str) -> reqwes
     }
 }
 
-fn emit(data: &Path, seed: &str, sessions: &str) -> Value {
+pub(crate) fn emit(data: &Path, seed: &str, sessions: &str) -> Value {
     let out = run(
         data,
         &[

@@ -8,6 +8,7 @@ mod chaos;
 mod collector_sdk;
 mod dashboards;
 mod e2e;
+mod erasure;
 mod kinesis;
 mod live;
 mod pg;

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
+use shoplake_events::erasure::{TOMBSTONES_PATH, Tombstones};
 use shoplake_events::{BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, Limits, Reason};
 use shoplake_ingest::{Firehose, StreamConsumer, StreamRecord};
 use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
@@ -59,6 +60,8 @@ pub struct StageMetrics {
     /// Events on which a live engine panicked: they land in the lake all the same; the live
     /// state (scores, recommendations) misses them.
     pub live_panics: AtomicU64,
+    /// Records of people erased while they were in flight (tombstoned), dropped.
+    pub erased: AtomicU64,
 }
 
 /// Metric names of the stage (counters without `_total`, which the encoder adds).
@@ -76,12 +79,13 @@ pub mod names {
     pub const PROCESS_CPU: &str = "shoplake_stage_process_cpu_seconds";
     pub const DEDUP_ENTRIES: &str = "shoplake_stage_dedup_entries";
     pub const LIVE_PANICS: &str = "shoplake_stage_live_panics";
+    pub const ERASED: &str = "shoplake_stage_erased_records";
 }
 
 impl Collector for StageMetrics {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 names::RECORDS_READ,
                 "Records read from the stream.",
@@ -126,6 +130,11 @@ impl Collector for StageMetrics {
                 names::LIVE_PANICS,
                 "Events a live engine panicked on (in the lake all the same, missed by live state).",
                 &self.live_panics,
+            ),
+            (
+                names::ERASED,
+                "Records of erased people (tombstoned) that arrived after the request, dropped.",
+                &self.erased,
             ),
         ];
         for (name, help, v) in counters {
@@ -208,7 +217,17 @@ pub struct Stage {
     /// Fed by every valid, unique, non-bot event (the live engines: fraud scoring and
     /// recommendations).
     observer: Option<Arc<dyn Observer>>,
+    /// The lake's store, where the erasure tombstones are read from.
+    store: Arc<dyn ObjectStore>,
+    /// People erased recently ([`shoplake_events::erasure`]), re-read every
+    /// [`TOMBSTONES_EVERY`].
+    tombstones: Tombstones,
+    tombstones_read: Option<Instant>,
 }
+
+/// How often the stage reads the erasure tombstones again: an event of a person erased arrives
+/// at most this long after the request and still lands (compaction drops it then).
+const TOMBSTONES_EVERY: Duration = Duration::from_secs(10);
 
 impl Stage {
     /// Opens the stage: loads checkpoints, the dedup window and sessions from `state_path`.
@@ -250,7 +269,10 @@ impl Stage {
             // Room for a whole batch: untouched room costs no memory, regrowing copies it all.
             events: EventBatchBuilder::with_capacity(config.max_batch_records.min(1 << 20)),
             source: Source::new(consumer, &loaded.checkpoints),
-            sink: Sink::new(store),
+            sink: Sink::new(store.clone()),
+            store,
+            tombstones: Tombstones::default(),
+            tombstones_read: None,
             state: Arc::new(state),
             committing: None,
             fx,
@@ -391,6 +413,7 @@ impl Stage {
 
     /// Reads each shard once and processes what it got; returns the number of records read.
     pub async fn poll(&mut self) -> Result<usize> {
+        self.read_tombstones().await;
         let reads = self.source.read(self.config.read_batch).await?;
         let mut read = 0;
         let mut lag = 0;
@@ -413,6 +436,34 @@ impl Stage {
             self.flush().await?;
         }
         Ok(read)
+    }
+
+    /// Reads the erasure tombstones again when [`TOMBSTONES_EVERY`] has passed. A failure keeps
+    /// the ones read before (compaction checks them again), and is logged.
+    async fn read_tombstones(&mut self) {
+        if self
+            .tombstones_read
+            .is_some_and(|t| t.elapsed() < TOMBSTONES_EVERY)
+        {
+            return;
+        }
+        self.tombstones_read = Some(Instant::now());
+        let path = object_store::path::Path::from(TOMBSTONES_PATH);
+        let read = match self.store.get(&path).await {
+            Ok(got) => got.bytes().await.map(Some),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(Some(bytes)) => match Tombstones::from_json(&bytes) {
+                Ok(t) => self.tombstones = t,
+                Err(e) => {
+                    warn!(path = TOMBSTONES_PATH, error = %e, "erasure tombstones unreadable")
+                }
+            },
+            Ok(None) => self.tombstones = Tombstones::default(),
+            Err(e) => warn!(path = TOMBSTONES_PATH, error = %e, "erasure tombstones not read"),
+        }
     }
 
     fn process(&mut self, records: &[StreamRecord]) {
@@ -445,6 +496,17 @@ impl Stage {
                 },
             );
             match admitted {
+                Admission::Admitted { event: valid, .. }
+                    if self.tombstones.erases_either(
+                        valid.event.user_id.as_ref().map(|s| s.0.as_ref()),
+                        valid.event.anonymous_id.as_ref().map(|s| s.0.as_ref()),
+                    ) =>
+                {
+                    self.metrics.erased.fetch_add(1, Ordering::Relaxed);
+                }
+                Admission::Rejected(_) if self.tombstones.erases_raw(&r.data) => {
+                    self.metrics.erased.fetch_add(1, Ordering::Relaxed);
+                }
                 Admission::Admitted {
                     event: valid, bot, ..
                 } => {

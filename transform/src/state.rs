@@ -127,6 +127,55 @@ impl StateStore {
         Ok(store)
     }
 
+    /// Deletes the inferred sessions and the observer's entities for which `matches(key,
+    /// value)` holds from the state stored in `path` (erasure of a person), and rewrites the
+    /// file, so that none of their bytes is left in free pages; returns how many. No stage may
+    /// have it open (redb's lock refuses it). Checkpoints and the de-duplication window (event
+    /// ids' hashes and times) are copied as they are.
+    pub fn erase_entries(path: &Path, matches: impl Fn(&[u8], &[u8]) -> bool) -> Result<u64> {
+        let err = db_err(path);
+        let io = |e: std::io::Error| err(redb::Error::Io(e));
+        let old = Database::open(path).map_err(|e| err(e.into()))?;
+        let tmp = path.with_extension("erasing");
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let new = Database::create(&tmp).map_err(|e| err(e.into()))?;
+        let read = old.begin_read().map_err(|e| err(e.into()))?;
+        let write = new.begin_write().map_err(|e| err(e.into()))?;
+        let mut removed = 0;
+        macro_rules! copy {
+            ($def:expr, |$k:ident, $v:ident| $erased:expr) => {{
+                let mut to = write.open_table($def).map_err(|e| err(e.into()))?;
+                match read.open_table($def) {
+                    Ok(from) => {
+                        for row in from.iter().map_err(|e| err(e.into()))? {
+                            let (k, v) = row.map_err(|e| err(e.into()))?;
+                            let ($k, $v) = (k.value(), v.value());
+                            if $erased {
+                                removed += 1;
+                            } else {
+                                to.insert($k, $v).map_err(|e| err(e.into()))?;
+                            }
+                        }
+                    }
+                    Err(redb::TableError::TableDoesNotExist(_)) => {}
+                    Err(e) => return Err(err(e.into())),
+                }
+            }};
+        }
+        copy!(CHECKPOINTS, |_k, _v| false);
+        copy!(DEDUP, |_k, _v| false);
+        copy!(FINGERPRINTS, |_k, _v| false);
+        copy!(SESSIONS, |k, v| matches(k.as_bytes(), v.1.as_bytes()));
+        copy!(LIVE, |k, v| matches(k.as_bytes(), v));
+        write.commit().map_err(|e| err(e.into()))?;
+        drop((read, old, new));
+        std::fs::rename(&tmp, path).map_err(io)?;
+        Ok(removed)
+    }
+
     pub fn load(&self) -> Result<LoadedState> {
         let err = db_err(&self.path);
         let tx = self.db.begin_read().map_err(|e| err(e.into()))?;

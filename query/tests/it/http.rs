@@ -123,7 +123,8 @@ async fn tables_and_query_counters() {
             "identities",
             "fraud_decisions",
             "product_affinity",
-            "campaign_spend"
+            "campaign_spend",
+            "erasures"
         ]
     );
     assert!(tables["tables"][0]["delta_version"].is_u64());
