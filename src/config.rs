@@ -119,6 +119,20 @@ impl Default for CompactionConfig {
     }
 }
 
+impl PipelineConfig {
+    /// What an erasure request runs with (`shoplake erase`, `POST /v1/admin/erasures`).
+    pub fn erasure_options(
+        &self,
+        data: &DataArgs,
+    ) -> anyhow::Result<shoplake_batch::erase::EraseOptions> {
+        Ok(shoplake_batch::erase::EraseOptions {
+            compaction: self.compaction.options(),
+            raw_archive: raw_archive(data, &self.firehose)?,
+            tombstone_for: self.retention.erasure_tombstones,
+        })
+    }
+}
+
 impl CompactionConfig {
     pub fn options(&self) -> shoplake_batch::CompactOptions {
         shoplake_batch::CompactOptions {
@@ -229,6 +243,7 @@ impl RetentionConfig {
             tables,
             quarantine: self.quarantine,
             raw_archive,
+            erasure_grace: self.erasure_grace,
         })
     }
 }

@@ -170,6 +170,14 @@ struct Pending {
     files: Vec<(String, u64)>,
 }
 
+/// Compacts what is staged (so the person's newest rows are in the tables), then [`find`]s
+/// their ids: what an erasure request does first.
+pub async fn prepare(lake: &Lake, subject: &Subject, opts: &EraseOptions) -> Result<PersonIds> {
+    subject.check()?;
+    crate::compact_all(lake, &opts.compaction).await?;
+    find(lake, subject).await
+}
+
 /// Finds the ids of `subject` in the lake: see the module docs.
 pub async fn find(lake: &Lake, subject: &Subject) -> Result<PersonIds> {
     subject.check()?;

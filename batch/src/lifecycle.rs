@@ -45,6 +45,8 @@ pub struct Retention {
     /// The raw archive's store (its own location: `[firehose] archive_location`, or the lake's
     /// `raw/` folder) and its period.
     pub raw_archive: Option<(Arc<dyn ObjectStore>, Duration)>,
+    /// How long after an erasure its removed files are deleted ([`crate::erase::vacuum_erasures`]).
+    pub erasure_grace: Duration,
 }
 
 /// What [`retain`] did.

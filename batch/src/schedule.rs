@@ -313,6 +313,24 @@ impl Schedule {
                 }
             }
         }
+        self.erasures(retention.erasure_grace).await;
+    }
+
+    async fn erasures(&self, grace: Duration) {
+        let write = self.compact.write_options();
+        match crate::erase::vacuum_erasures(&self.lake, grace, chrono::Utc::now(), &write).await {
+            Ok(done) => {
+                for d in done {
+                    let m = &self.metrics;
+                    m.vacuum_files.fetch_add(d.files_deleted, Ordering::Relaxed);
+                    m.bytes_reclaimed
+                        .fetch_add(d.bytes_reclaimed, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "erasure vacuum failed; it is retried at the next interval")
+            }
+        }
     }
 
     async fn affinity(&self, options: &AffinityOptions) {

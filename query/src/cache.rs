@@ -86,6 +86,13 @@ impl ResultCache {
     }
 
     /// Bytes and answers held.
+    /// Drops every kept answer (an erasure: no answer may keep a person who was erased).
+    pub(crate) fn clear(&self) {
+        let mut state = self.state.lock();
+        state.entries.clear();
+        state.bytes = 0;
+    }
+
     pub(crate) fn size(&self) -> (usize, usize) {
         let state = self.state.lock();
         (state.bytes, state.entries.len())

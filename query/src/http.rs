@@ -449,10 +449,54 @@ async fn tables(
     }
 }
 
+/// `POST /v1/admin/erasures`'s body: who is to be erased.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErasureRequest {
+    user_id: Option<String>,
+    anonymous_id: Option<String>,
+}
+
+/// `POST /v1/admin/erasures` (admins): a person's request to be forgotten. Their rows leave every
+/// table before the answer; the answer says what was removed where (counts only) and the
+/// request's id; their bytes leave storage at the request's VACUUM (`[retention]
+/// erasure_grace` later). A running stage drops their events still in flight.
+async fn erasure(
+    State(service): State<Arc<QueryService>>,
+    body: Result<axum::Json<ErasureRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(axum::Json(r)) => r,
+        Err(e) => return ApiError::new(e.status(), "bad_request", e.body_text()).into_response(),
+    };
+    let subject = shoplake_batch::erase::Subject {
+        user_id: request.user_id.filter(|s| !s.is_empty()),
+        anonymous_id: request.anonymous_id.filter(|s| !s.is_empty()),
+    };
+    if subject.check().is_err() {
+        return ApiError::bad_request(
+            "bad_request",
+            "name the person: \"user_id\", \"anonymous_id\", or both",
+        )
+        .into_response();
+    }
+    match service.erase(&subject).await {
+        Ok(Some(report)) => axum::Json(report).into_response(),
+        Ok(None) => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_available",
+            "this server takes no erasure requests: run `shoplake erase`",
+        )
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// `POST /v1/sql` and `GET /v1/tables`. The binary merges it with the process's `/health`,
 /// `/ready` and `/metrics` routes.
 pub fn router(service: Arc<QueryService>) -> Routes {
     Routes::new()
+        .post("/v1/admin/erasures", erasure, Access::Admin)
         .post("/v1/sql", sql, Access::Sql)
         .get("/v1/tables", tables, Access::Sql)
         .get("/v1/reports", reports, Access::Reports)

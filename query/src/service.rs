@@ -64,6 +64,9 @@ pub struct QueryOptions {
     /// and by bloom filters, pages by the page index. Off only to measure what it saves: scans then
     /// get no filters at all and every row is read and filtered after decoding.
     pub pruning: bool,
+    /// What erasure requests (`POST /v1/admin/erasures`) run with; None: this service takes
+    /// none.
+    pub erasure: Option<shoplake_batch::erase::EraseOptions>,
 }
 
 impl Default for QueryOptions {
@@ -73,6 +76,7 @@ impl Default for QueryOptions {
             limits: QueryConfig::default(),
             refresh_interval: Duration::from_secs(1),
             pruning: true,
+            erasure: None,
         }
     }
 }
@@ -557,6 +561,31 @@ impl QueryService {
     }
 
     /// The limits statements run under.
+    /// Erases a person from the lake (`shoplake_batch::erase`: staging compacted, their ids
+    /// tombstoned, their rows deleted from every table, the raw archive and quarantine scrubbed),
+    /// then drops every answer the cache keeps. None when this service takes no erasure requests.
+    pub async fn erase(
+        &self,
+        subject: &shoplake_batch::erase::Subject,
+    ) -> Result<Option<shoplake_batch::erase::ErasureReport>> {
+        use shoplake_batch::erase;
+        let Some(opts) = &self.options.erasure else {
+            return Ok(None);
+        };
+        let ids = erase::prepare(&self.lake, subject, opts).await?;
+        let report = erase::erase(
+            &self.lake,
+            subject,
+            &ids,
+            erase::Outside::default(),
+            opts,
+            chrono::Utc::now(),
+        )
+        .await?;
+        self.cache.clear();
+        Ok(Some(report))
+    }
+
     pub fn limits(&self) -> &QueryConfig {
         &self.options.limits
     }

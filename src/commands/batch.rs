@@ -30,7 +30,8 @@ enum Job {
     Retain,
     /// Delete from storage the files no table version still needs (removed by optimize or
     /// retention, or left by a compactor that died before its commit) once they have been out of
-    /// their table for the grace period, with their key-index objects.
+    /// their table for the grace period, with their key-index objects; and the files erasure
+    /// requests removed, `[retention] erasure_grace` after each request.
     Vacuum {
         /// The grace period (`"7d"`; at least `"1h"`). Default: `[retention] deleted_files`.
         #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
@@ -82,6 +83,19 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                 let r = shoplake_batch::lifecycle::vacuum(&lake, table, grace, chrono::Utc::now())
                     .await?;
                 println!("{}", serde_json::to_string(&r)?);
+            }
+            // The files erasure requests took out of the tables, `erasure_grace` after each.
+            if table.is_none() {
+                let done = shoplake_batch::erase::vacuum_erasures(
+                    &lake,
+                    config.retention.erasure_grace,
+                    chrono::Utc::now(),
+                    &config.compaction.options().write_options(),
+                )
+                .await?;
+                for d in done {
+                    println!("{}", serde_json::to_string(&d)?);
+                }
             }
         }
         Job::Optimize { target_size } => {

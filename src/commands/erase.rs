@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use shoplake_batch::erase::{EraseOptions, Outside, Subject};
+use shoplake_batch::erase::{Outside, Subject};
 use shoplake_ingest::LocalLog;
 use shoplake_transform::state::StateStore;
 
@@ -41,7 +41,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         user_id: args.user,
         anonymous_id: args.anonymous_id,
     };
-    let ids = shoplake_batch::erase::find(&lake, &subject).await?;
+    let opts = config.erasure_options(&data)?;
+    let ids = shoplake_batch::erase::prepare(&lake, &subject, &opts).await?;
     let mentions = ids.mentions();
     let mut outside = Outside::default();
     // The embedded stream and the stage's state are files of this folder: a running stream
@@ -64,11 +65,6 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         })
         .with_context(|| format!("the stage's state {} {running}", state.display()))?;
     }
-    let opts = EraseOptions {
-        compaction: config.compaction.options(),
-        raw_archive: crate::config::raw_archive(&data, &config.firehose)?,
-        tombstone_for: config.retention.erasure_tombstones,
-    };
     let report =
         shoplake_batch::erase::erase(&lake, &subject, &ids, outside, &opts, chrono::Utc::now())
             .await?;

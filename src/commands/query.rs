@@ -35,6 +35,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             QueryOptions {
                 pruning: !args.no_pruning,
                 limits: config.query.clone(),
+                erasure: Some(config.erasure_options(&data)?),
                 ..QueryOptions::default()
             },
         )

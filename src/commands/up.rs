@@ -303,6 +303,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             &data.lake_root(),
             QueryOptions {
                 limits: config.query.clone(),
+                erasure: Some(config.erasure_options(&data)?),
                 ..QueryOptions::default()
             },
         )

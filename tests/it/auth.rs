@@ -102,6 +102,7 @@ fn every_route_of_every_command_needs_its_role() {
             &[
                 "/v1/sql",
                 "/v1/tables",
+                "/v1/admin/erasures",
                 "/v1/reports",
                 "/v1/reports/{name}",
                 "/v1/session",
@@ -125,6 +126,7 @@ fn every_route_of_every_command_needs_its_role() {
             &[
                 "/v1/sql",
                 "/v1/reports/{name}",
+                "/v1/admin/erasures",
                 "/v1/track",
                 "/v1/products/{id}/related",
                 "/v1/live/pulse",

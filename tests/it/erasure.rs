@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use shoplake_ingest::{LocalLog, Record, StreamProducer};
 
-use crate::e2e::{count, emit, python, run, sql};
+use crate::auth::start_query;
+use crate::e2e::{admin_token, block_on, count, emit, python, run, sql, terminate};
 
 /// Puts `events` (wire JSON) on the embedded stream of `data`, as a storefront would.
 fn put(data: &Path, events: &[Value]) {
@@ -256,4 +257,60 @@ fn an_erased_person_leaves_every_file_and_the_others_numbers_stay() {
         0
     );
     assert!(count(data, "select count(*) from events") > expected[0].1);
+}
+
+#[test]
+fn an_admin_erases_a_person_over_http_and_the_answer_names_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    emit(data, "23", "300");
+    run(data, &["stream", "--drain"]);
+    run(data, &["batch", "compact"]);
+    let user = sql(
+        data,
+        "select user_id from events where user_id is not null group by user_id \
+         order by count(*) desc, user_id limit 1",
+    )[0]["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let of_user = format!("select count(*) from events where user_id = '{user}'");
+    assert!(count(data, &of_user) > 0);
+    let events = count(data, "select count(*) from events");
+    // Staged, not compacted yet: the request compacts first, and finds them.
+    emit(data, "24", "100");
+    run(data, &["stream", "--drain"]);
+
+    let token = admin_token(data);
+    let (child, addr) = start_query(data);
+    let post = |body: Value| {
+        block_on(async {
+            let r = reqwest::Client::new()
+                .post(format!("http://{addr}/v1/admin/erasures"))
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let (status, body) = post(json!({}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("name the person"), "{body}");
+    let (status, body) = post(json!({"user": user}));
+    assert!(status == 400 || status == 422, "{status} {body}");
+    let (status, body) = post(json!({"user_id": user}));
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(&user), "the answer names nobody: {body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    let deleted = report["rows_deleted"]["events"].as_u64().unwrap();
+    assert!(deleted > 0, "{report}");
+    terminate(child);
+
+    assert_eq!(count(data, &of_user), 0);
+    // Everyone else's events, the ones staged before the request included, are there.
+    let after = count(data, "select count(*) from events");
+    assert!(after > events - deleted, "{after} vs {events} - {deleted}");
+    assert_eq!(report["subject"], "user_id");
 }

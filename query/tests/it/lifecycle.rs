@@ -166,6 +166,7 @@ async fn retention_and_vacuum_free_storage_and_every_kept_answer_stays() {
             tables: vec![("events", 30 * DAY)],
             quarantine: Some(DAY),
             raw_archive: None,
+            erasure_grace: DAY,
         },
         as_of,
     )
