@@ -22,7 +22,9 @@
 //! The files the DELETEs took out of the tables still hold the person's bytes. The request keeps
 //! their paths (`_erasures/pending/ID.json`, paths only) and [`vacuum_erasures`] deletes them
 //! once `grace` has passed since the erasure — the time a query that started before it may still
-//! read them — and records when the bytes were gone in the `erasures` table, one row per request
+//! read them —, with every other file no longer in a table with personal columns (removed earlier
+//! by optimize or a merge and not vacuumed yet, they may hold the person too), cleans those
+//! tables' Delta logs, and records when the bytes were gone in the `erasures` table, one row per request
 //! (its id, when, counts per table; never the person's ids).
 //!
 //! What lives outside the lake (the embedded stream's records, the stage's state, a running
@@ -639,6 +641,19 @@ pub async fn vacuum_erasures(
             if let Some((table, file)) = path.split_once('/') {
                 delete(store.as_ref(), &keys::index_path(table, file)).await?;
             }
+        }
+        // Files removed from the tables before the erasure (by optimize, merges, retention)
+        // and not vacuumed yet hold the person's bytes too: every file no longer in a table
+        // with personal columns goes now, as a VACUUM with the erasure's grace. (Time travel
+        // before the erasure ends with the log cleaning below anyway.)
+        for table in tables::ALL {
+            if table.personal_columns.is_empty() {
+                continue;
+            }
+            let grace = grace.to_std().unwrap_or(Duration::ZERO);
+            let r = crate::lifecycle::vacuum_within(lake, table.name, grace, now).await?;
+            vacuumed.files_deleted += r.files_deleted;
+            vacuumed.bytes_reclaimed += r.bytes_reclaimed;
         }
         clean_logs(lake).await?;
         record(lake, &pending.report, now, write).await?;

@@ -207,7 +207,6 @@ pub async fn vacuum(
     grace: Duration,
     now: DateTime<Utc>,
 ) -> Result<VacuumReport> {
-    tables::get(table)?;
     if grace < MIN_GRACE {
         return Err(Error::BadOption {
             name: "vacuum grace (--older-than)",
@@ -218,6 +217,18 @@ pub async fn vacuum(
             ),
         });
     }
+    vacuum_within(lake, table, grace, now).await
+}
+
+/// [`vacuum`] with any grace: an erasure's (`crate::erase`), which the operator bounds by their
+/// queries' time limit (`[retention] erasure_grace`).
+pub(crate) async fn vacuum_within(
+    lake: &Lake,
+    table: &str,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> Result<VacuumReport> {
+    tables::get(table)?;
     let mut report = VacuumReport {
         table: table.to_owned(),
         ..Default::default()

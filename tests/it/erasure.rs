@@ -188,8 +188,9 @@ fn an_erased_person_leaves_every_file_and_the_others_numbers_stay() {
     assert!(report["stream_records"].as_u64().unwrap() > 10, "{report}");
     assert!(report["state_entries"].as_u64().unwrap() >= 1, "{report}");
     assert!(report["files_removed"].as_u64().unwrap() > 0, "{report}");
-    assert_eq!(
-        vacuumed["files_deleted"], report["files_removed"],
+    // The files the erasure removed, and those removed before it (merges) not vacuumed yet.
+    assert!(
+        vacuumed["files_deleted"].as_u64() >= report["files_removed"].as_u64(),
         "{vacuumed}"
     );
     assert!(!out.contains(&user), "the report names nobody: {out}");

@@ -52,6 +52,12 @@ fn aws_env(cmd: &mut Command) {
 }
 
 /// The count a `shoplake sql … --format json` command answers.
+/// Rows of a `shoplake sql … --format json` command.
+fn sql_rows(mut sql: Command) -> Vec<Value> {
+    let out = ok(sql.output().unwrap());
+    serde_json::from_str(out.trim()).unwrap()
+}
+
 fn count_of(mut sql: Command) -> u64 {
     let rows: Value = serde_json::from_str(ok(sql.output().unwrap()).trim()).unwrap();
     rows[0]
@@ -325,6 +331,48 @@ fn simulator_to_kinesis_to_lake(aggregate: bool, on_s3: bool) {
             lake.keys(&runtime, "_staging/events/").is_empty(),
             "compaction removed the staged files it committed"
         );
+        // Erasure of a person on S3: their rows leave the tables, and after the request's
+        // VACUUM no object of the bucket holds their id.
+        let user = sql_rows(on_lake(shoplake(
+            data,
+            &[
+                "sql",
+                "select user_id from events where user_id is not null group by user_id \
+                 order by count(*) desc, user_id limit 1",
+                "--format",
+                "json",
+            ],
+        )))[0]["user_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let of_user = format!("select count(*) from events where user_id = '{user}'");
+        let theirs = count(data, &of_user);
+        assert!(theirs > 0);
+        let erased = ok(on_lake(shoplake(
+            data,
+            &["erase", "--user", &user, "--vacuum-after", "0s"],
+        ))
+        .output()
+        .unwrap());
+        let report: Value = serde_json::from_str(erased.lines().next().unwrap()).unwrap();
+        assert!(
+            report["rows_deleted"]["events"].as_u64().unwrap() >= theirs,
+            "{report}"
+        );
+        assert_eq!(count(data, &of_user), 0);
+        let left: Vec<String> = lake
+            .keys(&runtime, "")
+            .into_iter()
+            .filter(|k| {
+                let bytes = lake.get(&runtime, k).unwrap_or_default();
+                bytes.windows(user.len()).any(|w| w == user.as_bytes())
+            })
+            .collect();
+        assert!(left.is_empty(), "{user} is still in {left:?}");
+        let valid = count(data, "select count(*) from events");
+        let bad = count(data, "select count(*) from bad_rows");
+
         // The lake's lifecycle on S3. VACUUM lists the table's objects and deletes none of those
         // optimize just merged (a query may still read them); retention takes these events,
         // from March, out of the table, and their objects stay until a VACUUM after the grace.
@@ -847,4 +895,35 @@ fn firehose_archive_and_events_sink_then_replay_keep_the_lake_exact() {
     run(third, &["stream", "--drain"]);
     run(third, &["batch", "compact"]);
     check(third, 0);
+
+    // Erasure reaches the raw archive: the person's records leave its objects (rewritten), and
+    // after the request's VACUUM no object of the lake holds their id.
+    let user = json(run(
+        first,
+        &[
+            "sql",
+            "select user_id from events where user_id is not null group by user_id \
+             order by count(*) desc, user_id limit 1",
+            "--format",
+            "json",
+        ],
+    ))[0]["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lines_before = archived_lines(&runtime);
+    let report = run(first, &["erase", "--user", &user, "--vacuum-after", "0s"]);
+    let report: Value = serde_json::from_str(report.lines().next().unwrap()).unwrap();
+    let dropped = report["raw_archive_records"].as_u64().unwrap();
+    assert!(dropped >= 2, "both reads of their records: {report}");
+    assert_eq!(archived_lines(&runtime), lines_before - dropped);
+    let left: Vec<String> = lake
+        .keys(&runtime, "")
+        .into_iter()
+        .filter(|k| {
+            let bytes = lake.get(&runtime, k).unwrap_or_default();
+            bytes.windows(user.len()).any(|w| w == user.as_bytes())
+        })
+        .collect();
+    assert!(left.is_empty(), "{user} is still in {left:?}");
 }
