@@ -474,10 +474,7 @@ impl Stage {
         self.metrics
             .records_read
             .fetch_add(records.len() as u64, Ordering::Relaxed);
-        let skipped = self.source.tee(records);
-        self.metrics
-            .archive_skipped
-            .fetch_add(skipped, Ordering::Relaxed);
+        let mut skipped = 0;
         for r in records {
             let (dedup, pending, clock) = (&self.dedup, &mut self.pending, &mut self.clock);
             let admitted = admit(
@@ -495,18 +492,24 @@ impl Stage {
                     sighting
                 },
             );
+            // A person erased while their records were in flight: the record goes nowhere, not
+            // even into the raw archive (no check at all while nobody is tombstoned).
+            let erased = !self.tombstones.is_empty()
+                && match &admitted {
+                    Admission::Admitted { event, .. } => self.tombstones.erases_either(
+                        event.event.user_id.as_ref().map(|s| s.0.as_ref()),
+                        event.event.anonymous_id.as_ref().map(|s| s.0.as_ref()),
+                    ),
+                    Admission::Rejected(_) | Admission::Duplicate => {
+                        self.tombstones.erases_raw(&r.data)
+                    }
+                };
+            if erased {
+                self.metrics.erased.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            skipped += self.source.tee(std::slice::from_ref(r));
             match admitted {
-                Admission::Admitted { event: valid, .. }
-                    if self.tombstones.erases_either(
-                        valid.event.user_id.as_ref().map(|s| s.0.as_ref()),
-                        valid.event.anonymous_id.as_ref().map(|s| s.0.as_ref()),
-                    ) =>
-                {
-                    self.metrics.erased.fetch_add(1, Ordering::Relaxed);
-                }
-                Admission::Rejected(_) if self.tombstones.erases_raw(&r.data) => {
-                    self.metrics.erased.fetch_add(1, Ordering::Relaxed);
-                }
                 Admission::Admitted {
                     event: valid, bot, ..
                 } => {
@@ -592,6 +595,9 @@ impl Stage {
                 }
             }
         }
+        self.metrics
+            .archive_skipped
+            .fetch_add(skipped, Ordering::Relaxed);
     }
 
     /// Whether the buffered batch is due for a flush.
