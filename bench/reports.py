@@ -8,9 +8,10 @@ active Parquet files of every Delta table of the lake (rollups included, so the 
 engines) and the views of `sql/views/`. The range is the lake's last 30 days with events; the
 other parameters keep their declared defaults.
 
-DuckDB spells two things differently, and only those are changed: the ordered aggregates
-`first_value(x ORDER BY y)` / `last_value(x ORDER BY y)` are `first(…)` / `last(…)`, and a
-`$name` placeholder is bound from a dict. The answers must have the same number of rows.
+DuckDB spells three things differently, and only those are changed: the ordered aggregates
+`first_value(x ORDER BY y)` / `last_value(x ORDER BY y)` are `first(…)` / `last(…)`, a
+`$name` placeholder is bound from a dict, and `arrow_cast(x, 'Utf8')` is `x` (a macro of
+`queries.duckdb_over`). The answers must have the same number of rows.
 """
 
 import datetime

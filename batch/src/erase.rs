@@ -432,6 +432,22 @@ pub(crate) fn drop_erased(
     Ok((out, dropped))
 }
 
+/// The tables of the lake with personal columns, loaded (those never written are left out).
+async fn personal_tables(
+    lake: &Lake,
+) -> Result<Vec<(&'static TableDescriptor, deltalake::DeltaTable)>> {
+    let mut out = Vec::new();
+    for table in tables::ALL {
+        if table.personal_columns.is_empty() {
+            continue;
+        }
+        if let Some(t) = lake.table(table.name).await? {
+            out.push((table, t));
+        }
+    }
+    Ok(out)
+}
+
 /// Row `i` of an optional Utf8 column.
 fn value_at(column: &Option<ArrayRef>, i: usize) -> Option<&str> {
     let a = column.as_ref()?.as_string::<i32>();
@@ -490,13 +506,7 @@ pub async fn erase(
     report.staged_rows_dropped = compacted.erased_in_staging;
 
     let mut removed: Vec<(String, u64)> = Vec::new();
-    for table in tables::ALL {
-        if table.personal_columns.is_empty() {
-            continue;
-        }
-        let Some(t) = lake.table(table.name).await? else {
-            continue;
-        };
+    for (table, t) in personal_tables(lake).await? {
         let delta = delta_err(table.name);
         let snapshot = t.snapshot().map_err(&delta)?;
         let present: Vec<String> = snapshot
@@ -583,6 +593,7 @@ pub async fn erase(
         body.into(),
     )
     .await?;
+    record(lake, &report, &opts.compaction.write_options()).await?;
     info!(request = %report.request_id, ids = report.ids_found, rows = ?report.rows_deleted,
           "erasure: the person's rows left the lake; their bytes go at the request's VACUUM");
     Ok(report)
@@ -646,17 +657,16 @@ pub async fn vacuum_erasures(
         // and not vacuumed yet hold the person's bytes too: every file no longer in a table
         // with personal columns goes now, as a VACUUM with the erasure's grace. (Time travel
         // before the erasure ends with the log cleaning below anyway.)
-        for table in tables::ALL {
-            if table.personal_columns.is_empty() {
-                continue;
-            }
+        for (table, _) in personal_tables(lake).await? {
             let grace = grace.to_std().unwrap_or(Duration::ZERO);
             let r = crate::lifecycle::vacuum_within(lake, table.name, grace, now).await?;
             vacuumed.files_deleted += r.files_deleted;
             vacuumed.bytes_reclaimed += r.bytes_reclaimed;
         }
         clean_logs(lake).await?;
-        record(lake, &pending.report, now, write).await?;
+        // A request recorded before this version of shoplake has no row yet.
+        record(lake, &pending.report, write).await?;
+        mark_gone(lake, &pending.report.request_id, now, write).await?;
         delete(store.as_ref(), &entry.location).await?;
         info!(request = %vacuumed.request_id, files = vacuumed.files_deleted,
               "erasure: the person's bytes left storage");
@@ -672,13 +682,7 @@ pub async fn vacuum_erasures(
 /// erased person's id in `_delta_log` for good. Versions before the checkpoint can no longer be
 /// travelled to — their erased files are gone anyway.
 async fn clean_logs(lake: &Lake) -> Result<()> {
-    for table in tables::ALL {
-        if table.personal_columns.is_empty() {
-            continue;
-        }
-        let Some(t) = lake.table(table.name).await? else {
-            continue;
-        };
+    for (table, t) in personal_tables(lake).await? {
         let delta = delta_err(table.name);
         deltalake::checkpoints::create_checkpoint(&t, None)
             .await
@@ -696,14 +700,38 @@ async fn clean_logs(lake: &Lake) -> Result<()> {
     Ok(())
 }
 
-/// Appends request `report`'s row to `erasures` (once: a re-run after a crash between the append
-/// and the pending entry's deletion finds the row there).
-async fn record(
+/// Sets `bytes_gone_at` of request `request_id` in `erasures` to `gone_at`.
+async fn mark_gone(
     lake: &Lake,
-    report: &ErasureReport,
+    request_id: &str,
     gone_at: DateTime<Utc>,
     write: &crate::WriteOptions,
 ) -> Result<()> {
+    let table_desc = &tables::ERASURES;
+    let table = table_or_empty(lake, table_desc, write).await?;
+    let commit = commit_after(
+        last_writer_version(&table, table_desc.name).await?,
+        "erasure_vacuumed",
+        Some(1),
+    );
+    let at = datafusion::scalar::ScalarValue::TimestampMicrosecond(
+        Some(gone_at.timestamp_micros()),
+        Some("UTC".into()),
+    );
+    table
+        .update()
+        .with_predicate(col("request_id").eq(lit(request_id.to_owned())))
+        .with_update("bytes_gone_at", lit(at))
+        .with_writer_properties(write.writer_properties(table_desc)?)
+        .with_commit_properties(commit)
+        .await
+        .map_err(delta_err(table_desc.name))?;
+    Ok(())
+}
+
+/// Appends request `report`'s row to `erasures`, its `bytes_gone_at` empty until its VACUUM
+/// (once: a re-run finds the row there).
+async fn record(lake: &Lake, report: &ErasureReport, write: &crate::WriteOptions) -> Result<()> {
     use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
     let table_desc = &tables::ERASURES;
     let table = table_or_empty(lake, table_desc, write).await?;
@@ -743,7 +771,7 @@ async fn record(
             int(report.state_entries),
             int(report.files_removed),
             int(report.bytes_rewritten),
-            ts(gone_at),
+            Arc::new(TimestampMicrosecondArray::from(vec![None::<i64>]).with_timezone("UTC")),
         ],
     )?;
     let commit = commit_after(

@@ -387,7 +387,8 @@ static ERASURES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         count("state_entries"),
         count("files_removed"),
         count("bytes_rewritten"),
-        Field::new("bytes_gone_at", timestamp(), false),
+        // Empty until the request's VACUUM has deleted the person's files.
+        Field::new("bytes_gone_at", timestamp(), true),
     ]))
 });
 

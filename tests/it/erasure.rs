@@ -314,4 +314,9 @@ fn an_admin_erases_a_person_over_http_and_the_answer_names_nobody() {
     let after = count(data, "select count(*) from events");
     assert!(after > events - deleted, "{after} vs {events} - {deleted}");
     assert_eq!(report["subject"], "user_id");
+    // Recorded at once; its bytes go at its VACUUM, an hour later by default.
+    let recorded = sql(data, "select request_id, bytes_gone_at from erasures");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["request_id"], report["request_id"]);
+    assert!(recorded[0]["bytes_gone_at"].is_null(), "{recorded:?}");
 }
