@@ -60,6 +60,9 @@ pub async fn recent_events(
         return Ok(None);
     };
     let since = latest.saturating_sub(window_micros);
+    // A lake written by an older contract lacks the columns added since (until compaction next
+    // evolves it): those read as typed nulls, as the query service reads them.
+    let present = events.schema().clone();
     let stream = events
         .filter(
             col(EVENT_DATE)
@@ -76,7 +79,14 @@ pub async fn recent_events(
                 shoplake_events::events_schema()
                     .fields()
                     .iter()
-                    .map(|f| cast(col(f.name()), f.data_type().clone()).alias(f.name()))
+                    .map(|f| {
+                        let value = if present.has_column_with_unqualified_name(f.name()) {
+                            col(f.name())
+                        } else {
+                            lit(ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null))
+                        };
+                        cast(value, f.data_type().clone()).alias(f.name())
+                    })
                     .collect::<Vec<_>>(),
             )
         })

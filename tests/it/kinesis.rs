@@ -975,3 +975,137 @@ fn firehose_archive_and_events_sink_then_replay_keep_the_lake_exact() {
     let left = mentioning(&runtime);
     assert!(left.is_empty(), "{user} is back in {left:?}");
 }
+
+/// Schema evolution on S3: an `events` table written on moto as a shoplake that did not know the
+/// contract's three newest columns would have written it takes today's compaction. The columns
+/// are added (a commit of their own), the old rows read them as null, and every report answers.
+#[test]
+fn a_lake_on_s3_from_an_older_contract_takes_todays_events() {
+    use arrow::datatypes::{Field, Schema};
+    const GAINED: [&str; 3] = ["promotion_name", "creative", "rating"];
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let Some(lake) = S3Lake::create(&runtime, &format!("evolve-{}", std::process::id())) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The older lake's events: a seeded day compacted locally, written to S3 without GAINED.
+    let local = dir.path().join("local");
+    crate::e2e::emit(&local, "31", "200");
+    crate::e2e::run(&local, &["stream", "--drain"]);
+    crate::e2e::run(&local, &["batch", "compact"]);
+    let old_rows = count(&local, "select count(*) from events");
+    runtime.block_on(async {
+        let service = shoplake_query::QueryService::open(
+            &local.join("lake").display().to_string(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        let rows = service.sql("SELECT * FROM events").await.unwrap();
+        let old = std::sync::Arc::new(Schema::new(
+            shoplake_events::events_schema()
+                .fields()
+                .iter()
+                .filter(|f| !GAINED.contains(&f.name().as_str()))
+                .map(|f| f.as_ref().clone())
+                .collect::<Vec<Field>>(),
+        ));
+        let batches: Vec<_> = rows
+            .batches
+            .iter()
+            .map(|b| {
+                let columns = old
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        arrow::compute::cast(b.column_by_name(f.name()).unwrap(), f.data_type())
+                            .unwrap()
+                    })
+                    .collect();
+                arrow::array::RecordBatch::try_new(old.clone(), columns).unwrap()
+            })
+            .collect();
+        let options = [
+            ("aws_endpoint_url", lake.endpoint.as_str()),
+            ("aws_allow_http", "true"),
+            ("aws_access_key_id", "test"),
+            ("aws_secret_access_key", "test"),
+            ("aws_region", "us-east-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        shoplake_batch::Lake::open(&lake.url, options)
+            .unwrap()
+            .new_table("events")
+            .unwrap()
+            .write(batches)
+            .with_partition_columns(["event_date"])
+            .await
+            .unwrap();
+    });
+
+    // Today's binary stages other shoppers' events and compacts them into the S3 lake.
+    let data = dir.path().join("s3");
+    let stats = crate::e2e::emit(&data, "32", "150");
+    let on_lake = |args: &[&str]| {
+        let mut cmd = shoplake(&data, args);
+        lake.on(&mut cmd);
+        ok(cmd.output().unwrap())
+    };
+    on_lake(&["stream", "--drain"]);
+    on_lake(&["batch", "compact"]);
+    let count_on = |sql: &str| -> u64 {
+        let rows: Value =
+            serde_json::from_str(on_lake(&["sql", sql, "--format", "json"]).trim()).unwrap();
+        rows[0]
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_u64)
+            .expect("a count")
+    };
+    let new_rows = stats["valid_unique"].as_u64().unwrap();
+    assert_eq!(count_on("select count(*) from events"), old_rows + new_rows);
+    // The old rows read the gained columns as null; today's events carry them where they apply:
+    // as many as the same events compacted into a lake of their own.
+    let gained = "select count(*) from events where rating is not null \
+                  or creative is not null or promotion_name is not null";
+    assert!(
+        count(&local, gained) > 0,
+        "the older day had values in the gained columns"
+    );
+    let alone = dir.path().join("alone");
+    crate::e2e::emit(&alone, "32", "150");
+    crate::e2e::run(&alone, &["stream", "--drain"]);
+    crate::e2e::run(&alone, &["batch", "compact"]);
+    assert_eq!(count_on(gained), count(&alone, gained));
+    let history = lake.keys(&runtime, "events/_delta_log/");
+    let evolved = history.iter().any(|k| {
+        k.ends_with(".json")
+            && lake
+                .get(&runtime, k)
+                .is_some_and(|b| String::from_utf8_lossy(&b).contains("evolve_schema"))
+    });
+    assert!(
+        evolved,
+        "the columns were added by a commit of their own: {history:?}"
+    );
+    // Every report answers on the evolved lake.
+    let reports = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql/reports");
+    let mut answered = 0;
+    for entry in std::fs::read_dir(reports).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        // Over March, for the reports that take a period.
+        let header = std::fs::read_to_string(&path).unwrap();
+        let mut args = vec!["report", name, "--format", "csv"];
+        if header.contains("-- param: from ") {
+            args.extend(["--param", "from=2026-03-01", "--param", "to=2026-03-31"]);
+        }
+        on_lake(&args);
+        answered += 1;
+    }
+    assert!(answered >= 20, "{answered} reports");
+}
