@@ -49,7 +49,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
-use shoplake_events::erasure::{Mentions, TOMBSTONES_PATH, Tombstones};
+use shoplake_events::erasure::{Mentions, TOMBSTONES_PREFIX, Tombstones, tombstones_path};
 use shoplake_events::fields::{ANONYMOUS_ID, ORDER_ID, RAW, SESSION_ID, TRAITS, USER_ID};
 use shoplake_events::lake::{EVENTS_TABLE, IDENTITIES_TABLE, QUARANTINE};
 use tracing::info;
@@ -375,27 +375,37 @@ fn predicate(table: &TableDescriptor, present: &[String], mentions: &Mentions) -
     Some(udf.call(columns))
 }
 
-/// The tombstones in force in `lake` (none when the file is missing).
-pub async fn load_tombstones(lake: &Lake) -> Result<Tombstones> {
-    let path = Path::from(TOMBSTONES_PATH);
-    match lake.store().get(&path).await {
-        Ok(got) => {
-            let bytes = got.bytes().await.map_err(|source| Error::Store {
-                path: TOMBSTONES_PATH.to_owned(),
-                source,
-            })?;
-            Tombstones::from_json(&bytes).map_err(|e| Error::BadOption {
-                name: "erasure tombstones",
-                value: TOMBSTONES_PATH.to_owned(),
-                reason: e.to_string(),
-            })
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(Tombstones::default()),
-        Err(source) => Err(Error::Store {
-            path: TOMBSTONES_PATH.to_owned(),
-            source,
-        }),
+/// The tombstones of every request in `lake`, each request's object by its path (an object
+/// deleted between the listing and its reading is left out).
+async fn tombstone_objects(lake: &Lake) -> Result<Vec<(Path, Tombstones)>> {
+    let store = lake.store();
+    let objects: Vec<_> = store
+        .list(Some(&Path::from(TOMBSTONES_PREFIX)))
+        .try_collect()
+        .await
+        .map_err(store_err(TOMBSTONES_PREFIX))?;
+    let mut out = Vec::with_capacity(objects.len());
+    for o in objects {
+        let bytes = match store.get(&o.location).await {
+            Ok(got) => got.bytes().await.map_err(store_err(TOMBSTONES_PREFIX))?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(source) => return Err(store_err(TOMBSTONES_PREFIX)(source)),
+        };
+        let tombstones = Tombstones::from_json(&bytes).map_err(|e| Error::BadOption {
+            name: "erasure tombstones",
+            value: o.location.to_string(),
+            reason: e.to_string(),
+        })?;
+        out.push((o.location, tombstones));
     }
+    Ok(out)
+}
+
+/// The tombstones in force in `lake`: every request's, but those expired.
+pub async fn load_tombstones(lake: &Lake) -> Result<Tombstones> {
+    let objects = tombstone_objects(lake).await?;
+    let now = Utc::now().timestamp_micros();
+    Ok(Tombstones::merge(objects.iter().map(|(_, t)| t), now))
 }
 
 /// The rows of `batches` not of a tombstoned person (their user or anonymous id, or for bad rows
@@ -485,22 +495,26 @@ pub async fn erase(
     };
     let mentions = ids.mentions();
 
-    // Tombstones first: from here on, what arrives of the person is dropped.
-    let tombstones = load_tombstones(lake).await?;
+    // Tombstones first: from here on, what arrives of the person is dropped. Each request has
+    // its own object; those of earlier requests all expired go.
     let until =
         now + chrono::Duration::from_std(opts.tombstone_for).unwrap_or(chrono::Duration::MAX);
-    let updated = tombstones.with(
+    let tombstones = Tombstones::of_request(
         &report.request_id,
         ids.users.iter().chain(&ids.anonymous),
         until.timestamp_micros(),
-        now.timestamp_micros(),
     );
     put(
         lake.store().as_ref(),
-        &Path::from(TOMBSTONES_PATH),
-        updated.to_json().into(),
+        &Path::from(tombstones_path(&report.request_id)),
+        tombstones.to_json().into(),
     )
     .await?;
+    for (path, earlier) in tombstone_objects(lake).await? {
+        if earlier.expired(now.timestamp_micros()) {
+            delete(lake.store().as_ref(), &path).await?;
+        }
+    }
 
     let compacted = crate::compact_all(lake, &opts.compaction).await?;
     report.staged_rows_dropped = compacted.erased_in_staging;

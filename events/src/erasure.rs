@@ -16,8 +16,15 @@ use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Where the tombstones live, relative to the lake root.
-pub const TOMBSTONES_PATH: &str = "_erasures/tombstones.json";
+/// Where the tombstones live, relative to the lake root: one object per erasure request,
+/// `REQUEST_ID.json`, written once and never changed (two requests at once cannot lose each
+/// other's), deleted once every tombstone in it has expired.
+pub const TOMBSTONES_PREFIX: &str = "_erasures/tombstones";
+
+/// The object of request `request_id`'s tombstones, relative to the lake root.
+pub fn tombstones_path(request_id: &str) -> String {
+    format!("{TOMBSTONES_PREFIX}/{request_id}.json")
+}
 
 /// The digest a tombstone keeps of an id: SHA-256 of a domain prefix and the id.
 pub fn id_digest(id: &str) -> String {
@@ -41,7 +48,8 @@ pub struct Tombstone {
     pub until_micros: i64,
 }
 
-/// The tombstones in force, as the file at [`TOMBSTONES_PATH`] holds them.
+/// Tombstones: those of one request, as its object under [`TOMBSTONES_PREFIX`] holds them, or
+/// those of every request together ([`Tombstones::merge`]).
 #[derive(Clone, Debug, Default)]
 pub struct Tombstones {
     entries: Vec<Tombstone>,
@@ -81,29 +89,38 @@ impl Tombstones {
         self.entries.len()
     }
 
-    /// These tombstones with `ids` of request `request_id` added until `until_micros`, and the
-    /// ones expired at `now_micros` left out.
-    pub fn with(
-        &self,
+    /// The tombstones of request `request_id`: `ids`, until `until_micros`.
+    pub fn of_request(
         request_id: &str,
         ids: impl IntoIterator<Item = impl AsRef<str>>,
         until_micros: i64,
-        now_micros: i64,
     ) -> Self {
-        let mut entries: Vec<Tombstone> = self
-            .entries
-            .iter()
-            .filter(|t| t.until_micros > now_micros)
-            .cloned()
-            .collect();
-        for id in ids {
-            entries.push(Tombstone {
-                request_id: request_id.to_owned(),
-                id_sha256: id_digest(id.as_ref()),
-                until_micros,
-            });
-        }
-        Self::from_entries(entries)
+        Self::from_entries(
+            ids.into_iter()
+                .map(|id| Tombstone {
+                    request_id: request_id.to_owned(),
+                    id_sha256: id_digest(id.as_ref()),
+                    until_micros,
+                })
+                .collect(),
+        )
+    }
+
+    /// All of `parts` together, but the tombstones expired at `now_micros`.
+    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Tombstones>, now_micros: i64) -> Self {
+        Self::from_entries(
+            parts
+                .into_iter()
+                .flat_map(|p| &p.entries)
+                .filter(|t| t.until_micros > now_micros)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Whether every tombstone has expired at `now_micros` (the request's object can go).
+    pub fn expired(&self, now_micros: i64) -> bool {
+        self.entries.iter().all(|t| t.until_micros <= now_micros)
     }
 
     /// Whether `id` is erased.
@@ -193,7 +210,7 @@ mod tests {
 
     #[test]
     fn tombstones_keep_digests_expire_and_read_raw_payloads() {
-        let t = Tombstones::default().with("r1", ["u-42", "anon-7"], 100, 0);
+        let t = Tombstones::of_request("r1", ["u-42", "anon-7"], 100);
         assert!(t.erases("u-42") && t.erases("anon-7") && !t.erases("u-43"));
         let json = t.to_json();
         assert!(
@@ -206,9 +223,13 @@ mod tests {
         assert!(back.erases_raw(br#"{"user_id":"u-9","anonymous_id":"anon-7"}"#));
         assert!(!back.erases_raw(br#"{"user_id":"u-9"}"#));
         assert!(!back.erases_raw(b"not json u-42"));
-        // Expired at 100: gone when the next request is added at 200.
-        let later = back.with("r2", ["u-1"], 300, 200);
+        // Expired at 100: left out when merged with a later request's at 200.
+        let r2 = Tombstones::of_request("r2", ["u-1"], 300);
+        let both = Tombstones::merge([&back, &r2], 50);
+        assert!(both.erases("u-42") && both.erases("u-1"));
+        let later = Tombstones::merge([&back, &r2], 200);
         assert_eq!(later.len(), 1);
         assert!(!later.erases("u-42") && later.erases("u-1"));
+        assert!(back.expired(200) && !r2.expired(200));
     }
 }

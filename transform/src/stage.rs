@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use object_store::{ObjectStore, ObjectStoreExt};
-use shoplake_events::erasure::{TOMBSTONES_PATH, Tombstones};
+use shoplake_events::erasure::{TOMBSTONES_PREFIX, Tombstones};
 use shoplake_events::{BadRow, BadRowBatchBuilder, Enrichment, EventBatchBuilder, Limits, Reason};
 use shoplake_ingest::{Firehose, StreamConsumer, StreamRecord};
 use shoplake_server::telemetry::{self, Collector, DescriptorEncoder};
@@ -223,6 +223,8 @@ pub struct Stage {
     /// [`TOMBSTONES_EVERY`].
     tombstones: Tombstones,
     tombstones_read: Option<Instant>,
+    /// Each request's tombstones by object (written once: read once).
+    tombstone_objects: std::collections::HashMap<object_store::path::Path, Tombstones>,
 }
 
 /// How often the stage reads the erasure tombstones again: an event of a person erased arrives
@@ -273,6 +275,7 @@ impl Stage {
             store,
             tombstones: Tombstones::default(),
             tombstones_read: None,
+            tombstone_objects: std::collections::HashMap::new(),
             state: Arc::new(state),
             committing: None,
             fx,
@@ -448,22 +451,43 @@ impl Stage {
             return;
         }
         self.tombstones_read = Some(Instant::now());
-        let path = object_store::path::Path::from(TOMBSTONES_PATH);
-        let read = match self.store.get(&path).await {
-            Ok(got) => got.bytes().await.map(Some),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        };
-        match read {
-            Ok(Some(bytes)) => match Tombstones::from_json(&bytes) {
-                Ok(t) => self.tombstones = t,
+        let prefix = object_store::path::Path::from(TOMBSTONES_PREFIX);
+        let listed: Vec<_> =
+            match futures::TryStreamExt::try_collect(self.store.list(Some(&prefix))).await {
+                Ok(listed) => listed,
                 Err(e) => {
-                    warn!(path = TOMBSTONES_PATH, error = %e, "erasure tombstones unreadable")
+                    warn!(path = TOMBSTONES_PREFIX, error = %e, "erasure tombstones not listed");
+                    return;
                 }
-            },
-            Ok(None) => self.tombstones = Tombstones::default(),
-            Err(e) => warn!(path = TOMBSTONES_PATH, error = %e, "erasure tombstones not read"),
+            };
+        let mut objects = std::collections::HashMap::with_capacity(listed.len());
+        for o in listed {
+            if let Some(known) = self.tombstone_objects.remove(&o.location) {
+                objects.insert(o.location, known);
+                continue;
+            }
+            let read = match self.store.get(&o.location).await {
+                Ok(got) => got.bytes().await,
+                // Expired and deleted since the listing.
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => Err(e),
+            };
+            match read.map(|bytes| Tombstones::from_json(&bytes)) {
+                Ok(Ok(t)) => {
+                    objects.insert(o.location, t);
+                }
+                Ok(Err(e)) => {
+                    warn!(path = %o.location, error = %e, "erasure tombstones unreadable")
+                }
+                Err(e) => {
+                    // Not kept as read: the next round, TOMBSTONES_EVERY later, reads it again.
+                    warn!(path = %o.location, error = %e, "erasure tombstones not read");
+                }
+            }
         }
+        self.tombstone_objects = objects;
+        let now = chrono::Utc::now().timestamp_micros();
+        self.tombstones = Tombstones::merge(self.tombstone_objects.values(), now);
     }
 
     fn process(&mut self, records: &[StreamRecord]) {
