@@ -62,18 +62,18 @@ use crate::{Error, Lake, Result, delta_err, keys, query_err};
 /// Where the pending VACUUMs of erasure requests are kept, relative to the lake root.
 pub const PENDING_PREFIX: &str = "_erasures/pending";
 
-/// Who is to be erased: a user id, an anonymous id, or both.
+/// Who is to be erased: a user id, anonymous ids (browsers, devices), or both.
 #[derive(Clone, Debug, Default)]
 pub struct Subject {
     pub user_id: Option<String>,
-    pub anonymous_id: Option<String>,
+    pub anonymous_ids: Vec<String>,
 }
 
 impl Subject {
     /// An error unless the request names someone.
     pub fn check(&self) -> Result<()> {
         if self.user_id.as_deref().unwrap_or("").is_empty()
-            && self.anonymous_id.as_deref().unwrap_or("").is_empty()
+            && self.anonymous_ids.iter().all(String::is_empty)
         {
             return Err(Error::BadOption {
                 name: "erasure",
@@ -88,7 +88,7 @@ impl Subject {
     fn kinds(&self) -> String {
         [
             self.user_id.as_ref().map(|_| USER_ID),
-            self.anonymous_id.as_ref().map(|_| ANONYMOUS_ID),
+            (!self.anonymous_ids.is_empty()).then_some(ANONYMOUS_ID),
         ]
         .into_iter()
         .flatten()
@@ -185,7 +185,13 @@ pub async fn find(lake: &Lake, subject: &Subject) -> Result<PersonIds> {
     subject.check()?;
     let mut ids = PersonIds::default();
     ids.users.extend(subject.user_id.iter().cloned());
-    ids.anonymous.extend(subject.anonymous_id.iter().cloned());
+    ids.anonymous.extend(
+        subject
+            .anonymous_ids
+            .iter()
+            .filter(|a| !a.is_empty())
+            .cloned(),
+    );
     let ctx = SessionContext::new();
     // Identity links, to a fixed point: a user's anonymous ids, and those ids' other users.
     loop {

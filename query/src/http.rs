@@ -455,6 +455,9 @@ async fn tables(
 struct ErasureRequest {
     user_id: Option<String>,
     anonymous_id: Option<String>,
+    /// Several browsers or devices of the person.
+    #[serde(default)]
+    anonymous_ids: Vec<String>,
 }
 
 /// `POST /v1/admin/erasures` (admins): a person's request to be forgotten. Their rows leave every
@@ -471,12 +474,17 @@ async fn erasure(
     };
     let subject = shoplake_batch::erase::Subject {
         user_id: request.user_id.filter(|s| !s.is_empty()),
-        anonymous_id: request.anonymous_id.filter(|s| !s.is_empty()),
+        anonymous_ids: request
+            .anonymous_id
+            .into_iter()
+            .chain(request.anonymous_ids)
+            .filter(|s| !s.is_empty())
+            .collect(),
     };
     if subject.check().is_err() {
         return ApiError::bad_request(
             "bad_request",
-            "name the person: \"user_id\", \"anonymous_id\", or both",
+            "name the person: \"user_id\", \"anonymous_id\" (or \"anonymous_ids\"), or both",
         )
         .into_response();
     }

@@ -24,9 +24,10 @@ pub struct Args {
     /// The person's user id (their anonymous ids linked in `identities` go too).
     #[arg(long)]
     user: Option<String>,
-    /// An anonymous id (a browser or device) of the person (the user it is linked to goes too).
-    #[arg(long)]
-    anonymous_id: Option<String>,
+    /// An anonymous id (a browser or device) of the person (the user it is linked to goes too);
+    /// repeat it for each one.
+    #[arg(long = "anonymous-id")]
+    anonymous_ids: Vec<String>,
     /// Wait this long (`"0s"`: when no query reads the lake), then delete the files the erasure
     /// took out of the tables. Default: left to the next `batch vacuum` after `[retention]
     /// erasure_grace`.
@@ -39,7 +40,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let lake = data.open_lake()?;
     let subject = Subject {
         user_id: args.user,
-        anonymous_id: args.anonymous_id,
+        anonymous_ids: args.anonymous_ids,
     };
     let opts = config.erasure_options(&data)?;
     let ids = shoplake_batch::erase::prepare(&lake, &subject, &opts).await?;
