@@ -383,6 +383,17 @@ async fn append_new(
 
 /// One compaction round: reads up to the limits from staging, commits, then deletes what it read.
 pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
+    let tombstones = crate::erase::load_tombstones(lake).await?;
+    compact_round(lake, opts, &tombstones).await
+}
+
+/// [`compact`] with the erasure tombstones read already (once for all of [`compact_all`]'s
+/// rounds: reading them is a listing and a read per erasure request).
+async fn compact_round(
+    lake: &Lake,
+    opts: &CompactOptions,
+    tombstones: &shoplake_events::erasure::Tombstones,
+) -> Result<CompactReport> {
     let mut budget = opts.max_bytes;
     let events_files = take_round(
         // The stage's Parquet files, and what a Firehose events sink delivered.
@@ -414,10 +425,9 @@ pub async fn compact(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport
     let mut decisions =
         read_staging(lake, &decision_files, &tables::FRAUD_DECISIONS.schema()).await?;
     // People erased since their rows were staged: their rows go no further.
-    let tombstones = crate::erase::load_tombstones(lake).await?;
     for read in [&mut events, &mut bad_staged, &mut decisions] {
         for rows in [&mut read.rows, &mut read.bad_rows] {
-            let (kept, dropped) = crate::erase::drop_erased(std::mem::take(rows), &tombstones)?;
+            let (kept, dropped) = crate::erase::drop_erased(std::mem::take(rows), tombstones)?;
             *rows = kept;
             report.erased_in_staging += dropped;
         }
@@ -534,6 +544,7 @@ where
 /// Compacts until staging is empty.
 pub async fn compact_all(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
     let write = opts.write_options();
+    let tombstones = crate::erase::load_tombstones(lake).await?;
     let mut conflicts = 0;
     let mut total = CompactReport {
         // A lake written before a derived table existed gets it now, not at its next event.
@@ -542,7 +553,8 @@ pub async fn compact_all(lake: &Lake, opts: &CompactOptions) -> Result<CompactRe
         ..Default::default()
     };
     loop {
-        let round = again_on_conflict(&mut conflicts, || compact(lake, opts)).await?;
+        let round =
+            again_on_conflict(&mut conflicts, || compact_round(lake, opts, &tombstones)).await?;
         if round.staged_files == 0 {
             break;
         }

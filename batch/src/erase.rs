@@ -47,7 +47,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::{SessionContext, col, lit};
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use shoplake_events::erasure::{Mentions, TOMBSTONES_PREFIX, Tombstones, tombstones_path};
 use shoplake_events::fields::{ANONYMOUS_ID, ORDER_ID, RAW, SESSION_ID, TRAITS, USER_ID};
@@ -385,11 +385,7 @@ fn predicate(table: &TableDescriptor, present: &[String], mentions: &Mentions) -
 /// deleted between the listing and its reading is left out).
 async fn tombstone_objects(lake: &Lake) -> Result<Vec<(Path, Tombstones)>> {
     let store = lake.store();
-    let objects: Vec<_> = store
-        .list(Some(&Path::from(TOMBSTONES_PREFIX)))
-        .try_collect()
-        .await
-        .map_err(store_err(TOMBSTONES_PREFIX))?;
+    let objects = list(store.as_ref(), Some(TOMBSTONES_PREFIX)).await?;
     let mut out = Vec::with_capacity(objects.len());
     for o in objects {
         let bytes = match store.get(&o.location).await {
@@ -513,7 +509,14 @@ pub async fn erase(
     put(
         lake.store().as_ref(),
         &Path::from(tombstones_path(&report.request_id)),
-        tombstones.to_json().into(),
+        tombstones
+            .to_json()
+            .map_err(|e| Error::BadOption {
+                name: "erasure tombstones",
+                value: report.request_id.clone(),
+                reason: e.to_string(),
+            })?
+            .into(),
     )
     .await?;
     for (path, earlier) in tombstone_objects(lake).await? {
@@ -579,12 +582,7 @@ pub async fn erase(
     }
 
     let store = lake.store();
-    let quarantined: Vec<_> = store
-        .list(Some(&Path::from(QUARANTINE)))
-        .try_collect()
-        .await
-        .map_err(store_err(QUARANTINE))?;
-    for o in quarantined {
+    for o in list(store.as_ref(), Some(QUARANTINE)).await? {
         let bytes = get(store.as_ref(), &o.location).await?;
         if mentions.in_bytes(&bytes) {
             delete(store.as_ref(), &o.location).await?;
@@ -631,33 +629,46 @@ pub struct ErasureVacuumed {
     pub bytes_reclaimed: u64,
 }
 
-/// Deletes the files erasure requests took out of the tables, for each request `grace` or more
-/// before `now`, with their key-index objects; records each request in the `erasures` table with
-/// the time its bytes were gone, and drops its pending entry.
+/// What one [`vacuum_erasures`] run did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ErasuresVacuumed {
+    /// The requests whose grace had passed: the files each one's deletes removed.
+    pub requests: Vec<ErasureVacuumed>,
+    /// Every file deleted (the requests' and the tables' other removed files), and its bytes.
+    pub files_deleted: u64,
+    pub bytes_reclaimed: u64,
+}
+
+/// For the erasure requests made `grace` or more before `now`: deletes the files their deletes
+/// took out of the tables (with their key-index objects), then — once for all of them — every
+/// other file no longer in a table with personal columns, and cleans those tables' logs; sets
+/// each request's `bytes_gone_at` in `erasures` and drops its pending entry. Nothing is done
+/// when no request is due.
 pub async fn vacuum_erasures(
     lake: &Lake,
     grace: Duration,
     now: DateTime<Utc>,
     write: &crate::WriteOptions,
-) -> Result<Vec<ErasureVacuumed>> {
+) -> Result<ErasuresVacuumed> {
     let store = lake.store();
-    let entries: Vec<_> = store
-        .list(Some(&Path::from(PENDING_PREFIX)))
-        .try_collect()
-        .await
-        .map_err(store_err(PENDING_PREFIX))?;
-    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
-    let mut done = Vec::new();
-    for entry in entries {
+    let chrono_grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let mut due = Vec::new();
+    for entry in list(store.as_ref(), Some(PENDING_PREFIX)).await? {
         let pending: Pending = serde_json::from_slice(&get(store.as_ref(), &entry.location).await?)
             .map_err(|e| Error::BadOption {
                 name: "erasure",
                 value: entry.location.to_string(),
                 reason: e.to_string(),
             })?;
-        if now - pending.removed_at < grace {
-            continue;
+        if now - pending.removed_at >= chrono_grace {
+            due.push((entry.location, pending));
         }
+    }
+    let mut done = ErasuresVacuumed::default();
+    if due.is_empty() {
+        return Ok(done);
+    }
+    for (_, pending) in &due {
         let mut vacuumed = ErasureVacuumed {
             request_id: pending.report.request_id.clone(),
             files_deleted: 0,
@@ -673,24 +684,27 @@ pub async fn vacuum_erasures(
                 delete(store.as_ref(), &keys::index_path(table, file)).await?;
             }
         }
-        // Files removed from the tables before the erasure (by optimize, merges, retention)
-        // and not vacuumed yet hold the person's bytes too: every file no longer in a table
-        // with personal columns goes now, as a VACUUM with the erasure's grace. (Time travel
-        // before the erasure ends with the log cleaning below anyway.)
-        for (table, _) in personal_tables(lake).await? {
-            let grace = grace.to_std().unwrap_or(Duration::ZERO);
-            let r = crate::lifecycle::vacuum_within(lake, table.name, grace, now).await?;
-            vacuumed.files_deleted += r.files_deleted;
-            vacuumed.bytes_reclaimed += r.bytes_reclaimed;
-        }
-        clean_logs(lake).await?;
-        // A request recorded before this version of shoplake has no row yet.
+        done.files_deleted += vacuumed.files_deleted;
+        done.bytes_reclaimed += vacuumed.bytes_reclaimed;
+        done.requests.push(vacuumed);
+    }
+    // Files removed from the tables before the erasures (by optimize, merges, retention) and
+    // not vacuumed yet hold the people's bytes too: every file no longer in a table with
+    // personal columns goes now, as a VACUUM with the erasures' grace. (Time travel before the
+    // erasures ends with the log cleaning below anyway.)
+    for (table, _) in personal_tables(lake).await? {
+        let r = crate::lifecycle::vacuum_within(lake, table.name, grace, now).await?;
+        done.files_deleted += r.files_deleted;
+        done.bytes_reclaimed += r.bytes_reclaimed;
+    }
+    clean_logs(lake).await?;
+    for (location, pending) in &due {
+        // The row is normally written with the request; `erase` writes it after the pending
+        // entry, so a crash between the two leaves it to this.
         record(lake, &pending.report, write).await?;
         mark_gone(lake, &pending.report.request_id, now, write).await?;
-        delete(store.as_ref(), &entry.location).await?;
-        info!(request = %vacuumed.request_id, files = vacuumed.files_deleted,
-              "erasure: the person's bytes left storage");
-        done.push(vacuumed);
+        delete(store.as_ref(), location).await?;
+        info!(request = %pending.report.request_id, "erasure: the person's bytes left storage");
     }
     Ok(done)
 }
@@ -775,7 +789,12 @@ async fn record(lake: &Lake, report: &ErasureReport, write: &crate::WriteOptions
     let int =
         |v: u64| Arc::new(Int64Array::from(vec![i64::try_from(v).unwrap_or(i64::MAX)])) as ArrayRef;
     let text = |v: String| Arc::new(StringArray::from(vec![v])) as ArrayRef;
-    let rows_deleted = serde_json::to_string(&report.rows_deleted).unwrap_or_default();
+    let rows_deleted =
+        serde_json::to_string(&report.rows_deleted).map_err(|e| Error::BadOption {
+            name: "erasure",
+            value: report.request_id.clone(),
+            reason: e.to_string(),
+        })?;
     let batch = RecordBatch::try_new(
         table_desc.schema(),
         vec![
@@ -812,11 +831,7 @@ async fn record(lake: &Lake, report: &ErasureReport, write: &crate::WriteOptions
 /// Rewrites each raw archive object that holds records of the person without them (gzip again
 /// when it was gzip); returns the records dropped and the objects rewritten.
 async fn scrub_archive(store: &dyn ObjectStore, mentions: &Mentions) -> Result<(u64, u64)> {
-    let objects: Vec<_> = store
-        .list(None)
-        .try_collect()
-        .await
-        .map_err(store_err("the raw archive"))?;
+    let objects = list(store, None).await?;
     let (mut records, mut rewritten) = (0, 0);
     for o in objects {
         let bytes = get(store, &o.location).await?;
@@ -873,6 +888,16 @@ fn archived_mentions(line: &[u8], mentions: &Mentions) -> bool {
         }
         Err(_) => mentions.in_bytes(line),
     }
+}
+
+/// The objects under `prefix` (all of the store's without one).
+async fn list(store: &dyn ObjectStore, prefix: Option<&str>) -> Result<Vec<ObjectMeta>> {
+    let path = prefix.map(Path::from);
+    store
+        .list(path.as_ref())
+        .try_collect()
+        .await
+        .map_err(store_err(prefix.unwrap_or("the raw archive")))
 }
 
 fn store_err(path: &str) -> impl Fn(object_store::Error) -> Error + '_ {

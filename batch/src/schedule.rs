@@ -320,12 +320,11 @@ impl Schedule {
         let write = self.compact.write_options();
         match crate::erase::vacuum_erasures(&self.lake, grace, chrono::Utc::now(), &write).await {
             Ok(done) => {
-                for d in done {
-                    let m = &self.metrics;
-                    m.vacuum_files.fetch_add(d.files_deleted, Ordering::Relaxed);
-                    m.bytes_reclaimed
-                        .fetch_add(d.bytes_reclaimed, Ordering::Relaxed);
-                }
+                let m = &self.metrics;
+                m.vacuum_files
+                    .fetch_add(done.files_deleted, Ordering::Relaxed);
+                m.bytes_reclaimed
+                    .fetch_add(done.bytes_reclaimed, Ordering::Relaxed);
             }
             Err(e) => {
                 warn!(error = %e, "erasure vacuum failed; it is retried at the next interval")

@@ -27,14 +27,28 @@ pub fn tombstones_path(request_id: &str) -> String {
 }
 
 /// The digest a tombstone keeps of an id: SHA-256 of a domain prefix and the id.
-pub fn id_digest(id: &str) -> String {
+fn digest(id: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"shoplake-erasure\0");
     h.update(id.as_bytes());
-    h.finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
+    h.finalize().into()
+}
+
+/// [`digest`] in hex, as a tombstone object stores it.
+pub fn id_digest(id: &str) -> String {
+    digest(id).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stored hex digest back into bytes; None for anything else.
+fn parse_digest(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// One erased id.
@@ -53,7 +67,9 @@ pub struct Tombstone {
 #[derive(Clone, Debug, Default)]
 pub struct Tombstones {
     entries: Vec<Tombstone>,
-    digests: HashSet<String>,
+    /// The entries' digests as bytes: the stage looks every event's ids up while tombstones
+    /// are in force, without an allocation.
+    digests: HashSet<[u8; 32]>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -62,23 +78,35 @@ struct File {
 }
 
 impl Tombstones {
-    /// Reads the file's bytes.
+    /// Reads the file's bytes; a digest that is not 64 hex digits is an error.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         let file: File = serde_json::from_slice(bytes)?;
+        if let Some(bad) = file
+            .tombstones
+            .iter()
+            .find(|t| parse_digest(&t.id_sha256).is_none())
+        {
+            return Err(serde::de::Error::custom(format!(
+                "id_sha256 {:?} is not a SHA-256 digest in hex",
+                bad.id_sha256
+            )));
+        }
         Ok(Self::from_entries(file.tombstones))
     }
 
     fn from_entries(entries: Vec<Tombstone>) -> Self {
-        let digests = entries.iter().map(|t| t.id_sha256.clone()).collect();
+        let digests = entries
+            .iter()
+            .filter_map(|t| parse_digest(&t.id_sha256))
+            .collect();
         Self { entries, digests }
     }
 
     /// The file's bytes.
-    pub fn to_json(&self) -> Vec<u8> {
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec_pretty(&File {
             tombstones: self.entries.clone(),
         })
-        .unwrap_or_default()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -125,7 +153,7 @@ impl Tombstones {
 
     /// Whether `id` is erased.
     pub fn erases(&self, id: &str) -> bool {
-        !self.digests.is_empty() && self.digests.contains(&id_digest(id))
+        !self.digests.is_empty() && self.digests.contains(&digest(id))
     }
 
     /// Whether an event of `user_id` / `anonymous_id` is erased.
@@ -212,7 +240,7 @@ mod tests {
     fn tombstones_keep_digests_expire_and_read_raw_payloads() {
         let t = Tombstones::of_request("r1", ["u-42", "anon-7"], 100);
         assert!(t.erases("u-42") && t.erases("anon-7") && !t.erases("u-43"));
-        let json = t.to_json();
+        let json = t.to_json().unwrap();
         assert!(
             !String::from_utf8_lossy(&json).contains("u-42"),
             "ids are not kept"
@@ -223,6 +251,13 @@ mod tests {
         assert!(back.erases_raw(br#"{"user_id":"u-9","anonymous_id":"anon-7"}"#));
         assert!(!back.erases_raw(br#"{"user_id":"u-9"}"#));
         assert!(!back.erases_raw(b"not json u-42"));
+        let bad = br#"{"tombstones":[{"request_id":"r","id_sha256":"zz","until_micros":1}]}"#;
+        assert!(
+            Tombstones::from_json(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("zz")
+        );
         // Expired at 100: left out when merged with a later request's at 200.
         let r2 = Tombstones::of_request("r2", ["u-1"], 300);
         let both = Tombstones::merge([&back, &r2], 50);

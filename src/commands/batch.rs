@@ -93,8 +93,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                     &config.compaction.options().write_options(),
                 )
                 .await?;
-                for d in done {
-                    println!("{}", serde_json::to_string(&d)?);
+                if !done.requests.is_empty() {
+                    println!("{}", serde_json::to_string(&done)?);
                 }
             }
         }

@@ -9,6 +9,10 @@ use shoplake_ingest::{LocalLog, Record, StreamProducer};
 use crate::auth::start_query;
 use crate::e2e::{admin_token, block_on, count, emit, python, run, sql, terminate};
 
+/// The user with the most events (ties by id): the person the erasure tests erase.
+pub(crate) const TOP_USER: &str = "select user_id from events where user_id is not null \
+                                   group by user_id order by count(*) desc, user_id limit 1";
+
 /// Puts `events` (wire JSON) on the embedded stream of `data`, as a storefront would.
 fn put(data: &Path, events: &[Value]) {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -83,11 +87,7 @@ fn an_erased_person_leaves_every_file_and_the_others_numbers_stay() {
     run(data, &["batch", "compact"]);
 
     // The person: the user with the most events, with every anonymous id linked to them.
-    let top = sql(
-        data,
-        "select user_id from events where user_id is not null group by user_id \
-         order by count(*) desc, user_id limit 1",
-    );
+    let top = sql(data, TOP_USER);
     let user = top[0]["user_id"].as_str().unwrap().to_owned();
     let anonymous: Vec<String> = sql(
         data,
@@ -267,11 +267,7 @@ fn an_admin_erases_a_person_over_http_and_the_answer_names_nobody() {
     emit(data, "23", "300");
     run(data, &["stream", "--drain"]);
     run(data, &["batch", "compact"]);
-    let user = sql(
-        data,
-        "select user_id from events where user_id is not null group by user_id \
-         order by count(*) desc, user_id limit 1",
-    )[0]["user_id"]
+    let user = sql(data, TOP_USER)[0]["user_id"]
         .as_str()
         .unwrap()
         .to_owned();

@@ -340,13 +340,7 @@ fn simulator_to_kinesis_to_lake(aggregate: bool, on_s3: bool) {
         // VACUUM no object of the bucket holds their id.
         let user = sql_rows(on_lake(shoplake(
             data,
-            &[
-                "sql",
-                "select user_id from events where user_id is not null group by user_id \
-                 order by count(*) desc, user_id limit 1",
-                "--format",
-                "json",
-            ],
+            &["sql", crate::erasure::TOP_USER, "--format", "json"],
         )))[0]["user_id"]
             .as_str()
             .unwrap()
@@ -915,13 +909,7 @@ fn firehose_archive_and_events_sink_then_replay_keep_the_lake_exact() {
     // after the request's VACUUM no object of the lake holds their id.
     let user = json(run(
         first,
-        &[
-            "sql",
-            "select user_id from events where user_id is not null group by user_id \
-             order by count(*) desc, user_id limit 1",
-            "--format",
-            "json",
-        ],
+        &["sql", crate::erasure::TOP_USER, "--format", "json"],
     ))[0]["user_id"]
         .as_str()
         .unwrap()
