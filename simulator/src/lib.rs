@@ -21,8 +21,12 @@
 //! ([`SimConfig::bad_share`], each with the [`shoplake_events::Reason`] validation will give),
 //! resent with the same `event_id` ([`SimConfig::duplicate_share`]), delivered hours late by a
 //! device that was offline ([`SimConfig::late_share`]), or stamped by a device whose clock is off
-//! ([`SimConfig::skewed_device_share`]). Fraud scenarios ([`SimConfig::fraud_share`],
-//! [`FraudMix`]) are labelled in [`Simulator::labels`], never in the events.
+//! ([`SimConfig::skewed_device_share`]). Fraud scenarios ([`SimConfig::fraud_share`] of the
+//! orders, 1% by default, in the proportions of [`FraudMix`]) are labelled in
+//! [`Simulator::labels`], never in the events; a store learns of them weeks later, as an
+//! `order_refunded` with the reason `fraud_chargeback`. Honest shoppers do what fraud rules can
+//! mistake for fraud ([`Confounders`]): they share devices and IPs, travel, change phones, ship
+//! gifts abroad, buy expensive things, reorder without browsing and pay with several cards.
 //!
 //! [`SimStats`] counts what was handed out, which is what the lake must hold.
 //!
@@ -60,14 +64,20 @@ use shoplake_events::{EventName, Reason};
 
 use world::{Catalog, Source, User};
 
-/// Relative weights of the fraud patterns among fraud scenarios.
+/// Relative weights of the fraud patterns among fraudulent *orders* (a card-testing scenario
+/// places several orders, a takeover one or two: scenarios are drawn so that the orders come out in
+/// these proportions).
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct FraudMix {
-    /// Bursts of small orders with many cards from one device: most payments fail.
+    /// Bursts of small orders with many cards from one device or a few: most payments fail. Some
+    /// testers browse a little first.
     pub card_testing: f64,
-    /// An existing account on a new device and IP, a high-value order shipped to a new country.
+    /// An existing account used by someone else: mostly from a new device, often abroad, with an
+    /// expensive basket; but also from the owner's own device, from the home country, shipped
+    /// home (to a reshipper).
     pub account_takeover: f64,
-    /// Many new accounts on one device and IP, each using a welcome coupon.
+    /// Many new accounts from one device or IP, each taking a welcome or referral coupon after a
+    /// few product views.
     pub multi_account: f64,
 }
 
@@ -132,11 +142,115 @@ pub struct SimConfig {
     pub late_share: f64,
     /// Share of devices whose clock is off by minutes to days.
     pub skewed_device_share: f64,
-    /// Share of sessions that are fraud scenarios.
+    /// Share of orders that are fraudulent (1% by default, a real store's order of magnitude):
+    /// a fraud scenario starts whenever fraud orders fall behind this share of the orders so far.
     pub fraud_share: f64,
     pub fraud_mix: FraudMix,
     /// Share of sessions from crawlers.
     pub bot_share: f64,
+    /// What makes honest shoppers look like fraud: shared devices and IPs, travel, new phones,
+    /// gifts abroad, big baskets, reorders without browsing, several cards.
+    pub confounders: Confounders,
+}
+
+/// Honest behaviour that fraud rules can mistake for fraud (issue 22: without it, most rules
+/// cannot produce a false positive and the fraud figures measure the simulator). Shares are of
+/// shoppers or sessions as each says; all 0 gives the store of earlier versions' shape.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Confounders {
+    /// Share of new shoppers who live with an earlier one: the same device (a family tablet or
+    /// laptop, its own browser profile) and home IP; a third of them also share a card.
+    pub household: f64,
+    /// Share of new shoppers behind carrier-grade NAT or an office: their IP is one of
+    /// `shared_ips` per country, shared with many others.
+    pub shared_ip: f64,
+    /// Shared (NAT / office) IPs per country.
+    pub shared_ips: usize,
+    /// Share of returning shoppers' sessions from abroad (travel, expatriates): an IP of
+    /// another country, the usual locale and card.
+    pub travel: f64,
+    /// Share of returning shoppers' sessions on a new phone or browser, kept from then on.
+    pub new_device: f64,
+    /// Share of honest orders shipped to another country (gifts, family abroad).
+    pub gift_abroad: f64,
+    /// Share of honest sessions that put an expensive product (the catalogue's top 5% by price)
+    /// in the cart.
+    pub big_ticket: f64,
+    /// Share of signed-in returning shoppers' sessions that reorder earlier purchases straight
+    /// from the order history, viewing no product.
+    pub buy_again: f64,
+    /// Most payment cards an honest shopper has (each order uses one; 1 to this many).
+    pub cards_per_shopper: usize,
+}
+
+impl Default for Confounders {
+    fn default() -> Self {
+        Confounders {
+            household: 0.12,
+            shared_ip: 0.2,
+            shared_ips: 20,
+            travel: 0.04,
+            new_device: 0.05,
+            gift_abroad: 0.04,
+            big_ticket: 0.04,
+            buy_again: 0.08,
+            cards_per_shopper: 3,
+        }
+    }
+}
+
+impl Confounders {
+    /// Sets one by its field name (`shared_ip=0.3` on a command line); shares must be in 0..=1,
+    /// counts at least 1.
+    pub fn set(&mut self, key: &str, value: f64) -> Result<(), String> {
+        let share = |v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(v)
+            } else {
+                Err(format!("{key}: a share from 0 to 1, not {v}"))
+            }
+        };
+        let count = |v: f64| {
+            if v >= 1.0 && v.fract() == 0.0 {
+                Ok(v as usize)
+            } else {
+                Err(format!("{key}: a whole number ≥ 1, not {v}"))
+            }
+        };
+        match key {
+            "household" => self.household = share(value)?,
+            "shared_ip" => self.shared_ip = share(value)?,
+            "shared_ips" => self.shared_ips = count(value)?,
+            "travel" => self.travel = share(value)?,
+            "new_device" => self.new_device = share(value)?,
+            "gift_abroad" => self.gift_abroad = share(value)?,
+            "big_ticket" => self.big_ticket = share(value)?,
+            "buy_again" => self.buy_again = share(value)?,
+            "cards_per_shopper" => self.cards_per_shopper = count(value)?,
+            _ => {
+                return Err(format!(
+                    "{key}: not a confounder (household, shared_ip, shared_ips, travel, \
+                     new_device, gift_abroad, big_ticket, buy_again, cards_per_shopper)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// None of them: honest shoppers never share, travel or change devices.
+    pub fn none() -> Confounders {
+        Confounders {
+            household: 0.0,
+            shared_ip: 0.0,
+            shared_ips: 1,
+            travel: 0.0,
+            new_device: 0.0,
+            gift_abroad: 0.0,
+            big_ticket: 0.0,
+            buy_again: 0.0,
+            cards_per_shopper: 1,
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -155,6 +269,7 @@ impl Default for SimConfig {
             fraud_share: 0.01,
             fraud_mix: FraudMix::default(),
             bot_share: 0.02,
+            confounders: Confounders::default(),
         }
     }
 }
@@ -241,6 +356,10 @@ pub struct Simulator {
     failure: Option<std::io::Error>,
     /// What the paid campaigns cost ([`spend`]).
     spend: spend::Spend,
+    /// Orders generated so far (placed, handed out or not), and of them fraudulent: the fraud
+    /// share's controller.
+    orders_generated: u64,
+    fraud_generated: u64,
 }
 
 impl Simulator {
@@ -266,6 +385,8 @@ impl Simulator {
             spill: None,
             failure: None,
             spend: spend::Spend::new(config_seed),
+            orders_generated: 0,
+            fraud_generated: 0,
         };
         sim.seed_users();
         sim

@@ -57,7 +57,7 @@ impl Simulator {
     pub(super) fn seed_users(&mut self) {
         let n = self.config.users;
         for _ in 0..n {
-            let mut user = self.new_user();
+            let mut user = self.new_shopper();
             user.user_id = Some(hex_id(&mut self.rng, "u-"));
             user.signed_up_at =
                 Some(self.config.start_micros - self.rng.random_range(DAY..400 * DAY));
@@ -65,15 +65,22 @@ impl Simulator {
         }
     }
 
+    /// A shopper with a device, cards and interests of their own (fraud scenarios start here).
     fn new_user(&mut self) -> User {
         let market = pick_weighted(&mut self.rng, MARKETS, |m| m.4);
         let device = new_device(&mut self.rng, market, self.config.skewed_device_share);
         let categories = self.catalog.categories();
+        // 1 card, sometimes 2 or more (each further one at 35%).
+        let most = self.config.confounders.cards_per_shopper.max(1);
+        let mut cards = vec![card(&mut self.rng)];
+        while cards.len() < most && self.rng.random_bool(0.35) {
+            cards.push(card(&mut self.rng));
+        }
         User {
             user_id: None,
             market,
             device,
-            card: card(&mut self.rng),
+            cards,
             signed_up_at: None,
             bought: Vec::new(),
             interests: [
@@ -81,6 +88,40 @@ impl Simulator {
                 self.rng.random_range(0..categories),
             ],
         }
+    }
+
+    /// An honest new shopper: maybe living with an earlier one (same device and home IP, maybe
+    /// a shared card), maybe behind a carrier's NAT or an office IP ([`super::Confounders`]).
+    fn new_shopper(&mut self) -> User {
+        let mut user = self.new_user();
+        let c = &self.config.confounders;
+        let (household, shared_ip, shared_ips) = (c.household, c.shared_ip, c.shared_ips.max(1));
+        if !self.users.is_empty() && self.rng.random_bool(household.clamp(0.0, 1.0)) {
+            let mate = &self.users[self.rng.random_range(0..self.users.len())];
+            user.market = mate.market;
+            user.device = Device {
+                // Their own browser profile on the same machine.
+                anonymous_id: uuid(&mut self.rng),
+                ..mate.device.clone()
+            };
+            if self.rng.random_bool(1.0 / 3.0) {
+                user.cards[0] = mate.cards[0].clone();
+            }
+        } else if self.rng.random_bool(shared_ip.clamp(0.0, 1.0)) {
+            user.device.ip = world::shared_ip(user.market, self.rng.random_range(0..shared_ips));
+        }
+        user
+    }
+
+    /// The card an order is paid with: the usual one mostly, another one of the shopper's now
+    /// and then.
+    fn pay_card(&mut self, user: &User) -> String {
+        let i = if user.cards.len() > 1 && self.rng.random_bool(0.25) {
+            self.rng.random_range(1..user.cards.len())
+        } else {
+            0
+        };
+        user.cards.get(i).cloned().unwrap_or_default()
     }
 
     fn price(&self, product: usize, market: usize) -> f64 {
@@ -324,9 +365,19 @@ impl Simulator {
         if r < self.config.bot_share {
             return self.bot_session(start);
         }
-        if r < self.config.bot_share + self.config.fraud_share {
-            let mix = self.config.fraud_mix.clone();
-            let weights = [mix.card_testing, mix.account_takeover, mix.multi_account];
+        // Fraud orders behind their share of the orders so far: maybe a fraud scenario now (not
+        // always at once, so that scenarios fall among honest sessions at random).
+        let behind =
+            self.config.fraud_share * self.orders_generated as f64 - self.fraud_generated as f64;
+        if behind > 0.5 && self.rng.random_bool(0.1) {
+            let mix = &self.config.fraud_mix;
+            // Each pattern's weight over the orders one scenario of it places on average, so that
+            // fraud orders (not scenarios) come out in the mix's proportions.
+            let weights = [
+                mix.card_testing / 7.5,
+                mix.account_takeover,
+                mix.multi_account / 5.0,
+            ];
             return match pick_weighted(&mut self.rng, &weights, |w| w.max(0.0)) {
                 0 => self.card_testing(start),
                 1 => self.account_takeover(start),
@@ -387,9 +438,22 @@ impl Simulator {
             let i = self.rng.random_range(0..self.users.len());
             (Some(i), self.users[i].clone())
         } else {
-            (None, self.new_user())
+            (None, self.new_shopper())
         };
+        let c = self.config.confounders.clone();
+        if returning && self.rng.random_bool(c.new_device.clamp(0.0, 1.0)) {
+            // A new phone or browser, on the same home network; kept from now on.
+            let ip = user.device.ip.clone();
+            user.device = new_device(&mut self.rng, user.market, self.config.skewed_device_share);
+            user.device.ip = ip;
+        }
         let mut visit = self.visit_of(&user);
+        if returning && self.rng.random_bool(c.travel.clamp(0.0, 1.0)) {
+            // Abroad: a hotel's or a local carrier's IP; the locale, cards and address stay.
+            let abroad = (user.market + self.rng.random_range(1..MARKETS.len())) % MARKETS.len();
+            visit.device.market = abroad;
+            visit.device.ip = world::ip(&mut self.rng, abroad);
+        }
         if let Some(source) = visit.landing.and_then(|i| self.sources.get(i)) {
             self.spend.landed(start, source);
         }
@@ -436,6 +500,38 @@ impl Simulator {
         }
 
         let mut cart: Vec<Line> = Vec::new();
+        if returning
+            && user.user_id.is_some()
+            && !user.bought.is_empty()
+            && self.rng.random_bool(c.buy_again.clamp(0.0, 1.0))
+        {
+            // Reorder from the order history: into the cart and through checkout, no product
+            // page on the way.
+            for _ in 0..self.rng.random_range(1..=2) {
+                let product = user.bought[self.rng.random_range(0..user.bought.len())];
+                step(self, &mut t);
+                let line = Line {
+                    product,
+                    quantity: 1,
+                };
+                let mut e = self.event(EventName::ProductAdded, &visit, "/account/orders", false);
+                e.properties = Some(Properties {
+                    cart_id: s(format!("cart-{}", visit.device.device_id)),
+                    products: Some(vec![self.product(line, visit.market, None)]),
+                    ..Properties::default()
+                });
+                self.send(e, t, Some(&dev), None);
+                cart.push(line);
+            }
+            self.place_order(&mut user, &visit, &cart, true, &mut t);
+            return self.keep_user(slot, user);
+        }
+        if self.rng.random_bool(c.big_ticket.clamp(0.0, 1.0)) {
+            // A big purchase, planned: straight to the product.
+            let p = self.catalog.expensive[self.rng.random_range(0..self.catalog.expensive.len())];
+            step(self, &mut t);
+            self.view_and_add(&visit, p, &mut cart, true, &mut t);
+        }
         // Buy again: a returning shopper restocks a consumable.
         let consumables: Vec<usize> = user
             .bought
@@ -511,7 +607,11 @@ impl Simulator {
         if !cart.is_empty() {
             self.cart_and_checkout(&mut user, &mut visit, &mut cart, conversion, &dev, &mut t);
         }
-        // The shopper joins (or updates) the returning-shopper base.
+        self.keep_user(slot, user);
+    }
+
+    /// The shopper joins (or updates) the returning-shopper base.
+    fn keep_user(&mut self, slot: Option<usize>, user: User) {
         match slot {
             Some(i) => self.users[i] = user,
             None if self.users.len() < self.config.users.max(1) * 2 => self.users.push(user),
@@ -622,22 +722,37 @@ impl Simulator {
                 *t += self.rng.random_range(5 * SECOND..90 * SECOND);
                 self.sign_up(user, visit, *t);
             }
-            let card = user.card.clone();
-            let home = MARKETS[user.market].0;
-            let ship_to = if self.rng.random_bool(0.04) {
-                MARKETS[self.rng.random_range(0..MARKETS.len())].0
-            } else {
-                home
-            };
-            let coupon = self.rng.random_bool(0.15).then_some("SPRING10");
-            if let Some(order) = self.checkout(
-                visit, cart, t, coupon, &card, home, ship_to, completes, None,
-            ) {
-                self.lifecycle(&order, *t, 0.96);
-                user.bought.extend(cart.iter().map(|l| l.product));
-                if user.bought.len() > 50 {
-                    user.bought.drain(..user.bought.len() - 50);
-                }
+            self.place_order(user, visit, cart, completes, t);
+        }
+    }
+
+    /// An honest checkout of `cart` (an order when `completes`) with one of the shopper's cards,
+    /// shipped home or, now and then, abroad as a gift; what was bought joins the shopper's
+    /// purchases.
+    fn place_order(
+        &mut self,
+        user: &mut User,
+        visit: &Visit,
+        cart: &[Line],
+        completes: bool,
+        t: &mut i64,
+    ) {
+        let card = self.pay_card(user);
+        let home = MARKETS[user.market].0;
+        let gift = self.config.confounders.gift_abroad.clamp(0.0, 1.0);
+        let ship_to = if self.rng.random_bool(gift) {
+            MARKETS[self.rng.random_range(0..MARKETS.len())].0
+        } else {
+            home
+        };
+        let coupon = self.rng.random_bool(0.15).then_some("SPRING10");
+        if let Some(order) = self.checkout(
+            visit, cart, t, coupon, &card, home, ship_to, completes, None,
+        ) {
+            self.lifecycle(&order, *t, 0.96, false);
+            user.bought.extend(cart.iter().map(|l| l.product));
+            if user.bought.len() > 50 {
+                user.bought.drain(..user.bought.len() - 50);
             }
         }
     }
@@ -772,7 +887,10 @@ impl Simulator {
         if !completes {
             return None;
         }
-        let method = if self.rng.random_bool(0.8) {
+        self.orders_generated += 1;
+        self.fraud_generated += u64::from(label.is_some());
+        // Card testers test cards.
+        let method = if label == Some("card_testing") || self.rng.random_bool(0.8) {
             "card"
         } else {
             "paypal"
@@ -833,9 +951,12 @@ impl Simulator {
         Some(order)
     }
 
-    /// What happens to an order after it is placed, from the back office.
-    fn lifecycle(&mut self, order: &OrderRef, placed: i64, payment_ok: f64) {
+    /// What happens to an order after it is placed, from the back office. A fraudulent order
+    /// that is paid is usually charged back by the card's owner weeks later: the store's label,
+    /// late (`order_refunded`, reason `fraud_chargeback`).
+    fn lifecycle(&mut self, order: &OrderRef, placed: i64, payment_ok: f64, fraud: bool) {
         let mut t = placed + self.rng.random_range(SECOND..5 * SECOND);
+        let chargeback = fraud && self.rng.random_bool(0.8);
         if !self.rng.random_bool(payment_ok.clamp(0.0, 1.0)) {
             let mut e = self.backend_event(EventName::PaymentFailed, order);
             props(&mut e).reason = s(["card_declined", "insufficient_funds", "do_not_honor"]
@@ -871,6 +992,15 @@ impl Simulator {
         t += self.rng.random_range(DAY..4 * DAY);
         let e = self.backend_event(EventName::OrderDelivered, order);
         self.send(e, t, None, None);
+        if chargeback {
+            let t = placed + self.rng.random_range(14 * DAY..60 * DAY);
+            let mut e = self.backend_event(EventName::OrderRefunded, order);
+            let p = props(&mut e);
+            p.total = Some(order.total);
+            p.currency = s(order.currency);
+            p.reason = s("fraud_chargeback");
+            return self.send(e, t, None, None);
+        }
         if self.rng.random_bool(0.06) {
             t += self.rng.random_range(DAY..10 * DAY);
             let mut e = self.backend_event(EventName::ReturnRequested, order);
@@ -887,7 +1017,9 @@ impl Simulator {
         }
     }
 
-    /// Card testing: a fresh device tries many cards on small orders in a burst.
+    /// Card testing: a fresh device tries many cards on small orders in a burst. Some testers
+    /// browse a little first; some switch browser profile or emulator now and then (a new device,
+    /// the same network).
     fn card_testing(&mut self, start: i64) {
         let mut user = self.new_user();
         user.device.skew_micros = 0;
@@ -897,15 +1029,27 @@ impl Simulator {
         if self.rng.random_bool(0.5) {
             self.sign_up(&mut user, &mut visit, t);
         }
+        let browses = self.rng.random_bool(0.4);
+        let rotates = self.rng.random_bool(0.3);
         let cheap: Vec<usize> = (0..self.catalog.products.len())
             .filter(|&p| self.catalog.products[p].price_usd < 15.0)
             .collect();
-        let attempts = self.rng.random_range(6..20);
-        for _ in 0..attempts {
+        let attempts = self.rng.random_range(3..13);
+        for attempt in 0..attempts {
+            if rotates && attempt > 0 && self.rng.random_bool(0.3) {
+                let ip = visit.device.ip.clone();
+                visit.device = new_device(&mut self.rng, visit.market, 0.0);
+                visit.device.ip = ip;
+                visit.anonymous_id = Some(visit.device.anonymous_id.clone());
+            }
             let product = cheap
                 .get(self.rng.random_range(0..cheap.len().max(1)))
                 .copied()
                 .unwrap_or(0);
+            if browses && self.rng.random_bool(0.6) {
+                t += self.rng.random_range(5 * SECOND..40 * SECOND);
+                self.view_and_add(&visit, product, &mut Vec::new(), false, &mut t);
+            }
             let cart = vec![Line {
                 product,
                 quantity: 1,
@@ -934,13 +1078,16 @@ impl Simulator {
                 true,
                 Some("card_testing"),
             ) {
-                self.lifecycle(&order, t, 0.15);
+                self.lifecycle(&order, t, 0.15, true);
             }
         }
     }
 
-    /// Account takeover: a known account, a new device in another country, a large order shipped
-    /// somewhere the account never shipped to.
+    /// Account takeover: someone else in a known account. Mostly from a new device, often in
+    /// another country and shipping there; but a quarter come from the owner's own device
+    /// (malware, a shared computer) and a third of the rest from the home country (a
+    /// residential proxy), shipping home to a reshipper. An expensive basket after a little
+    /// browsing, on the owner's stored card or a stolen one.
     fn account_takeover(&mut self, start: i64) {
         let candidates: Vec<usize> = (0..self.users.len())
             .filter(|&i| self.users[i].user_id.is_some())
@@ -950,10 +1097,18 @@ impl Simulator {
             return self.card_testing(start);
         };
         let owner = self.users[victim].clone();
-        let attacker_market =
-            (owner.market + self.rng.random_range(1..MARKETS.len())) % MARKETS.len();
-        let mut device = new_device(&mut self.rng, attacker_market, 0.0);
-        device.anonymous_id = uuid(&mut self.rng);
+        let known_device = self.rng.random_bool(0.25);
+        let at_home = known_device || self.rng.random_bool(0.35);
+        let attacker_market = if at_home {
+            owner.market
+        } else {
+            (owner.market + self.rng.random_range(1..MARKETS.len())) % MARKETS.len()
+        };
+        let device = if known_device {
+            owner.device.clone()
+        } else {
+            new_device(&mut self.rng, attacker_market, 0.0)
+        };
         let visit = Visit {
             anonymous_id: Some(device.anonymous_id.clone()),
             user_id: owner.user_id.clone(),
@@ -965,43 +1120,32 @@ impl Simulator {
         let mut t = start;
         let e = self.event(EventName::LoggedIn, &visit, "/login", true);
         self.send(e, t, Some(&device), None);
-        // High-value goods: the most expensive electronics.
-        let mut expensive: Vec<usize> = (0..self.catalog.products.len()).collect();
-        expensive.sort_by(|a, b| {
-            self.catalog.products[*b]
-                .price_usd
-                .total_cmp(&self.catalog.products[*a].price_usd)
-        });
-        expensive.truncate(20);
         let mut cart = Vec::new();
         for _ in 0..self.rng.random_range(1..4) {
+            let expensive = &self.catalog.expensive;
             let p = expensive[self.rng.random_range(0..expensive.len())];
-            t += self.rng.random_range(5 * SECOND..30 * SECOND);
-            let mut e = self.event(EventName::ProductViewed, &visit, "/p", false);
-            e.properties = Some(Properties {
-                products: Some(vec![self.product(
-                    Line {
-                        product: p,
-                        quantity: 1,
-                    },
-                    visit.market,
-                    None,
-                )]),
-                ..Properties::default()
-            });
-            self.send(e, t, Some(&device), None);
-            cart.push(Line {
-                product: p,
+            t += self.rng.random_range(5 * SECOND..60 * SECOND);
+            let add = cart.is_empty() || self.rng.random_bool(0.6);
+            let mut lines = Vec::new();
+            self.view_and_add(&visit, p, &mut lines, add, &mut t);
+            cart.extend(lines.into_iter().map(|l| Line {
                 quantity: self.rng.random_range(1..3),
-            });
+                ..l
+            }));
         }
-        let card = if self.rng.random_bool(0.5) {
-            owner.card.clone()
+        let card = if self.rng.random_bool(0.6) {
+            owner.cards[0].clone()
         } else {
             card(&mut self.rng)
         };
         let billing = MARKETS[owner.market].0;
-        let ship_to = MARKETS[attacker_market].0;
+        let ship_to = if !at_home && self.rng.random_bool(0.7) {
+            MARKETS[attacker_market].0
+        } else if at_home && self.rng.random_bool(0.5) {
+            MARKETS[(owner.market + self.rng.random_range(1..MARKETS.len())) % MARKETS.len()].0
+        } else {
+            billing
+        };
         if let Some(order) = self.checkout(
             &visit,
             &cart,
@@ -1013,18 +1157,36 @@ impl Simulator {
             true,
             Some("account_takeover"),
         ) {
-            self.lifecycle(&order, t, 0.9);
+            self.lifecycle(&order, t, 0.9, true);
         }
     }
 
-    /// Many new accounts on one device and IP, each placing an order with the welcome coupon.
+    /// Many new accounts, each placing an order with a newcomer's coupon: usually from one
+    /// device (a fingerprint that survives new browser profiles), otherwise from new devices on
+    /// one IP; some farms change IP every account (mobile data). A few product views each, one
+    /// coupon code or several.
     fn multi_account(&mut self, start: i64) {
         let base = self.new_user();
+        let same_device = self.rng.random_bool(0.6);
+        let same_ip = !same_device || self.rng.random_bool(0.6);
+        let codes = ["WELCOME20", "FIRST15", "REFER10"];
+        let one_code = self
+            .rng
+            .random_bool(0.5)
+            .then(|| codes[self.rng.random_range(0..3)]);
         let mut t = start;
-        for _ in 0..self.rng.random_range(4..9) {
+        for _ in 0..self.rng.random_range(3..8) {
             let mut user = base.clone();
-            user.device.anonymous_id = uuid(&mut self.rng);
-            user.card = card(&mut self.rng);
+            if same_device {
+                user.device.anonymous_id = uuid(&mut self.rng);
+            } else {
+                user.device = new_device(&mut self.rng, base.market, 0.0);
+                user.device.ip = base.device.ip.clone();
+            }
+            if !same_ip {
+                user.device.ip = world::ip(&mut self.rng, base.market);
+            }
+            user.cards = vec![card(&mut self.rng)];
             let mut visit = self.visit_of(&user);
             visit.landing = Some(6);
             let dev = visit.device.clone();
@@ -1033,25 +1195,29 @@ impl Simulator {
             self.send(e, t, Some(&dev), None);
             t += self.rng.random_range(10 * SECOND..60 * SECOND);
             self.sign_up(&mut user, &mut visit, t);
-            let cat = self.rng.random_range(0..self.catalog.categories());
-            let p = self.catalog.pick_in(&mut self.rng, cat);
             let mut cart = Vec::new();
-            t += 2 * SECOND;
-            self.view_and_add(&visit, p, &mut cart, true, &mut t);
+            let views = self.rng.random_range(1..5);
+            for i in 0..views {
+                let cat = self.rng.random_range(0..self.catalog.categories());
+                let p = self.catalog.pick_in(&mut self.rng, cat);
+                t += self.rng.random_range(2 * SECOND..40 * SECOND);
+                self.view_and_add(&visit, p, &mut cart, i + 1 == views, &mut t);
+            }
             let country = MARKETS[user.market].0;
-            let card = user.card.clone();
+            let card = user.cards[0].clone();
+            let code = one_code.unwrap_or_else(|| codes[self.rng.random_range(0..3)]);
             if let Some(order) = self.checkout(
                 &visit,
                 &cart,
                 &mut t,
-                Some("WELCOME20"),
+                Some(code),
                 &card,
                 country,
                 country,
                 true,
                 Some("multi_account"),
             ) {
-                self.lifecycle(&order, t, 0.9);
+                self.lifecycle(&order, t, 0.9, true);
             }
         }
     }

@@ -111,7 +111,11 @@ fn sessions_walk_a_funnel_with_drop_off() {
 
 #[test]
 fn fraud_labels_name_orders_that_are_in_the_stream() {
-    let (records, stats, labels) = run(config(7, 2000));
+    // Fraud at 20% of orders: enough scenarios for every pattern to show.
+    let (records, stats, labels) = run(SimConfig {
+        fraud_share: 0.2,
+        ..config(7, 6000)
+    });
     assert_eq!(labels.len() as u64, stats.fraud_orders);
     let patterns: HashSet<&str> = labels.iter().map(|l| l.pattern.as_str()).collect();
     assert_eq!(
@@ -202,4 +206,149 @@ fn spilling_to_disk_changes_nothing_but_memory() {
         "in memory {most_in_memory}, spilled {most_spilled}"
     );
     assert_eq!(sim.pending(), (0, 0));
+}
+
+/// The order events of a run: (order id, user id, device id, IP, GeoIP country, billing and
+/// shipping country, card).
+fn orders(records: &[SimRecord]) -> Vec<[String; 8]> {
+    records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Valid(EventName::OrderCompleted))
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            let text = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_owned();
+            let (c, p) = (&v["context"], &v["properties"]);
+            [
+                text(&p["order_id"]),
+                text(&v["user_id"]),
+                text(&c["device_id"]),
+                text(&c["ip"]),
+                text(&c["country"]),
+                text(&p["billing_country"]),
+                text(&p["shipping_country"]),
+                text(&p["card_fingerprint"]),
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn fraud_is_its_share_of_orders_in_the_mix_and_is_charged_back_later() {
+    let (records, stats, labels) = run(SimConfig {
+        seed: 21,
+        max_sessions: Some(20_000),
+        fraud_share: 0.04,
+        ..SimConfig::default()
+    });
+    let share = stats.fraud_orders as f64 / stats.orders as f64;
+    assert!((0.03..0.05).contains(&share), "{stats:?}");
+    let mut by_pattern: HashMap<&str, f64> = HashMap::new();
+    for l in &labels {
+        *by_pattern.entry(l.pattern.as_str()).or_default() += 1.0 / labels.len() as f64;
+    }
+    for (pattern, share) in &by_pattern {
+        assert!((0.15..0.55).contains(share), "{pattern}: {by_pattern:?}");
+    }
+    // Chargebacks: of fraud orders only, two weeks to two months after the order.
+    let placed: HashMap<String, i64> = records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Valid(EventName::OrderCompleted))
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            let id = v["properties"]["order_id"].as_str().unwrap().to_owned();
+            (id, r.server_time_micros)
+        })
+        .collect();
+    let fraud: HashSet<&str> = labels.iter().map(|l| l.order_id.as_str()).collect();
+    let mut chargebacks = 0;
+    for r in &records {
+        if r.kind != RecordKind::Valid(EventName::OrderRefunded) {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        if v["properties"]["reason"] != "fraud_chargeback" {
+            continue;
+        }
+        let order = v["properties"]["order_id"].as_str().unwrap();
+        if !placed.contains_key(order) {
+            // The order event was spoiled into bad input (and its label with it).
+            continue;
+        }
+        assert!(fraud.contains(order), "an honest order charged back");
+        let days = (r.server_time_micros - placed[order]) as f64 / 86_400e6;
+        assert!((14.0..61.0).contains(&days), "{days} days");
+        chargebacks += 1;
+    }
+    // Paid fraud orders (most card tests are declined) are mostly charged back.
+    assert!(
+        chargebacks * 5 > labels.len(),
+        "{chargebacks} of {}",
+        labels.len()
+    );
+}
+
+#[test]
+fn honest_shoppers_share_devices_and_ips_travel_and_use_several_cards() {
+    let honest_orders = |confounders: Confounders| {
+        let (records, _, labels) = run(SimConfig {
+            seed: 22,
+            max_sessions: Some(10_000),
+            fraud_share: 0.0,
+            confounders,
+            ..SimConfig::default()
+        });
+        assert!(labels.is_empty());
+        orders(&records)
+    };
+    // How often each confounder shows among honest orders.
+    let measure = |orders: &[[String; 8]]| {
+        let mut users_of: HashMap<(usize, &str), HashSet<&str>> = HashMap::new();
+        let mut cards_of: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for o in orders.iter().filter(|o| !o[1].is_empty()) {
+            for (k, field) in [(0, 2), (1, 3), (2, 7)] {
+                if !o[field].is_empty() {
+                    users_of.entry((k, &o[field])).or_default().insert(&o[1]);
+                }
+            }
+            if !o[7].is_empty() {
+                cards_of.entry(&o[1]).or_default().insert(&o[7]);
+            }
+        }
+        let shared = |k: usize, n: usize| {
+            users_of
+                .iter()
+                .filter(|((kind, _), users)| *kind == k && users.len() >= n)
+                .count()
+        };
+        let abroad = orders.iter().filter(|o| o[4] != o[5]).count();
+        let shipped_abroad = orders.iter().filter(|o| o[5] != o[6]).count();
+        let several_cards = cards_of.values().filter(|c| c.len() >= 2).count();
+        [
+            shared(0, 2),
+            shared(1, 3),
+            shared(2, 2),
+            abroad,
+            shipped_abroad,
+            several_cards,
+        ]
+    };
+    let real = measure(&honest_orders(Confounders::default()));
+    let none = measure(&honest_orders(Confounders::none()));
+    let names = [
+        "devices with 2+ accounts",
+        "IPs with 3+ accounts",
+        "cards of 2+ accounts",
+        "orders from abroad",
+        "orders shipped abroad",
+        "accounts with 2+ cards",
+    ];
+    println!("{names:?}\n{real:?}");
+    for (i, name) in names.iter().enumerate() {
+        assert!(
+            real[i] >= 2,
+            "{name}: {} with the default confounders",
+            real[i]
+        );
+        assert_eq!(none[i], 0, "{name} without confounders");
+    }
 }

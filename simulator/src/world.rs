@@ -81,6 +81,8 @@ pub(crate) struct Catalog {
     pub groups: Vec<Vec<usize>>,
     /// Per category, product indices and a cumulative popularity for weighted picks.
     pub by_category: Vec<(&'static str, Vec<usize>, Vec<f64>)>,
+    /// The most expensive 5% of the products (at least 5): big-ticket baskets, honest or not.
+    pub expensive: Vec<usize>,
 }
 
 impl Catalog {
@@ -138,10 +140,14 @@ impl Catalog {
                 (*name, ids, cumulative)
             })
             .collect();
+        let mut expensive: Vec<usize> = (0..n).collect();
+        expensive.sort_by(|a, b| products[*b].price_usd.total_cmp(&products[*a].price_usd));
+        expensive.truncate((n / 20).max(5));
         Catalog {
             products,
             groups,
             by_category,
+            expensive,
         }
     }
 
@@ -298,7 +304,8 @@ pub(crate) struct User {
     pub user_id: Option<String>,
     pub market: usize,
     pub device: Device,
-    pub card: String,
+    /// Payment cards (fingerprints), the usual one first.
+    pub cards: Vec<String>,
     pub signed_up_at: Option<i64>,
     /// Products bought, for reviews and buy-again.
     pub bought: Vec<usize>,
@@ -335,6 +342,12 @@ pub(crate) fn ip(rng: &mut ChaCha8Rng, market: usize) -> String {
         rng.random_range(0..=255),
         rng.random_range(1..=254)
     )
+}
+
+/// One of the few IPs a carrier's NAT or an office puts many shoppers of a country behind.
+pub(crate) fn shared_ip(market: usize, index: usize) -> String {
+    let first = [24, 81, 91, 90, 99, 101, 126, 83, 177, 89][market % 10];
+    format!("{first}.250.{}.{}", index / 250, 1 + index % 250)
 }
 
 pub(crate) fn new_device(rng: &mut ChaCha8Rng, market: usize, skewed_share: f64) -> Device {

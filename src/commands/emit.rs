@@ -36,7 +36,7 @@ pub struct Args {
     /// Share of events resent as duplicates (0..1).
     #[arg(long, default_value_t = 0.01)]
     pub duplicate_share: f64,
-    /// Share of sessions that are fraud scenarios (0..1).
+    /// Share of orders that are fraudulent (0..1): 1% by default, as at a real store.
     #[arg(long, default_value_t = 0.01)]
     pub fraud_share: f64,
     /// Where to append the fraud ground-truth labels (NDJSON). Default: DATA_DIR/simulator/labels.ndjson.

@@ -10,7 +10,9 @@ use crate::auth::start_query;
 use crate::e2e::{admin_token, block_on, count, emit, python, run, sql, terminate};
 
 /// The user with the most events (ties by id): the person the erasure tests erase.
+/// The user with the most events among those linked to a browser (an anonymous id).
 pub(crate) const TOP_USER: &str = "select user_id from events where user_id is not null \
+                                   and user_id in (select user_id from identities) \
                                    group by user_id order by count(*) desc, user_id limit 1";
 
 /// Puts `events` (wire JSON) on the embedded stream of `data`, as a storefront would.

@@ -34,6 +34,7 @@
 pub mod decisions;
 pub mod eval;
 pub mod features;
+pub mod logistic;
 pub mod rules;
 mod state;
 pub mod windows;
@@ -107,15 +108,15 @@ pub struct Decision {
     pub rules_version: String,
 }
 
-/// The `fraud_decisions` columns [`Decision::from_lake_row`] reads, as SQL over the lake (the
-/// `amount` feature is the one the evaluation's baseline ranks by).
+/// The `fraud_decisions` columns [`Decision::from_lake_row`] reads, as SQL over the lake.
 pub const DECISIONS_SQL: &str = "select order_id, event_id, user_id, anonymous_id, event_time, \
      cast(total as double) as total, currency, decision, score, reasons, shadow_reasons, \
-     features['amount'] as amount, rules_version from fraud_decisions";
+     features, rules_version from fraud_decisions";
 
 impl Decision {
     /// A decision read back from the lake: a row of [`DECISIONS_SQL`] as a JSON object (the
-    /// query service's JSON rows). Of the features, only `amount` comes back.
+    /// query service's JSON rows, where the `features` map is an object). Features this version
+    /// does not know are left out.
     pub fn from_lake_row(row: &serde_json::Value) -> Decision {
         let text = |k: &str| row[k].as_str().unwrap_or_default().to_owned();
         let optional = |k: &str| row[k].as_str().map(str::to_owned);
@@ -148,10 +149,10 @@ impl Decision {
             },
             reasons: list("reasons"),
             shadow_reasons: list("shadow_reasons"),
-            features: row["amount"]
-                .as_f64()
-                .map(|a| vec![("amount", a)])
-                .unwrap_or_default(),
+            features: features::Feature::ALL
+                .iter()
+                .filter_map(|f| Some((f.name(), row["features"][f.name()].as_f64()?)))
+                .collect(),
             rules_version: text("rules_version"),
         }
     }

@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use shoplake_events::{EventName, Limits, ValidEvent};
 
+use super::next::{NextProduct, NextReport};
 use super::{RecsConfig, RecsEngine, RecsQuery};
 use shoplake_transform::admit::{Admission, admit};
 use shoplake_transform::enrich::bots::BotCache;
@@ -245,6 +246,8 @@ impl fmt::Display for EvalReport {
 pub struct Evaluation {
     k: usize,
     engines: Vec<(String, RecsEngine)>,
+    /// The same engines on the next unseen product, beside their baselines.
+    next: NextProduct,
     baseline: PopularityBaseline,
     /// Per protocol: one per engine, then the baseline.
     metrics: HashMap<Protocol, Vec<Metrics>>,
@@ -277,6 +280,7 @@ impl Evaluation {
         let n = engines.len() + 1;
         Evaluation {
             k,
+            next: NextProduct::new(engines.iter().map(|(name, _)| name.clone()).collect(), k),
             engines: engines
                 .into_iter()
                 .map(|(name, config)| (name, RecsEngine::new(config)))
@@ -412,6 +416,7 @@ impl Evaluation {
             }
             self.baseline.record_order(relevant.iter().copied());
         }
+        self.next.feed(event, session_id, &self.engines);
         for (i, (_, engine)) in self.engines.iter_mut().enumerate() {
             let refreshes = engine.stats().refreshes;
             let started = Instant::now();
@@ -479,6 +484,11 @@ impl Evaluation {
         score_into(&mut self.metrics, protocol, asked, relevant);
     }
 
+    /// The engines and the baselines on the next unseen product ([`super::next`]).
+    pub fn next_report(&self) -> NextReport {
+        self.next.report()
+    }
+
     pub fn report(&self) -> EvalReport {
         let mut rows = Vec::new();
         for protocol in Protocol::ALL {
@@ -538,7 +548,8 @@ pub struct OrderProbe {
     k: usize,
     /// The served engine, asked the way the endpoint asks.
     pub served: Metrics,
-    /// The same cases through every variant, and the popularity baseline.
+    /// The same cases through every variant, and the popularity baseline; and the next unseen
+    /// products ([`Evaluation::next_report`]).
     pub side_by_side: Evaluation,
 }
 

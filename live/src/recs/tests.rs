@@ -4,10 +4,12 @@
 use shoplake_simulator::{FraudMix, SimConfig, Simulator};
 
 use super::eval::{BASELINE, EvalReport, Evaluation, Protocol};
+use super::next::{CO_OCCURRENCE, Moment, NextReport, POPULARITY, RECENTLY_VIEWED, TRENDING};
 use super::*;
 
-/// Runs the evaluation of every normalisation (the default first) over one simulation.
-fn evaluate(sim: SimConfig) -> EvalReport {
+/// Runs the evaluation of every normalisation (the default first) over one simulation: on held-out
+/// orders, and on next unseen products.
+fn evaluate_both(sim: SimConfig) -> (EvalReport, NextReport) {
     let default = RecsConfig::default().normalization;
     let mut variants = vec![(
         format!("{} (default)", default.as_str()),
@@ -29,9 +31,15 @@ fn evaluate(sim: SimConfig) -> EvalReport {
     while let Some(record) = sim.next() {
         eval.feed_record(&record.payload, record.server_time_micros);
     }
-    eval.report()
+    (eval.report(), eval.next_report())
 }
 
+/// Two seeds and settings (the second with more fraud, card testing ×4, and honest shoppers who
+/// change phones and reorder more). Before each order the served engine hits at least twice as
+/// often as the most-bought products; and (issue 22's target, on settings the engine was not tuned
+/// on: its development used `shoplake eval`'s defaults, seed 42 and 5,000 users) on the first
+/// product page, the next product the shopper views or buys that the session has not seen is in
+/// the top 10 at least 1.5× as often as in the best list shown to everyone (popularity, trending).
 #[test]
 fn offline_evaluation_beats_popularity_twice_on_two_seeds() {
     let card_testing_heavy = FraudMix {
@@ -45,21 +53,48 @@ fn offline_evaluation_beats_popularity_twice_on_two_seeds() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3_000);
-    for (seed, fraud_mix, fraud_share) in [
-        (1, FraudMix::default(), 0.01),
-        (2, card_testing_heavy, 0.03),
+    let changing = shoplake_simulator::Confounders {
+        buy_again: 0.2,
+        new_device: 0.1,
+        ..shoplake_simulator::Confounders::default()
+    };
+    for (seed, fraud_mix, fraud_share, confounders) in [
+        (1, FraudMix::default(), 0.01, Default::default()),
+        (2, card_testing_heavy, 0.03, changing),
     ] {
-        let report = evaluate(SimConfig {
+        let (report, next) = evaluate_both(SimConfig {
             seed,
             max_sessions: Some(sessions),
             users: 1_500,
             sessions_per_hour: 300.0,
             fraud_share,
             fraud_mix,
+            confounders,
             ..SimConfig::default()
         });
-        println!("seed {seed}, fraud share {fraud_share}:\n{report}");
+        println!("seed {seed}, fraud share {fraud_share}:\n{report}\n{next}");
         let default = format!("{} (default)", RecsConfig::default().normalization.as_str());
+        let first_page = next.get(Moment::FirstProduct, &default).unwrap();
+        assert!(
+            first_page.cases > 500,
+            "seed {seed}: {} cases",
+            first_page.cases
+        );
+        let best = next.best_non_personalised(Moment::FirstProduct);
+        assert!(
+            first_page.hit_rate >= 1.5 * best,
+            "seed {seed}: hit rate {:.4} vs {best:.4}\n{next}",
+            first_page.hit_rate
+        );
+        for list in [POPULARITY, TRENDING, RECENTLY_VIEWED, CO_OCCURRENCE] {
+            for moment in Moment::ALL {
+                assert!(next.get(moment, list).unwrap().cases > 0, "{list}");
+            }
+        }
+        // Coverage and novelty are measured: the served lists reach beyond the best sellers.
+        let popular = next.get(Moment::FirstProduct, POPULARITY).unwrap();
+        assert!(first_page.coverage > popular.coverage, "{next}");
+        assert!(first_page.novelty > popular.novelty, "{next}");
         let ours = report.get(Protocol::BeforeOrder, &default).unwrap();
         let base = report.get(Protocol::BeforeOrder, BASELINE).unwrap();
         assert!(ours.cases > 300, "too few orders: {}", ours.cases);
