@@ -664,7 +664,7 @@ impl fmt::Display for FraudReport {
         for r in &self.per_rule {
             writeln!(
                 f,
-                "  {:<30}{} fired {:>5}  on fraud {:>5}  recall {:.3}  precision {:.3}",
+                "  {:<34}{} fired {:>5}  on fraud {:>5}  recall {:.3}  precision {:.3}",
                 r.reason,
                 if r.shadow { " (shadow)" } else { "         " },
                 r.fired,
