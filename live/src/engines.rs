@@ -504,6 +504,10 @@ impl Observer for Live {
         let until = self.observed_until.load(Ordering::Relaxed);
         if until > i64::MIN && flushes % 20 == 19 {
             self.expire(until);
+        } else if let Some(r) = &self.recs {
+            // What the storefront is served catches up with every event read so far (see
+            // `RecsEngine::refresh_if_changed`), and is what the checkpoint saves.
+            r.write().refresh_if_changed();
         }
         Live::take_dirty(self)
     }

@@ -352,23 +352,9 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
     };
     let after = get_json(&addr, &format!("/v1/recommendations/{shopper}?k=10")).1;
     assert_eq!(after["known"], true);
-    // KNOWN DEFECT (found 2026-12-07 by the simulator's new shoppers, not fixed yet): on this
-    // data the restarted engine answers differently. The latest order's product lost its
-    // bought-together neighbours (`related`: 8 bought_together before, 10 viewed_together after)
-    // and the shopper's list changed by more than near-equal scores. `Live::restore` runs
-    // `expire(now)` and `refresh()` on the restored state, the running engine had not; which
-    // of the two answers is right is the open question. Until it is fixed, the restart is checked
-    // for what still holds: both answers are about known products and non-empty.
-    for answer in [&before, &after, &related_before] {
-        assert_eq!(answer["items"].as_array().unwrap().len(), 10, "{answer}");
-    }
+    assert_eq!(items(&after), items(&before), "{after}\n{before}");
     let related_after = get_json(&addr, &format!("/v1/products/{product}/related")).1;
-    assert_eq!(related_after["items"].as_array().unwrap().len(), 10);
-    if items(&after) != items(&before) || items(&related_after) != items(&related_before) {
-        eprintln!(
-            "KNOWN DEFECT: recommendations differ after a restart\n{after}\n{before}\n{related_after}\n{related_before}"
-        );
-    }
+    assert_eq!(items(&related_after), items(&related_before));
     assert!(stage.stop().success());
 
     // The stage's state is lost (a new disk): the live state is rebuilt from the lake, and the
@@ -412,18 +398,18 @@ fn the_storefront_gets_scores_and_recommendations_and_they_survive_a_restart() {
         ids.sort();
         ids
     };
-    // Compared with the restarted engine's answer, which recomputed its lists from the saved
-    // counts (the running engine's own answer is the KNOWN DEFECT above).
-    let (was, now) = (ids(&related_after), ids(&related_rebuilt));
+    let (was, now) = (ids(&related_before), ids(&related_rebuilt));
     let same = now.iter().filter(|p| was.contains(p)).count();
     eprintln!(
-        "related after a cold start: {same} of {} the same as after the restart",
+        "related after a cold start: {same} of {} the same",
         was.len()
     );
-    // (8 of 10 against the running engine before the new shoppers; 7 of 10 here.)
+    // The last places hold near-equal scores (the seeded counts are decayed from the table's
+    // `as_of`, the engine's from its own reference): 7 of 10 on this data, 8 before issue 22's
+    // shoppers.
     assert!(
         same * 10 >= was.len() * 7,
-        "{related_rebuilt}\n{related_after}"
+        "{related_rebuilt}\n{related_before}"
     );
     assert!(stage.stop().success());
     run(data, &["--config", &config, "batch", "compact"]);

@@ -89,6 +89,8 @@ pub struct RecsEngine {
     pub(super) deleted: Vec<String>,
     pub(super) lists: Lists,
     pub(super) needs_refresh: bool,
+    /// An event was observed since the last refresh.
+    pub(super) changed: bool,
     pub(super) next_refresh: i64,
     pub(super) next_product_sweep: i64,
     /// The shoppers' LRU list is in restore order, not recency order.
@@ -180,6 +182,7 @@ impl RecsEngine {
             deleted: Vec::new(),
             lists: Lists::default(),
             needs_refresh: true,
+            changed: false,
             next_refresh: i64::MIN,
             next_product_sweep: i64::MIN,
             lru_unsorted: false,
@@ -214,6 +217,7 @@ impl RecsEngine {
         let t = event.event_time;
         let e = &event.event;
         self.advance(t);
+        self.changed = true;
         match event.name {
             EventName::ProductViewed
             | EventName::ProductClicked
@@ -860,6 +864,7 @@ impl RecsEngine {
     pub fn refresh(&mut self) {
         self.refreshes += 1;
         self.needs_refresh = false;
+        self.changed = false;
         self.next_refresh = self
             .clock
             .saturating_add(self.config.refresh.as_micros() as i64);
@@ -931,6 +936,18 @@ impl RecsEngine {
             repeat,
             repeat_all,
         };
+    }
+
+    /// Refreshes when anything was observed since the last refresh; true when it did. The stage
+    /// calls it at each checkpoint: `observe` refreshes only when event time passes the next
+    /// refresh, and the stage reads its shards in turn, so the events of the last shard read can
+    /// be older than the clock and would otherwise leave lists stale until later events come.
+    pub fn refresh_if_changed(&mut self) -> bool {
+        if !self.changed && self.products.stale.is_empty() {
+            return false;
+        }
+        self.refresh();
+        true
     }
 
     /// Forgets shoppers idle beyond their TTL, products idle beyond theirs (checked once a day of

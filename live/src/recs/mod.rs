@@ -17,7 +17,9 @@
 //!   (`c / (c + shrinkage)`), so that a popular product is not everyone's neighbour. Each product
 //!   keeps its strongest `neighbours` per kind by that score; serving lists (top
 //!   `serve_neighbours`, sorted, normalised to 1) are recomputed for changed products every
-//!   `refresh` of event time and at `expire`, so a request does no sorting of neighbours.
+//!   `refresh` of event time, at `expire`, and at each of the stage's checkpoints when anything
+//!   was observed since (the stage reads shards in turn: events older than the clock would
+//!   otherwise wait for later ones), so a request does no sorting of neighbours.
 //! - **Trending**: per product, a ring of `trending_buckets` buckets of event time (views 1, cart
 //!   adds 2, orders 3); top lists per category and overall at each refresh. **Popular**: decayed
 //!   orders (plus 1% of decayed session views), top lists likewise.

@@ -984,3 +984,23 @@ fn state_stays_within_its_caps() {
 }
 
 const PRODUCT_SWEEP_DAY: i64 = DAY;
+
+/// The stage reads its shards in turn, so an order can arrive after later events of another
+/// shard: `observe` does not refresh for it (event time has not passed the next refresh), and the
+/// stage's checkpoint does (`refresh_if_changed`), so the storefront and a restarted stage are
+/// served the same lists.
+#[test]
+fn an_order_older_than_the_clock_is_served_after_the_next_checkpoint() {
+    let mut e = RecsEngine::new(RecsConfig::default());
+    view(&mut e, "w", "ws", T0 + HOUR, "Z", "x");
+    order(&mut e, "q", T0, &[("A", "x"), ("B", "x")]);
+    let bought_b = |e: &RecsEngine| {
+        e.related("A", 10, T0 + HOUR)
+            .iter()
+            .any(|r| r.product_id == "B" && r.reason == Reason::BoughtTogether)
+    };
+    assert!(!bought_b(&e), "not refreshed by observe");
+    assert!(e.refresh_if_changed());
+    assert!(bought_b(&e));
+    assert!(!e.refresh_if_changed(), "nothing new since");
+}
