@@ -506,7 +506,13 @@ fn eval_meets_the_quality_targets_on_unseen_settings() {
         .collect();
     assert_eq!(
         names,
-        ["rules", "amount", "velocity rules", "logistic regression"]
+        [
+            "rules",
+            "amount",
+            "velocity rules",
+            "logistic regression",
+            "rules + model"
+        ]
     );
     for s in fraud["scorers"].as_array().unwrap() {
         let at: Vec<f64> = s["at"]

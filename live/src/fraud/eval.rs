@@ -19,7 +19,9 @@
 //! - `amount`: the order's amount alone;
 //! - `velocity rules`: the velocity-only rule set (`velocity_rules.toml`), scored on the same
 //!   features;
-//! - `logistic regression`: [`super::logistic`] over every feature, trained on the earlier orders.
+//! - `logistic regression`: [`super::logistic`] over every feature, trained on the earlier orders;
+//! - `rules + model`: the rules' score plus 100 × that model's probability, what a learned scorer
+//!   behind the rules could add (the engine runs no model yet).
 //!
 //! For each: the average precision (area under the precision–recall curve), recall and precision
 //! when the team reviews [`Options::budget`] of the orders, the cost per 1,000 orders at that
@@ -271,6 +273,9 @@ pub const RULES: &str = "rules";
 pub const AMOUNT: &str = "amount";
 pub const VELOCITY: &str = "velocity rules";
 pub const LOGISTIC: &str = "logistic regression";
+/// The rules' score plus 100 × the logistic regression's probability: what a learned scorer
+/// behind the rules could add (evaluation only; the engine does not run a model).
+pub const RULES_AND_MODEL: &str = "rules + model";
 
 /// Measures `decisions` against `labels` (order id → pattern).
 pub fn evaluate(
@@ -309,6 +314,12 @@ pub fn evaluate(
             LOGISTIC,
             test.iter()
                 .map(|c| model.as_ref().map_or(0.0, |m| m.score(&c.features)))
+                .collect(),
+        ),
+        (
+            RULES_AND_MODEL,
+            test.iter()
+                .map(|c| c.score + 100.0 * model.as_ref().map_or(0.0, |m| m.score(&c.features)))
                 .collect(),
         ),
     ];
