@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The product_affinity job (polars) over a seeded lake: wall and CPU seconds, peak memory, and
-# where the time goes (reading the lake through DataFusion, polars, writing the Delta table).
+# The product_affinity job (DataFusion SQL) over a seeded lake: wall and CPU seconds, peak memory,
+# and where the time goes (reading the lake down to each product's first view per session and first
+# line per order; pairing, scoring and ranking; writing the Delta table).
 # Prints Markdown.
 # Usage: bench/affinity.sh [SESSIONS] [RUNS] [DATA_DIR]
 #   SESSIONS  simulated sessions of the dataset (530,000 ≈ 10 million events); default 530000
@@ -42,7 +43,7 @@ print(f"{events:,} events in the lake: {r['views']:,} product views in {r['sessi
       f"{r['order_lines']:,} order lines in {r['orders']:,} orders → {r['rows']:,} rows for "
       f"{r['products']:,} products.")
 print()
-print("| wall s | CPU s | peak RSS MiB | read s (DataFusion) | compute s (polars) | write s (Delta) | M events per CPU-s |")
+print("| wall s | CPU s | peak RSS MiB | read s | pair and score s | write s (Delta) | M events per CPU-s |")
 print("|---|---|---|---|---|---|---|")
 walls = [x[0] for x in rows]; cpus = [x[1] for x in rows]; mems = [x[2] for x in rows]
 reads = [x[3]["read_secs"] for x in rows]; comps = [x[3]["compute_secs"] for x in rows]

@@ -20,6 +20,8 @@ pub struct PipelineConfig {
     pub compaction: CompactionConfig,
     /// How long the lake keeps what: retention periods and VACUUM.
     pub retention: RetentionConfig,
+    /// The lake bucket's settings on S3 (`shoplake lake init`): encryption, upload clean-up.
+    pub lake: LakeConfig,
     /// The embedded stream.
     pub stream: StreamConfig,
     /// The HTTP collector (`shoplake collect`).
@@ -198,6 +200,110 @@ impl Default for RetentionConfig {
             erasure_grace: Duration::from_secs(3_600),
             erasure_tombstones: Duration::from_secs(7 * day),
         }
+    }
+}
+
+/// `[lake]`: what `shoplake lake init` gives the lake's bucket when the lake is on S3 (besides
+/// blocked public access and the lifecycle rules of `[retention]`'s raw archive and quarantine).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeConfig {
+    /// Default encryption of the bucket: `"sse-s3"` (AES256, keys managed by S3) or `"sse-kms"`.
+    pub encryption: BucketEncryption,
+    /// The KMS key of `"sse-kms"` (key id, ARN or alias); empty: the account's `aws/s3` key.
+    pub kms_key_id: String,
+    /// Multipart uploads still incomplete this long after they started are aborted (`"7d"`):
+    /// their parts are stored, and billed, until then.
+    #[serde(with = "humantime_serde")]
+    pub abort_multipart_uploads: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BucketEncryption {
+    SseS3,
+    SseKms,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            encryption: BucketEncryption::SseS3,
+            kms_key_id: String::new(),
+            abort_multipart_uploads: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// What the bucket of the lake at `lake` (`s3://BUCKET/PREFIX`) should have; also says, for
+    /// the operator, which retention has no lifecycle rule in this bucket and why.
+    pub fn bucket_settings(
+        &self,
+        lake: &str,
+        bucket: &str,
+        prefix: &str,
+    ) -> (shoplake_batch::bucket::BucketSettings, Vec<String>) {
+        use shoplake_batch::bucket::{
+            BucketSettings, Encryption, Expiry, RULE_PREFIX, parse_location,
+        };
+        let under = |p: &str| match prefix {
+            "" => format!("{p}/"),
+            lake => format!("{lake}/{p}/"),
+        };
+        let mut notes = Vec::new();
+        let mut expiries = Vec::new();
+        if let Some(period) = self.retention.quarantine {
+            expiries.push(Expiry {
+                id: format!("{RULE_PREFIX}quarantine"),
+                prefix: under(shoplake_events::lake::QUARANTINE),
+                days: BucketSettings::days(period),
+            });
+        }
+        if let (Some(period), false) = (
+            self.retention.raw_archive,
+            self.firehose.archive_stream.is_empty(),
+        ) {
+            // The default archive is the `raw/` folder of the lake being set up.
+            let location = match self.firehose.archive_location.as_str() {
+                "" => format!("{}/raw", lake.trim_end_matches('/')),
+                configured => configured.to_owned(),
+            };
+            match parse_location(&location) {
+                // Never a rule over a folder that holds the lake itself.
+                Some((b, p))
+                    if b == bucket
+                        && !p.is_empty()
+                        && !format!("{prefix}/").starts_with(&format!("{p}/")) =>
+                {
+                    expiries.push(Expiry {
+                        id: format!("{RULE_PREFIX}raw-archive"),
+                        prefix: format!("{p}/"),
+                        days: BucketSettings::days(period),
+                    });
+                }
+                Some((b, _)) if b != bucket => notes.push(format!(
+                    "the raw archive ({location}) is in another bucket: its expiry is left to \
+                     `shoplake batch retain` (or that bucket's own rules)"
+                )),
+                _ => notes.push(format!(
+                    "the raw archive ({location}) holds the lake or is not on S3: no lifecycle \
+                     rule for it; `shoplake batch retain` applies its retention"
+                )),
+            }
+        }
+        let encryption = match self.lake.encryption {
+            BucketEncryption::SseS3 => Encryption::S3,
+            BucketEncryption::SseKms => Encryption::Kms {
+                key_id: Some(self.lake.kms_key_id.clone()).filter(|k| !k.is_empty()),
+            },
+        };
+        let settings = BucketSettings {
+            encryption,
+            expiries,
+            abort_multipart_days: BucketSettings::days(self.lake.abort_multipart_uploads),
+        };
+        (settings, notes)
     }
 }
 
@@ -410,6 +516,11 @@ impl PipelineConfig {
              may still read it), got {}",
             humantime_serde::re::humantime::format_duration(config.retention.deleted_files)
         );
+        anyhow::ensure!(
+            config.lake.kms_key_id.is_empty() || config.lake.encryption == BucketEncryption::SseKms,
+            "lake.kms_key_id is set but lake.encryption is \"sse-s3\": set encryption = \"sse-kms\" \
+             to encrypt with that key, or remove the key"
+        );
         Ok(config)
     }
 }
@@ -544,6 +655,41 @@ impl DataArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_raw_archive_gets_a_lifecycle_rule_only_in_the_lakes_bucket_and_never_over_the_lake() {
+        let rules = |archive: &str| {
+            let config = PipelineConfig::parse(&format!(
+                "[firehose]\narchive_stream = \"raw\"\narchive_location = \"{archive}\"\n"
+            ))
+            .unwrap();
+            let (settings, notes) = config.bucket_settings("s3://shop/lake", "shop", "lake");
+            let prefixes: Vec<String> = settings.expiries.into_iter().map(|e| e.prefix).collect();
+            (prefixes, notes.len())
+        };
+        // Default: the lake's raw/ folder.
+        assert_eq!(
+            rules(""),
+            (vec!["lake/_quarantine/".into(), "lake/raw/".into()], 0)
+        );
+        assert_eq!(
+            rules("s3://shop/lake-raw"),
+            (vec!["lake/_quarantine/".into(), "lake-raw/".into()], 0)
+        );
+        // The lake's own folder, a folder above it, the bucket's root, another bucket: no rule.
+        for archive in ["s3://shop/lake", "s3://shop", "s3://other/raw"] {
+            assert_eq!(
+                rules(archive),
+                (vec!["lake/_quarantine/".into()], 1),
+                "{archive}"
+            );
+        }
+        let kms = PipelineConfig::parse("[lake]\nkms_key_id = \"alias/k\"\n").unwrap_err();
+        assert!(
+            format!("{kms:#}").contains("set encryption = \"sse-kms\""),
+            "{kms:#}"
+        );
+    }
 
     #[test]
     fn config_errors_name_the_field() {

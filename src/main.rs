@@ -61,8 +61,10 @@ enum Command {
     Eval(commands::eval::Args),
     /// Erase a person on request (right to be forgotten): their rows, records and state, everywhere.
     Erase(commands::erase::Args),
-    /// Check a pipeline config file.
+    /// Check a pipeline config file (and, with the lake on S3, its bucket's settings).
     Config(commands::config::Args),
+    /// The lake's bucket on S3: create it or set encryption, public access and lifecycle rules.
+    Lake(commands::lake::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,7 +93,8 @@ fn main() -> anyhow::Result<()> {
             Command::Tokens(args) => commands::users::tokens(args, data),
             Command::Eval(args) => commands::eval::run(args, data).await,
             Command::Erase(args) => commands::erase::run(args, data).await,
-            Command::Config(args) => commands::config::run(args),
+            Command::Config(args) => commands::config::run(args, data).await,
+            Command::Lake(args) => commands::lake::run(args, data).await,
         }
     })
 }

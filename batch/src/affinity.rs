@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! events (Delta) ─DataFusion: scan, filter, project─► product views (session, product, time)
-//!                                                     order lines (order, product, time)
-//!   ─polars: first view of each product per session, pairs within the session window, pairs
-//!            within each order, decayed sums, cosine, strongest N per product─►
+//!                                                     order lines (order, product, position, time)
+//!   ─DataFusion: first view of each product per session, pairs within the session window, pairs
+//!               within each order, decayed sums, cosine, strongest N per product─►
 //!   product_affinity (Delta, overwritten whole; earlier versions stay readable by time travel)
 //! ```
 //!
@@ -26,28 +26,27 @@
 //! its own normalisation, which is why the table keeps `neighbours` (twice the engine's
 //! per-product list, as the engine collects) rather than only the best few.
 //!
-//! Why polars: the job is a handful of self-joins and group-bys over the whole history, which
-//! polars runs multi-threaded and in a few readable lines. DataFusion reads the lake (Delta log,
-//! S3, projection), and the data crosses to polars column by column, as plain slices: the two use
-//! different Arrow implementations, and bridging them through the C data interface would take
-//! unsafe code, which this workspace forbids.
+//! The job is a handful of SQL statements, run by the DataFusion that reads the lake: each
+//! product's first appearance per session or order is computed once and held in memory (a
+//! `MemTable`, [`DataFrame::cache`]), then self-joined per session or order, summed, scored and
+//! ranked with `row_number()`. (It ran in polars until issue 23: the hand-over copied every view
+//! as strings into a second Arrow implementation, and polars cost the build 10 minutes of two
+//! cores and the binary tens of MB; BENCHMARKS.md has the figures.)
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int32Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, Float64Array, RecordBatch, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Int64Type};
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
-use polars::prelude::{
-    Column, DataFrame as PlFrame, DataType as PlType, Expr, IntoLazy, LazyFrame, PolarsError,
-    SortMultipleOptions, col, len, lit, when,
-};
 use shoplake_events::EventName;
+use shoplake_events::fields::{AS_OF, COMPUTED_AT, HALF_LIFE_HOURS, PRODUCT_ID};
 use shoplake_events::lake::{EVENTS_TABLE, PRODUCT_AFFINITY_TABLE};
-use shoplake_events::product_affinity_schema;
 
 use crate::tables::PRODUCT_AFFINITY as TABLE;
 use crate::write::{WriteOptions, conform, table_or_empty, writer_commit};
@@ -57,6 +56,12 @@ use crate::{Error, Lake, Result};
 pub const VIEWED_TOGETHER: &str = "viewed_together";
 /// Relation of a row: products bought in the same order.
 pub const BOUGHT_TOGETHER: &str = "bought_together";
+
+/// The job's input views, registered in its session: `affinity_views` (key = session, product,
+/// t) and `affinity_lines` (key = order event, product, line = the line's place in the order,
+/// t); times are µs.
+const VIEWS: &str = "affinity_views";
+const LINES: &str = "affinity_lines";
 
 /// How the job counts: the live engine's settings (`shoplake_live::recs::RecsConfig`:
 /// `half_life_hours`, `session_window`, `order_pair_limit`, 2 × `neighbours`, `shrinkage`), which
@@ -93,25 +98,23 @@ pub struct AffinityReport {
     pub rows: u64,
     /// The table's version after the write.
     pub version: Option<u64>,
-    /// Seconds reading the lake, in polars, and writing the table.
+    /// Seconds reading the lake (down to each product's first view per session and first line
+    /// per order), pairing and scoring, and writing the table.
     pub read_secs: f64,
     pub compute_secs: f64,
     pub write_secs: f64,
 }
 
-fn polars_err(source: PolarsError) -> Error {
-    Error::Polars {
-        table: PRODUCT_AFFINITY_TABLE,
-        source,
-    }
-}
-
-/// The events query returned what the job cannot use: a bug, not bad data.
+/// The job's query returned what the job cannot use: a bug, not bad data.
 fn unexpected(problem: &'static str) -> Error {
     Error::UnexpectedResult {
         table: PRODUCT_AFFINITY_TABLE,
         problem,
     }
+}
+
+fn query_err(source: datafusion::error::DataFusionError) -> Error {
+    Error::query(PRODUCT_AFFINITY_TABLE, source)
 }
 
 /// Recomputes `product_affinity` from the whole `events` table and overwrites it in one commit.
@@ -131,34 +134,11 @@ pub async fn rebuild_rows(
     opts: &AffinityOptions,
     write: &WriteOptions,
 ) -> Result<(AffinityReport, Vec<RecordBatch>)> {
-    let mut report = AffinityReport::default();
-    let started = Instant::now();
-    let Some(input) = read(lake, opts.until).await? else {
-        return Ok((report, Vec::new()));
+    let ctx = SessionContext::new();
+    let Some(as_of) = register_input(&ctx, lake, opts.until).await? else {
+        return Ok((AffinityReport::default(), Vec::new()));
     };
-    report.as_of = Some(input.as_of);
-    report.views = input.views.height() as u64;
-    report.order_lines = input.lines.height() as u64;
-    report.read_secs = started.elapsed().as_secs_f64();
-
-    let started = Instant::now();
-    let half_life_hours = opts.half_life_hours;
-    let opts = opts.clone();
-    let (frame, sessions, orders) = tokio::task::spawn_blocking(move || compute(input, &opts))
-        .await
-        .map_err(|source| Error::Panicked {
-            table: PRODUCT_AFFINITY_TABLE,
-            source,
-        })??;
-    report.sessions = sessions;
-    report.orders = orders;
-    report.rows = frame.height() as u64;
-    report.products = frame
-        .column("product")
-        .and_then(|c| c.n_unique())
-        .map_err(polars_err)? as u64;
-    let batch = to_arrow(&frame, half_life_hours)?;
-    report.compute_secs = started.elapsed().as_secs_f64();
+    let (mut report, batches) = compute(&ctx, as_of, opts).await?;
 
     let started = Instant::now();
     // Created empty, then overwritten with the writer transaction: of two jobs at once exactly
@@ -172,7 +152,7 @@ pub async fn rebuild_rows(
     )
     .await?;
     let table = table
-        .write(vec![batch.clone()])
+        .write(batches.clone())
         .with_save_mode(SaveMode::Overwrite)
         .with_writer_properties(write.writer_properties(&TABLE)?)
         .with_target_file_size(write.target_file_size())
@@ -181,22 +161,17 @@ pub async fn rebuild_rows(
         .map_err(|e| Error::delta(PRODUCT_AFFINITY_TABLE, e))?;
     report.version = table.version();
     report.write_secs = started.elapsed().as_secs_f64();
-    Ok((report, vec![batch]))
+    Ok((report, batches))
 }
 
-/// The job's input, in polars: `views` (key = session, product, t) and `lines` (key = order
-/// event, product, t), in arrival order; times are µs.
-struct Input {
-    as_of: i64,
-    views: PlFrame,
-    lines: PlFrame,
-}
-
-/// Reads the product views and order lines up to `until` (or the lake's latest event).
-async fn read(lake: &Lake, until: Option<i64>) -> Result<Option<Input>> {
-    let qe = |source| Error::query(PRODUCT_AFFINITY_TABLE, source);
-    let ctx = datafusion::prelude::SessionContext::new();
-    let Some(events) = lake.scan(&ctx, EVENTS_TABLE).await? else {
+/// Registers the product views and order lines up to `until` (or the lake's latest event) as
+/// [`VIEWS`] and [`LINES`]; returns the time counted up to, None when the lake has no events.
+async fn register_input(
+    ctx: &SessionContext,
+    lake: &Lake,
+    until: Option<i64>,
+) -> Result<Option<i64>> {
+    let Some(events) = lake.scan(ctx, EVENTS_TABLE).await? else {
         return Ok(None);
     };
     let as_of = match until {
@@ -207,7 +182,7 @@ async fn read(lake: &Lake, until: Option<i64>) -> Result<Option<Input>> {
         },
     };
     ctx.register_table(EVENTS_TABLE, events.into_view())
-        .map_err(qe)?;
+        .map_err(query_err)?;
     let views = [
         EventName::ProductViewed,
         EventName::ProductClicked,
@@ -224,317 +199,251 @@ async fn read(lake: &Lake, until: Option<i64>) -> Result<Option<Input>> {
          WHERE event_name IN ({views}) AND {humans} \
            AND session_id IS NOT NULL AND products[1]['product_id'] IS NOT NULL"
     );
+    // Each line with its place in the order (1 = first): an order pairs its first products.
     let lines = format!(
-        "SELECT key, line['product_id'] AS product, t FROM ( \
-           SELECT event_id AS key, CAST(event_time AS BIGINT) AS t, unnest(products) AS line \
+        "SELECT key, products[line]['product_id'] AS product, line, t FROM ( \
+           SELECT event_id AS key, CAST(event_time AS BIGINT) AS t, products, \
+                  unnest(range(1, CAST(cardinality(products) AS BIGINT) + 1)) AS line \
            FROM {EVENTS_TABLE} WHERE event_name = '{}' AND {humans}) \
-         WHERE line['product_id'] IS NOT NULL",
+         WHERE products[line]['product_id'] IS NOT NULL",
         EventName::OrderCompleted.as_str()
     );
-    let query = |sql: String| {
-        let ctx = &ctx;
-        async move {
-            let batches = ctx
-                .sql(&sql)
-                .await
-                .map_err(qe)?
-                .collect()
-                .await
-                .map_err(qe)?;
-            to_polars(&batches)
-        }
+    for (name, sql) in [(VIEWS, views), (LINES, lines)] {
+        let frame = ctx.sql(&sql).await.map_err(query_err)?;
+        ctx.register_table(name, frame.into_view())
+            .map_err(query_err)?;
+    }
+    Ok(Some(as_of))
+}
+
+/// Runs `sql` and holds its result in memory (it is read more than once).
+async fn cached(ctx: &SessionContext, sql: &str) -> Result<DataFrame> {
+    ctx.sql(sql)
+        .await
+        .map_err(query_err)?
+        .cache()
+        .await
+        .map_err(query_err)
+}
+
+/// The single row of a (sum of counts, count, sum of weights) query; a sum over no rows is 0.
+async fn counts_and_total(frame: DataFrame) -> Result<(u64, u64, f64)> {
+    let batches = frame.collect().await.map_err(query_err)?;
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| unexpected("no row for a count"))?;
+    let int = |i: usize| -> Result<u64> {
+        let c = arrow::compute::cast(batch.column(i), &DataType::Int64)?;
+        let c = c
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| unexpected("a count of an unexpected type"))?;
+        Ok(if c.is_null(0) {
+            0
+        } else {
+            u64::try_from(c.value(0)).unwrap_or_default()
+        })
     };
-    let views = query(views).await?;
-    let lines = query(lines).await?;
-    Ok(Some(Input {
-        as_of,
-        views,
-        lines,
-    }))
+    let total = arrow::compute::cast(batch.column(2), &DataType::Float64)?;
+    let total = total.as_primitive::<arrow::datatypes::Float64Type>();
+    let total = if total.is_null(0) {
+        0.0
+    } else {
+        total.value(0)
+    };
+    Ok((int(0)?, int(1)?, total))
 }
 
-/// (key, product, t) batches → a polars frame of the same columns.
-fn to_polars(batches: &[RecordBatch]) -> Result<PlFrame> {
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let strings = |a: &ArrayRef| arrow::compute::cast(a, &DataType::Utf8);
-    // The string columns are cast to one type first (the scan may hand back views); they must
-    // outlive the slices borrowed from them.
-    let mut owned = Vec::with_capacity(batches.len());
-    for b in batches {
-        owned.push((
-            strings(b.column(0))?,
-            strings(b.column(1))?,
-            b.column(2).clone(),
-        ));
-    }
-    let (mut keys, mut products, mut times) = (
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-        Vec::with_capacity(rows),
-    );
-    for (k, p, t) in &owned {
-        let (Some(k), Some(p), Some(t)) = (
-            k.as_string_opt::<i32>(),
-            p.as_string_opt::<i32>(),
-            t.as_primitive_opt::<Int64Type>(),
-        ) else {
-            return Err(unexpected("columns of unexpected types"));
-        };
-        // The queries filter nulls out; one here is a bug, not a row to drop.
-        if k.null_count() + p.null_count() + t.null_count() > 0 {
-            return Err(unexpected("a null key, product or time"));
-        }
-        keys.extend(k.iter().flatten());
-        products.extend(p.iter().flatten());
-        times.extend(t.values().iter().copied());
-    }
-    PlFrame::new(
-        keys.len(),
-        vec![
-            Column::new("key".into(), keys),
-            Column::new("product".into(), products),
-            Column::new("t".into(), times),
-        ],
-    )
-    .map_err(polars_err)
-}
-
-/// Adds `name`: the position of each row within its `key` (0 = first), in the frame's order.
-fn with_position(frame: LazyFrame, key: &str, name: &str) -> Result<LazyFrame> {
-    let row = format!("_{name}_row");
-    let first = col(row.as_str())
-        .min()
-        .over([col(key)])
-        .map_err(polars_err)?;
-    Ok(frame.with_row_index(row.as_str(), None).with_column(
-        (col(row.as_str()).cast(PlType::Int64) - first.cast(PlType::Int64)).alias(name),
-    ))
-}
-
-/// The job proper: returns the output rows (sorted by product, relation, rank), and how many
-/// sessions and orders were counted.
-fn compute(input: Input, opts: &AffinityOptions) -> Result<(PlFrame, u64, u64)> {
+/// The job proper, over [`VIEWS`] and [`LINES`] registered in `ctx`: the report (without the
+/// write's figures) and the output rows in the table's schema, sorted by product, relation, rank.
+async fn compute(
+    ctx: &SessionContext,
+    as_of: i64,
+    opts: &AffinityOptions,
+) -> Result<(AffinityReport, Vec<RecordBatch>)> {
+    let mut report = AffinityReport {
+        as_of: Some(as_of),
+        ..AffinityReport::default()
+    };
+    let started = Instant::now();
+    // Numbers go into the SQL by Display, which never writes an exponent and round-trips.
     let half_life_micros = opts.half_life_hours * 3_600.0 * 1e6;
-    let as_of = input.as_of;
-    let weight = move |t: Expr| {
-        lit(2.0f64).pow((t.cast(PlType::Float64) - lit(as_of as f64)) / lit(half_life_micros))
-    };
-    let by = |names: &[&str]| names.iter().map(|n| col(*n)).collect::<Vec<_>>();
-    let sort = |frame: LazyFrame, names: &[&str], descending: &[bool]| {
-        frame.sort(
-            names
-                .iter()
-                .map(|n| (*n).into())
-                .collect::<Vec<polars::prelude::PlSmallStr>>(),
-            SortMultipleOptions::default()
-                .with_order_descending_multi(descending.to_vec())
-                .with_maintain_order(true),
+    let weight = |t: &str| {
+        format!(
+            "power(CAST(2 AS DOUBLE), (CAST({t} AS DOUBLE) - CAST({as_of} AS DOUBLE)) \
+             / CAST({half_life_micros} AS DOUBLE))"
         )
     };
 
-    // Each product once per session (its first view) and once per order (its first line), in
-    // the order the session or order met them, with its position and weight.
-    let firsts = |frame: PlFrame, order_by: &str| -> Result<LazyFrame> {
-        let frame = frame.lazy().with_row_index("line", None);
-        let firsts = frame
-            .group_by(by(&["key", "product"]))
-            .agg([col("t").min(), col("line").min()]);
-        let sorted = sort(
-            firsts,
-            &["key", order_by, "product"],
-            &[false, false, false],
-        );
-        Ok(with_position(sorted, "key", "pos")?.with_column(weight(col("t")).alias("w")))
-    };
-    let views = firsts(input.views, "t")?.collect().map_err(polars_err)?;
-    let lines = firsts(input.lines, "line")?.collect().map_err(polars_err)?;
-
-    // c_i: decayed sessions / orders with the product; n: decayed sessions / orders.
-    let counts = |frame: &PlFrame| {
-        frame
-            .clone()
-            .lazy()
-            .group_by([col("product")])
-            .agg([col("w").sum().alias("count")])
-    };
-    let total = |frame: &PlFrame| -> Result<(f64, u64)> {
-        let per_key = frame
-            .clone()
-            .lazy()
-            .group_by([col("key")])
-            .agg([col("t").min()])
-            .select([weight(col("t")).sum().alias("n"), len().alias("keys")])
-            .collect()
-            .map_err(polars_err)?;
-        let n = per_key
-            .column("n")
-            .and_then(|c| c.f64().map(|c| c.get(0)))
-            .map_err(polars_err)?
-            .unwrap_or_default();
-        let keys = per_key
-            .column("keys")
-            .and_then(|c| c.cast(&PlType::UInt64))
-            .and_then(|c| c.u64().map(|c| c.get(0)))
-            .map_err(polars_err)?
-            .unwrap_or_default();
-        Ok((n, keys))
-    };
-    let (session_total, sessions) = total(&views)?;
-    let (order_total, orders) = total(&lines)?;
-
-    // Pairs: both directions, at the weight of the later of the two (views), or of the order.
-    let pairs = |frame: &PlFrame, keep: Expr| {
-        let left = frame
-            .clone()
-            .lazy()
-            .filter(keep.clone())
-            .select(by(&["key", "product", "pos", "w"]));
-        let right = frame.clone().lazy().filter(keep).select([
-            col("key"),
-            col("product").alias("related"),
-            col("pos").alias("rpos"),
-            col("w").alias("rw"),
-        ]);
-        left.inner_join(right, col("key"), col("key"))
-    };
-    let window = opts.session_window as i64;
-    let viewed = pairs(&views, lit(true))
-        .filter(
-            col("pos")
-                .neq(col("rpos"))
-                .and((col("pos") - col("rpos")).lt_eq(lit(window)))
-                .and((col("rpos") - col("pos")).lt_eq(lit(window))),
+    // Each product once per session (its first view) and once per order (its first line), with
+    // its place in the session or order (1 = first; a session orders by time, then product id;
+    // signed, as places are subtracted) and its weight; `n` is how many input rows it stands for.
+    let firsts = |input: &str, order: &str| {
+        format!(
+            "SELECT key, product, t, n, {w} AS w, \
+                    CAST(row_number() OVER (PARTITION BY key ORDER BY {order}, product) \
+                         AS BIGINT) AS pos \
+             FROM (SELECT key, product, min(t) AS t, min({line}) AS line, count(*) AS n \
+                   FROM {input} GROUP BY key, product)",
+            w = weight("t"),
+            line = if input == LINES { "line" } else { "t" },
         )
-        .with_column(
-            when(col("pos").gt(col("rpos")))
-                .then(col("w"))
-                .otherwise(col("rw"))
-                .alias("w"),
-        );
-    let bought = pairs(
-        &lines,
-        col("pos").lt(lit(opts.order_pair_limit.max(2) as i64)),
-    )
-    .filter(col("pos").neq(col("rpos")));
+    };
+    let views = cached(ctx, &firsts(VIEWS, "t")).await?;
+    let lines = cached(ctx, &firsts(LINES, "line")).await?;
+    ctx.register_table("affinity_view_firsts", views.into_view())
+        .map_err(query_err)?;
+    ctx.register_table("affinity_line_firsts", lines.into_view())
+        .map_err(query_err)?;
+    report.read_secs = started.elapsed().as_secs_f64();
 
-    let scored =
-        |pairs: LazyFrame, counts: LazyFrame, relation: &str, n: f64| -> Result<LazyFrame> {
-            let together = pairs
-                .group_by(by(&["product", "related"]))
-                .agg([col("w").sum().alias("together")]);
-            let with_counts = together
-                .inner_join(
-                    counts
-                        .clone()
-                        .select([col("product"), col("count").alias("product_count")]),
-                    col("product"),
-                    col("product"),
-                )
-                .inner_join(
-                    counts.select([
-                        col("product").alias("related"),
-                        col("count").alias("related_count"),
-                    ]),
-                    col("related"),
-                    col("related"),
-                )
-                .with_column(
-                    ((col("together") / (col("product_count") * col("related_count")).sqrt())
-                        * (col("together") / (col("together") + lit(opts.shrinkage))))
-                    .alias("score"),
-                );
-            let sorted = sort(
-                with_counts,
-                &["product", "score", "related"],
-                &[false, true, false],
-            );
-            Ok(with_position(sorted, "product", "rank")?
-                .filter(col("rank").lt(lit(opts.neighbours.max(1) as i64)))
-                .with_column((col("rank") + lit(1i64)).alias("rank"))
-                .with_columns([
-                    lit(relation).alias("relation"),
-                    lit(n).alias("relation_total"),
-                ]))
-        };
-    let out = polars::prelude::concat(
-        [
-            scored(viewed, counts(&views), VIEWED_TOGETHER, session_total)?,
-            scored(bought, counts(&lines), BOUGHT_TOGETHER, order_total)?,
-        ],
-        Default::default(),
-    )
-    .map_err(polars_err)?
-    .with_column(lit(as_of).alias("as_of"));
-    let out = sort(
-        out,
-        &["product", "relation", "rank"],
-        &[false, false, false],
-    )
-    .collect()
-    .map_err(polars_err)?;
-    Ok((out, sessions, orders))
+    let started = Instant::now();
+    // Input rows, and keys (sessions, orders) with their decayed total: a key weighs as at its
+    // first product.
+    let mut totals = [0.0; 2];
+    for (i, (firsts, rows, keys)) in [
+        (
+            "affinity_view_firsts",
+            &mut report.views,
+            &mut report.sessions,
+        ),
+        (
+            "affinity_line_firsts",
+            &mut report.order_lines,
+            &mut report.orders,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sql = format!(
+            "SELECT (SELECT sum(n) FROM {firsts}), \
+                    (SELECT count(*) FROM (SELECT DISTINCT key FROM {firsts})), \
+                    (SELECT sum({w}) FROM (SELECT key, min(t) AS t FROM {firsts} GROUP BY key))",
+            w = weight("t")
+        );
+        let row = ctx.sql(&sql).await.map_err(query_err)?;
+        (*rows, *keys, totals[i]) = counts_and_total(row).await?;
+    }
+    // Pairs, both directions: within the session window at the weight of the later view; within
+    // the order's first products at the order's weight.
+    let viewed = format!(
+        "SELECT a.product, b.product AS related, CASE WHEN a.pos > b.pos THEN a.w ELSE b.w END AS w \
+         FROM affinity_view_firsts a JOIN affinity_view_firsts b ON a.key = b.key \
+         WHERE a.pos <> b.pos AND a.pos - b.pos <= {window} AND b.pos - a.pos <= {window}",
+        window = opts.session_window
+    );
+    let bought = format!(
+        "SELECT a.product, b.product AS related, a.w \
+         FROM affinity_line_firsts a JOIN affinity_line_firsts b ON a.key = b.key \
+         WHERE a.pos <> b.pos AND a.pos <= {limit} AND b.pos <= {limit}",
+        limit = opts.order_pair_limit.max(2)
+    );
+    let scored = |pairs: &str, relation: &str, total: f64| {
+        format!(
+            "SELECT * FROM ( \
+               SELECT product AS {PRODUCT_ID}, related AS related_product_id, \
+                      '{relation}' AS relation, together, product_count, related_count, \
+                      relation_total, score, \
+                      CAST(row_number() OVER (PARTITION BY product ORDER BY score DESC, related) \
+                           AS INT) AS rank \
+               FROM (SELECT p.product, p.related, p.together, \
+                            c.count AS product_count, r.count AS related_count, \
+                            CAST({total} AS DOUBLE) AS relation_total, \
+                            p.together / sqrt(c.count * r.count) \
+                              * (p.together / (p.together + CAST({shrinkage} AS DOUBLE))) AS score \
+                     FROM (SELECT product, related, sum(w) AS together FROM ({pairs}) \
+                           GROUP BY product, related) p \
+                     JOIN counts_{relation} c ON c.product = p.product \
+                     JOIN counts_{relation} r ON r.product = p.related)) \
+             WHERE rank <= {neighbours}",
+            shrinkage = opts.shrinkage,
+            neighbours = opts.neighbours.max(1),
+        )
+    };
+    for (firsts, relation) in [
+        ("affinity_view_firsts", VIEWED_TOGETHER),
+        ("affinity_line_firsts", BOUGHT_TOGETHER),
+    ] {
+        let counts = ctx
+            .sql(&format!(
+                "SELECT product, sum(w) AS count FROM {firsts} GROUP BY product"
+            ))
+            .await
+            .map_err(query_err)?;
+        ctx.register_table(format!("counts_{relation}").as_str(), counts.into_view())
+            .map_err(query_err)?;
+    }
+    let sql = format!(
+        "{} UNION ALL {} ORDER BY {PRODUCT_ID}, relation, rank",
+        scored(&viewed, VIEWED_TOGETHER, totals[0]),
+        scored(&bought, BOUGHT_TOGETHER, totals[1]),
+    );
+    let batches = ctx
+        .sql(&sql)
+        .await
+        .map_err(query_err)?
+        .collect()
+        .await
+        .map_err(query_err)?;
+    let batches = with_job_columns(batches, as_of, opts.half_life_hours)?;
+    report.rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let mut products = HashSet::new();
+    for b in &batches {
+        let ids = b.column(0).as_string::<i32>();
+        products.extend(ids.iter().flatten().map(str::to_owned));
+    }
+    report.products = products.len() as u64;
+    report.compute_secs = started.elapsed().as_secs_f64();
+    Ok((report, batches))
 }
 
-/// The polars result → one Arrow batch in the table's schema.
-fn to_arrow(frame: &PlFrame, half_life_hours: f64) -> Result<RecordBatch> {
-    let e = polars_err;
-    let text = |name: &str| -> Result<ArrayRef> {
-        let c = frame
-            .column(name)
-            .and_then(|c| c.str().cloned())
-            .map_err(e)?;
-        // A null meets the table's non-null schema and fails the batch: no row turns into "".
-        Ok(Arc::new(c.iter().collect::<StringArray>()))
-    };
-    let float = |name: &str| -> Result<ArrayRef> {
-        let c = frame
-            .column(name)
-            .and_then(|c| c.f64().cloned())
-            .map_err(e)?;
-        Ok(Arc::new(c.iter().collect::<Float64Array>()))
-    };
-    let rows = frame.height();
-    let rank = frame
-        .column("rank")
-        .and_then(|c| c.cast(&PlType::Int32))
-        .map_err(e)?;
-    let rank: Int32Array = rank.i32().map_err(e)?.iter().collect();
-    let as_of = frame
-        .column("as_of")
-        // An empty frame (no product seen with another yet) has no first row; polars' `get`
-        // panics on one (found by scripts/chaos: a warm start on a lake a crash left small).
-        .and_then(|c| c.i64().map(|c| if rows == 0 { None } else { c.get(0) }))
-        .map_err(e)?
-        .unwrap_or_default();
+/// The scored rows → the table's schema, with `as_of`, `half_life_hours` and `computed_at`.
+fn with_job_columns(
+    batches: Vec<RecordBatch>,
+    as_of: i64,
+    half_life_hours: f64,
+) -> Result<Vec<RecordBatch>> {
     let now = chrono::Utc::now().timestamp_micros();
-    let stamp = |t: i64| -> ArrayRef {
-        Arc::new(TimestampMicrosecondArray::from(vec![t; rows]).with_timezone("UTC"))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        text("product")?,
-        text("related")?,
-        text("relation")?,
-        float("together")?,
-        float("product_count")?,
-        float("related_count")?,
-        float("relation_total")?,
-        float("score")?,
-        Arc::new(rank),
-        stamp(as_of),
-        Arc::new(Float64Array::from(vec![half_life_hours; rows])),
-        stamp(now),
-    ];
-    Ok(RecordBatch::try_new(product_affinity_schema(), columns)?)
+    let batches = batches
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| {
+            let rows = b.num_rows();
+            let stamp = |t: i64| -> ArrayRef {
+                Arc::new(TimestampMicrosecondArray::from(vec![t; rows]).with_timezone("UTC"))
+            };
+            let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
+            let mut columns = b.columns().to_vec();
+            for (name, column) in [
+                (AS_OF, stamp(as_of)),
+                (
+                    HALF_LIFE_HOURS,
+                    Arc::new(Float64Array::from(vec![half_life_hours; rows])) as ArrayRef,
+                ),
+                (COMPUTED_AT, stamp(now)),
+            ] {
+                fields.push(Arc::new(arrow::datatypes::Field::new(
+                    name,
+                    column.data_type().clone(),
+                    false,
+                )));
+                columns.push(column);
+            }
+            let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+            Ok(RecordBatch::try_new(schema, columns)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    conform(batches, &TABLE)
 }
 
 /// Every row of `product_affinity`, in the table's schema; None when the job never ran.
 pub async fn read_table(lake: &Lake) -> Result<Option<Vec<RecordBatch>>> {
-    let qe = |source| Error::query(PRODUCT_AFFINITY_TABLE, source);
-    let ctx = datafusion::prelude::SessionContext::new();
+    let ctx = SessionContext::new();
     let Some(table) = lake.scan(&ctx, PRODUCT_AFFINITY_TABLE).await? else {
         return Ok(None);
     };
-    let batches = table.collect().await.map_err(qe)?;
+    let batches = table.collect().await.map_err(query_err)?;
     Ok(Some(conform(batches, &TABLE)?))
 }
 
@@ -556,19 +465,33 @@ mod tests {
         }
     }
 
-    fn frame(rows: &[(&str, &str, i64)]) -> PlFrame {
-        PlFrame::new(
-            rows.len(),
-            vec![
-                Column::new("key".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()),
-                Column::new(
-                    "product".into(),
-                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-                ),
-                Column::new("t".into(), rows.iter().map(|r| r.2).collect::<Vec<_>>()),
-            ],
+    /// A (key, product, t) table; with `line`, also each row's place (1 = first row).
+    fn table(rows: &[(&str, &str, i64)], line: bool) -> Arc<datafusion::datasource::MemTable> {
+        use arrow::array::{Int64Array, StringArray};
+        let mut columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "key",
+                Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>()),
+            ),
+            (
+                "product",
+                Arc::new(rows.iter().map(|r| Some(r.1)).collect::<StringArray>()),
+            ),
+        ];
+        if line {
+            columns.push((
+                "line",
+                Arc::new(Int64Array::from_iter_values(1..=rows.len() as i64)),
+            ));
+        }
+        columns.push((
+            "t",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+        ));
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        Arc::new(
+            datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]]).unwrap(),
         )
-        .unwrap()
     }
 
     /// (product, related, relation)
@@ -576,34 +499,34 @@ mod tests {
     /// (together, product_count, related_count, relation_total, score, rank)
     type Row = (f64, f64, f64, f64, f64, i32);
 
-    fn rows(
+    async fn rows(
         views: &[(&str, &str, i64)],
         lines: &[(&str, &str, i64)],
         opts: &AffinityOptions,
     ) -> std::collections::BTreeMap<Key, Row> {
-        let input = Input {
-            as_of: 10 * HOUR,
-            views: frame(views),
-            lines: frame(lines),
-        };
-        let (out, _, _) = compute(input, opts).unwrap();
-        let batch = to_arrow(&out, opts.half_life_hours).unwrap();
-        let s = |i: usize| batch.column(i).as_string::<i32>().clone();
-        let f = |i: usize| {
-            batch
-                .column(i)
-                .as_primitive::<arrow::datatypes::Float64Type>()
-                .clone()
-        };
-        let (p, r, rel) = (s(0), s(1), s(2));
-        let (tg, pc, rc, tot, sc) = (f(3), f(4), f(5), f(6), f(7));
-        let rank = batch
-            .column(8)
-            .as_primitive::<arrow::datatypes::Int32Type>()
-            .clone();
-        (0..batch.num_rows())
-            .map(|i| {
-                (
+        let ctx = SessionContext::new();
+        ctx.register_table(VIEWS, table(views, false)).unwrap();
+        ctx.register_table(LINES, table(lines, true)).unwrap();
+        let (report, batches) = compute(&ctx, 10 * HOUR, opts).await.unwrap();
+        assert_eq!(report.views, views.len() as u64);
+        assert_eq!(report.order_lines, lines.len() as u64);
+        let mut out = std::collections::BTreeMap::new();
+        for batch in batches {
+            let s = |i: usize| batch.column(i).as_string::<i32>().clone();
+            let f = |i: usize| {
+                batch
+                    .column(i)
+                    .as_primitive::<arrow::datatypes::Float64Type>()
+                    .clone()
+            };
+            let (p, r, rel) = (s(0), s(1), s(2));
+            let (tg, pc, rc, tot, sc) = (f(3), f(4), f(5), f(6), f(7));
+            let rank = batch
+                .column(8)
+                .as_primitive::<arrow::datatypes::Int32Type>()
+                .clone();
+            for i in 0..batch.num_rows() {
+                out.insert(
                     (p.value(i).into(), r.value(i).into(), rel.value(i).into()),
                     (
                         tg.value(i),
@@ -613,9 +536,10 @@ mod tests {
                         sc.value(i),
                         rank.value(i),
                     ),
-                )
-            })
-            .collect()
+                );
+            }
+        }
+        out
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -628,14 +552,14 @@ mod tests {
 
     /// A lake whose sessions each viewed one product (a crash left it small) gives no pairs:
     /// an empty table, not a panic (found by scripts/chaos in a warm start).
-    #[test]
-    fn a_lake_without_a_pair_gives_no_rows() {
+    #[tokio::test]
+    async fn a_lake_without_a_pair_gives_no_rows() {
         let views = [("s1", "A", 9 * HOUR), ("s2", "B", 9 * HOUR)];
-        assert!(rows(&views, &[], &engine_defaults()).is_empty());
+        assert!(rows(&views, &[], &engine_defaults()).await.is_empty());
     }
 
-    #[test]
-    fn counts_decay_normalise_and_rank_as_the_engine_does() {
+    #[tokio::test]
+    async fn counts_decay_normalise_and_rank_as_the_engine_does() {
         let opts = AffinityOptions {
             half_life_hours: 1.0,
             ..engine_defaults()
@@ -657,7 +581,7 @@ mod tests {
             ("o2", "A", 10 * HOUR),
             ("o2", "C", 10 * HOUR),
         ];
-        let out = rows(&views, &lines, &opts);
+        let out = rows(&views, &lines, &opts).await;
         let cosine = |c: f64, ci: f64, cj: f64| c / (ci * cj).sqrt() * c / (c + 1.0);
 
         // Viewed together: sessions count once per product; n = 1.5 sessions.
@@ -687,8 +611,8 @@ mod tests {
         assert_eq!(out.len(), 6 + 4);
     }
 
-    #[test]
-    fn pairs_stay_within_the_session_window_and_the_order_pair_limit() {
+    #[tokio::test]
+    async fn pairs_stay_within_the_session_window_and_the_order_pair_limit() {
         let opts = AffinityOptions {
             session_window: 1,
             order_pair_limit: 2,
@@ -699,7 +623,7 @@ mod tests {
         // At the same time, the session meets them in id order.
         let views = [("s", "Z", t), ("s", "X", t), ("s", "Y", t)];
         let lines = [("o", "P", t), ("o", "Q", t), ("o", "R", t)];
-        let out = rows(&views, &lines, &opts);
+        let out = rows(&views, &lines, &opts).await;
         // X–Z are two products apart; R is beyond the pair limit. One neighbour each (Y has two
         // candidates of equal score: the smaller id wins).
         let pairs: Vec<_> = out

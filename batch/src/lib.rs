@@ -29,7 +29,9 @@
 //!   raw archive objects are deleted) and VACUUM (files no table version within a grace period
 //!   needs leave storage, with their key-index objects);
 //! - [`affinity`]: the `product_affinity` table (item to item over the whole history, in
-//!   polars), which seeds the live recommendations on a cold start;
+//!   DataFusion SQL), which seeds the live recommendations on a cold start;
+//! - [`bucket`]: the lake bucket's own settings on S3 (encryption, public access, lifecycle
+//!   rules), checked and set by `shoplake lake init`;
 //! - [`schedule`]: those jobs on intervals, as `shoplake up` runs them ([`Schedule`]).
 //!
 //! Reading back: [`archive`] puts the Firehose raw archive back on the events stream (`shoplake
@@ -87,14 +89,15 @@
 //! other engines read); `datafusion` sorts each round and runs the derived tables' SQL; `object_store` and
 //! `parquet` read the staging files (and a lake file's key column alone, for [`keys`]);
 //! `twox-hash` is the 64-bit hash the key index keeps (parquet's own, already in the tree);
-//! `shoplake-server` holds the `/metrics` helpers and the fault points; `shoplake-ingest` is the stream a replay puts the archive back on and the archive's line format; `polars` runs the product-affinity job's self-joins and
-//! group-bys (lazy API only, no polars I/O: see [`affinity`] for why data crosses column by column);
-//! `csv` reads the campaign spend files the ad platforms export ([`spend`]).
+//! `shoplake-server` holds the `/metrics` helpers and the fault points; `shoplake-ingest` is the stream a replay puts the archive back on and the archive's line format;
+//! `aws-config` and `aws-sdk-s3` read and put the lake bucket's settings ([`bucket`]), which
+//! object_store has no calls for; `csv` reads the campaign spend files the ad platforms export ([`spend`]).
 
 use deltalake::kernel::transaction::TransactionError;
 
 pub mod affinity;
 pub mod archive;
+pub mod bucket;
 pub mod compact;
 pub mod derived;
 pub mod erase;
@@ -217,12 +220,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The polars part of a batch job failed.
-    #[error("the {table} job (polars): {source}")]
-    Polars {
-        table: &'static str,
-        #[source]
-        source: polars::prelude::PolarsError,
+    /// A call to S3 about the lake bucket's settings failed (`shoplake lake init`).
+    #[error("the bucket {bucket}: {call}: {detail}")]
+    Bucket {
+        bucket: String,
+        call: &'static str,
+        detail: String,
     },
     /// A batch job's query returned what the job does not expect: a bug, not bad data.
     #[error("the {table} job's query returned {problem}")]

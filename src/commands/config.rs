@@ -1,8 +1,10 @@
-//! `shoplake config check FILE`: validate a pipeline config without running anything.
+//! `shoplake config check FILE`: validate a pipeline config without running anything; with the
+//! lake on S3 (`--lake s3://…`), also compare its bucket's settings with the config (read only,
+//! as `shoplake lake init --check`).
 
 use std::path::PathBuf;
 
-use crate::config::PipelineConfig;
+use crate::config::{DataArgs, PipelineConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -18,7 +20,7 @@ enum Action {
     Default,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     match args.action {
         Action::Check { file } => {
             let config = PipelineConfig::load(&file)?;
@@ -41,6 +43,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             println!("{} is valid. Effective config:\n", file.display());
             println!("{}", toml::to_string_pretty(&config)?);
+            let lake = data.lake_root();
+            if lake.starts_with("s3://") {
+                println!("The lake bucket ({lake}):\n");
+                let findings = super::lake::inspect(&config, &lake, false).await?;
+                super::lake::print(&findings, false)?;
+                super::lake::differing(&findings, true)?;
+            }
         }
         Action::Default => println!("{}", toml::to_string_pretty(&PipelineConfig::default())?),
     }

@@ -7,6 +7,7 @@ pub mod emit;
 pub mod erase;
 pub mod eval;
 pub mod keys;
+pub mod lake;
 pub mod load;
 pub mod query;
 pub mod replay;

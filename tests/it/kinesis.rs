@@ -69,8 +69,8 @@ fn count_of(mut sql: Command) -> u64 {
 
 /// A lake on S3 (moto): `s3://BUCKET/lake` in a bucket of its own.
 pub(crate) struct S3Lake {
-    endpoint: String,
-    url: String,
+    pub(crate) endpoint: String,
+    pub(crate) url: String,
     /// The bucket, for reading back what the binary wrote.
     bucket: object_store::aws::AmazonS3,
 }

@@ -4,6 +4,7 @@
 
 mod auth;
 mod bench;
+mod bucket;
 mod chaos;
 mod collector_sdk;
 mod dashboards;

@@ -93,7 +93,7 @@
 //! products' serving lists are stored, so a restored engine answers as the saved one did.
 //!
 //! Cold start (no saved state): [`RecsEngine::seed`] loads the lake's `product_affinity` table
-//! ([`Affinity`], written by the polars job in `shoplake_batch::affinity`, which counts as this
+//! ([`Affinity`], written by the batch job in `shoplake_batch::affinity`, which counts as this
 //! engine does), so item to item starts from the whole history; events up to the table's `as_of`
 //! (the replay of the lake's recent days) then feed everything but the co-occurrences and the
 //! counts behind them, which the table already holds.
