@@ -42,6 +42,21 @@ fn states(stdout: &str) -> std::collections::BTreeMap<String, (String, String, S
         .collect()
 }
 
+/// A pipeline config with a KMS key, 3-day multipart clean-up, the raw archive kept 90 days (a
+/// delivery stream archives) and the quarantine kept `quarantine`.
+fn write_config(path: &Path, quarantine: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "[lake]\nencryption = \"sse-kms\"\nkms_key_id = \"alias/shoplake-test\"\n\
+             abort_multipart_uploads = \"3d\"\n\
+             [retention]\nquarantine = \"{quarantine}\"\nraw_archive = \"90d\"\n\
+             [firehose]\narchive_stream = \"shop-raw\"\n"
+        ),
+    )
+    .unwrap();
+}
+
 #[test]
 fn lake_init_sets_encryption_public_access_and_lifecycle_and_keeps_the_stores_own_rules() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -51,14 +66,7 @@ fn lake_init_sets_encryption_public_access_and_lifecycle_and_keeps_the_stores_ow
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
-    std::fs::write(
-        data.join("pipeline.toml"),
-        "[lake]\nencryption = \"sse-kms\"\nkms_key_id = \"alias/shoplake-test\"\n\
-         abort_multipart_uploads = \"3d\"\n\
-         [retention]\nquarantine = \"30d\"\nraw_archive = \"90d\"\n\
-         [firehose]\narchive_stream = \"shop-raw\"\n",
-    )
-    .unwrap();
+    write_config(&data.join("pipeline.toml"), "30d");
     // The store already expires its own logs in this bucket.
     boto3(
         &lake,
@@ -164,14 +172,7 @@ fn lake_init_sets_encryption_public_access_and_lifecycle_and_keeps_the_stores_ow
     );
 
     // A shorter quarantine in the config: config check names the rule that differs.
-    std::fs::write(
-        data.join("shorter.toml"),
-        "[lake]\nencryption = \"sse-kms\"\nkms_key_id = \"alias/shoplake-test\"\n\
-         abort_multipart_uploads = \"3d\"\n\
-         [retention]\nquarantine = \"10d\"\nraw_archive = \"90d\"\n\
-         [firehose]\narchive_stream = \"shop-raw\"\n",
-    )
-    .unwrap();
+    write_config(&data.join("shorter.toml"), "10d");
     let shorter = data.join("shorter.toml").display().to_string();
     let out = lake_cmd(&lake, data, &["config", "check", &shorter]);
     assert!(!out.status.success());
