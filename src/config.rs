@@ -236,11 +236,10 @@ impl Default for LakeConfig {
 }
 
 impl PipelineConfig {
-    /// What the bucket of the lake at `lake` (`s3://BUCKET/PREFIX`) should have; also says, for
-    /// the operator, which retention has no lifecycle rule in this bucket and why.
+    /// What the bucket of the lake at `s3://BUCKET/PREFIX` should have; also says, for the
+    /// operator, which retention has no lifecycle rule in this bucket and why.
     pub fn bucket_settings(
         &self,
-        lake: &str,
         bucket: &str,
         prefix: &str,
     ) -> (shoplake_batch::bucket::BucketSettings, Vec<String>) {
@@ -260,15 +259,9 @@ impl PipelineConfig {
                 days: BucketSettings::days(period),
             });
         }
-        if let (Some(period), false) = (
-            self.retention.raw_archive,
-            self.firehose.archive_stream.is_empty(),
-        ) {
-            // The default archive is the `raw/` folder of the lake being set up.
-            let location = match self.firehose.archive_location.as_str() {
-                "" => format!("{}/raw", lake.trim_end_matches('/')),
-                configured => configured.to_owned(),
-            };
+        // The default archive is the `raw/` folder of the lake being set up.
+        let archive = archive_location(&format!("s3://{bucket}/{prefix}"), &self.firehose);
+        if let (Some(period), Some(location)) = (self.retention.raw_archive, archive) {
             match parse_location(&location) {
                 // Never a rule over a folder that holds the lake itself.
                 Some((b, p))
@@ -307,18 +300,29 @@ impl PipelineConfig {
     }
 }
 
+/// Where the raw archive of the lake at `lake_root` lives: `[firehose] archive_location`, or the
+/// lake's `raw/` folder; None when no delivery stream archives the records.
+pub fn archive_location(
+    lake_root: &str,
+    firehose: &shoplake_ingest::FirehoseConfig,
+) -> Option<String> {
+    if firehose.archive_stream.is_empty() {
+        return None;
+    }
+    Some(match firehose.archive_location.as_str() {
+        "" => format!("{}/raw", lake_root.trim_end_matches('/')),
+        configured => configured.to_owned(),
+    })
+}
+
 /// The raw archive's store: `[firehose] archive_location`, or the lake's `raw/` folder; None
 /// when no delivery stream archives the records.
 pub fn raw_archive(
     data: &DataArgs,
     firehose: &shoplake_ingest::FirehoseConfig,
 ) -> anyhow::Result<Option<std::sync::Arc<dyn object_store::ObjectStore>>> {
-    if firehose.archive_stream.is_empty() {
+    let Some(location) = archive_location(&data.lake_root(), firehose) else {
         return Ok(None);
-    }
-    let location = match firehose.archive_location.as_str() {
-        "" => format!("{}/raw", data.lake_root().trim_end_matches('/')),
-        configured => configured.to_owned(),
     };
     let archive = shoplake_batch::Lake::open(&location, Default::default())
         .with_context(|| format!("opening the raw archive at {location}"))?;
@@ -663,7 +667,7 @@ mod tests {
                 "[firehose]\narchive_stream = \"raw\"\narchive_location = \"{archive}\"\n"
             ))
             .unwrap();
-            let (settings, notes) = config.bucket_settings("s3://shop/lake", "shop", "lake");
+            let (settings, notes) = config.bucket_settings("shop", "lake");
             let prefixes: Vec<String> = settings.expiries.into_iter().map(|e| e.prefix).collect();
             (prefixes, notes.len())
         };

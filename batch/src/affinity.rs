@@ -34,12 +34,9 @@
 //! cores and the binary tens of MB; BENCHMARKS.md has the figures.)
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, RecordBatch, TimestampMicrosecondArray,
-};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
@@ -276,17 +273,16 @@ async fn compute(
     };
 
     // Each product once per session (its first view) and once per order (its first line), with
-    // its place in the session or order (1 = first; a session orders by time, then product id;
-    // signed, as places are subtracted) and its weight; `n` is how many input rows it stands for.
+    // its place in the session or order (1 = first, by the first `order` then product id; signed,
+    // as places are subtracted) and its weight; `n` is how many input rows it stands for.
     let firsts = |input: &str, order: &str| {
         format!(
             "SELECT key, product, t, n, {w} AS w, \
-                    CAST(row_number() OVER (PARTITION BY key ORDER BY {order}, product) \
+                    CAST(row_number() OVER (PARTITION BY key ORDER BY first, product) \
                          AS BIGINT) AS pos \
-             FROM (SELECT key, product, min(t) AS t, min({line}) AS line, count(*) AS n \
+             FROM (SELECT key, product, min(t) AS t, min({order}) AS first, count(*) AS n \
                    FROM {input} GROUP BY key, product)",
             w = weight("t"),
-            line = if input == LINES { "line" } else { "t" },
         )
     };
     let views = cached(ctx, &firsts(VIEWS, "t")).await?;
@@ -317,9 +313,8 @@ async fn compute(
     .enumerate()
     {
         let sql = format!(
-            "SELECT (SELECT sum(n) FROM {firsts}), \
-                    (SELECT count(*) FROM (SELECT DISTINCT key FROM {firsts})), \
-                    (SELECT sum({w}) FROM (SELECT key, min(t) AS t FROM {firsts} GROUP BY key))",
+            "SELECT (SELECT sum(n) FROM {firsts}), count(*), sum({w}) \
+             FROM (SELECT key, min(t) AS t FROM {firsts} GROUP BY key)",
             w = weight("t")
         );
         let row = ctx.sql(&sql).await.map_err(query_err)?;
@@ -375,9 +370,14 @@ async fn compute(
             .map_err(query_err)?;
     }
     let sql = format!(
-        "{} UNION ALL {} ORDER BY {PRODUCT_ID}, relation, rank",
+        "SELECT *, to_timestamp_micros({as_of}) AS {AS_OF}, \
+                CAST({half_life} AS DOUBLE) AS {HALF_LIFE_HOURS}, \
+                to_timestamp_micros({now}) AS {COMPUTED_AT} \
+         FROM ({} UNION ALL {}) ORDER BY {PRODUCT_ID}, relation, rank",
         scored(&viewed, VIEWED_TOGETHER, totals[0]),
         scored(&bought, BOUGHT_TOGETHER, totals[1]),
+        half_life = opts.half_life_hours,
+        now = chrono::Utc::now().timestamp_micros(),
     );
     let batches = ctx
         .sql(&sql)
@@ -386,55 +386,15 @@ async fn compute(
         .collect()
         .await
         .map_err(query_err)?;
-    let batches = with_job_columns(batches, as_of, opts.half_life_hours)?;
+    let batches = conform(batches, &TABLE)?;
     report.rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-    let mut products = HashSet::new();
-    for b in &batches {
-        let ids = b.column(0).as_string::<i32>();
-        products.extend(ids.iter().flatten().map(str::to_owned));
-    }
+    let products: HashSet<&str> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_string::<i32>().iter().flatten())
+        .collect();
     report.products = products.len() as u64;
     report.compute_secs = started.elapsed().as_secs_f64();
     Ok((report, batches))
-}
-
-/// The scored rows → the table's schema, with `as_of`, `half_life_hours` and `computed_at`.
-fn with_job_columns(
-    batches: Vec<RecordBatch>,
-    as_of: i64,
-    half_life_hours: f64,
-) -> Result<Vec<RecordBatch>> {
-    let now = chrono::Utc::now().timestamp_micros();
-    let batches = batches
-        .into_iter()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| {
-            let rows = b.num_rows();
-            let stamp = |t: i64| -> ArrayRef {
-                Arc::new(TimestampMicrosecondArray::from(vec![t; rows]).with_timezone("UTC"))
-            };
-            let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
-            let mut columns = b.columns().to_vec();
-            for (name, column) in [
-                (AS_OF, stamp(as_of)),
-                (
-                    HALF_LIFE_HOURS,
-                    Arc::new(Float64Array::from(vec![half_life_hours; rows])) as ArrayRef,
-                ),
-                (COMPUTED_AT, stamp(now)),
-            ] {
-                fields.push(Arc::new(arrow::datatypes::Field::new(
-                    name,
-                    column.data_type().clone(),
-                    false,
-                )));
-                columns.push(column);
-            }
-            let schema = Arc::new(arrow::datatypes::Schema::new(fields));
-            Ok(RecordBatch::try_new(schema, columns)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    conform(batches, &TABLE)
 }
 
 /// Every row of `product_affinity`, in the table's schema; None when the job never ran.
@@ -449,6 +409,10 @@ pub async fn read_table(lake: &Lake) -> Result<Option<Vec<RecordBatch>>> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::ArrayRef;
+
     use super::*;
 
     const HOUR: i64 = 3_600_000_000;

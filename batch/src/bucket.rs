@@ -116,32 +116,16 @@ pub fn parse_location(location: &str) -> Option<(String, String)> {
 /// region, `AWS_ENDPOINT_URL_S3`), the lake's storage options taking precedence for the endpoint
 /// and region; path-style addressing when an endpoint is set (S3-compatible servers, emulators).
 pub async fn client(storage_options: &HashMap<String, String>) -> Client {
-    let option = |keys: &[&str]| {
-        keys.iter().find_map(|k| {
-            storage_options
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.clone())
-        })
-    };
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = option(&["aws_region", "region"]) {
-        loader = loader.region(aws_config::Region::new(region));
+    if let Some((_, region)) = storage_options.iter().find(|(key, _)| {
+        key.eq_ignore_ascii_case("aws_region") || key.eq_ignore_ascii_case("region")
+    }) {
+        loader = loader.region(aws_config::Region::new(region.clone()));
     }
     let sdk = loader.load().await;
-    let endpoint = option(&[
-        "aws_endpoint_url_s3",
-        "aws_endpoint_url",
-        "aws_endpoint",
-        "endpoint",
-    ]);
-    let custom = endpoint.is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL").is_some();
-    let mut conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(custom);
-    if let Some(url) = endpoint {
-        conf = conf.endpoint_url(url);
-    }
+    let endpoint = crate::lake::s3_endpoint(storage_options);
+    let mut conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(endpoint.is_some());
+    conf.set_endpoint_url(endpoint);
     Client::from_conf(conf.build())
 }
 

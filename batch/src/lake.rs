@@ -251,7 +251,20 @@ impl Lake {
 /// otherwise refuse plain HTTP. Buckets are addressed by path, which emulators need and AWS
 /// accepts, unless `aws_virtual_hosted_style_request` says otherwise.
 fn s3_options(mut options: HashMap<String, String>) -> HashMap<String, String> {
-    let endpoint = [
+    if let Some(endpoint) = s3_endpoint(&options).filter(|e| e.starts_with("http://")) {
+        options.entry("aws_endpoint_url".into()).or_insert(endpoint);
+        options
+            .entry("aws_allow_http".into())
+            .or_insert("true".into());
+    }
+    options
+}
+
+/// The S3 endpoint the lake is reached at: a storage option (the first of `aws_endpoint_url_s3`,
+/// `aws_endpoint_url`, `aws_endpoint`, `endpoint`, in any case), else `AWS_ENDPOINT_URL_S3`, else
+/// `AWS_ENDPOINT_URL`; None: AWS's own.
+pub(crate) fn s3_endpoint(options: &HashMap<String, String>) -> Option<String> {
+    [
         "aws_endpoint_url_s3",
         "aws_endpoint_url",
         "aws_endpoint",
@@ -265,14 +278,7 @@ fn s3_options(mut options: HashMap<String, String>) -> HashMap<String, String> {
             .map(|(_, v)| v.clone())
     })
     .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
-    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
-    if let Some(endpoint) = endpoint.filter(|e| e.starts_with("http://")) {
-        options.entry("aws_endpoint_url".into()).or_insert(endpoint);
-        options
-            .entry("aws_allow_http".into())
-            .or_insert("true".into());
-    }
-    options
+    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                 println!("The lake bucket ({lake}):\n");
                 let findings = super::lake::inspect(&config, &lake, false).await?;
                 super::lake::print(&findings, false)?;
-                super::lake::differing(&findings, true)?;
+                super::lake::differing(&findings)?;
             }
         }
         Action::Default => println!("{}", toml::to_string_pretty(&PipelineConfig::default())?),

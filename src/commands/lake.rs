@@ -40,7 +40,10 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let location = location.unwrap_or_else(|| data.lake_root());
     let findings = inspect(&config, &location, !check).await?;
     print(&findings, json)?;
-    differing(&findings, check)
+    if check {
+        differing(&findings)?;
+    }
+    Ok(())
 }
 
 /// The bucket settings of the lake at `location` against `config`; with `apply`, set.
@@ -57,7 +60,7 @@ pub async fn inspect(
     };
     let lake = shoplake_batch::Lake::open(location, Default::default())?;
     let client = bucket::client(lake.storage_options()).await;
-    let (settings, notes) = config.bucket_settings(location, &name, &prefix);
+    let (settings, notes) = config.bucket_settings(&name, &prefix);
     for note in notes {
         eprintln!("note: {note}");
     }
@@ -95,14 +98,14 @@ pub fn print(findings: &[Finding], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An error naming the settings that differ, when checking.
-pub fn differing(findings: &[Finding], check: bool) -> anyhow::Result<()> {
+/// An error naming the settings that differ, if any.
+pub fn differing(findings: &[Finding]) -> anyhow::Result<()> {
     let differ: Vec<&str> = findings
         .iter()
         .filter(|f| f.state == State::Differs)
         .map(|f| f.setting.as_str())
         .collect();
-    if check && !differ.is_empty() {
+    if !differ.is_empty() {
         anyhow::bail!(
             "the lake bucket differs from the config in {} setting(s) ({}): `shoplake lake init` \
              sets them",

@@ -306,22 +306,21 @@ pub fn evaluate(
         }
         velocity.evaluate(&values).score
     };
+    let probability: Vec<f64> = test
+        .iter()
+        .map(|c| model.as_ref().map_or(0.0, |m| m.score(&c.features)))
+        .collect();
+    let rules_and_model = test
+        .iter()
+        .zip(&probability)
+        .map(|(c, p)| c.score + 100.0 * p)
+        .collect();
     let scorers: Vec<(&str, Vec<f64>)> = vec![
         (RULES, test.iter().map(|c| c.score).collect()),
         (AMOUNT, test.iter().map(|c| c.amount).collect()),
         (VELOCITY, test.iter().map(velocity_score).collect()),
-        (
-            LOGISTIC,
-            test.iter()
-                .map(|c| model.as_ref().map_or(0.0, |m| m.score(&c.features)))
-                .collect(),
-        ),
-        (
-            RULES_AND_MODEL,
-            test.iter()
-                .map(|c| c.score + 100.0 * model.as_ref().map_or(0.0, |m| m.score(&c.features)))
-                .collect(),
-        ),
+        (LOGISTIC, probability),
+        (RULES_AND_MODEL, rules_and_model),
     ];
     let scorers = scorers
         .into_iter()
