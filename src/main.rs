@@ -59,6 +59,8 @@ enum Command {
     Tokens(commands::users::TokensArgs),
     /// Measure fraud decisions and recommendations on a seeded simulation's ground truth.
     Eval(commands::eval::Args),
+    /// Fraud models: train one on the lake's orders and chargebacks.
+    Fraud(commands::fraud::Args),
     /// Erase a person on request (right to be forgotten): their rows, records and state, everywhere.
     Erase(commands::erase::Args),
     /// Check a pipeline config file (and, with the lake on S3, its bucket's settings).
@@ -92,6 +94,7 @@ fn main() -> anyhow::Result<()> {
             Command::Users(args) => commands::users::users(args, data),
             Command::Tokens(args) => commands::users::tokens(args, data),
             Command::Eval(args) => commands::eval::run(args, data).await,
+            Command::Fraud(args) => commands::fraud::run(args, data).await,
             Command::Erase(args) => commands::erase::run(args, data).await,
             Command::Config(args) => commands::config::run(args, data).await,
             Command::Lake(args) => commands::lake::run(args, data).await,

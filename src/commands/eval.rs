@@ -9,8 +9,8 @@
 //!   prevalences of 0.1–2% (the simulation's fraud, 5% of orders by default so that there is
 //!   enough to measure, reweighted), the area under the precision–recall curve, recall, precision
 //!   and cost at a review budget, recall per pattern and each rule's precision, for the rules and
-//!   three baselines that can win: the amount threshold, the velocity rules alone, and a logistic
-//!   regression trained on the earlier half;
+//!   four baselines that can win: the amount threshold, the velocity rules alone, and two learned
+//!   models trained on the earlier half (a logistic regression, boosted trees);
 //! - recommendations: for every order, just before the stage feeds it to the engines, the
 //!   recommendations the storefront would have got for that shopper (`GET /v1/recommendations`,
 //!   the same function) are scored against the order's products: hit rate@k and MRR, next to a

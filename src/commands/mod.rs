@@ -6,6 +6,7 @@ pub mod config;
 pub mod emit;
 pub mod erase;
 pub mod eval;
+pub mod fraud;
 pub mod keys;
 pub mod lake;
 pub mod load;

@@ -511,7 +511,7 @@ fn eval_meets_the_quality_targets_on_unseen_settings() {
             "amount",
             "velocity rules",
             "logistic regression",
-            "rules + model"
+            "boosted trees"
         ]
     );
     for s in fraud["scorers"].as_array().unwrap() {
@@ -523,9 +523,9 @@ fn eval_meets_the_quality_targets_on_unseen_settings() {
             .collect();
         assert_eq!(at, [0.001, 0.005, 0.01, 0.02], "{s}");
     }
-    // The rules at 1% fraud and a 1% review budget: at least twice the amount threshold's recall
-    // (issue 22's bar), and the floor the default rules hold on unseen settings
-    // (live::fraud::tests::simulated::FLOOR). Issue 22's 0.7 / 0.5 is reported, not yet met.
+    // The default rules (with the shipped model) at 1% fraud and a 1% review budget, on a seed
+    // and mix neither was developed on: issue 22's targets, recall ≥ 0.7 at precision ≥ 0.5 and
+    // at least twice the amount threshold's recall.
     let at_1 = |scorer: &str| {
         fraud["scorers"]
             .as_array()
@@ -546,16 +546,12 @@ fn eval_meets_the_quality_targets_on_unseen_settings() {
         recall(&rules) >= 2.0 * recall(&amount),
         "{rules} vs {amount}"
     );
-    assert!(recall(&rules) >= 0.4, "{rules}");
+    assert!(recall(&rules) >= 0.7, "{rules}");
     assert!(
-        rules["budget_precision"].as_f64().unwrap() >= 0.35,
+        rules["budget_precision"].as_f64().unwrap() >= 0.5,
         "{rules}"
     );
-    assert!(
-        r["fraud_targets"]["met"].is_boolean(),
-        "{}",
-        r["fraud_targets"]
-    );
+    assert_eq!(r["fraud_targets"]["met"], true, "{}", r["fraud_targets"]);
     let recs = &r["recommendations"];
     assert!(recs["served"]["cases"].as_u64().unwrap() > 300, "{recs}");
     assert!(
@@ -563,4 +559,137 @@ fn eval_meets_the_quality_targets_on_unseen_settings() {
         "{recs}"
     );
     assert!(recs["mrr_vs_baseline"].as_f64().unwrap() >= 2.0, "{recs}");
+}
+
+/// `shoplake fraud train` on a simulated store's lake: it learns from the chargebacks the lake
+/// holds (orders old enough, paid), says how the new model compares with the scores served, and
+/// writes a model that a rules file names and the stage then scores with.
+#[test]
+fn fraud_train_learns_from_chargebacks_and_the_stage_scores_with_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let emit = |seed: &str, sessions: &str, start: &str, config: &[&str]| {
+        let mut args = config.to_vec();
+        args.extend([
+            "emit",
+            "--seed",
+            seed,
+            "--sessions",
+            sessions,
+            "--fraud-share",
+            "0.1",
+            "--start",
+            start,
+        ]);
+        run(data, &args);
+        let mut drain = config.to_vec();
+        drain.extend(["stream", "--drain"]);
+        run(data, &drain);
+        run(data, &["batch", "compact"]);
+    };
+    emit("5", "6000", "2026-03-01T00:00:00Z", &[]);
+    // The labels, counted here with SQL of this test's own: decided orders that were paid and
+    // later refunded as fraud.
+    let expected = crate::e2e::count(
+        data,
+        "select count(distinct d.order_id) from fraud_decisions d \
+         join events r on r.order_id = d.order_id and r.event_name = 'order_refunded' \
+         and r.reason = 'fraud_chargeback' \
+         where d.order_id in (select order_id from events where event_name = 'payment_authorized')",
+    );
+    assert!(expected >= 20, "{expected} chargebacks");
+
+    // Every chargeback may take 60 days: the simulated orders are all younger than that before
+    // the lake's latest event (their own chargebacks), so there is nothing to train on yet.
+    let model = data.join("model.json");
+    let model_arg = model.to_str().unwrap();
+    let refused = shoplake(data, &["fraud", "train", "--out", model_arg])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("0 fraud orders old enough to train on; at least 20 are needed"),
+        "{stderr}"
+    );
+    assert!(!model.exists());
+
+    let out = run(
+        data,
+        &[
+            "fraud",
+            "train",
+            "--label-delay",
+            "30days",
+            "--version",
+            "store-1",
+            "--out",
+            model_arg,
+        ],
+    );
+    assert!(
+        out.contains(&format!("{expected} of those refunded as fraud_chargeback")),
+        "{out}"
+    );
+    assert!(
+        out.contains("boosted trees") && out.contains("rules "),
+        "{out}"
+    );
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&model).unwrap()).unwrap();
+    assert_eq!(file["format"], "shoplake-gbdt-1");
+    assert_eq!(file["version"], "store-1");
+    assert_eq!(file["trained_fraud"].as_u64(), Some(expected));
+    assert!(!file["trees"].as_array().unwrap().is_empty());
+    let features: Vec<&str> = file["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(features.contains(&"device_cards_1d") && !features.contains(&"model_score"));
+
+    // A rules file names it (beside the rules file); the config check reads it, and the stage
+    // scores the next orders with it.
+    let rules = data.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "version = \"r1\"\n[thresholds]\nreview = 50\nblock = 80\n\n[model]\nweight = 100\n\
+         file = \"model.json\"\n\n[[rule]]\nreason = \"many_cards\"\n\
+         condition = \"device_cards_1d >= 3\"\nscore = 40\n",
+    )
+    .unwrap();
+    let config = data.join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[stage.fraud]\nrules_file = {:?}\n",
+            rules.display().to_string()
+        ),
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let checked = run(data, &["config", "check", config_arg]);
+    assert!(checked.contains("version r1+store-1"), "{checked}");
+    emit(
+        "6",
+        "1500",
+        "2026-03-02T00:00:00Z",
+        &["--config", config_arg],
+    );
+    let rows = sql(
+        data,
+        "select rules_version, count(*) as n, max(features['model_score']) as top, \
+         min(features['model_score']) as bottom from fraud_decisions group by rules_version \
+         order by rules_version",
+    );
+    let served = rows
+        .iter()
+        .find(|r| r["rules_version"] == "r1+store-1")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert!(served["n"].as_u64().unwrap() > 100, "{served}");
+    let (top, bottom) = (
+        served["top"].as_f64().unwrap(),
+        served["bottom"].as_f64().unwrap(),
+    );
+    assert!(top > 0.5 && (0.0..0.05).contains(&bottom), "{served}");
 }

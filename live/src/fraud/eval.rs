@@ -15,13 +15,16 @@
 //! fewer fraud orders when fraud is rarer.
 //!
 //! **Scorers.** Each ranks the orders; a team reviews from the top:
-//! - `rules`: the decision's score (ties broken by amount, larger first);
+//! - `rules`: the decision's score as the engine served it: the rules plus, with a `[model]`
+//!   table (the default rules have one), the shipped model's weighted probability (ties broken by
+//!   amount, larger first);
 //! - `amount`: the order's amount alone;
 //! - `velocity rules`: the velocity-only rule set (`velocity_rules.toml`), scored on the same
 //!   features;
 //! - `logistic regression`: [`super::logistic`] over every feature, trained on the earlier orders;
-//! - `rules + model`: the rules' score plus 100 × that model's probability, what a learned scorer
-//!   behind the rules could add (the engine runs no model yet).
+//! - `boosted trees`: [`super::model`] trained on the earlier orders of this run alone, what a
+//!   store gets by training on its own history (`shoplake fraud train`) instead of using the
+//!   shipped model.
 //!
 //! For each: the average precision (area under the precision–recall curve), recall and precision
 //! when the team reviews [`Options::budget`] of the orders, the cost per 1,000 orders at that
@@ -45,6 +48,7 @@ use serde::Serialize;
 
 use super::features::{Feature, FeatureValues};
 use super::logistic::Logistic;
+use super::model::{self, Model, Params};
 use super::{Decision, RuleSet, Verdict};
 
 /// The velocity-only rule set, a baseline.
@@ -273,9 +277,8 @@ pub const RULES: &str = "rules";
 pub const AMOUNT: &str = "amount";
 pub const VELOCITY: &str = "velocity rules";
 pub const LOGISTIC: &str = "logistic regression";
-/// The rules' score plus 100 × the logistic regression's probability: what a learned scorer
-/// behind the rules could add (evaluation only; the engine does not run a model).
-pub const RULES_AND_MODEL: &str = "rules + model";
+/// Gradient-boosted trees trained on the earlier orders.
+pub const BOOSTED: &str = "boosted trees";
 
 /// Measures `decisions` against `labels` (order id → pattern).
 pub fn evaluate(
@@ -294,7 +297,8 @@ pub fn evaluate(
     let fraud = |cases: &[Case]| cases.iter().filter(|c| c.pattern.is_some()).count();
 
     let model = (!train.is_empty()).then(|| {
-        let x: Vec<Vec<f64>> = train.iter().map(|c| c.features.clone()).collect();
+        // The model's inputs: not the shipped model's output.
+        let x: Vec<Vec<f64>> = train.iter().map(model_inputs).collect();
         let y: Vec<bool> = train.iter().map(|c| c.pattern.is_some()).collect();
         Logistic::train(&x, &y)
     });
@@ -308,19 +312,19 @@ pub fn evaluate(
     };
     let probability: Vec<f64> = test
         .iter()
-        .map(|c| model.as_ref().map_or(0.0, |m| m.score(&c.features)))
+        .map(|c| model.as_ref().map_or(0.0, |m| m.score(&model_inputs(c))))
         .collect();
-    let rules_and_model = test
+    let boosted = train_model(train, "evaluation");
+    let boosted: Vec<f64> = test
         .iter()
-        .zip(&probability)
-        .map(|(c, p)| c.score + 100.0 * p)
+        .map(|c| boosted.probability(&model_inputs(c)))
         .collect();
     let scorers: Vec<(&str, Vec<f64>)> = vec![
         (RULES, test.iter().map(|c| c.score).collect()),
         (AMOUNT, test.iter().map(|c| c.amount).collect()),
         (VELOCITY, test.iter().map(velocity_score).collect()),
         (LOGISTIC, probability),
-        (RULES_AND_MODEL, rules_and_model),
+        (BOOSTED, boosted),
     ];
     let scorers = scorers
         .into_iter()
@@ -367,6 +371,23 @@ pub fn evaluate(
         scorers,
         per_rule: per_rule(test, options.reference_prevalence),
     }
+}
+
+/// A case's values of the model's inputs ([`model::inputs`]).
+fn model_inputs(c: &Case) -> Vec<f64> {
+    Feature::ALL
+        .iter()
+        .zip(&c.features)
+        .filter(|(f, _)| **f != Feature::ModelScore)
+        .map(|(_, v)| *v)
+        .collect()
+}
+
+/// A [`Model`] trained on labelled cases (a pattern: fraud), with the default [`Params`].
+pub fn train_model(cases: &[Case], version: &str) -> Model {
+    let x: Vec<Vec<f64>> = cases.iter().map(model_inputs).collect();
+    let y: Vec<bool> = cases.iter().map(|c| c.pattern.is_some()).collect();
+    Model::train(&model::inputs(), &x, &y, &Params::default(), version)
 }
 
 fn ratio(a: f64, b: f64) -> f64 {

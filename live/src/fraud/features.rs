@@ -134,6 +134,7 @@ features! {
     AddressOrders1d = "address_orders_1d", Count, "Orders to the shipping address in the last day, this one included.";
     AddressFailed1d = "address_failed_1d", Count, "Failed payments of orders to the shipping address in the last day.";
     AddressAccounts1d = "address_accounts_1d", Count, "Accounts that shipped to the address in the last day, this one included.";
+    ModelScore = "model_score", Number, "The learned model's fraud probability, 0–1 (0 when the rules file has no [model]); computed from every other feature.";
 }
 
 /// Number of features.

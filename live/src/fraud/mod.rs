@@ -35,6 +35,7 @@ pub mod decisions;
 pub mod eval;
 pub mod features;
 pub mod logistic;
+pub mod model;
 pub mod rules;
 mod state;
 pub mod windows;
@@ -317,7 +318,8 @@ impl FraudEngine {
     }
 
     fn decide(&self, event: &ValidEvent<'_>, facts: &OrderFacts<'_>) -> Decision {
-        let values = features::compute(&self.store, facts);
+        let mut values = features::compute(&self.store, facts);
+        self.rules.apply_model(&mut values);
         let outcome = self.rules.evaluate(&values);
         if outcome.errors > 0 {
             self.rule_errors

@@ -17,13 +17,22 @@
 //! score = 60                      # may be negative (a rule that vouches for an order)
 //! shadow = false                  # optional: true scores nothing, records in shadow_reasons
 //! description = "…"               # optional
+//!
+//! # Optional: the learned model's fraud probability (the `model_score` feature, 0–1) adds
+//! # weight × model_score to every order's score; rules may also read model_score.
+//! [model]
+//! weight = 100
+//! file = "fraud_model.json"       # optional: relative to this file; the shipped model otherwise
 //! ```
 //!
 //! Conditions are [`evalexpr`] expressions, parsed once at load. Every identifier must be a
 //! feature name ([`Feature::ALL`]); builtin functions (`min`, `max`, `math::abs`, …) are allowed.
 //! A file is refused as a whole, with the line and the reason, when it is not valid TOML, has an
 //! unknown or missing key, a condition that does not parse, names an unknown feature, does not
-//! give true or false, or thresholds out of order; the caller keeps the rules it runs.
+//! give true or false, or thresholds out of order, or a model file that does not read
+//! ([`super::model`]); the caller keeps the rules it runs. A new model is taken when the rules
+//! file changes (point `file` at the new model). Without a `[model]` table no model runs and
+//! `model_score` is 0.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -34,6 +43,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::features::{Feature, FeatureValues};
+use super::model::Model;
 use super::state::hash_parts;
 
 /// The rules shipped with shoplake.
@@ -112,6 +122,8 @@ pub struct RuleSet {
     version: String,
     thresholds: Thresholds,
     rules: Vec<Rule>,
+    /// The learned model and the weight of its probability in the score.
+    model: Option<(Arc<Model>, f64)>,
     /// Hash of the source text, to tell a touched file from a changed one.
     content: u64,
 }
@@ -134,6 +146,14 @@ struct FileSpec {
     thresholds: Option<Spanned<ThresholdSpec>>,
     #[serde(default)]
     rule: Vec<Spanned<RuleSpec>>,
+    model: Option<Spanned<ModelSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSpec {
+    weight: Spanned<f64>,
+    file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -204,8 +224,13 @@ fn depends_on_values(e: &EvalexprError) -> bool {
 }
 
 impl RuleSet {
-    /// Parses and checks a rules file.
+    /// Parses and checks a rules file; a model `file` is read relative to the working folder.
     pub fn parse(text: &str) -> Result<RuleSet, RuleError> {
+        Self::parse_in(text, None)
+    }
+
+    /// Parses and checks a rules file whose model `file` is relative to `folder`.
+    pub fn parse_in(text: &str, folder: Option<&Path>) -> Result<RuleSet, RuleError> {
         let spec: FileSpec = toml::from_str(text).map_err(|e| RuleError {
             line: e.span().map(|s| line_of(text, s.start)),
             message: e.message().trim_end().to_owned(),
@@ -255,12 +280,63 @@ impl RuleSet {
             let line = line_of(text, rule.span().start);
             rules.push(Self::check_rule(text, line, rule.get_ref(), &rules)?);
         }
+        let model = match &spec.model {
+            None => None,
+            Some(m) => Some(Self::load_model(text, m.get_ref(), folder)?),
+        };
+        let version = match &model {
+            Some((m, _)) => format!("{version}+{}", m.version()),
+            None => version,
+        };
         Ok(RuleSet {
             version,
             thresholds,
             rules,
+            model,
             content: hash_parts(&[text.as_bytes()]),
         })
+    }
+
+    fn load_model(
+        text: &str,
+        spec: &ModelSpec,
+        folder: Option<&Path>,
+    ) -> Result<(Arc<Model>, f64), RuleError> {
+        let weight = *spec.weight.get_ref();
+        if !weight.is_finite() {
+            return Err(RuleError::at(
+                line_of(text, spec.weight.span().start),
+                "model.weight must be a finite number",
+            ));
+        }
+        let Some(file) = &spec.file else {
+            return Ok((Model::default_model(), weight));
+        };
+        let at = line_of(text, file.span().start);
+        let path = match folder {
+            Some(dir) => dir.join(file.get_ref()),
+            None => PathBuf::from(file.get_ref()),
+        };
+        let json = std::fs::read_to_string(&path).map_err(|e| {
+            RuleError::at(
+                at,
+                format!("cannot read model file {}: {e}", path.display()),
+            )
+        })?;
+        let model = Model::from_json(&json)
+            .map_err(|e| RuleError::at(at, format!("model file {}: {e}", path.display())))?;
+        Ok((Arc::new(model), weight))
+    }
+
+    /// The learned model, when the file has a `[model]` table.
+    pub fn model(&self) -> Option<&Arc<Model>> {
+        self.model.as_ref().map(|(m, _)| m)
+    }
+
+    /// Sets the `model_score` feature from the model (0 without one).
+    pub fn apply_model(&self, features: &mut FeatureValues) {
+        let p = self.model().map_or(0.0, |m| m.score(features));
+        features.set(Feature::ModelScore, p);
     }
 
     fn check_rule(
@@ -388,6 +464,9 @@ impl RuleSet {
     /// Runs every rule over an order's features.
     pub fn evaluate(&self, features: &FeatureValues) -> Outcome {
         let mut out = Outcome::default();
+        if let Some((_, weight)) = &self.model {
+            out.score += weight * features.get(Feature::ModelScore);
+        }
         for rule in &self.rules {
             match rule.node.eval_with_context(features) {
                 Ok(Value::Boolean(true)) if rule.shadow => {
@@ -438,7 +517,7 @@ impl RulesFile {
     pub fn open(path: &Path) -> Result<(Self, Arc<RuleSet>), RuleError> {
         let current = stamp(path);
         let text = read(path)?;
-        let rules = RuleSet::parse(&text)?;
+        let rules = RuleSet::parse_in(&text, path.parent())?;
         let file = RulesFile {
             path: path.to_owned(),
             current,
@@ -460,7 +539,7 @@ impl RulesFile {
         if now == self.current || Some(now) == self.refused {
             return Ok(None);
         }
-        let parsed = read(&self.path).and_then(|text| RuleSet::parse(&text));
+        let parsed = read(&self.path).and_then(|text| RuleSet::parse_in(&text, self.path.parent()));
         match parsed {
             Ok(rules) => {
                 self.current = now;

@@ -8,6 +8,7 @@ use shoplake_events::{EventName, ValidEvent};
 
 use super::windows::{DAY, HOUR, MINUTE, SECOND};
 use super::*;
+use features::Feature;
 
 const T0: i64 = 1_767_225_600_000_000;
 
@@ -767,12 +768,149 @@ fn decisions_serialize_for_the_endpoint_and_the_table() {
     assert_eq!(json["features"][0][1], 40.0);
 }
 
+// --- The learned model ---
+
+#[test]
+fn the_default_model_reads() {
+    let m = model::Model::default_model();
+    assert_eq!(m.version(), "simulated-seed42");
+    assert_eq!(m.features(), model::inputs().as_slice());
+    assert_eq!(m.trees(), 200);
+    let (orders, fraud) = m.trained_on();
+    assert!(orders > 5_000 && fraud > 500, "{orders} {fraud}");
+    // Written back, it reads the same.
+    let again = model::Model::from_json(&m.to_json()).unwrap();
+    let mut values = features::FeatureValues::default();
+    values.set(Feature::Amount, 900.0);
+    values.set(Feature::NewDevice, 1.0);
+    assert_eq!(again.score(&values), m.score(&values));
+    assert!((0.0..=1.0).contains(&m.score(&values)));
+}
+
+/// A two-feature model trained on a combination no single feature shows.
+fn toy_model() -> model::Model {
+    let features = [Feature::Amount, Feature::DeviceCards1d];
+    let x: Vec<Vec<f64>> = (0..600)
+        .map(|i| vec![f64::from(i % 30) * 20.0, f64::from(i % 4)])
+        .collect();
+    let y: Vec<bool> = x.iter().map(|r| r[0] >= 400.0 && r[1] >= 2.0).collect();
+    model::Model::train(&features, &x, &y, &model::Params::default(), "toy-1")
+}
+
+#[test]
+fn a_model_learns_a_combination_of_signals() {
+    let m = toy_model();
+    assert_eq!(m.trained_on(), (600, 100));
+    assert!(
+        m.probability(&[500.0, 3.0]) > 0.95,
+        "{}",
+        m.probability(&[500.0, 3.0])
+    );
+    assert!(m.probability(&[500.0, 0.0]) < 0.05);
+    assert!(m.probability(&[100.0, 3.0]) < 0.05);
+}
+
+#[test]
+fn a_model_file_that_cannot_be_used_is_refused_with_the_reason() {
+    let good = toy_model().to_json();
+    let refused = |text: &str| model::Model::from_json(text).unwrap_err().to_string();
+    assert!(refused("{").contains("not valid JSON"), "{}", refused("{"));
+    let other = good.replace("shoplake-gbdt-1", "xgboost-2");
+    assert_eq!(
+        refused(&other),
+        "fraud model has format \"xgboost-2\"; this version reads \"shoplake-gbdt-1\""
+    );
+    let unknown = good.replace("\"device_cards_1d\"", "\"device_karma\"");
+    assert_eq!(
+        refused(&unknown),
+        "fraud model reads feature \"device_karma\", which this version does not compute"
+    );
+    let own = good.replace("\"device_cards_1d\"", "\"model_score\"");
+    assert!(
+        refused(&own).contains("its own output"),
+        "{}",
+        refused(&own)
+    );
+    // A split pointing back at itself would loop.
+    let mut file: serde_json::Value = serde_json::from_str(&good).unwrap();
+    file["trees"][0][0]["left"] = serde_json::json!(0);
+    assert_eq!(
+        refused(&file.to_string()),
+        format!(
+            "fraud model tree 0: node 0 points to nodes 0 and {}, not after it among {}",
+            file["trees"][0][0]["right"],
+            file["trees"][0].as_array().unwrap().len()
+        )
+    );
+    file["trees"][0][0]["left"] = serde_json::json!(1);
+    file["trees"][0][0]["feature"] = serde_json::json!(2);
+    assert_eq!(
+        refused(&file.to_string()),
+        "fraud model tree 0: node 0 splits on feature 2 of 2"
+    );
+}
+
+#[test]
+fn a_rules_file_names_its_model_and_the_model_adds_to_the_score() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("toy.json"), toy_model().to_json()).unwrap();
+    let path = dir.path().join("rules.toml");
+    let text = "version = \"v1\"\n[thresholds]\nreview = 50\nblock = 80\n\n[model]\nweight = 60\n\
+                file = \"toy.json\"\n\n[[rule]]\nreason = \"model_and_coupon\"\n\
+                condition = \"model_score > 0.5 && coupon\"\nscore = 30\n";
+    std::fs::write(&path, text).unwrap();
+    // The model file is found beside the rules file, whatever the working folder.
+    let (_, rules) = RulesFile::open(&path).unwrap();
+    assert_eq!(rules.version(), "v1+toy-1");
+    let mut values = features::FeatureValues::default();
+    values.set(Feature::Amount, 500.0);
+    values.set(Feature::DeviceCards1d, 3.0);
+    values.set(Feature::Coupon, 1.0);
+    rules.apply_model(&mut values);
+    let p = values.get(Feature::ModelScore);
+    assert!(p > 0.95, "{p}");
+    let out = rules.evaluate(&values);
+    assert!((out.score - (60.0 * p + 30.0)).abs() < 1e-9, "{out:?}");
+    assert_eq!(out.verdict, Verdict::Block);
+    assert_eq!(out.reasons, ["model_and_coupon"]);
+    // The engine sets it on every decision.
+    let engine = FraudEngine::new(rules.clone(), FxRates::defaults("USD").unwrap());
+    let big = Order {
+        total: 500.0,
+        ..ORDER
+    };
+    let d = engine.score(&order_event(T0, &ALICE, &big));
+    let score = d.feature("model_score").unwrap();
+    assert!((0.0..=1.0).contains(&score));
+    assert_eq!(d.rules_version, "v1+toy-1");
+
+    // A model file that is missing or unusable refuses the rules file, at the `file` line.
+    std::fs::write(&path, text.replace("toy.json", "gone.json")).unwrap();
+    let err = RulesFile::open(&path).unwrap_err();
+    assert_eq!(err.line, Some(8));
+    assert!(err.message.starts_with("cannot read model file"), "{err}");
+    std::fs::write(dir.path().join("bad.json"), "{\"format\": 1}").unwrap();
+    std::fs::write(&path, text.replace("toy.json", "bad.json")).unwrap();
+    let err = RulesFile::open(&path).unwrap_err().to_string();
+    assert!(err.starts_with("line 8: model file"), "{err}");
+    assert!(err.contains("not valid JSON"), "{err}");
+    // Without a [model] table no model runs.
+    let rules =
+        RuleSet::parse(&text.replace("[model]\nweight = 60\nfile = \"toy.json\"\n", "")).unwrap();
+    assert!(rules.model().is_none());
+    let mut values = features::FeatureValues::default();
+    values.set(Feature::Amount, 500.0);
+    rules.apply_model(&mut values);
+    assert_eq!(values.get(Feature::ModelScore), 0.0);
+}
+
 // --- Rules ---
 
 #[test]
 fn the_default_rules_parse() {
     let rules = RuleSet::parse(rules::DEFAULT_RULES).unwrap();
-    assert_eq!(rules.version(), "default-2");
+    assert_eq!(rules.version(), "default-3+simulated-seed42");
+    assert_eq!(rules.model().unwrap().version(), "simulated-seed42");
     assert!(rules.rules().len() >= 15);
     let t = rules.thresholds();
     assert_eq!((t.review, t.block), (50.0, 80.0));
@@ -1131,17 +1269,6 @@ mod simulated {
             .collect()
     }
 
-    /// What the default rules (default-2) reach on the unseen settings at 1% fraud and a 1% review
-    /// budget, kept as a floor: issue 22 asks recall 0.7 at precision 0.5, which they do not reach
-    /// yet (`check_targets` with [`Targets::default`] says by how much, printed below); the
-    /// learned baseline does no better on these settings. Twice the amount threshold's recall is
-    /// the issue's own bar.
-    const FLOOR: Targets = Targets {
-        recall: 0.4,
-        precision: 0.35,
-        over_amount: 2.0,
-    };
-
     fn check(name: &str, report: &FraudReport) {
         println!("--- {name}\n{report}");
         assert!(
@@ -1150,17 +1277,18 @@ mod simulated {
             report.test_fraud
         );
         assert_eq!(report.labels_without_decision, 0);
-        if let Err(e) = eval::check_targets(report, &FLOOR) {
-            panic!("{name}: {e}");
-        }
-        match eval::check_targets(report, &Targets::default()) {
-            Ok(()) => println!("{name}: issue 22's targets met"),
-            Err(e) => println!("{name}: issue 22's targets missed: {e}"),
+        if let Err(e) = eval::check_targets(report, &Targets::default()) {
+            panic!("{name}: issue 22's targets missed: {e}");
         }
     }
 
+    /// Issue 22's targets ([`Targets::default`]: at 1% fraud and a 1% review budget, recall ≥ 0.7
+    /// at precision ≥ 0.5 and at least twice the amount threshold's recall), asserted on settings
+    /// the rules and the shipped model never saw. The default rules (default-3: default-2 plus
+    /// the shipped model, trained on the development run) reach 0.80 / 0.76 and 0.82 / 0.78 here;
+    /// default-2 alone reached 0.48 / 0.44 and 0.46 / 0.44.
     #[test]
-    fn the_default_rules_hold_their_floor_on_unseen_settings_and_the_amount_threshold_does_not() {
+    fn the_default_rules_meet_the_targets_on_unseen_settings_and_the_amount_threshold_does_not() {
         let options = Options::default();
         for (name, sim) in unseen() {
             let (decisions, labels) = run(sim, rules::DEFAULT_RULES);
@@ -1183,7 +1311,7 @@ mod simulated {
                 at(&replaced, RULES).budget_recall,
                 at(&report, AMOUNT).budget_recall
             );
-            let err = eval::check_targets(&replaced, &FLOOR).unwrap_err();
+            let err = eval::check_targets(&replaced, &Targets::default()).unwrap_err();
             assert!(err.contains("recall"), "{err}");
             println!("--- {name}, rules replaced by the amount threshold: {err}");
         }
@@ -1201,16 +1329,13 @@ mod simulated {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(30_000);
-        let (decisions, labels) = run(
-            SimConfig {
-                seed: 42,
-                max_sessions: Some(sessions),
-                fraud_share: 0.1,
-                sessions_per_hour: 500.0,
-                ..SimConfig::default()
-            },
-            rules::DEFAULT_RULES,
-        );
+        // `SHOPLAKE_FRAUD_SETTING=unseen-0` (or 1): one of the unseen settings instead.
+        let sim = match std::env::var("SHOPLAKE_FRAUD_SETTING").as_deref() {
+            Ok("unseen-0") => unseen().swap_remove(0).1,
+            Ok("unseen-1") => unseen().swap_remove(1).1,
+            _ => development(sessions),
+        };
+        let (decisions, labels) = run(sim, rules::DEFAULT_RULES);
         let mut out = String::from("order_id,time,pattern,score");
         for f in features::Feature::ALL {
             out.push(',');
@@ -1231,6 +1356,36 @@ mod simulated {
             out.push('\n');
         }
         std::fs::write(path, out).unwrap();
+    }
+
+    /// The development run: `shoplake eval`'s seed and confounders, 10% fraud.
+    fn development(sessions: u64) -> SimConfig {
+        SimConfig {
+            seed: 42,
+            max_sessions: Some(sessions),
+            fraud_share: 0.1,
+            sessions_per_hour: 500.0,
+            ..SimConfig::default()
+        }
+    }
+
+    /// Trains the shipped model ([`model::DEFAULT_MODEL`]) on the development run, 30,000
+    /// sessions, and writes it where `SHOPLAKE_FRAUD_MODEL` says:
+    /// `SHOPLAKE_FRAUD_MODEL=$PWD/live/src/fraud/default_model.json cargo test --workspace --lib
+    /// write_default_model -- --ignored`.
+    #[test]
+    #[ignore = "writes the shipped model"]
+    fn write_default_model() {
+        let path = std::env::var("SHOPLAKE_FRAUD_MODEL").unwrap();
+        let (decisions, labels) = run(development(30_000), rules::DEFAULT_RULES);
+        let cases = eval::cases(&decisions, &labels);
+        let model = eval::train_model(&cases, "simulated-seed42");
+        println!(
+            "{} trees, trained on {:?} (orders, fraud)",
+            model.trees(),
+            model.trained_on()
+        );
+        std::fs::write(path, model.to_json()).unwrap();
     }
 
     #[test]
