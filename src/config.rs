@@ -568,6 +568,20 @@ impl DataArgs {
         }
     }
 
+    /// The query service over the lake, with the config's query limits; `pruning: false` reads
+    /// every row of the scanned tables (for measuring what pruning saves).
+    pub async fn query_service(
+        &self,
+        pruning: bool,
+    ) -> anyhow::Result<shoplake_query::QueryService> {
+        let options = shoplake_query::QueryOptions {
+            pruning,
+            limits: self.pipeline_config()?.query,
+            ..shoplake_query::QueryOptions::default()
+        };
+        Ok(shoplake_query::QueryService::open_with(&self.lake_root(), options).await?)
+    }
+
     pub fn stream_path(&self) -> PathBuf {
         self.data_dir.join("stream").join("events.redb")
     }

@@ -25,7 +25,7 @@ use anyhow::Context;
 use serde_json::Value;
 use shoplake_live::fraud::eval::{self, Options};
 use shoplake_live::fraud::{DECISIONS_SQL, Decision};
-use shoplake_query::{Format, QueryOptions, QueryService};
+use shoplake_query::Format;
 
 use crate::config::DataArgs;
 
@@ -75,14 +75,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     if !(0.0 < args.budget && args.budget <= 1.0) {
         anyhow::bail!("--budget: {} is not a share between 0 and 1", args.budget);
     }
-    let service = QueryService::open_with(
-        &data.lake_root(),
-        QueryOptions {
-            limits: data.pipeline_config()?.query,
-            ..QueryOptions::default()
-        },
-    )
-    .await?;
+    let service = data.query_service(true).await?;
     let rows = |sql: String| {
         let service = &service;
         async move {

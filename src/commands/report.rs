@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, bail};
-use shoplake_query::{QueryOptions, QueryService};
+use shoplake_query::QueryService;
 
 use super::sql::OutputFormat;
 use crate::config::DataArgs;
@@ -23,14 +23,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
-    let service = QueryService::open_with(
-        &data.lake_root(),
-        QueryOptions {
-            limits: data.pipeline_config()?.query,
-            ..QueryOptions::default()
-        },
-    )
-    .await?;
+    let service = data.query_service(true).await?;
     let Some(name) = args.name else {
         print!("{}", catalogue(&service));
         return Ok(());

@@ -1,6 +1,6 @@
 //! `shoplake sql "<SQL>"`: one statement over the lake, printed as a table, CSV or JSON.
 
-use shoplake_query::{Format, QueryOptions, QueryService};
+use shoplake_query::Format;
 
 use crate::config::DataArgs;
 
@@ -30,15 +30,7 @@ pub(crate) enum OutputFormat {
 }
 
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
-    let service = QueryService::open_with(
-        &data.lake_root(),
-        QueryOptions {
-            pruning: !args.no_pruning,
-            limits: data.pipeline_config()?.query,
-            ..QueryOptions::default()
-        },
-    )
-    .await?;
+    let service = data.query_service(!args.no_pruning).await?;
     let result = service.sql(&args.sql).await?;
     println!("{}", shoplake_query::render(&result, args.format.into())?);
     Ok(())
