@@ -11,11 +11,17 @@
 //! cannot be charged back, so its label is unknown (a card tester's declined orders are fraud,
 //! but no chargeback will ever say so).
 //!
+//! Decisions written before a feature existed lack it; they are left out (a model must not learn
+//! that a feature is always 0 in the past). When an order was decided more than once (sent
+//! again), its earliest decision counts.
+//!
 //! Before writing the model, the command shows what switching would change: a model trained on
 //! the earlier orders only (`--holdout`, 30% by default) is judged on the later ones beside the
-//! scores the engine served (the rules in use, with their model) and the other baselines of
-//! `shoplake eval`, at the same review budget and prevalences. The model written is then trained
-//! on every mature order. Use it from a rules file (`[model] file = "…"`).
+//! scores the engine served (whatever rules and model were live when each order was decided) and
+//! the other baselines of `shoplake eval`, at the same review budget and prevalences. The model
+//! written is then trained on every mature order; it replaces `--out` atomically (written beside,
+//! then renamed), so a stage watching the file never reads half of it. Use it from a rules file
+//! (`[model] file = "…"`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,6 +30,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 use shoplake_live::fraud::eval::{self, Options};
+use shoplake_live::fraud::model;
 use shoplake_live::fraud::{DECISIONS_SQL, Decision};
 use shoplake_query::Format;
 
@@ -85,12 +92,18 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
             anyhow::Ok(rows)
         }
     };
-    let decisions: Vec<Decision> = rows(DECISIONS_SQL.to_owned())
+    let mut decisions: Vec<Decision> = rows(DECISIONS_SQL.to_owned())
         .await
         .context("reading fraud_decisions")?
         .iter()
         .map(Decision::from_lake_row)
         .collect();
+    // The earliest decision of each order first (`eval::cases` keeps the first).
+    decisions.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
+    let inputs = model::inputs();
+    let before = decisions.len();
+    decisions.retain(|d| inputs.iter().all(|f| d.feature(f.name()).is_some()));
+    let incomplete = before - decisions.len();
     let reasons = args
         .reason
         .iter()
@@ -148,8 +161,9 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     println!(
         "{placed} decided orders placed before {cutoff_text} (--label-delay {} days before the \
-         latest event; {} younger ones left out), {} of them paid (the others cannot be charged \
-         back: left out), {fraud} of those refunded as {}",
+         latest event; {} younger ones left out, and {incomplete} decisions made before every \
+         feature existed), {} of them paid (the others cannot be charged back: left out), {fraud} \
+         of those refunded as {}",
         args.label_delay.as_secs() / 86_400,
         eval::cases(&young, &HashMap::new()).len(),
         cases.len(),
@@ -179,15 +193,19 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         .version
         .unwrap_or_else(|| format!("trained-{}", chrono::Utc::now().format("%Y-%m-%dT%H%M%SZ")));
     let model = eval::train_model(&cases, &version);
-    std::fs::write(&args.out, model.to_json())
+    let partial = args.out.with_extension("json.partial");
+    std::fs::write(&partial, model.to_json())
+        .and_then(|()| std::fs::rename(&partial, &args.out))
         .with_context(|| format!("writing {}", args.out.display()))?;
+    let absolute = std::path::absolute(&args.out).unwrap_or_else(|_| args.out.clone());
     println!(
         "wrote {} ({version}: {} trees on {} orders, {fraud} fraud); use it from a rules file:\n\n\
-         [model]\nweight = 100\nfile = \"{}\"",
+         [model]\nweight = 100\nfile = {}",
         args.out.display(),
         model.trees(),
         cases.len(),
-        args.out.display()
+        // A JSON string is a TOML basic string (the same escapes).
+        serde_json::to_string(&absolute.display().to_string())?
     );
     Ok(())
 }

@@ -94,6 +94,8 @@ pub enum ModelError {
     UnknownFeature(String),
     #[error("fraud model reads feature model_score, its own output")]
     OwnOutput,
+    #[error("fraud model base {0:e} is beyond ±{MAX_LOG_ODDS} log odds")]
+    Base(f64),
     #[error("fraud model tree {tree}: {message}")]
     Tree { tree: usize, message: String },
 }
@@ -175,7 +177,7 @@ impl Model {
             .map(|f| {
                 x[..n]
                     .iter()
-                    .map(|r| cuts[f].partition_point(|c| *c < r[f]) as u16)
+                    .map(|r| cuts[f].partition_point(|c| *c < clean(r[f])) as u16)
                     .collect()
             })
             .collect();
@@ -281,6 +283,9 @@ impl Model {
                 None => Err(ModelError::UnknownFeature(name.clone())),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if !bounded(file.base) {
+            return Err(ModelError::Base(file.base));
+        }
         for (t, tree) in file.trees.iter().enumerate() {
             check_tree(tree, features.len())
                 .map_err(|message| ModelError::Tree { tree: t, message })?;
@@ -309,8 +314,19 @@ impl Model {
     }
 }
 
-/// A tree's nodes must each be reached once from the root, children after their parent (no
-/// cycles), with features in range and finite numbers.
+/// Largest leaf value and base a model file may hold (log odds): no sum of them overflows.
+const MAX_LOG_ODDS: f64 = 100.0;
+
+/// Within ±[`MAX_LOG_ODDS`] (NaN is not).
+fn bounded(v: f64) -> bool {
+    (-MAX_LOG_ODDS..=MAX_LOG_ODDS).contains(&v)
+}
+
+/// Largest leaf value training gives.
+const MAX_STEP: f64 = 10.0;
+
+/// A tree's nodes must point only to later nodes (so a walk from the root ends), with features in
+/// range, finite thresholds and bounded leaves.
 fn check_tree(tree: &[Node], width: usize) -> Result<(), String> {
     if tree.is_empty() {
         return Err("has no nodes".to_owned());
@@ -336,8 +352,10 @@ fn check_tree(tree: &[Node], width: usize) -> Result<(), String> {
                     ));
                 }
             }
-            Node::Leaf { leaf } if !leaf.is_finite() => {
-                return Err(format!("node {i} has a leaf value that is not a number"));
+            Node::Leaf { leaf } if !bounded(leaf) => {
+                return Err(format!(
+                    "node {i} has a leaf value of {leaf:e}, beyond ±{MAX_LOG_ODDS} log odds"
+                ));
             }
             Node::Leaf { .. } => {}
         }
@@ -358,7 +376,7 @@ fn leaf_of(tree: &[Node], value: impl Fn(usize) -> f64) -> f64 {
                 left,
                 right,
             } => {
-                i = if value(feature) <= threshold {
+                i = if clean(value(feature)) <= threshold {
                     left
                 } else {
                     right
@@ -369,26 +387,36 @@ fn leaf_of(tree: &[Node], value: impl Fn(usize) -> f64) -> f64 {
     0.0
 }
 
-/// Up to `bins` cut points: every distinct value but the largest when there are few, else the
-/// values at evenly spaced quantiles.
+/// A value as the trees see it: NaN (which no feature should give) as 0, the same in training and
+/// scoring.
+fn clean(v: f64) -> f64 {
+    if v.is_nan() { 0.0 } else { v }
+}
+
+/// Up to `bins` cut points: between every two distinct values when there are few, else after the
+/// values at evenly spaced quantiles. Each cut is the midpoint between a value and the next one
+/// seen, so that a value that comes back a unit in the last place off (a float through JSON, a
+/// rate applied in another order) still falls on the side it was trained on.
 fn cut_points(values: impl Iterator<Item = f64>, bins: usize) -> Vec<f64> {
-    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    let mut v: Vec<f64> = values.map(clean).filter(|x| x.is_finite()).collect();
     v.sort_by(f64::total_cmp);
     let mut distinct = v.clone();
     distinct.dedup();
-    let mut cuts = if distinct.len() <= bins + 1 {
-        distinct
+    let mut at: Vec<f64> = if distinct.len() <= bins + 1 {
+        distinct.clone()
     } else {
         (1..=bins)
             .map(|i| v[(i * (v.len() - 1)) / (bins + 1)])
             .collect()
     };
-    cuts.dedup();
-    // The largest value splits nothing off.
-    if cuts.last() == v.last() {
-        cuts.pop();
-    }
-    cuts
+    at.dedup();
+    at.into_iter()
+        .filter_map(|c| {
+            // The largest value splits nothing off: it has no next value.
+            let next = distinct.get(distinct.partition_point(|d| *d <= c))?;
+            Some(c + (next - c) / 2.0)
+        })
+        .collect()
 }
 
 struct Grower<'a> {
@@ -422,7 +450,10 @@ impl Grower<'_> {
             None
         };
         let Some(split) = split else {
-            let leaf = -g / (h + self.params.lambda) * self.params.learning_rate;
+            // Bounded as XGBoost's max_delta_step bounds it: a leaf of near-certain orders
+            // (Hessians near 0) must not jump to infinity.
+            let leaf = (-g / (h + self.params.lambda) * self.params.learning_rate)
+                .clamp(-MAX_STEP, MAX_STEP);
             for &r in rows.iter() {
                 self.raw[r as usize] += leaf;
             }

@@ -30,8 +30,9 @@
 //! A file is refused as a whole, with the line and the reason, when it is not valid TOML, has an
 //! unknown or missing key, a condition that does not parse, names an unknown feature, does not
 //! give true or false, or thresholds out of order, or a model file that does not read
-//! ([`super::model`]); the caller keeps the rules it runs. A new model is taken when the rules
-//! file changes (point `file` at the new model). Without a `[model]` table no model runs and
+//! ([`super::model`]); the caller keeps the rules it runs. A watched file ([`RulesFile`]) is
+//! re-read when it or its model file changes (write a new model beside and rename it over the
+//! old, so that a half-written file is never read). Without a `[model]` table no model runs and
 //! `model_score` is 0.
 
 use std::path::{Path, PathBuf};
@@ -124,6 +125,8 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// The learned model and the weight of its probability in the score.
     model: Option<(Arc<Model>, f64)>,
+    /// The model's file, when the rules name one.
+    model_file: Option<PathBuf>,
     /// Hash of the source text, to tell a touched file from a changed one.
     content: u64,
 }
@@ -147,6 +150,15 @@ struct FileSpec {
     #[serde(default)]
     rule: Vec<Spanned<RuleSpec>>,
     model: Option<Spanned<ModelSpec>>,
+}
+
+/// A rules file's model: the model, its weight, its file and the file's text (none for the
+/// shipped model).
+struct LoadedModel {
+    model: Arc<Model>,
+    weight: f64,
+    file: Option<PathBuf>,
+    json: String,
 }
 
 #[derive(Deserialize)]
@@ -280,9 +292,16 @@ impl RuleSet {
             let line = line_of(text, rule.span().start);
             rules.push(Self::check_rule(text, line, rule.get_ref(), &rules)?);
         }
-        let model = match &spec.model {
-            None => None,
-            Some(m) => Some(Self::load_model(text, m.get_ref(), folder)?),
+        let (model, model_file, model_json) = match &spec.model {
+            None => (None, None, String::new()),
+            Some(m) => {
+                let loaded = Self::load_model(text, m.get_ref(), folder)?;
+                (
+                    Some((loaded.model, loaded.weight)),
+                    loaded.file,
+                    loaded.json,
+                )
+            }
         };
         let version = match &model {
             Some((m, _)) => format!("{version}+{}", m.version()),
@@ -293,7 +312,9 @@ impl RuleSet {
             thresholds,
             rules,
             model,
-            content: hash_parts(&[text.as_bytes()]),
+            model_file,
+            // A new model in the same file is a change too.
+            content: hash_parts(&[text.as_bytes(), model_json.as_bytes()]),
         })
     }
 
@@ -301,7 +322,7 @@ impl RuleSet {
         text: &str,
         spec: &ModelSpec,
         folder: Option<&Path>,
-    ) -> Result<(Arc<Model>, f64), RuleError> {
+    ) -> Result<LoadedModel, RuleError> {
         let weight = *spec.weight.get_ref();
         if !weight.is_finite() {
             return Err(RuleError::at(
@@ -310,7 +331,12 @@ impl RuleSet {
             ));
         }
         let Some(file) = &spec.file else {
-            return Ok((Model::default_model(), weight));
+            return Ok(LoadedModel {
+                model: Model::default_model(),
+                weight,
+                file: None,
+                json: String::new(),
+            });
         };
         let at = line_of(text, file.span().start);
         let path = match folder {
@@ -325,7 +351,12 @@ impl RuleSet {
         })?;
         let model = Model::from_json(&json)
             .map_err(|e| RuleError::at(at, format!("model file {}: {e}", path.display())))?;
-        Ok((Arc::new(model), weight))
+        Ok(LoadedModel {
+            model: Arc::new(model),
+            weight,
+            file: Some(path),
+            json,
+        })
     }
 
     /// The learned model, when the file has a `[model]` table.
@@ -500,27 +531,30 @@ fn stamp(path: &Path) -> Stamp {
 }
 
 /// A rules file watched for changes: [`RulesFile::check`] re-reads it when its modification time
-/// or length changed. (Two edits within the file system's time resolution that keep the length
-/// are seen as one.)
+/// or length changed, or those of the model file it names. (Two edits within the file system's
+/// time resolution that keep the length are seen as one.)
 #[derive(Debug)]
 pub struct RulesFile {
     path: PathBuf,
-    /// Stamp of the rules in use.
-    current: Stamp,
+    /// The model file the rules in use name.
+    model_file: Option<PathBuf>,
+    /// Stamps of the rules and the model in use.
+    current: (Stamp, Option<Stamp>),
     content: u64,
-    /// Stamp of the last refused version, reported once.
-    refused: Option<Stamp>,
+    /// Stamps of the last refused version, reported once.
+    refused: Option<(Stamp, Option<Stamp>)>,
 }
 
 impl RulesFile {
     /// Reads and parses the file.
     pub fn open(path: &Path) -> Result<(Self, Arc<RuleSet>), RuleError> {
-        let current = stamp(path);
+        let before = stamp(path);
         let text = read(path)?;
         let rules = RuleSet::parse_in(&text, path.parent())?;
         let file = RulesFile {
             path: path.to_owned(),
-            current,
+            current: (before, rules.model_file.as_deref().map(stamp)),
+            model_file: rules.model_file.clone(),
             content: rules.content,
             refused: None,
         };
@@ -535,14 +569,16 @@ impl RulesFile {
     /// last error). `Ok(Some(new))`: changed and valid. `Err`: changed and invalid; the caller
     /// keeps its rules.
     pub fn check(&mut self) -> Result<Option<Arc<RuleSet>>, RuleError> {
-        let now = stamp(&self.path);
+        let now = (stamp(&self.path), self.model_file.as_deref().map(stamp));
         if now == self.current || Some(now) == self.refused {
             return Ok(None);
         }
         let parsed = read(&self.path).and_then(|text| RuleSet::parse_in(&text, self.path.parent()));
         match parsed {
             Ok(rules) => {
-                self.current = now;
+                // The new rules may name another model file: watch that one from now on.
+                self.model_file = rules.model_file.clone();
+                self.current = (now.0, self.model_file.as_deref().map(stamp));
                 self.refused = None;
                 if rules.content == self.content {
                     return Ok(None);

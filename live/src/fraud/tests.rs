@@ -848,6 +848,46 @@ fn a_model_file_that_cannot_be_used_is_refused_with_the_reason() {
         refused(&file.to_string()),
         "fraud model tree 0: node 0 splits on feature 2 of 2"
     );
+    // Leaves whose sum would overflow to NaN (and allow every order) are refused.
+    let mut file: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let leaf = file["trees"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|n| n.get("leaf").is_some())
+        .unwrap();
+    file["trees"][0][leaf]["leaf"] = serde_json::json!(1e308);
+    assert_eq!(
+        refused(&file.to_string()),
+        format!("fraud model tree 0: node {leaf} has a leaf value of 1e308, beyond ±100 log odds")
+    );
+    let mut file: serde_json::Value = serde_json::from_str(&good).unwrap();
+    file["base"] = serde_json::json!(-1e300);
+    assert_eq!(
+        refused(&file.to_string()),
+        "fraud model base -1e300 is beyond ±100 log odds"
+    );
+}
+
+/// A value that comes back a unit in the last place off (a float through JSON, a rate applied in
+/// another order) falls on the side of every cut its training value fell on; NaN is read as 0.
+#[test]
+fn a_model_scores_the_values_it_was_trained_on_the_same_one_ulp_off() {
+    let features = [Feature::Amount, Feature::DeviceCards1d];
+    // Converted amounts with 17 significant digits.
+    let x: Vec<Vec<f64>> = (0..500)
+        .map(|i| vec![f64::from(i) * 1.7320508075688772, f64::from(i % 5)])
+        .collect();
+    let y: Vec<bool> = x.iter().map(|r| r[0] > 400.0 && r[1] >= 3.0).collect();
+    let m = model::Model::train(&features, &x, &y, &model::Params::default(), "ulp");
+    let m = model::Model::from_json(&m.to_json()).unwrap();
+    for r in &x {
+        let p = m.probability(r);
+        for nudged in [r[0].next_up(), r[0].next_down()] {
+            assert_eq!(m.probability(&[nudged, r[1]]), p, "{r:?}");
+        }
+    }
+    assert_eq!(m.probability(&[f64::NAN, 4.0]), m.probability(&[0.0, 4.0]));
 }
 
 #[test]
@@ -894,6 +934,30 @@ fn a_rules_file_names_its_model_and_the_model_adds_to_the_score() {
     let err = RulesFile::open(&path).unwrap_err().to_string();
     assert!(err.starts_with("line 8: model file"), "{err}");
     assert!(err.contains("not valid JSON"), "{err}");
+    // A new model in the same file is taken by the watcher, like a change of the rules.
+    std::fs::write(&path, text).unwrap();
+    let (mut watched, rules) = RulesFile::open(&path).unwrap();
+    assert_eq!(rules.version(), "v1+toy-1");
+    assert_eq!(
+        watched.check().unwrap().map(|r| r.version().to_owned()),
+        None
+    );
+    let retrained = model::Model::train(
+        &[Feature::Amount],
+        &[vec![1.0], vec![2.0]],
+        &[false, true],
+        &model::Params::default(),
+        "toy-2",
+    );
+    std::fs::write(dir.path().join("toy.json"), retrained.to_json()).unwrap();
+    let reloaded = watched.check().unwrap().unwrap();
+    assert_eq!(reloaded.version(), "v1+toy-2");
+    // A broken model file is refused once; the caller keeps what it runs.
+    std::fs::write(dir.path().join("toy.json"), "{").unwrap();
+    let err = watched.check().unwrap_err().to_string();
+    assert!(err.starts_with("line 8: model file"), "{err}");
+    assert!(watched.check().unwrap().is_none());
+
     // Without a [model] table no model runs.
     let rules =
         RuleSet::parse(&text.replace("[model]\nweight = 60\nfile = \"toy.json\"\n", "")).unwrap();
