@@ -128,10 +128,14 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         .await?
         .first()
         .and_then(|r| r["latest"].as_str().map(str::to_owned));
+    // None on an empty lake; a time that does not read is an error, not "now".
     let latest = latest
-        .as_deref()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map(|t| t.timestamp_micros());
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.timestamp_micros())
+                .with_context(|| format!("the lake's latest event time {t:?}"))
+        })
+        .transpose()?;
     let now = chrono::Utc::now().timestamp_micros();
     let cutoff = latest.unwrap_or(now).min(now)
         - i64::try_from(args.label_delay.as_micros()).unwrap_or(i64::MAX);
@@ -145,11 +149,9 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     .iter()
     .filter_map(|r| r["order_id"].as_str().map(str::to_owned))
     .collect();
-    let (mature, young): (Vec<Decision>, Vec<Decision>) = decisions
-        .into_iter()
-        .filter(|d| !d.order_id.is_empty())
-        .partition(|d| d.event_time <= cutoff);
-    let placed = eval::cases(&mature, &HashMap::new()).len();
+    let (mature, young): (Vec<Decision>, Vec<Decision>) =
+        decisions.into_iter().partition(|d| d.event_time <= cutoff);
+    let placed = orders(&mature);
     let mature: Vec<Decision> = mature
         .into_iter()
         .filter(|d| paid.contains(&d.order_id))
@@ -165,7 +167,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
          feature existed), {} of them paid (the others cannot be charged back: left out), {fraud} \
          of those refunded as {}",
         args.label_delay.as_secs() / 86_400,
-        eval::cases(&young, &HashMap::new()).len(),
+        orders(&young),
         cases.len(),
         args.reason.join(" or ")
     );
@@ -184,7 +186,8 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         let report = eval::evaluate(&mature, &labels, &options);
         println!(
             "\nTrained on the earlier {} orders ({} fraud), judged on the later {} ({} fraud). \
-             `rules` is the score the engine served (the rules in use and their model); `boosted \
+             `rules` is the score the engine served (the rules and model live when each order was \
+             decided); `boosted \
              trees` is the new model:\n\n{report}",
             report.train_orders, report.train_fraud, report.test_orders, report.test_fraud
         );
@@ -208,4 +211,14 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         serde_json::to_string(&absolute.display().to_string())?
     );
     Ok(())
+}
+
+/// Distinct orders among decisions (an order sent again is decided again).
+fn orders(decisions: &[Decision]) -> usize {
+    decisions
+        .iter()
+        .filter(|d| !d.order_id.is_empty())
+        .map(|d| d.order_id.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }

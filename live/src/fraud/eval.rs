@@ -310,15 +310,13 @@ pub fn evaluate(
         }
         velocity.evaluate(&values).score
     };
-    let probability: Vec<f64> = test
+    let inputs: Vec<Vec<f64>> = test.iter().map(model_inputs).collect();
+    let probability: Vec<f64> = inputs
         .iter()
-        .map(|c| model.as_ref().map_or(0.0, |m| m.score(&model_inputs(c))))
+        .map(|x| model.as_ref().map_or(0.0, |m| m.score(x)))
         .collect();
     let boosted = train_model(train, "evaluation");
-    let boosted: Vec<f64> = test
-        .iter()
-        .map(|c| boosted.probability(&model_inputs(c)))
-        .collect();
+    let boosted: Vec<f64> = inputs.iter().map(|x| boosted.probability(x)).collect();
     let scorers: Vec<(&str, Vec<f64>)> = vec![
         (RULES, test.iter().map(|c| c.score).collect()),
         (AMOUNT, test.iter().map(|c| c.amount).collect()),
@@ -373,13 +371,11 @@ pub fn evaluate(
     }
 }
 
-/// A case's values of the model's inputs ([`model::inputs`]).
+/// A case's values of the model's inputs ([`model::inputs`], in that order).
 fn model_inputs(c: &Case) -> Vec<f64> {
-    Feature::ALL
+    model::inputs()
         .iter()
-        .zip(&c.features)
-        .filter(|(f, _)| **f != Feature::ModelScore)
-        .map(|(_, v)| *v)
+        .map(|&f| c.features.get(f as usize).copied().unwrap_or(0.0))
         .collect()
 }
 
