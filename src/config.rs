@@ -151,7 +151,8 @@ impl CompactionConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
-    /// Days of `events` kept, by `event_date` (`"730d"`); for ever by default.
+    /// Days of `events` kept, by `event_date` (`"730d"`); for ever by default. The daily rollups
+    /// (`rollup_*`) keep the same days.
     #[serde(with = "humantime_serde")]
     pub events: Option<Duration>,
     /// Days of `bad_rows` kept (`"30d"`): the raw bytes of bad input are personal data too.
@@ -336,9 +337,16 @@ impl RetentionConfig {
         data: &DataArgs,
         firehose: &shoplake_ingest::FirehoseConfig,
     ) -> anyhow::Result<shoplake_batch::lifecycle::Retention> {
-        use shoplake_events::lake::{BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE};
+        use shoplake_events::lake::{
+            BAD_ROWS_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE, ROLLUP_PRODUCTS_TABLE,
+            ROLLUP_PROMOTIONS_TABLE, ROLLUP_SEARCH_TABLE,
+        };
+        // The daily rollups hold order ids and search text: they go with the events they sum.
         let tables = [
             (EVENTS_TABLE, self.events),
+            (ROLLUP_PRODUCTS_TABLE, self.events),
+            (ROLLUP_SEARCH_TABLE, self.events),
+            (ROLLUP_PROMOTIONS_TABLE, self.events),
             (BAD_ROWS_TABLE, self.bad_rows),
             (FRAUD_DECISIONS_TABLE, self.fraud_decisions),
         ]

@@ -201,6 +201,7 @@ def main():
                 check_table(b, "coupons", params, "coupon")
             if page == "products":
                 check_table(b, "products", {**params, "by": "product"}, "dimension")
+                check_table(b, "inventory", {**params, "out_of_stock_only": "true"}, "product_id")
             if page == "fraud":
                 check(b.page.locator("[data-denied]").count() == 0, "fraud: an analyst is refused")
                 check_table(b, "fraud_rules", params, "rule")

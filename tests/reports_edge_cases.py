@@ -4,7 +4,11 @@ across midnight, a direct landing then an e-mail touch, an order cancelled then 
 then retried payment, a shared device and an alias, order updates, searches differing only in
 case and spaces, a renamed promotion, a bot, an order_completed re-sent under a second message
 id, cart recoveries at 2 and 8 days and by an overlapping session, a click before midnight and its
-order after.
+order after, a search's click and order and a promotion click's order two UTC days later (not
+counted); stock levels ("Inventory Updated" custom events from the back office) with
+their corner cases: a product listed twice in one update, other spellings of the name, 0 after 0,
+a stock-out from the day before, updates at the same instant, demand and a bot's order while out of
+stock.
 
 Usage: reports_edge_cases.py http://HOST:PORT WEB_WRITE_KEY BACKEND_WRITE_KEY
 """
@@ -45,14 +49,14 @@ def prod(pid, price, qty=1, category="shoes", brand="Acme"):
             "category": category, "brand": brand, "currency": "USD"}
 
 
-def order(t, anon, user, session, oid, products, currency="USD", coupon=None, discount=0, country="DE"):
-    revenue = sum(p["price"] * p["quantity"] for p in products) - discount
+def order(t, anon, user, session, oid, products, currency="USD", coupon=None, discount=0, country="DE", ua=DESKTOP):
+    revenue = sum(p["price"] * p.get("quantity", 1) for p in products) - discount
     props = {"order_id": oid, "total": revenue + 5, "revenue": revenue, "tax": 0, "shipping": 5,
              "discount": discount, "currency": currency, "products": products,
              "shipping_country": country, "billing_country": country, "payment_method": "card"}
     if coupon:
         props["coupon"] = coupon
-    ev(t, "Order Completed", anon, user, session, props, page={"path": "/checkout/complete"})
+    ev(t, "Order Completed", anon, user, session, props, page={"path": "/checkout/complete"}, ua=ua)
 
 
 def life(t, name, anon, user, session, oid, **props):
@@ -170,6 +174,99 @@ S = "s-m"
 page("2026-11-25T23:55:00Z", "a13", None, S, "/home")
 ev("2026-11-25T23:56:00Z", "Promotion Clicked", "a13", None, S, {"promotion_id": "promo-y", "name": "Night"})
 order("2026-11-26T00:05:00Z", "a13", None, S, "o-12", [prod("p-8", 99, 1)])
+
+# O: a search whose click and order fall two UTC days later in the same session (the client's
+# session id, kept however long the session lasts: ~24 h 25 min here). Expected (search, for a
+# period holding 2026-11-26): query "edge two-day search" has 1 search, 0 clicked, 1 without a
+# click, 0 converted, revenue 0 — the click and the order are past the search's UTC day and the
+# next. Order o-13 still counts everywhere else (overview, orders, the session's revenue...).
+S = "s-o"
+page("2026-11-26T23:49:00Z", "a14", None, S, "/home")
+ev("2026-11-26T23:50:00Z", "Products Searched", "a14", None, S, {"query": "Edge two-day search"})
+ev("2026-11-28T00:10:00Z", "Product Clicked", "a14", None, S, prod("p-3", 50))
+order("2026-11-28T00:14:00Z", "a14", None, S, "o-13", [prod("p-3", 50)])
+
+# P: a promotion click and the session's order two UTC days later. Expected (promotions, for a
+# period holding 2026-11-26): promo-two-day has 0 views, 1 click, no click rate, 0 orders,
+# revenue 0 — the order is past the click's UTC day and the next. (Case M's order, just after
+# midnight, still counts for promo-y.)
+S = "s-p"
+page("2026-11-26T23:49:00Z", "a15", None, S, "/home")
+ev("2026-11-26T23:50:00Z", "Promotion Clicked", "a15", None, S, {"promotion_id": "promo-two-day", "name": "Two days"})
+order("2026-11-28T00:10:00Z", "a15", None, S, "o-14", [prod("p-8", 99, 1)])
+
+
+# N: stock levels of edge products (ids no simulated product has), sent by the back office as
+# custom events; the expected inventory rows are in the comments (day = 2026-11-25).
+def stock(t, lines, name="Inventory Updated", message_id=None):
+    ev(t, name, "edge-warehouse", None, None, {"products": lines}, to=backend)
+    m = backend[-1]
+    del m["context"]["sessionId"], m["context"]["userAgent"]  # a back-office system, no device
+    if message_id:
+        m["messageId"] = message_id
+
+
+def level(pid, qty=None, category="edge", brand="EdgeCo"):
+    line = {"product_id": pid, "sku": pid.upper(), "name": pid, "category": category, "brand": brand}
+    if qty is not None:
+        line["quantity"] = qty
+    return line
+
+
+D = "2026-11-25T"
+# inv-1: listed twice in one update, the lower level wins: 5, then (6, 0) = 0 at 12:00 (a
+# stock-out), then (4, 9) = 4 at 18:00. Day: level 4, 1 stock-out, 6 h out of stock.
+stock(D + "08:00:00Z", [level("edge-inv-1", 5)])
+stock(D + "12:00:00Z", [level("edge-inv-1", 6), level("edge-inv-1", 0)])
+stock(D + "18:00:00Z", [level("edge-inv-1", 4), level("edge-inv-1", 9)])
+# inv-2: other spellings of the name; a custom event of another name is no update. 2 at 06:00,
+# 0 at 09:00 (a stock-out), never restocked. Day: level 0, out of stock, 1 stock-out, 15 h
+# (2026-10-01..11-30: 135 h).
+stock(D + "06:00:00Z", [level("edge-inv-2", 2)], name="inventory_updated")
+stock(D + "09:00:00Z", [level("edge-inv-2", 0)], name="INVENTORY UPDATED")
+stock(D + "10:00:00Z", [level("edge-inv-2", 10)], name="Inventory Snapshot")
+# inv-3: 0 followed by another 0 is one stock-out; a line without a quantity is no update.
+# 1 at 07:00, 0 at 11:00 and 13:00, 8 at 20:00; 2 units sold to a bot at 21:00 (below). Day:
+# level 8, 1 stock-out, 9 h, 2 units, 2 a day, 4 days of cover (2026-10-01..11-30: 2/61 a day,
+# 244 days of cover).
+stock(D + "07:00:00Z", [level("edge-inv-3", 1)])
+stock(D + "11:00:00Z", [level("edge-inv-3", 0)])
+stock(D + "13:00:00Z", [level("edge-inv-3", 0)])
+stock(D + "15:00:00Z", [level("edge-inv-3")])
+stock(D + "20:00:00Z", [level("edge-inv-3", 8)])
+# inv-4: out of stock from the day before until 06:00; its latest update renames its category.
+# 2 on 11-23, 0 on 11-24 15:00, 12 at 06:00 (category edge-new); viewed out of stock on 11-24
+# 20:00 and at 05:00. Day: level 12, category edge-new, 0 stock-outs, 6 h, 1 view out of stock
+# (2026-10-01..11-30: 1 stock-out, 15 h, 2 views).
+stock("2026-11-23T10:00:00Z", [level("edge-inv-4", 2)])
+stock("2026-11-24T15:00:00Z", [level("edge-inv-4", 0)])
+stock(D + "06:00:00Z", [level("edge-inv-4", 12, category="edge-new")])
+ev("2026-11-24T20:00:00Z", "Product Viewed", "a-inv", None, "s-inv-0", prod("edge-inv-4", 9))
+ev(D + "05:00:00Z", "Product Viewed", "a-inv", None, "s-inv-1", prod("edge-inv-4", 9))
+# inv-5: its first update sets 0 (a stock-out), at 05:00; 6 at 14:00. Out-of-stock demand: a
+# view before any update (no), a view and an add at 09:30 and 09:35 (yes), a bot's view at 09:40
+# (no), views at 14:00, the restock's instant (no), and at 15:00 (no). Day: level 6, 1 stock-out,
+# 9 h, 1 view and 1 add out of stock.
+ev(D + "04:00:00Z", "Product Viewed", "a-inv", None, "s-inv-1", prod("edge-inv-5", 9))
+stock(D + "05:00:00Z", [level("edge-inv-5", 0)])
+ev(D + "09:30:00Z", "Product Viewed", "a-inv", None, "s-inv-2", prod("edge-inv-5", 9))
+ev(D + "09:35:00Z", "Product Added", "a-inv", None, "s-inv-2", prod("edge-inv-5", 9))
+ev(D + "09:40:00Z", "Product Viewed", "a-inv-bot", None, "s-inv-bot", prod("edge-inv-5", 9), ua=BOT)
+stock(D + "14:00:00Z", [level("edge-inv-5", 6)])
+ev(D + "14:00:00Z", "Product Viewed", "a-inv", None, "s-inv-3", prod("edge-inv-5", 9))
+ev(D + "15:00:00Z", "Product Viewed", "a-inv", None, "s-inv-3", prod("edge-inv-5", 9))
+# inv-6: 4 at 01:00; sold to a bot (bots count) on a line without a quantity (1 unit). Day:
+# level 4, 0 h, 1 unit, 1 a day, 4 days of cover (2026-10-01..11-30: 244).
+stock(D + "01:00:00Z", [level("edge-inv-6", 4)])
+no_quantity = prod("edge-inv-6", 10)
+del no_quantity["quantity"]
+order(D + "21:00:00Z", "a-inv-bot", None, "s-inv-bot", "o-inv-1", [no_quantity, prod("edge-inv-3", 10, 2)], ua=BOT)
+# inv-7: two updates at the same instant apply in event id order, whatever order they arrive
+# in: 3 at 08:00, then at 16:00 0 (id ...e701) and 5 (id ...e702). Day: level 5, 1 stock-out
+# (of no duration), 0 h.
+stock(D + "08:00:00Z", [level("edge-inv-7", 3)])
+stock(D + "16:00:00Z", [level("edge-inv-7", 5)], message_id="0e0e0e0e-0000-4000-8000-00000000e702")
+stock(D + "16:00:00Z", [level("edge-inv-7", 0)], message_id="0e0e0e0e-0000-4000-8000-00000000e701")
 
 
 def send(key, batch):

@@ -268,15 +268,17 @@ class Report:
     name: str
     compute: Callable[[duckdb.DuckDBPyConnection, Params], list[dict]]
     keys: list[str]
-    # (column, descending) pairs the answer's rows must be sorted by, within `sort_within` groups
-    sort: list[tuple[str, bool]] = field(default_factory=list)
+    # (column, descending) pairs the answer's rows must be sorted by, within `sort_within` groups;
+    # an optional third item, nulls_last, says where empty values go (by default last when
+    # descending, first when ascending)
+    sort: list[tuple] = field(default_factory=list)
     sort_within: list[str] = field(default_factory=list)
 
 
 REPORTS: dict[str, Report] = {}
 
 
-def report(keys: list[str], sort: list[tuple[str, bool]] | None = None,
+def report(keys: list[str], sort: list[tuple] | None = None,
            sort_within: list[str] | None = None):
     def register(fn):
         REPORTS[fn.__name__] = Report(fn.__name__, fn, keys, sort or [], sort_within or [])
@@ -883,14 +885,159 @@ def products(con, p):
     return rows(con, sql, p)
 
 
+@report(keys=["product_id"],
+        sort=[("hours_out_of_stock", True), ("days_of_cover", False, True), ("product_id", False)])
+def inventory(con, p):
+    """Per product, from the stock levels of the period's end and the storefront's demand.
+    A stock update: a `custom` event whose custom_event_name is "Inventory Updated" or
+    "inventory_updated" in any case; each product line with a quantity gives that product the
+    level `quantity` from the event's time on (a product listed twice in one update: the lower
+    quantity); updates are ordered by event time, then event id. The period: [from's midnight UTC,
+    the end of `to`, or now if earlier). Per product with an update before the period's end:
+    category, brand and stock level of its latest update before the end; out of stock (level 0);
+    stock-outs (updates in the period setting 0 after an update above 0, or as its first update);
+    hours out of stock within the period; non-bot product_viewed / product_added events of the
+    period's UTC days while its latest update at or before the event had set 0; units sold (the
+    period's order_completed lines, quantity 1 when missing, bots included); sales per day (units /
+    days in the period); days of cover (level / sales per day, null without sales). Sorted by
+    hours out of stock (desc), days of cover (asc, empty last), product id.
+    READING: "now" is the oracle's own clock (DuckDB now()); shoplake answered a moment before,
+    which only matters for a period that contains now (none of the test's periods does). A period
+    wholly after now (its end, now, before its start) is empty: 0 hours and no stock-outs, while
+    its rows and levels are those of now (views, adds and sales go by UTC day; none lie ahead).
+    READING: the description names no columns: those the dashboard shows (product_id, category,
+    stock_level, stock_outs, hours_out_of_stock, views_out_of_stock, adds_out_of_stock,
+    units_sold, days_of_cover) and brand, out_of_stock, sales_per_day.
+    READING: "days in the period" is the number of calendar days from `from` to `to` (as the
+    other reports' periods), even when now cuts the period short.
+    READING: "or that are its first update" qualifies the updates setting 0 (a first update that
+    sets a level above 0 is no stock-out).
+    READING: the name is matched exactly but for case (no trimming); an update counts whatever
+    its source and is_bot; product lines without a product_id are ignored, and so are lines
+    without a quantity (they do not count as an update of the product at all).
+    READING: "before the period's end" / "up to then" is strictly before the end (the end is
+    exclusive); category and brand are the latest update's even when it leaves them empty (of
+    the line with the lower quantity when listed twice).
+    READING: units sold counts every order_completed event of the period (by its UTC day), so an
+    order_completed re-sent under a second event id counts twice, as in `products`; views and
+    adds are distinct events (an event listing the product twice counts once)."""
+    sql = """
+        WITH bounds AS (
+            SELECT $start::DATE::TIMESTAMPTZ AS p_start,
+                   least(($end::DATE + INTERVAL 1 DAY)::TIMESTAMPTZ, now()) AS p_end,
+                   date_diff('day', $start::DATE, $end::DATE) + 1 AS days
+        ),
+        lines AS (
+            SELECT event_id, event_time, unnest(products) AS item
+            FROM events
+            WHERE event_name = 'custom'
+              AND lower(custom_event_name) IN ('inventory updated', 'inventory_updated')
+        ),
+        updates AS (  -- one row per update and product
+            SELECT item.product_id AS product_id, event_id, event_time,
+                   min(item.quantity) AS level,
+                   -- the line of the lower quantity (then the smaller category/brand)
+                   (array_agg(item.category ORDER BY item.quantity, item.category NULLS LAST))[1]
+                       AS category,
+                   (array_agg(item.brand ORDER BY item.quantity, item.brand NULLS LAST))[1]
+                       AS brand
+            FROM lines
+            WHERE item.product_id IS NOT NULL AND item.quantity IS NOT NULL
+            GROUP BY item.product_id, event_id, event_time
+        ),
+        seq AS (
+            SELECT u.*,
+                   lag(level) OVER w AS level_before,
+                   lead(event_time) OVER w AS next_time
+            FROM updates u
+            WINDOW w AS (PARTITION BY product_id ORDER BY event_time, event_id)
+        ),
+        latest AS (  -- each product's latest update before the period's end
+            SELECT product_id, category, brand, level
+            FROM seq, bounds WHERE event_time < p_end
+            QUALIFY row_number() OVER (PARTITION BY product_id
+                                       ORDER BY event_time DESC, event_id DESC) = 1
+        ),
+        spans AS (
+            SELECT product_id,
+                   count(*) FILTER (WHERE event_time >= p_start AND event_time < p_end
+                                      AND level = 0
+                                      AND (level_before IS NULL OR level_before > 0))
+                       AS stock_outs,
+                   coalesce(sum(greatest(0,
+                       epoch_us(least(coalesce(next_time, p_end), p_end))
+                       - epoch_us(greatest(event_time, p_start))))
+                       FILTER (WHERE level = 0), 0) / 3600e6 AS hours_out_of_stock
+            FROM seq, bounds
+            GROUP BY product_id
+        ),
+        demand AS (
+            SELECT event_id, event_name, event_time, unnest(products).product_id AS product_id
+            FROM events
+            WHERE event_name IN ('product_viewed', 'product_added')
+              AND NOT coalesce(is_bot, false)
+              AND event_time::date BETWEEN $start AND $end
+        ),
+        demand_status AS (  -- the level its latest update at or before the event had set
+            SELECT d.event_id, d.event_name, d.product_id, u.level
+            FROM demand d JOIN seq u
+              ON u.product_id = d.product_id AND u.event_time <= d.event_time
+            QUALIFY row_number() OVER (PARTITION BY d.event_id, d.product_id
+                                       ORDER BY u.event_time DESC, u.event_id DESC) = 1
+        ),
+        missed AS (
+            SELECT product_id,
+                   count(DISTINCT event_id) FILTER (WHERE event_name = 'product_viewed')
+                       AS views_out_of_stock,
+                   count(DISTINCT event_id) FILTER (WHERE event_name = 'product_added')
+                       AS adds_out_of_stock
+            FROM demand_status WHERE level = 0
+            GROUP BY product_id
+        ),
+        sold AS (
+            SELECT item.product_id AS product_id,
+                   sum(coalesce(item.quantity, 1))::BIGINT AS units_sold
+            FROM (SELECT unnest(products) AS item FROM events
+                  WHERE event_name = 'order_completed'
+                    AND event_time::date BETWEEN $start AND $end)
+            GROUP BY 1
+        ),
+        per_product AS (
+            SELECT l.product_id, l.category, l.brand, l.level AS stock_level,
+                   l.level = 0 AS out_of_stock,
+                   s.stock_outs, s.hours_out_of_stock,
+                   coalesce(m.views_out_of_stock, 0) AS views_out_of_stock,
+                   coalesce(m.adds_out_of_stock, 0) AS adds_out_of_stock,
+                   coalesce(so.units_sold, 0) AS units_sold,
+                   coalesce(so.units_sold, 0) / b.days AS sales_per_day
+            FROM latest l
+            JOIN spans s USING (product_id)
+            LEFT JOIN missed m USING (product_id)
+            LEFT JOIN sold so USING (product_id)
+            CROSS JOIN bounds b
+        )
+        SELECT *,
+               CASE WHEN units_sold > 0 THEN stock_level / sales_per_day END AS days_of_cover
+        FROM per_product
+        ORDER BY hours_out_of_stock DESC, days_of_cover ASC NULLS LAST, product_id
+    """
+    return rows(con, sql, p)
+
+
 @report(keys=["promotion_id"])
 def promotions(con, p):
     """Per promotion (id; its latest name in the period) over the period's non-bot events: views
     (promotion_viewed), clicks (promotion_clicked), click-through rate (clicks / views), the
-    distinct orders completed in a session after a click on the promotion in it, their revenue
-    (reporting).
-    The click is in the period; the order may complete after it (strictly after the click).
-    READING: a ratio over zero is null."""
+    distinct orders completed in a session after a click on the promotion in it, on the click's
+    UTC day or the next, their revenue (reporting).
+    The click is in the period; the order may complete after it (strictly after the click, and on
+    the click's UTC day or the next: its event_time::date, the lake's event_date, is the click's
+    or the one after).
+    READING: a ratio over zero is null.
+    READING: every click opens its own window (not only the session's first click): an order two
+    days after a session's first click still counts when it is strictly after another click of
+    the promotion in the session (in the period) of its own UTC day or the day before. "The next
+    day" is the whole next calendar day (UTC), not 24 hours from the click."""
     sql = """
         WITH ev AS (
             SELECT * FROM events
@@ -908,17 +1055,17 @@ def promotions(con, p):
                             AND promotion_id IS NOT NULL)
             GROUP BY promotion_id
         ),
-        first_click AS (
-            SELECT promotion_id, session_id, min(event_time) AS clicked_at
+        click AS (
+            SELECT promotion_id, session_id, event_time AS clicked_at
             FROM ev WHERE event_name = 'promotion_clicked' AND promotion_id IS NOT NULL
-            GROUP BY ALL
         ),
         promo_orders AS (
             SELECT DISTINCT c.promotion_id, o.order_id, o.revenue_reporting
-            FROM first_click c JOIN events o
+            FROM click c JOIN events o
               ON o.session_id = c.session_id AND o.event_name = 'order_completed'
              AND NOT coalesce(o.is_bot, false)
              AND o.event_time > c.clicked_at
+             AND o.event_time::date BETWEEN c.clicked_at::date AND c.clicked_at::date + 1
         ),
         promo_sales AS (
             SELECT promotion_id, count(DISTINCT order_id) AS orders,
@@ -993,13 +1140,17 @@ def rfm(con, p):
 def search(con, p):
     """Per search query (lower-cased, trimmed) of the period's non-bot products_searched events:
     searches; searches followed by a click (product_clicked / product_viewed in the same session
-    after the search and before the session's next search); without one; click rate;
-    searches whose session completed an order after the search; revenue of those orders (each
-    order once per query, reporting); revenue per search. Sorted by searches (READING:
-    descending).
+    after the search and before the session's next search, on the search's UTC day or the next);
+    without one; click rate; searches whose session completed an order after the search on the
+    search's UTC day or the next; revenue of those orders (each order once per query,
+    reporting); revenue per search. Sorted by searches (READING: descending).
     READING: 'after' is strictly later event_time; the next search is the session's next
     products_searched event whatever its day; clicks and orders need not fall in the period;
-    empty queries are kept as ''."""
+    empty queries are kept as ''.
+    READING: "on the search's UTC day or the next" bounds the click's and the order's own UTC
+    day (event_time::date, the lake's event_date) to the search's or the one after: the whole
+    next calendar day, not 24 hours from the search. It bounds the click as well as the order
+    (the sentence's "both strictly" is about after/before, the day clause follows it)."""
     sql = """
         WITH all_searches AS (
             SELECT event_id, session_id, event_time, is_bot,
@@ -1019,12 +1170,14 @@ def search(con, p):
              AND c.event_name IN ('product_clicked', 'product_viewed')
              AND c.event_time > s.event_time
              AND (s.next_search_at IS NULL OR c.event_time < s.next_search_at)
+             AND c.event_time::date BETWEEN s.event_time::date AND s.event_time::date + 1
         ),
         bought AS (
             SELECT s.event_id, s.query, o.order_id, o.revenue_reporting
             FROM s JOIN events o
               ON o.session_id = s.session_id AND o.event_name = 'order_completed'
              AND o.event_time > s.event_time
+             AND o.event_time::date BETWEEN s.event_time::date AND s.event_time::date + 1
         ),
         query_revenue AS (
             SELECT query, sum(revenue_reporting) AS revenue
@@ -1122,14 +1275,16 @@ def sort_violations(answer: list[dict], rep: Report) -> list[str]:
     for n, row in enumerate(answer):
         group = tuple(row.get(c) for c in rep.sort_within)
         key = []
-        for col, desc in rep.sort:
+        for col, desc, *nulls_last in rep.sort:
             v = row.get(col)
             v = float(v) if isinstance(v, str) and re.fullmatch(r"-?[\d.eE+-]+", v) else v
-            v = -math.inf if v is None else v
+            if v is None:
+                key.append(math.inf if (nulls_last[0] if nulls_last else desc) else -math.inf)
+                continue
             key.append(-v if desc else v)
         key = tuple(key)
         if group in last and key < last[group]:
-            problems.append(f"row {n} ({', '.join(f'{c}={row.get(c)!r}' for c, _ in rep.sort)})"
+            problems.append(f"row {n} ({', '.join(f'{c}={row.get(c)!r}' for c, *_ in rep.sort)})"
                             f" comes after a row it should follow")
         last[group] = key
     return problems
@@ -1197,7 +1352,7 @@ def compare(rep: Report, mine: list[dict], answer: Any) -> list[str]:
         problems = sort_violations(answer_n, rep)
         if problems:
             out.append(f"order: shoplake's rows are not sorted by "
-                       f"{', '.join(c + (' desc' if d else '') for c, d in rep.sort)}"
+                       f"{', '.join(c + (' desc' if d else '') for c, d, *_ in rep.sort)}"
                        f"{' within ' + ', '.join(rep.sort_within) if rep.sort_within else ''}: "
                        f"{problems[0]} ({len(problems)} such rows)")
     return out

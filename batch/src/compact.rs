@@ -92,6 +92,9 @@ pub struct CompactReport {
     /// Visits (sessions) re-derived from their events (merged into the table, or all of it when
     /// filled).
     pub visits: Option<u64>,
+    /// Rows of the daily rollups ([`crate::rollup`]) computed again for the days this round's
+    /// events fell on (or all of them when a rollup was filled).
+    pub rollups: Option<u64>,
     /// Identity links re-derived from their events and merged into `identities` (all of them
     /// when the table was created).
     pub identities: Option<u64>,
@@ -115,13 +118,18 @@ impl CompactReport {
         self.conflicts += o.conflicts;
         self.fraud_decisions_written += o.fraud_decisions_written;
         self.erased_in_staging += o.erased_in_staging;
-        let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
-            (Some(a), Some(b)) => Some(a + b),
-            (a, b) => a.or(b),
-        };
         self.orders = sum(self.orders, o.orders);
         self.visits = sum(self.visits, o.visits);
+        self.rollups = sum(self.rollups, o.rollups);
         self.identities = sum(self.identities, o.identities);
+    }
+}
+
+/// Two optional counts added (None only when both are).
+fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
     }
 }
 
@@ -439,6 +447,7 @@ async fn compact_round(
     let touched_orders = Touched::of(&events_rows, derived::ORDERS.key());
     let touched_visits = Touched::of(&events_rows, derived::VISITS.key());
     let touched_identities = crate::identities::linked_anonymous_ids(&events_rows)?;
+    let touched_days = crate::rollup::days_of(&events_rows);
     report.beyond_dedup_window = beyond_dedup_window(&events_rows);
     let appended = append_new(lake, &tables::EVENTS, events_rows, &write, "compact").await?;
     let written = appended.written;
@@ -476,6 +485,12 @@ async fn compact_round(
         .update(lake, &touched_visits, written, &write)
         .await?;
 
+    // The daily rollups of the days this round's events fall on, computed again from the lake.
+    for rollup in crate::rollup::ALL {
+        let rows = rollup.update(lake, &touched_days, written, &write).await?;
+        report.rollups = sum(report.rollups, rows);
+    }
+
     // Anonymous ids this round's identity events link to users (the table made when missing).
     report.identities =
         crate::identities::update_identities(lake, touched_identities, &write).await?;
@@ -510,7 +525,7 @@ const MAX_CONFLICTS_IN_A_ROW: u64 = 50;
 /// Runs `step` until it does not end in a conflict with another writer (it is idempotent, and
 /// re-runs against the other's result); gives up after [`MAX_CONFLICTS_IN_A_ROW`]. Adds the
 /// conflicts it met to `conflicts_met`.
-async fn again_on_conflict<T, F, Fut>(conflicts_met: &mut u64, mut step: F) -> Result<T>
+pub(crate) async fn again_on_conflict<T, F, Fut>(conflicts_met: &mut u64, mut step: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -550,6 +565,16 @@ pub async fn compact_all(lake: &Lake, opts: &CompactOptions) -> Result<CompactRe
         // A lake written before a derived table existed gets it now, not at its next event.
         orders: again_on_conflict(&mut conflicts, || derived::ORDERS.ensure(lake, &write)).await?,
         visits: again_on_conflict(&mut conflicts, || derived::VISITS.ensure(lake, &write)).await?,
+        rollups: {
+            let mut rows = None;
+            for rollup in crate::rollup::ALL {
+                rows = sum(
+                    rows,
+                    again_on_conflict(&mut conflicts, || rollup.ensure(lake, &write)).await?,
+                );
+            }
+            rows
+        },
         ..Default::default()
     };
     loop {

@@ -12,7 +12,9 @@
 //! table (a new lake, or one written before the table existed) is created empty, then filled from
 //! the whole events table in one overwrite; a table created but never filled (a crash in between,
 //! or a lake written before fills were marked) has no writer transaction yet, and is filled by the
-//! next round. Every merge and fill carries the writer transaction, so of two compactors that
+//! next round. A table filled by another definition of its SQL (an older shoplake, before a
+//! column was added) is filled again whole, as [`crate::rollup`]'s tables are: each fill records
+//! its definition. Every merge and fill carries the writer transaction, so of two compactors that
 //! touch the table at once exactly one commits and the other re-runs its round
 //! ([`crate::write`]'s *Concurrent writers*: without it, two compactors that both found the table
 //! missing each added every order, and orders came out twice).
@@ -40,6 +42,7 @@ use shoplake_events::fields::{EVENT_DATE, EVENT_TIME};
 use shoplake_events::lake::EVENTS_TABLE;
 use tracing::debug;
 
+use crate::rollup::{definition_transaction, filled_by};
 use crate::tables::{self, TableDescriptor};
 use crate::write::{
     WriteOptions, commit_after, conform, create_empty, last_writer_version, table_or_empty,
@@ -228,6 +231,7 @@ impl Derived {
         &self,
         lake: &Lake,
         table: deltalake::DeltaTable,
+        last: Option<i64>,
         opts: &WriteOptions,
     ) -> Result<u64> {
         let mut batches = self.derive(lake, None).await?;
@@ -238,7 +242,8 @@ impl Derived {
             batches.push(RecordBatch::new_empty(self.table.schema()));
         }
         let name = self.table.name;
-        let commit = commit_after(None, &format!("fill_{name}"), Some(rows));
+        let commit = commit_after(last, &format!("fill_{name}"), Some(rows))
+            .with_application_transaction(definition_transaction(self.sql));
         table
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
@@ -299,8 +304,8 @@ impl Derived {
             None => return Ok(None),
         };
         let last = last_writer_version(&table, self.table.name).await?;
-        if last.is_none() {
-            return Ok(Some(self.fill(lake, table, opts).await?));
+        if last.is_none() || !filled_by(&table, self.table.name, self.sql).await? {
+            return Ok(Some(self.fill(lake, table, last, opts).await?));
         }
         if touched.is_empty() {
             return Ok(None);
@@ -315,12 +320,10 @@ impl Derived {
             return Ok(None);
         }
         let table = table_or_empty(lake, self.table, opts).await?;
-        if last_writer_version(&table, self.table.name)
-            .await?
-            .is_some()
-        {
+        let last = last_writer_version(&table, self.table.name).await?;
+        if last.is_some() && filled_by(&table, self.table.name, self.sql).await? {
             return Ok(None);
         }
-        Ok(Some(self.fill(lake, table, opts).await?))
+        Ok(Some(self.fill(lake, table, last, opts).await?))
     }
 }

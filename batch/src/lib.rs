@@ -21,8 +21,10 @@
 //!   ([`staged`] decodes the objects); then the tables [`derived`] from events by SQL — `orders`
 //!   (`sql/batch/orders.sql`) and `visits`, one row per session (`sql/batch/visits.sql`) — merged
 //!   for the keys the round touched, then the `identities` table ([`identities`]: which user each
-//!   anonymous id is linked to) merged from the round's identity events. Consumed staging files
-//!   are deleted only after every commit;
+//!   anonymous id is linked to) merged from the round's identity events, and the daily
+//!   [`rollup`]s (`rollup_products`, `rollup_search`, `rollup_promotions`: per day, what a report
+//!   sums) computed again for the days the round's events fall on. Consumed staging files are
+//!   deleted only after every commit;
 //! - [`optimize`]: small files → large ones (Delta `OPTIMIZE`: bin-packing, or a sort by event
 //!   time for a day whose files overlap in time);
 //! - [`lifecycle`]: retention (days older than a table's period leave it; old quarantine and
@@ -39,7 +41,7 @@
 //! the live engines rebuild their state when their saved copy is missing.
 //!
 //! Modules depend one way: `schedule` → `compact`, `optimize`, `affinity`; `compact` →
-//! `derived`, `identities`, `staged`, `keys`; every job → `write` → `tables`; and all → [`Lake`].
+//! `derived`, `rollup`, `identities`, `staged`, `keys`; every job → `write` → `tables`; and all → [`Lake`].
 //! Adding a table: its name in `shoplake_events::lake`, a descriptor in [`tables`] (the registry's
 //! tests check the two agree), and the job that writes it through [`write`].
 //!
@@ -107,6 +109,7 @@ pub mod keys;
 mod lake;
 pub mod lifecycle;
 pub mod optimize;
+pub mod rollup;
 pub mod schedule;
 pub mod spend;
 pub mod staged;

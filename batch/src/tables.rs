@@ -35,7 +35,8 @@ use shoplake_events::fields::{
 };
 use shoplake_events::lake::{
     BAD_ROWS_TABLE, CAMPAIGN_SPEND_TABLE, ERASURES_TABLE, EVENTS_TABLE, FRAUD_DECISIONS_TABLE,
-    IDENTITIES_TABLE, ORDERS_TABLE, PRODUCT_AFFINITY_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS,
+    IDENTITIES_TABLE, ORDERS_TABLE, PRODUCT_AFFINITY_TABLE, ROLLUP_PRODUCTS_TABLE,
+    ROLLUP_PROMOTIONS_TABLE, ROLLUP_SEARCH_TABLE, STAGING_BAD_ROWS, STAGING_EVENTS,
     STAGING_FRAUD_DECISIONS, VISITS_TABLE,
 };
 use shoplake_events::schema::{money, timestamp};
@@ -50,6 +51,9 @@ pub enum Maintainer {
     /// Compaction derives the rows from `events` with the SQL file `sql` and merges them into the
     /// table on its key, for the keys each round touched (filled whole when missing).
     Derived { sql: &'static str },
+    /// Compaction computes the rows of each day a round's events fall on again from the lake with
+    /// the SQL file `sql`, and replaces that day's rows ([`crate::rollup`]).
+    Rollup { sql: &'static str },
     /// A batch job rewrites the whole table: `command`, which `shoplake up` also runs on a
     /// schedule.
     Job { command: &'static str },
@@ -207,6 +211,7 @@ static ORDERS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         ts("cancelled_at"),
         ts("refunded_at"),
         Field::new("order_date", DataType::Date32, true),
+        ts("return_requested_at"),
     ]))
 });
 
@@ -304,6 +309,103 @@ pub const FRAUD_DECISIONS: TableDescriptor = TableDescriptor {
     bloom_filter_columns: SHOPPER_AND_ORDER_IDS,
 };
 
+/// `rollup_products`: per day and product, what the `products` report sums.
+pub const ROLLUP_PRODUCTS: TableDescriptor = TableDescriptor {
+    name: ROLLUP_PRODUCTS_TABLE,
+    description: "Per day and product, non-bot traffic: views, adds to cart, reviews and ratings, \
+                  the latest category and brand (rows without order_id); the units and revenue \
+                  of each order's lines (rows with order_id).",
+    schema: || ROLLUP_PRODUCTS_SCHEMA.clone(),
+    partition_columns: &[EVENT_DATE],
+    // The grain; a day's rows are replaced together, never merged on a key.
+    key: &[EVENT_DATE, PRODUCT_ID],
+    maintainer: Maintainer::Rollup {
+        sql: "sql/batch/rollup_products.sql",
+    },
+    personal_columns: &[ORDER_ID],
+    bloom_filter_columns: &[],
+};
+
+static ROLLUP_PRODUCTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let count = |n: &str| Field::new(n, DataType::Int64, true);
+    Arc::new(Schema::new(vec![
+        Field::new(EVENT_DATE, DataType::Date32, false),
+        Field::new(PRODUCT_ID, DataType::Utf8, false),
+        Field::new(ORDER_ID, DataType::Utf8, true),
+        Field::new("category", DataType::Utf8, true),
+        Field::new("brand", DataType::Utf8, true),
+        Field::new("last_seen", timestamp(), true),
+        count("views"),
+        count("adds"),
+        count("reviews"),
+        count("rated"),
+        count("rating_sum"),
+        count("units"),
+        Field::new("revenue", DataType::Float64, true),
+    ]))
+});
+
+/// `rollup_search`: per day and search query, what the `search` report sums.
+pub const ROLLUP_SEARCH: TableDescriptor = TableDescriptor {
+    name: ROLLUP_SEARCH_TABLE,
+    description: "Per day and search query, non-bot traffic: searches, with and without a click, \
+                  converted (rows without order_id); each order completed after one of them, \
+                  with its revenue (rows with order_id).",
+    schema: || ROLLUP_SEARCH_SCHEMA.clone(),
+    partition_columns: &[EVENT_DATE],
+    key: &[EVENT_DATE, "query"],
+    maintainer: Maintainer::Rollup {
+        sql: "sql/batch/rollup_search.sql",
+    },
+    // What shoppers typed can carry anything, e-mail addresses included.
+    personal_columns: &["query", ORDER_ID],
+    bloom_filter_columns: &[],
+};
+
+static ROLLUP_SEARCH_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let count = |n: &str| Field::new(n, DataType::Int64, true);
+    Arc::new(Schema::new(vec![
+        Field::new(EVENT_DATE, DataType::Date32, false),
+        Field::new("query", DataType::Utf8, false),
+        Field::new(ORDER_ID, DataType::Utf8, true),
+        count("searches"),
+        count("clicked"),
+        count("without_click"),
+        count("converted"),
+        Field::new("revenue", money(), true),
+    ]))
+});
+
+/// `rollup_promotions`: per day and promotion, what the `promotions` report sums.
+pub const ROLLUP_PROMOTIONS: TableDescriptor = TableDescriptor {
+    name: ROLLUP_PROMOTIONS_TABLE,
+    description: "Per day and promotion, non-bot traffic: views, clicks and the latest name \
+                  (rows without order_id); each order completed in a session after a click on \
+                  it, with its revenue (rows with order_id).",
+    schema: || ROLLUP_PROMOTIONS_SCHEMA.clone(),
+    partition_columns: &[EVENT_DATE],
+    key: &[EVENT_DATE, "promotion_id"],
+    maintainer: Maintainer::Rollup {
+        sql: "sql/batch/rollup_promotions.sql",
+    },
+    personal_columns: &[ORDER_ID],
+    bloom_filter_columns: &[],
+};
+
+static ROLLUP_PROMOTIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let count = |n: &str| Field::new(n, DataType::Int64, true);
+    Arc::new(Schema::new(vec![
+        Field::new(EVENT_DATE, DataType::Date32, false),
+        Field::new("promotion_id", DataType::Utf8, false),
+        Field::new(ORDER_ID, DataType::Utf8, true),
+        Field::new("promotion_name", DataType::Utf8, true),
+        Field::new("last_seen", timestamp(), true),
+        count("views"),
+        count("clicks"),
+        Field::new("revenue", money(), true),
+    ]))
+});
+
 /// `product_affinity`: per product, its strongest neighbours over the whole history.
 pub const PRODUCT_AFFINITY: TableDescriptor = TableDescriptor {
     name: PRODUCT_AFFINITY_TABLE,
@@ -394,13 +496,16 @@ static ERASURES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 
 /// Every table, in the order of `shoplake_events::lake::TABLES`: those compaction writes, then
 /// the batch jobs' own.
-pub const ALL: [&TableDescriptor; 9] = [
+pub const ALL: [&TableDescriptor; 12] = [
     &EVENTS,
     &BAD_ROWS,
     &ORDERS,
     &VISITS,
     &IDENTITIES,
     &FRAUD_DECISIONS,
+    &ROLLUP_PRODUCTS,
+    &ROLLUP_SEARCH,
+    &ROLLUP_PROMOTIONS,
     &PRODUCT_AFFINITY,
     &CAMPAIGN_SPEND,
     &ERASURES,

@@ -153,6 +153,14 @@ impl Collector {
         })
     }
 
+    /// Validates with `limits` (the streaming stage's: `[stage] max_lateness` and
+    /// `max_event_bytes`, so that the collector never refuses what the stage would take) instead
+    /// of the contract's defaults.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// The collector's counters (for `/metrics`).
     pub fn metrics(&self) -> Arc<CollectorMetrics> {
         self.metrics.clone()

@@ -482,6 +482,7 @@ async function products(main, f) {
   const together = panel(main, 'Bought together', 'Each product\'s strongest neighbours bought in the same order (from product_affinity)', 'wide');
   const searches = panel(main, 'Top searches', 'Searches, clicks, conversion and revenue per query');
   const noClick = panel(main, 'Searches without a click', 'Queries whose results got no click: what shoppers did not find');
+  const stock = panel(main, 'Out of stock', 'Products out of stock in the period: hours without stock, the views and adds to cart they missed, and days of cover left at the current sales rate', 'wide');
   await Promise.all([
     fill(productTable, async (p, current) => {
       const url = reportUrl('products', f, { by: 'product' });
@@ -515,6 +516,7 @@ async function products(main, f) {
     reportTable(together, 'bought_together', f, { extra: { relation: 'bought_together', top: 3 }, empty: 'No product_affinity yet (shoplake batch affinity, or wait for up\'s schedule)' }),
     reportTable(searches, 'search', f, { empty: 'No searches in this period', columns: ['query', 'searches', 'click_rate', 'conversion_rate', 'revenue'] }),
     reportTable(noClick, 'search', f, { extra: { no_click_only: 'true' }, empty: 'Every search got a click in this period', table: 'search_no_click', columns: ['query', 'searches', 'without_click', 'click_rate'] }),
+    reportTable(stock, 'inventory', f, { extra: { out_of_stock_only: 'true' }, empty: 'No product was out of stock in this period (or the warehouse sends no stock levels)', table: 'inventory', columns: ['product_id', 'category', 'stock_level', 'stock_outs', 'hours_out_of_stock', 'views_out_of_stock', 'adds_out_of_stock', 'units_sold', 'days_of_cover'] }),
   ]);
 }
 

@@ -25,6 +25,15 @@ pub const CAMPAIGN_SPEND_TABLE: &str = "campaign_spend";
 /// The `erasures` Delta table: one row per erasure request (`shoplake erase`), without the
 /// person's ids.
 pub const ERASURES_TABLE: &str = "erasures";
+/// The `rollup_products` Delta table, partitioned by `event_date`: per day and product, what the
+/// `products` report sums (kept by compaction; see `shoplake_batch::rollup`).
+pub const ROLLUP_PRODUCTS_TABLE: &str = "rollup_products";
+/// The `rollup_search` Delta table, partitioned by `event_date`: per day and search query, what
+/// the `search` report sums.
+pub const ROLLUP_SEARCH_TABLE: &str = "rollup_search";
+/// The `rollup_promotions` Delta table, partitioned by `event_date`: per day and promotion, what
+/// the `promotions` report sums.
+pub const ROLLUP_PROMOTIONS_TABLE: &str = "rollup_promotions";
 /// Fraud decisions waiting for compaction (Parquet files).
 pub const STAGING_FRAUD_DECISIONS: &str = "_staging/fraud_decisions";
 /// Enriched events waiting for compaction (Parquet files).
@@ -42,6 +51,9 @@ pub const TABLES: &[&str] = &[
     VISITS_TABLE,
     IDENTITIES_TABLE,
     FRAUD_DECISIONS_TABLE,
+    ROLLUP_PRODUCTS_TABLE,
+    ROLLUP_SEARCH_TABLE,
+    ROLLUP_PROMOTIONS_TABLE,
     PRODUCT_AFFINITY_TABLE,
     CAMPAIGN_SPEND_TABLE,
     ERASURES_TABLE,

@@ -76,6 +76,7 @@ pub const REPORT_FILES: &[(&str, &str)] = &[
         include_str!("../../sql/reports/fulfilment.sql"),
     ),
     ("returns", include_str!("../../sql/reports/returns.sql")),
+    ("inventory", include_str!("../../sql/reports/inventory.sql")),
     (
         "promotions",
         include_str!("../../sql/reports/promotions.sql"),
@@ -734,6 +735,11 @@ impl TableProvider for ReportTable {
             })?
             .read()
             .clone();
+        // The stored state never ran a query itself: without a start time, `now()` in a report
+        // would reach execution unsimplified (DataFusion sets it per statement).
+        let mut state = state;
+        let options = Arc::clone(state.config_options());
+        state.execution_props_mut().mark_start_execution(options);
         let df = report_frame(&state, &self.report, &self.params)
             .await
             .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;

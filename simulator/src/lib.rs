@@ -2,7 +2,8 @@
 //!
 //! Owns a deterministic online store (`shoplake emit`, and the simulated traffic of `shoplake
 //! up`): a catalog with affinity groups, users, marketing campaigns, sessions walking a funnel,
-//! orders with payments, shipments, cancellations and returns, injected fraud with ground-truth
+//! orders with payments, shipments, cancellations and returns, the warehouse's stock levels
+//! (out of stock, restocked), injected fraud with ground-truth
 //! labels, and a configurable share of bad input. Nothing enters it but a [`SimConfig`] (and, for
 //! long runs, a folder for the records due later: [`Simulator::with_spill`]); records leave
 //! through [`Simulator::next`] as bytes of the event contract's wire format with a partition key
@@ -52,6 +53,7 @@ mod faults;
 mod shopper;
 pub mod spend;
 mod spill;
+mod stock;
 mod world;
 
 use std::cmp::Reverse;
@@ -151,6 +153,9 @@ pub struct SimConfig {
     /// What makes honest shoppers look like fraud: shared devices and IPs, travel, new phones,
     /// gifts abroad, big baskets, reorders without browsing, several cards.
     pub confounders: Confounders,
+    /// Whether the back office sends stock levels ("Inventory Updated" custom events from the
+    /// warehouse): every level at the start, the new levels after each order, each restock.
+    pub stock: bool,
 }
 
 /// Honest behaviour that fraud rules can mistake for fraud (issue 22: without it, most rules
@@ -270,6 +275,7 @@ impl Default for SimConfig {
             fraud_mix: FraudMix::default(),
             bot_share: 0.02,
             confounders: Confounders::default(),
+            stock: true,
         }
     }
 }
@@ -282,6 +288,9 @@ pub enum RecordKind {
     Duplicate,
     /// Bad input; validation reports this reason.
     Bad(Reason),
+    /// The simulator's own marker of an order's sale, which the warehouse applies to its stock
+    /// levels when its time comes (so that levels change in time order); never handed out.
+    StockSale,
 }
 
 /// One record for the stream.
@@ -360,6 +369,8 @@ pub struct Simulator {
     /// share's controller.
     orders_generated: u64,
     fraud_generated: u64,
+    /// Stock levels, when the back office sends them ([`SimConfig::stock`]).
+    stock: Option<stock::Stock>,
 }
 
 impl Simulator {
@@ -387,8 +398,21 @@ impl Simulator {
             spend: spend::Spend::new(config_seed),
             orders_generated: 0,
             fraud_generated: 0,
+            stock: None,
         };
         sim.seed_users();
+        if sim.config.stock {
+            let (stock, records) = stock::Stock::new(
+                config_seed,
+                &sim.catalog,
+                sim.config.sessions_per_hour,
+                sim.config.start_micros,
+            );
+            sim.stock = Some(stock);
+            for record in records {
+                sim.enqueue(record, None);
+            }
+        }
         sim
     }
 
@@ -471,6 +495,10 @@ impl Simulator {
             let (_, slot) = self.queue.pop()?;
             let pending = self.slots[slot].take()?;
             self.free.push(slot);
+            if pending.record.kind == RecordKind::StockSale {
+                self.apply_sale(&pending.record);
+                continue;
+            }
             self.count(&pending);
             return Some(pending.record);
         }
@@ -495,6 +523,7 @@ impl Simulator {
                 }
             }
             RecordKind::Duplicate => stats.duplicates += 1,
+            RecordKind::StockSale => {}
             RecordKind::Bad(reason) => {
                 stats.bad += 1;
                 *stats
@@ -524,6 +553,18 @@ impl Simulator {
                 self.failure = Some(e);
                 None
             }
+        }
+    }
+
+    /// Applies a sale marker ([`RecordKind::StockSale`]) to the stock levels, queueing the
+    /// warehouse's events.
+    fn apply_sale(&mut self, marker: &SimRecord) {
+        let lines = stock::decode_sale(&marker.payload);
+        let Some(stock) = self.stock.as_mut() else {
+            return;
+        };
+        for record in stock.sold(&self.catalog, &lines, marker.server_time_micros) {
+            self.enqueue(record, None);
         }
     }
 

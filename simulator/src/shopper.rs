@@ -948,6 +948,12 @@ impl Simulator {
             occurred_at: format_timestamp(*t),
         });
         self.send(e, *t, Some(&dev), label);
+        if self.stock.is_some() {
+            // Applied to the levels when the order's time comes, not now: sessions are generated
+            // whole when they start, and a later session's order can come first.
+            let lines: Vec<(usize, i64)> = cart.iter().map(|l| (l.product, l.quantity)).collect();
+            self.enqueue(super::stock::sale_marker(&lines, *t), None);
+        }
         Some(order)
     }
 

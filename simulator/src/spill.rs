@@ -143,6 +143,7 @@ fn encode(buf: &mut Vec<u8>, seq: u64, p: &Pending) {
         RecordKind::Valid(name) => (0u8, name.as_str()),
         RecordKind::Duplicate => (1, ""),
         RecordKind::Bad(reason) => (2, reason.as_str()),
+        RecordKind::StockSale => (3, ""),
     };
     buf.push(tag);
     put_bytes(buf, name.as_bytes());
@@ -214,6 +215,7 @@ fn decode_all(bytes: &[u8]) -> io::Result<Vec<(u64, Pending)>> {
                     .find(|r| r.as_str() == name)
                     .ok_or_else(|| corrupt("reason"))?,
             ),
+            3 => RecordKind::StockSale,
             _ => return Err(corrupt("record kind")),
         };
         let partition_key = r.string()?;

@@ -6,7 +6,9 @@
 -- (latest = greatest event_time, then smallest event_id, as for every "latest" in the lake). The
 -- line items come from the latest such event that lists products. The status is the furthest
 -- milestone reached (refunded > cancelled > return requested > delivered > shipped > paid >
--- payment failed > placed). Only orders whose order_completed event is in the lake appear.
+-- payment failed > placed); each milestone's time is its first event's (the last for paid and
+-- payment failed), return_requested_at that of the first return request, whatever the status. Only
+-- orders whose order_completed event is in the lake appear.
 WITH lifecycle AS (
     SELECT *
     FROM events
@@ -116,7 +118,8 @@ SELECT a.order_id,
        m.delivered_at,
        m.cancelled_at,
        m.refunded_at,
-       CAST(m.placed_at AS DATE) AS order_date
+       CAST(m.placed_at AS DATE) AS order_date,
+       m.return_requested_at
 FROM latest_amounts a
 JOIN milestones m ON m.order_id = a.order_id
 LEFT JOIN items i ON i.order_id = a.order_id

@@ -13,32 +13,23 @@
 -- param: to date = today : Last day (UTC), inclusive.
 -- param: by text = product in (product, category, brand) : What a row is.
 -- param: category text = null : Only products of this category.
-WITH lines AS (
-    SELECT event_name, event_time, order_id, fx_rate, rating, unnest(products) AS p
-    FROM events
-    WHERE event_date BETWEEN $from AND $to
-      AND NOT is_bot
-      AND event_name IN ('product_viewed', 'product_added', 'order_completed', 'product_reviewed')
+-- The days' figures come from rollup_products (sql/batch/rollup_products.sql, kept by compaction):
+-- a few thousand rows a day instead of the period's events.
+WITH days AS (
+    SELECT * FROM rollup_products WHERE event_date BETWEEN $from AND $to
 ),
-flat AS (
-    SELECT event_name, event_time, order_id, fx_rate, rating,
-           p['product_id'] AS product_id, p['category'] AS category, p['brand'] AS brand,
-           CAST(p['price'] AS DOUBLE) AS price, coalesce(p['quantity'], 1) AS quantity
-    FROM lines
-    WHERE p['product_id'] IS NOT NULL
-),
--- Each product's own figures first (a few thousand rows), then its orders: the event rows are
--- grouped once rather than joined to anything.
+-- Each product's own figures first (a few thousand rows), then its orders.
 per_product AS (
     SELECT product_id,
-           last_value(category ORDER BY event_time) AS category,
-           last_value(brand ORDER BY event_time)    AS brand,
-           count(*) FILTER (WHERE event_name = 'product_viewed')   AS views,
-           count(*) FILTER (WHERE event_name = 'product_added')    AS adds,
-           count(*) FILTER (WHERE event_name = 'product_reviewed') AS reviews,
-           count(rating) FILTER (WHERE event_name = 'product_reviewed') AS rated,
-           sum(rating) FILTER (WHERE event_name = 'product_reviewed')   AS rating_sum
-    FROM flat
+           last_value(category ORDER BY last_seen) AS category,
+           last_value(brand ORDER BY last_seen)    AS brand,
+           sum(views)                              AS views,
+           sum(adds)                               AS adds,
+           sum(reviews)                            AS reviews,
+           sum(rated)                              AS rated,
+           sum(rating_sum)                         AS rating_sum
+    FROM days
+    WHERE order_id IS NULL
     GROUP BY product_id
 ),
 keyed AS (
@@ -53,15 +44,13 @@ keyed AS (
     WHERE $category IS NULL OR category = $category
 ),
 order_lines AS (
-    SELECT product_id, order_id,
-           sum(quantity)                                   AS units,
-           sum(price * quantity * CAST(fx_rate AS DOUBLE)) AS revenue
-    FROM flat
-    WHERE event_name = 'order_completed'
+    SELECT product_id, order_id, sum(units) AS units, sum(revenue) AS revenue
+    FROM days
+    WHERE order_id IS NOT NULL
     GROUP BY product_id, order_id
 ),
 returned AS (
-    SELECT DISTINCT order_id FROM events WHERE event_name = 'return_requested'
+    SELECT order_id FROM orders WHERE return_requested_at IS NOT NULL
 ),
 sold AS (
     SELECT k.dimension, l.order_id, sum(l.units) AS units, sum(l.revenue) AS revenue,

@@ -12,7 +12,7 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Job {
-    /// Staging → Delta tables (events, bad_rows, fraud_decisions, orders, visits, identities). Safe to re-run at any time.
+    /// Staging → Delta tables (events, bad_rows, fraud_decisions, orders, visits, identities, the daily rollups). Safe to re-run at any time.
     Compact,
     /// Rewrite small files into large ones.
     Optimize {
@@ -53,7 +53,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
                 serde_json::json!({
                     "staged_files": r.staged_files, "events_read": r.events_read, "events_written": r.events_written,
                     "duplicates_in_staging": r.duplicates_in_staging, "already_in_lake": r.already_in_lake, "lake_files_read": r.lake_files_read, "key_index_seconds": r.key_index_micros as f64 / 1e6, "beyond_dedup_window": r.beyond_dedup_window,
-                    "bad_rows_written": r.bad_rows_written, "quarantined_files": r.quarantined_files, "conflicts": r.conflicts, "fraud_decisions_written": r.fraud_decisions_written, "orders": r.orders, "visits": r.visits, "identities": r.identities,
+                    "bad_rows_written": r.bad_rows_written, "quarantined_files": r.quarantined_files, "conflicts": r.conflicts, "fraud_decisions_written": r.fraud_decisions_written, "orders": r.orders, "visits": r.visits, "rollups": r.rollups, "identities": r.identities,
                 })
             );
         }

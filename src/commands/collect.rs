@@ -31,7 +31,10 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         );
     }
     let backend = stream.clone();
-    let collector = Arc::new(Collector::new(stream, keys, config.collector.clone())?);
+    let collector = Arc::new(
+        Collector::new(stream, keys, config.collector.clone())?
+            .with_limits(config.stage.stage.limits()),
+    );
     let mut telemetry = Telemetry::new();
     telemetry.register(collector.metrics());
     backend.register_metrics(&mut telemetry);

@@ -27,7 +27,8 @@ pub struct Args {
     /// Events per second (wall time). Without it, events are emitted as fast as the stream takes them.
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Simulated start time (RFC 3339). Default: now.
+    /// Simulated start time (RFC 3339). Default: now with --rate; otherwise six hours before
+    /// the sessions would end now (what the back office would send later is left out).
     #[arg(long)]
     pub start: Option<String>,
     /// Share of bad input (0..1).
@@ -54,8 +55,11 @@ pub struct Args {
 /// Sessions per simulated hour that give about `rate` events per second.
 pub fn sessions_per_hour_for(rate: f64, base: &SimConfig) -> f64 {
     // Measure events per session on a throwaway sample of the same simulation.
+    // (Stock levels left out: the warehouse's events are not shoppers', and counting them would
+    // move every session's start.)
     let mut sample = Simulator::new(SimConfig {
         max_sessions: Some(500),
+        stock: false,
         ..base.clone()
     });
     let mut events = 0u64;
@@ -69,10 +73,25 @@ pub fn sessions_per_hour_for(rate: f64, base: &SimConfig) -> f64 {
 pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let config = data.pipeline_config()?;
     let stream = Arc::new(data.open_stream(&config)?);
-    let start = match &args.start {
-        Some(s) => shoplake_events::parse_timestamp(s)
-            .with_context(|| format!("--start {s:?} is not RFC 3339"))?,
-        None => chrono::Utc::now().timestamp_micros(),
+    let paced = args.rate.is_some();
+    let now = chrono::Utc::now().timestamp_micros();
+    let (start, until) = match &args.start {
+        Some(s) => (
+            shoplake_events::parse_timestamp(s)
+                .with_context(|| format!("--start {s:?} is not RFC 3339"))?,
+            None,
+        ),
+        None if paced => (now, None),
+        // As fast as the stream takes them: the sessions start so that the last has had six
+        // hours to end (a day of sessions without --sessions), and what the back office would
+        // send after now is not sent — it has not happened yet, and the stage refuses events
+        // stamped in the future.
+        None => {
+            let hours = args
+                .sessions
+                .map_or(24.0, |n| n as f64 / SimConfig::default().sessions_per_hour);
+            (now - ((hours + 6.0) * 3_600e6) as i64, Some(now))
+        }
     };
     let mut sim_config = SimConfig {
         seed: args.seed,
@@ -102,9 +121,9 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let stats = drive(
         &mut sim,
         &emitter,
-        args.rate.is_some(),
+        paced,
         deadline,
-        None,
+        until,
         &labels_path,
         || false,
     )

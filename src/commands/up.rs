@@ -154,11 +154,10 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
     let keys_path = data.keys_path();
     let keys = shoplake_collector::KeyStore::open(&keys_path)
         .with_context(|| format!("opening the write keys at {}", keys_path.display()))?;
-    let collector = Arc::new(shoplake_collector::Collector::new(
-        stream.clone(),
-        keys,
-        config.collector.clone(),
-    )?);
+    let collector = Arc::new(
+        shoplake_collector::Collector::new(stream.clone(), keys, config.collector.clone())?
+            .with_limits(config.stage.stage.limits()),
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         ops::shutdown_signal().await;

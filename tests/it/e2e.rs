@@ -286,7 +286,7 @@ fn other_engines_read_the_lake(data: &Path, stats: &Value) {
 }
 
 /// Writes a pipeline config file into `data`; returns its path for `--config`.
-fn pipeline_config(data: &Path, toml: &str) -> String {
+pub(crate) fn pipeline_config(data: &Path, toml: &str) -> String {
     std::fs::create_dir_all(data).unwrap();
     let path = data.join("pipeline.toml");
     std::fs::write(&path, toml).unwrap();
@@ -353,9 +353,16 @@ fn config_check_refuses(file: &Path) -> String {
 /// Starts `shoplake collect` on a free port of `data`, with an admin token for it, and waits
 /// until it is ready; returns the process and its address.
 pub(crate) fn start_collect(data: &Path) -> (Child, String) {
+    start_collect_with(data, &[])
+}
+
+/// [`start_collect`] with global options before `collect` (`--config FILE`).
+pub(crate) fn start_collect_with(data: &Path, options: &[&str]) -> (Child, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     authorize(data, &addr);
-    let collect = shoplake(data, &["collect", "--http-addr", &addr])
+    let mut args = options.to_vec();
+    args.extend(["collect", "--http-addr", &addr]);
+    let collect = shoplake(data, &args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

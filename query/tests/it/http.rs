@@ -122,6 +122,9 @@ async fn tables_and_query_counters() {
             "visits",
             "identities",
             "fraud_decisions",
+            "rollup_products",
+            "rollup_search",
+            "rollup_promotions",
             "product_affinity",
             "campaign_spend",
             "erasures"
