@@ -90,6 +90,11 @@ pub struct CompactionConfig {
     /// Time between compactions in `shoplake up` (`"15s"`).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Time between refreshes of the daily rollups (`rollup_*`: the days compaction touched are
+    /// computed again from the lake) in `shoplake up` (`"1m"`): the reports on rollups
+    /// (`products`, `search`, `promotions`) lag the events by up to this.
+    #[serde(with = "humantime_serde")]
+    pub rollup_interval: Duration,
     /// Time between OPTIMIZE runs (small files → large) in `shoplake up` (`"1h"`); `"0s"` turns
     /// them off.
     #[serde(with = "humantime_serde")]
@@ -112,6 +117,7 @@ impl Default for CompactionConfig {
         let d = shoplake_batch::CompactOptions::default();
         CompactionConfig {
             interval: Duration::from_secs(15),
+            rollup_interval: Duration::from_secs(60),
             optimize_interval: Duration::from_secs(3_600),
             affinity_interval: Duration::from_secs(6 * 3_600),
             max_bytes: d.max_bytes,

@@ -92,7 +92,7 @@ pub struct CompactReport {
     /// Visits (sessions) re-derived from their events (merged into the table, or all of it when
     /// filled).
     pub visits: Option<u64>,
-    /// Rows of the daily rollups ([`crate::rollup`]) computed again for the days this round's
+    /// Rows of the daily rollups ([`crate::rollup`]) computed again for the days the rounds'
     /// events fell on (or all of them when a rollup was filled).
     pub rollups: Option<u64>,
     /// Identity links re-derived from their events and merged into `identities` (all of them
@@ -485,11 +485,9 @@ async fn compact_round(
         .update(lake, &touched_visits, written, &write)
         .await?;
 
-    // The daily rollups of the days this round's events fall on, computed again from the lake.
-    for rollup in crate::rollup::ALL {
-        let rows = rollup.update(lake, &touched_days, written, &write).await?;
-        report.rollups = sum(report.rollups, rows);
-    }
+    // The days this round's events fall on, for the daily rollups' next refresh (written down
+    // before the staging files go: a crash in between runs the round again).
+    crate::rollup::mark_dirty(lake, &touched_days).await?;
 
     // Anonymous ids this round's identity events link to users (the table made when missing).
     report.identities =
@@ -556,8 +554,20 @@ where
     }
 }
 
-/// Compacts until staging is empty.
+/// Compacts until staging is empty, then computes the daily rollups of the days it touched
+/// again ([`crate::rollup::refresh`]).
 pub async fn compact_all(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
+    let mut total = compact_staged(lake, opts).await?;
+    total.rollups = sum(
+        total.rollups,
+        crate::rollup::refresh(lake, &opts.write_options()).await?,
+    );
+    Ok(total)
+}
+
+/// Compacts until staging is empty; the days it touched wait for the next
+/// [`crate::rollup::refresh`] (`shoplake up` refreshes on an interval of its own).
+pub async fn compact_staged(lake: &Lake, opts: &CompactOptions) -> Result<CompactReport> {
     let write = opts.write_options();
     let tombstones = crate::erase::load_tombstones(lake).await?;
     let mut conflicts = 0;

@@ -42,12 +42,9 @@ use shoplake_events::fields::{EVENT_DATE, EVENT_TIME};
 use shoplake_events::lake::EVENTS_TABLE;
 use tracing::debug;
 
-use crate::rollup::{definition_transaction, filled_by};
+use crate::rollup::{definition_transaction, kept};
 use crate::tables::{self, TableDescriptor};
-use crate::write::{
-    WriteOptions, commit_after, conform, create_empty, last_writer_version, table_or_empty,
-    upsert_on_key,
-};
+use crate::write::{WriteOptions, commit_after, conform, upsert_on_key};
 use crate::{Lake, Result, delta_err, query_err};
 
 /// A table derived from `events` by SQL, one row per value of its key.
@@ -287,8 +284,8 @@ impl Derived {
     }
 
     /// Keeps the table current after a round: merges the touched keys, or fills the table when
-    /// it is missing (and the lake has events) or was never filled. Returns the rows written,
-    /// None when nothing was to do.
+    /// it is missing (and the lake has events), was never filled or was filled by another
+    /// definition. Returns the rows written, None when nothing was to do.
     pub async fn update(
         &self,
         lake: &Lake,
@@ -296,15 +293,12 @@ impl Derived {
         events_written: u64,
         opts: &WriteOptions,
     ) -> Result<Option<u64>> {
-        let table = match crate::write::evolved(lake, self.table).await? {
-            Some(table) => table,
-            None if events_written > 0 || !touched.is_empty() => {
-                create_empty(lake, self.table, opts).await?
-            }
-            None => return Ok(None),
+        let create = events_written > 0 || !touched.is_empty();
+        let Some((table, last, filled)) = kept(lake, self.table, self.sql, create, opts).await?
+        else {
+            return Ok(None);
         };
-        let last = last_writer_version(&table, self.table.name).await?;
-        if last.is_none() || !filled_by(&table, self.table.name, self.sql).await? {
+        if !filled {
             return Ok(Some(self.fill(lake, table, last, opts).await?));
         }
         if touched.is_empty() {
@@ -313,17 +307,16 @@ impl Derived {
         Ok(Some(self.upsert(lake, table, last, touched, opts).await?))
     }
 
-    /// Fills the table if it is missing or was never filled while the lake has events (a lake
-    /// written before the table existed); returns the rows written.
+    /// Fills the table if it is missing, was never filled or was filled by another definition,
+    /// while the lake has events (a lake written before the table existed); returns the rows
+    /// written.
     pub async fn ensure(&self, lake: &Lake, opts: &WriteOptions) -> Result<Option<u64>> {
         if !lake.table_exists(EVENTS_TABLE).await? {
             return Ok(None);
         }
-        let table = table_or_empty(lake, self.table, opts).await?;
-        let last = last_writer_version(&table, self.table.name).await?;
-        if last.is_some() && filled_by(&table, self.table.name, self.sql).await? {
-            return Ok(None);
+        match kept(lake, self.table, self.sql, true, opts).await? {
+            Some((table, last, false)) => Ok(Some(self.fill(lake, table, last, opts).await?)),
+            _ => Ok(None),
         }
-        Ok(Some(self.fill(lake, table, last, opts).await?))
     }
 }

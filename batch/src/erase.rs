@@ -970,7 +970,7 @@ fn archived_mentions(line: &[u8], mentions: &Mentions) -> bool {
 }
 
 /// The objects under `prefix` (all of the store's without one).
-async fn list(store: &dyn ObjectStore, prefix: Option<&str>) -> Result<Vec<ObjectMeta>> {
+pub(crate) async fn list(store: &dyn ObjectStore, prefix: Option<&str>) -> Result<Vec<ObjectMeta>> {
     let path = prefix.map(Path::from);
     store
         .list(path.as_ref())
@@ -986,7 +986,7 @@ fn store_err(path: &str) -> impl Fn(object_store::Error) -> Error + '_ {
     }
 }
 
-async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
+pub(crate) async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
     let err = |source| Error::Store {
         path: path.to_string(),
         source,
@@ -1000,7 +1000,7 @@ async fn get(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
         .map_err(err)
 }
 
-async fn put(store: &dyn ObjectStore, path: &Path, payload: PutPayload) -> Result<()> {
+pub(crate) async fn put(store: &dyn ObjectStore, path: &Path, payload: PutPayload) -> Result<()> {
     store
         .put(path, payload)
         .await
@@ -1012,7 +1012,7 @@ async fn put(store: &dyn ObjectStore, path: &Path, payload: PutPayload) -> Resul
 }
 
 /// Deletes `path`; false when it was gone already.
-async fn delete(store: &dyn ObjectStore, path: &Path) -> Result<bool> {
+pub(crate) async fn delete(store: &dyn ObjectStore, path: &Path) -> Result<bool> {
     match store.delete(path).await {
         Ok(()) => Ok(true),
         Err(object_store::Error::NotFound { .. }) => Ok(false),

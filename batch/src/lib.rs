@@ -21,10 +21,11 @@
 //!   ([`staged`] decodes the objects); then the tables [`derived`] from events by SQL — `orders`
 //!   (`sql/batch/orders.sql`) and `visits`, one row per session (`sql/batch/visits.sql`) — merged
 //!   for the keys the round touched, then the `identities` table ([`identities`]: which user each
-//!   anonymous id is linked to) merged from the round's identity events, and the daily
-//!   [`rollup`]s (`rollup_products`, `rollup_search`, `rollup_promotions`: per day, what a report
-//!   sums) computed again for the days the round's events fall on. Consumed staging files are
-//!   deleted only after every commit;
+//!   anonymous id is linked to) merged from the round's identity events, and the
+//!   days its events fall on written down for the daily [`rollup`]s (`rollup_products`,
+//!   `rollup_search`, `rollup_promotions`: per day, what a report sums), which a refresh computes
+//!   again after [`compact_all`] drains staging (in `up`, on an interval of its own). Consumed
+//!   staging files are deleted only after every commit;
 //! - [`optimize`]: small files → large ones (Delta `OPTIMIZE`: bin-packing, or a sort by event
 //!   time for a day whose files overlap in time);
 //! - [`lifecycle`]: retention (days older than a table's period leave it; old quarantine and
@@ -116,7 +117,7 @@ pub mod staged;
 pub mod tables;
 pub mod write;
 
-pub use compact::{CompactOptions, CompactReport, compact, compact_all};
+pub use compact::{CompactOptions, CompactReport, compact, compact_all, compact_staged};
 pub use lake::{AsOf, Lake};
 pub use schedule::Schedule;
 pub use tables::TableDescriptor;

@@ -5,12 +5,19 @@
 //! rows are always computed from all of that day's events in the lake.
 //!
 //! Each rollup is a Delta table partitioned by `event_date` and an SQL file over a table named
-//! `events` ([`Rollup::sql`]) whose rows carry `event_date`. A compaction round collects the
-//! days its staged events fall on ([`days_of`]), computes those days' rows again from the lake
-//! (with the days before them when a day's rows depend on the next day's events:
-//! [`Rollup::days_after`]) and replaces them in one commit (a Delta overwrite with a
-//! `replaceWhere` on the days: readers see the old rows or the new ones, never a mix). A re-run
-//! after a crash computes the same rows, as [`crate::derived`]'s tables do.
+//! `events` ([`Rollup::sql`]) whose rows carry `event_date`. A compaction round writes down the
+//! days its staged events fall on ([`days_of`], [`mark_dirty`]: a small object under
+//! `_rollups/dirty/`, written after the round's commits and before its staging files go, so that
+//! a crash in between has the round run again and write them again). [`refresh`] computes the
+//! rows of every day written down again from the lake (with the days before them when a day's
+//! rows depend on the next day's events: [`Rollup::days_after`]), replaces them in one commit per
+//! rollup (a Delta overwrite with a `replaceWhere` on the days: readers see the old rows or the
+//! new ones, never a mix), and only then deletes the objects it read. A day costs a read of its
+//! events however many rounds touched it: `shoplake batch compact` refreshes once after draining
+//! staging, `shoplake up` every `[compaction] rollup_interval` (a minute by default), so that a
+//! busy day is not read again every 15 seconds. Reports on rollups lag the events by at most
+//! that interval. A re-run after a crash computes the same rows, as [`crate::derived`]'s tables
+//! do.
 //!
 //! A table filled by another definition of its SQL (an older or newer shoplake) is filled again:
 //! every fill records the definition it was made by as the version of the Delta application
@@ -33,15 +40,15 @@ use arrow::datatypes::Date32Type;
 use datafusion::common::ScalarValue;
 use datafusion::prelude::{SessionContext, col, lit};
 use deltalake::protocol::SaveMode;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
 use shoplake_events::fields::EVENT_DATE;
 use shoplake_events::lake::EVENTS_TABLE;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::tables::{self, TableDescriptor};
-use crate::write::{
-    WriteOptions, commit_after, conform, create_empty, last_writer_version, table_or_empty,
-};
-use crate::{Lake, Result, delta_err, query_err};
+use crate::write::{WriteOptions, commit_after, conform, create_empty, last_writer_version};
+use crate::{Error, Lake, Result, delta_err, query_err};
 
 /// A table of per-day rows computed from `events` by SQL.
 #[derive(Debug)]
@@ -77,6 +84,81 @@ pub const PROMOTIONS: Rollup = Rollup {
 
 /// Every rollup, in the order compaction keeps them.
 pub const ALL: [&Rollup; 3] = [&PRODUCTS, &SEARCH, &PROMOTIONS];
+
+/// Where rounds write down the days whose rollups are to be computed again, relative to the lake
+/// root.
+pub const DIRTY_PREFIX: &str = "_rollups/dirty";
+
+/// Writes down `days` (a round's) as days whose rollups [`refresh`] is to compute again.
+pub async fn mark_dirty(lake: &Lake, days: &BTreeSet<i32>) -> Result<()> {
+    if days.is_empty() {
+        return Ok(());
+    }
+    let path = Path::from(format!("{DIRTY_PREFIX}/{}.json", uuid::Uuid::new_v4()));
+    let body = serde_json::to_vec(days).map_err(|e| Error::BadOption {
+        name: "rollup days",
+        value: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    crate::erase::put(lake.store().as_ref(), &path, body.into()).await
+}
+
+/// Computes the rollups of every day written down ([`mark_dirty`]) again, then deletes what it
+/// read; fills a rollup that is missing, was never filled or was filled by another definition.
+/// Runs a step again when another writer committed first. Returns the rows written, None when
+/// nothing was to do. A written-down object that cannot be read (cut short by a crash) refills
+/// the rollups from all events: the days it named are not known.
+pub async fn refresh(lake: &Lake, opts: &WriteOptions) -> Result<Option<u64>> {
+    let store = lake.store();
+    let listed = crate::erase::list(store.as_ref(), Some(DIRTY_PREFIX)).await?;
+    let mut days = BTreeSet::new();
+    let mut unreadable = false;
+    for o in &listed {
+        let read = match store.get(&o.location).await {
+            Ok(got) => got.bytes().await,
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(bytes) => match serde_json::from_slice::<BTreeSet<i32>>(&bytes) {
+                Ok(d) => days.extend(d),
+                Err(e) => {
+                    warn!(object = %o.location, error = %e, "unreadable rollup days: refilling the rollups");
+                    unreadable = true;
+                }
+            },
+            // Deleted by another refresh since the listing: its days are done.
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => {
+                return Err(Error::Store {
+                    path: o.location.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    let mut rows = None;
+    let mut conflicts = 0;
+    for rollup in ALL {
+        let written = crate::compact::again_on_conflict(&mut conflicts, || async {
+            if unreadable {
+                rollup.refill(lake, opts).await
+            } else {
+                rollup
+                    .update(lake, &days, u64::from(!days.is_empty()), opts)
+                    .await
+            }
+        })
+        .await?;
+        rows = match (rows, written) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
+    for o in listed {
+        crate::erase::delete(store.as_ref(), &o.location).await?;
+    }
+    Ok(rows)
+}
 
 /// The distinct `event_date`s (days since the epoch) of `batches`.
 pub fn days_of(batches: &[RecordBatch]) -> BTreeSet<i32> {
@@ -133,6 +215,26 @@ pub(crate) async fn filled_by(
         .await
         .map_err(delta_err(name))?
         == Some(definition_version(sql)))
+}
+
+/// A derived or rollup table as a round keeps it: loaded (its schema brought up to the
+/// registry's), or created empty when the lake lacks it and `create`; with its last writer
+/// version and whether the definition `sql` filled it. None when missing and not `create`.
+pub(crate) async fn kept(
+    lake: &Lake,
+    descriptor: &TableDescriptor,
+    sql: &str,
+    create: bool,
+    opts: &WriteOptions,
+) -> Result<Option<(deltalake::DeltaTable, Option<i64>, bool)>> {
+    let table = match crate::write::evolved(lake, descriptor).await? {
+        Some(table) => table,
+        None if create => create_empty(lake, descriptor, opts).await?,
+        None => return Ok(None),
+    };
+    let last = last_writer_version(&table, descriptor.name).await?;
+    let filled = filled_by(&table, descriptor.name, sql).await?;
+    Ok(Some((table, last, filled)))
 }
 
 /// `events` with the columns the event contract gained since the lake was written, as nulls of
@@ -299,15 +401,12 @@ impl Rollup {
         events_written: u64,
         opts: &WriteOptions,
     ) -> Result<Option<u64>> {
-        let table = match crate::write::evolved(lake, self.table).await? {
-            Some(table) => table,
-            None if events_written > 0 || !days.is_empty() => {
-                create_empty(lake, self.table, opts).await?
-            }
-            None => return Ok(None),
+        let create = events_written > 0 || !days.is_empty();
+        let Some((table, last, filled)) = kept(lake, self.table, self.sql, create, opts).await?
+        else {
+            return Ok(None);
         };
-        let last = last_writer_version(&table, self.table.name).await?;
-        if !filled_by(&table, self.table.name, self.sql).await? {
+        if !filled {
             return Ok(Some(self.fill(lake, table, last, opts).await?));
         }
         if days.is_empty() {
@@ -325,10 +424,18 @@ impl Rollup {
         if !lake.table_exists(EVENTS_TABLE).await? {
             return Ok(None);
         }
-        let table = table_or_empty(lake, self.table, opts).await?;
-        if filled_by(&table, self.table.name, self.sql).await? {
-            return Ok(None);
+        match kept(lake, self.table, self.sql, true, opts).await? {
+            Some((table, last, false)) => Ok(Some(self.fill(lake, table, last, opts).await?)),
+            _ => Ok(None),
         }
+    }
+
+    /// Fills the table from all events whatever definition filled it (the days to compute again
+    /// are not known); returns the rows written, None when the table is missing.
+    async fn refill(&self, lake: &Lake, opts: &WriteOptions) -> Result<Option<u64>> {
+        let Some(table) = crate::write::evolved(lake, self.table).await? else {
+            return Ok(None);
+        };
         let last = last_writer_version(&table, self.table.name).await?;
         Ok(Some(self.fill(lake, table, last, opts).await?))
     }

@@ -1,4 +1,5 @@
-//! The lake's maintenance on a schedule, as `shoplake up` runs it: compaction every interval,
+//! The lake's maintenance on a schedule, as `shoplake up` runs it: compaction every interval, the
+//! daily rollups' refresh every interval of its own,
 //! OPTIMIZE of every table, the `product_affinity` rebuild, and retention with VACUUM
 //! ([`crate::lifecycle`]) at their own, longer intervals.
 //!
@@ -160,6 +161,8 @@ pub struct Schedule {
     lake: Arc<Lake>,
     compact: CompactOptions,
     compact_every: Duration,
+    /// Time between refreshes of the daily rollups (None: after every compaction).
+    rollups_every: Option<Duration>,
     optimize_every: Option<Duration>,
     affinity: Option<(Duration, AffinityOptions)>,
     /// Retention then VACUUM (with its grace) every interval.
@@ -174,11 +177,20 @@ impl Schedule {
             lake,
             compact,
             compact_every: every.max(MIN_COMPACT_INTERVAL),
+            rollups_every: None,
             optimize_every: None,
             affinity: None,
             lifecycle: None,
             metrics: Arc::default(),
         }
+    }
+
+    /// Computes the daily rollups of the days compaction touched ([`crate::rollup::refresh`])
+    /// at most every `every` instead of after every compaction: a busy day is read once a
+    /// minute rather than every 15 seconds; reports on rollups lag by up to `every`.
+    pub fn with_rollups(mut self, every: Duration) -> Self {
+        self.rollups_every = Some(every);
+        self
     }
 
     /// Also OPTIMIZE every table of the lake every `every`; zero turns it off.
@@ -219,6 +231,7 @@ impl Schedule {
     /// the next interval does not start.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
+        let mut last_rollups = Instant::now();
         let mut last_optimize = Instant::now();
         let mut last_affinity = Instant::now();
         let mut last_lifecycle = Instant::now();
@@ -228,6 +241,13 @@ impl Schedule {
                 _ = &mut stop => return,
             }
             self.compact().await;
+            if self
+                .rollups_every
+                .is_none_or(|every| last_rollups.elapsed() >= every)
+            {
+                last_rollups = Instant::now();
+                self.refresh_rollups().await;
+            }
             if let Some(every) = self.optimize_every
                 && last_optimize.elapsed() >= every
             {
@@ -249,8 +269,15 @@ impl Schedule {
         }
     }
 
+    async fn refresh_rollups(&self) {
+        if let Err(e) = crate::rollup::refresh(&self.lake, &self.compact.write_options()).await {
+            self.metrics.failures.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, "the rollups' refresh failed; it is retried at the next interval");
+        }
+    }
+
     async fn compact(&self) {
-        match crate::compact_all(&self.lake, &self.compact).await {
+        match crate::compact_staged(&self.lake, &self.compact).await {
             Ok(r) => self.metrics.add(&r),
             Err(e) => {
                 self.metrics.failures.fetch_add(1, Ordering::Relaxed);

@@ -280,6 +280,7 @@ pub async fn run(args: Args, data: DataArgs) -> anyhow::Result<()> {
         config.compaction.options(),
         config.compaction.interval,
     )
+    .with_rollups(config.compaction.rollup_interval)
     .with_optimize(config.compaction.optimize_interval)
     .with_lifecycle(
         config.retention.interval,
