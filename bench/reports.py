@@ -5,7 +5,7 @@ SHOPLAKE_TOKEN set, prints Markdown. shoplake answers `GET /v1/reports/NAME?from
 running `shoplake query` (the way a dashboard asks, its result cache off); DuckDB runs the same
 report's SQL (`sql/reports/NAME.sql`, its parameters bound by DuckDB) in this process over the
 active Parquet files of every Delta table of the lake (rollups included, so the comparison is of
-engines) and the views of `sql/views/`. The range is the lake's last 30 days with events; the
+engines) and the views of `sql/views/`. The range is the 30 days up to the lake's last day of sessions; the
 other parameters keep their declared defaults.
 
 DuckDB spells three things differently, and only those are changed: the ordered aggregates
@@ -56,7 +56,9 @@ def default(param, today):
 
 
 def last_day(con):
-    (day,) = con.execute("select max(event_date) from events").fetchall()[0]
+    """The last day of the lake's storefront traffic: back-office events (chargebacks weeks later,
+    restocks) reach far past it, and a range ending on them would hold almost nothing."""
+    (day,) = con.execute("select max(session_date) from visits").fetchall()[0]
     return day
 
 
