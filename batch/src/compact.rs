@@ -126,7 +126,7 @@ impl CompactReport {
 }
 
 /// Two optional counts added (None only when both are).
-fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+pub(crate) fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a + b),
         (a, b) => a.or(b),

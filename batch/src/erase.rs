@@ -61,8 +61,6 @@ use crate::{Error, Lake, Result, delta_err, keys, query_err};
 
 /// Where the pending VACUUMs of erasure requests are kept, relative to the lake root.
 pub const PENDING_PREFIX: &str = "_erasures/pending";
-/// Where a request writes down the days whose rollups it is to compute again, until it has.
-pub const ROLLUP_DAYS_PREFIX: &str = "_erasures/rollup_days";
 
 /// Who is to be erased: a user id, anonymous ids (browsers, devices), or both.
 #[derive(Clone, Debug, Default)]
@@ -557,21 +555,12 @@ pub async fn erase(
     let compacted = crate::compact_all(lake, &opts.compaction).await?;
     report.staged_rows_dropped = compacted.erased_in_staging;
 
-    // The days of the person's events: the rollups of those days are computed again once the
-    // events are gone. The days are written down first, so that a request that stops after
-    // the deletes (a crash, a lost conflict) still has them recomputed by the next erasure
-    // (which finds no events of the person any more).
-    recompute_pending_rollups(lake, opts).await?;
+    // The days of the person's events: their rollups are computed again once the events are
+    // gone. Written down for the rollups' refresh before the deletes (a request that stops after
+    // them still has the days computed by the next refresh, when no event names the person any
+    // more) and again after them (a refresh that ran in between computed them with the person).
     let days = event_days(lake, &mentions).await?;
-    let days_path = rollup_days_path(&report.request_id);
-    if !days.is_empty() {
-        let body = serde_json::to_vec(&days).map_err(|e| Error::BadOption {
-            name: "erasure",
-            value: report.request_id.clone(),
-            reason: e.to_string(),
-        })?;
-        put(lake.store().as_ref(), &days_path, body.into()).await?;
-    }
+    crate::rollup::mark_dirty(lake, &days).await?;
     let mut removed: Vec<(String, u64)> = Vec::new();
     for (table, t) in personal_tables(lake).await? {
         let delta = delta_err(table.name);
@@ -625,8 +614,8 @@ pub async fn erase(
         }
     }
 
-    recompute_rollups(lake, &days, opts).await?;
-    delete(lake.store().as_ref(), &days_path).await?;
+    crate::rollup::mark_dirty(lake, &days).await?;
+    crate::rollup::refresh(lake, &opts.compaction.write_options()).await?;
 
     let store = lake.store();
     for o in list(store.as_ref(), Some(QUARANTINE)).await? {
@@ -662,38 +651,6 @@ pub async fn erase(
     info!(request = %report.request_id, ids = report.ids_found, rows = ?report.rows_deleted,
           "erasure: the person's rows left the lake; their bytes go at the request's VACUUM");
     Ok(report)
-}
-
-/// Where a request keeps the days whose rollups it is to compute again.
-fn rollup_days_path(request_id: &str) -> Path {
-    Path::from(format!("{ROLLUP_DAYS_PREFIX}/{request_id}.json"))
-}
-
-/// Computes the rollups of `days` again, running again when another writer committed first.
-async fn recompute_rollups(lake: &Lake, days: &BTreeSet<i32>, opts: &EraseOptions) -> Result<()> {
-    let write = opts.compaction.write_options();
-    let mut conflicts = 0;
-    for rollup in crate::rollup::ALL {
-        crate::compact::again_on_conflict(&mut conflicts, || rollup.recompute(lake, days, &write))
-            .await?;
-    }
-    Ok(())
-}
-
-/// Finishes what earlier requests left undone: the rollups of the days they wrote down.
-async fn recompute_pending_rollups(lake: &Lake, opts: &EraseOptions) -> Result<()> {
-    let store = lake.store();
-    for o in list(store.as_ref(), Some(ROLLUP_DAYS_PREFIX)).await? {
-        let bytes = get(store.as_ref(), &o.location).await?;
-        let days: BTreeSet<i32> = serde_json::from_slice(&bytes).map_err(|e| Error::BadOption {
-            name: "erasure rollup days",
-            value: o.location.to_string(),
-            reason: e.to_string(),
-        })?;
-        recompute_rollups(lake, &days, opts).await?;
-        delete(store.as_ref(), &o.location).await?;
-    }
-    Ok(())
 }
 
 fn pending_path(request_id: &str) -> Path {

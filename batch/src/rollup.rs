@@ -26,9 +26,9 @@
 //! events hold is computed again and replaces its rows, in one commit. [`crate::derived`]'s
 //! tables do the same (they are filled whole).
 //!
-//! Erasure ([`crate::erase`]) deletes the rows naming the person's orders and computes the days of
-//! their events again once their events are gone (the days are written down before the deletes,
-//! so that a request cut short has them computed by the next one). Retention keeps the events'
+//! Erasure ([`crate::erase`]) deletes the rows naming the person's orders, writes down the days
+//! of their events (before and after the deletes) and refreshes, so those days are computed again
+//! without them. Retention keeps the events'
 //! days in the rollups too (`[retention] events`: they hold order ids and search text); an
 //! event that arrives for a day whose events retention already deleted computes that day's
 //! rows from what is left, and the next retention run takes them out again.
@@ -149,10 +149,7 @@ pub async fn refresh(lake: &Lake, opts: &WriteOptions) -> Result<Option<u64>> {
             }
         })
         .await?;
-        rows = match (rows, written) {
-            (Some(a), Some(b)) => Some(a + b),
-            (a, b) => a.or(b),
-        };
+        rows = crate::compact::sum(rows, written);
     }
     for o in listed {
         crate::erase::delete(store.as_ref(), &o.location).await?;
@@ -438,27 +435,6 @@ impl Rollup {
         };
         let last = last_writer_version(&table, self.table.name).await?;
         Ok(Some(self.fill(lake, table, last, opts).await?))
-    }
-
-    /// Computes the rows of the days `days` again (after an erasure took events out of them);
-    /// returns the rows written, None when the table is missing.
-    pub async fn recompute(
-        &self,
-        lake: &Lake,
-        days: &BTreeSet<i32>,
-        opts: &WriteOptions,
-    ) -> Result<Option<u64>> {
-        if days.is_empty() {
-            return Ok(None);
-        }
-        let Some(table) = crate::write::evolved(lake, self.table).await? else {
-            return Ok(None);
-        };
-        let last = last_writer_version(&table, self.table.name).await?;
-        let affected = self.affected(days);
-        Ok(Some(
-            self.replace(lake, table, last, &affected, opts).await?,
-        ))
     }
 }
 
